@@ -1,0 +1,54 @@
+"""dtrain: deep-learning training on one GPU, many GPUs and many nodes, with PyTorch's names.
+
+    import dtrain as dt
+    x = dt.randn(3, 4, requires_grad=True)
+    (x @ x.T).sum().backward()
+"""
+from dtrain import autograd  # noqa: F401  (installs Tensor methods)
+from dtrain.autograd import enable_grad, inference_mode, is_grad_enabled, no_grad  # noqa: F401
+from dtrain.autograd import set_grad_enabled  # noqa: F401
+from dtrain.autograd.ops.index import (gather, index_select, masked_fill,  # noqa: F401
+                                       scatter_add)
+from dtrain.autograd.ops.linalg import bmm, dot, matmul, mm, outer  # noqa: F401
+from dtrain.autograd.ops.pointwise import (abs, add, allclose, bitwise_and,  # noqa: F401
+                                           bitwise_not, bitwise_or, ceil, clamp, clip, cos, div,
+                                           divide, eq, equal, exp, floor, floor_divide, ge, gt,
+                                           isclose, isfinite, isinf, isnan, le, log, log1p,
+                                           logical_and, logical_not, logical_or, logical_xor, lt,
+                                           maximum, minimum, mul, multiply, ne, neg, negative,
+                                           nonzero, pow, reciprocal, relu, remainder, round,
+                                           rsqrt, sigmoid, sign, sin, sqrt, square, sub, subtract,
+                                           tanh, true_divide, trunc, where)
+from dtrain.autograd.ops.reduce import (all, amax, amin, any, argmax, argmin,  # noqa: F401
+                                        count_nonzero, log_softmax, logsumexp, max, mean, min,
+                                        prod, softmax, std, std_mean, sum, var, var_mean)
+from dtrain.autograd.ops.shape import (broadcast_to, cat, chunk, clone, concat,  # noqa: F401
+                                       concatenate, expand, flatten, narrow, pad, permute,
+                                       reshape, split, squeeze, stack, swapaxes, swapdims, t,
+                                       transpose, unbind, unflatten, unsqueeze, view)
+from dtrain.core import backend as _backend
+from dtrain.core.creation import (arange, as_tensor, empty, empty_like, eye,  # noqa: F401
+                                  from_numpy, full, full_like, linspace, ones, ones_like, rand,
+                                  rand_like, randint, randint_like, randn, randn_like, randperm,
+                                  tensor, zeros, zeros_like)
+from dtrain.core.device import device  # noqa: F401
+from dtrain.core.dtype import bool_ as bool  # noqa: F401
+from dtrain.core.dtype import dtype, get_default_dtype, set_default_dtype  # noqa: F401
+from dtrain.core.dtype import float16, float32, float64, int8, int16, int32, int64, uint8  # noqa: F401
+from dtrain.core.dtype import float16 as half  # noqa: F401
+from dtrain.core.dtype import float32 as float  # noqa: F401
+from dtrain.core.dtype import float64 as double  # noqa: F401
+from dtrain.core.dtype import int32 as int  # noqa: F401
+from dtrain.core.dtype import int64 as long  # noqa: F401
+from dtrain.core.random import (Generator, get_rng_state, initial_seed,  # noqa: F401
+                                manual_seed, set_rng_state)
+from dtrain.core.tensor import Size, Tensor  # noqa: F401
+
+__version__ = "0.1.0"
+
+
+class cuda:
+    """`dt.cuda.is_available()`, `dt.cuda.device_count()` (CuPy is imported lazily)."""
+
+    is_available = staticmethod(_backend.cuda_is_available)
+    device_count = staticmethod(_backend.cuda_device_count)

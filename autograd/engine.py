@@ -1,0 +1,166 @@
+"""The backward engine: iterative, deterministic reverse-mode differentiation.
+
+Nodes run in reverse creation order (a heap keyed by sequence number), each once all the
+gradients flowing into it are summed; no Python recursion, so chains of any length work.
+Saved tensors are released as each node finishes unless the graph is retained.
+"""
+import heapq
+
+from dtrain.autograd.grad_mode import state
+from dtrain.autograd.node import Node
+from dtrain.core.tensor import Tensor
+
+
+def _dependencies(roots):
+    """How many graph edges point at each node or leaf reachable from `roots`."""
+    deps = dict.fromkeys(roots, 0)
+    stack = list(deps)
+    while stack:
+        fn = stack.pop()
+        edges = fn.next_edges
+        for e in edges:
+            if e is None:
+                continue
+            obj = e[0]
+            n = deps.get(obj)
+            if n is None:
+                deps[obj] = 1
+                if isinstance(obj, Node):
+                    stack.append(obj)
+            else:
+                deps[obj] = n + 1
+    return deps
+
+
+def _add(grads, obj, nr, g):
+    if not isinstance(obj, Node) or obj.n_outputs == 1:
+        old = grads.get(obj)
+        grads[obj] = g if old is None else old + g
+    else:
+        slots = grads.get(obj)
+        if slots is None:
+            slots = grads[obj] = [None] * obj.n_outputs
+        slots[nr] = g if slots[nr] is None else slots[nr] + g
+
+
+def _run_hooks(hooks, g):
+    for hook in list(hooks.values()):
+        r = hook(g)
+        if r is not None:
+            g = r
+    return g
+
+
+class _Run:
+    """One backward pass: gradients in flight, captures for autograd.grad, aliasing guard."""
+
+    def __init__(self, create_graph, capture, accumulate):
+        self.create_graph = create_graph
+        self.capture = capture          # {leaf or (node, nr): slot} for autograd.grad
+        self.captured = {}
+        self.accumulate = accumulate    # None: every leaf; else a set of leaves
+        self.stored = set()             # ids of arrays handed to leaves' .grad in this pass
+
+    def finish_leaf(self, leaf, g):
+        if leaf._hooks:
+            g = _run_hooks(leaf._hooks, g)
+        if self.capture is not None:
+            if leaf in self.capture:
+                self.captured[leaf] = g
+            return
+        if self.accumulate is not None and leaf not in self.accumulate:
+            return
+        self._accumulate_grad(leaf, g)
+        if leaf._post_hooks:
+            for hook in list(leaf._post_hooks.values()):
+                hook(leaf)
+
+    def _accumulate_grad(self, leaf, g):
+        if g.data.shape != leaf.data.shape:
+            raise RuntimeError(f"gradient of shape {tuple(g.data.shape)} computed for a leaf of "
+                               f"shape {tuple(leaf.data.shape)}")
+        if self.create_graph:
+            leaf.grad = g if leaf.grad is None else leaf.grad + g
+            return
+        arr = g.data
+        if leaf.grad is not None:
+            leaf.grad.data += arr
+            return
+        base = arr.base
+        if id(arr) in self.stored or (base is not None and id(base) in self.stored):
+            arr = arr.copy()  # never let two leaves' .grad share memory
+        self.stored.add(id(arr))
+        if arr.base is not None:
+            self.stored.add(id(arr.base))
+        leaf.grad = Tensor._make(arr)
+
+
+def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=None,
+            accumulate=None):
+    """Back-propagate `grad_roots` from `roots`; returns {captured key: grad} for `capture`."""
+    run = _Run(create_graph, capture, accumulate)
+    grads = {}
+    for g in grad_roots:
+        run.stored.add(id(g.data))
+    nodes = [t.grad_fn for t in roots if t.grad_fn is not None]
+    deps = _dependencies(nodes)
+    for t, g in zip(roots, grad_roots):
+        _add(grads, t if t.grad_fn is None else t.grad_fn, t._output_nr, g)
+    heap = [(-fn.seq, fn) for fn in dict.fromkeys(nodes) if deps[fn] == 0]
+    heapq.heapify(heap)
+    prev_mode = state.enabled
+    state.enabled = create_graph
+    try:
+        for t in roots:
+            if t.grad_fn is None and deps.get(t, 0) == 0 and t in grads:
+                run.finish_leaf(t, grads.pop(t))
+        while heap:
+            fn = heapq.heappop(heap)[1]
+            g = grads.pop(fn, None)
+            in_grads = None
+            if g is not None:
+                in_grads = _call(fn, g, run)
+            if not retain_graph:
+                fn.release()
+            for i, e in enumerate(fn.next_edges):
+                if e is None:
+                    continue
+                obj = e[0]
+                if in_grads is not None:
+                    ig = in_grads[i]
+                    if ig is not None:
+                        _add(grads, obj, e[1], ig)
+                n = deps[obj] - 1
+                deps[obj] = n
+                if n == 0:
+                    if isinstance(obj, Node):
+                        heapq.heappush(heap, (-obj.seq, obj))
+                    else:
+                        g_leaf = grads.pop(obj, None)
+                        if g_leaf is not None:
+                            run.finish_leaf(obj, g_leaf)
+    finally:
+        state.enabled = prev_mode
+    return run.captured
+
+
+def _call(fn, g, run):
+    """Run one node's backward on its output gradient(s), hooks and captures included."""
+    multi = fn.n_outputs > 1
+    if fn._pre_hooks:
+        for nr, hooks in fn._pre_hooks.items():
+            if multi:
+                if g[nr] is not None:
+                    g[nr] = _run_hooks(hooks, g[nr])
+            else:
+                g = _run_hooks(hooks, g)
+    if run.capture is not None:
+        for nr in range(fn.n_outputs):
+            if (fn, nr) in run.capture:
+                run.captured[(fn, nr)] = g[nr] if multi else g
+    in_grads = fn.backward(*g) if multi else fn.backward(g)
+    if len(in_grads) != len(fn.next_edges):
+        raise RuntimeError(f"{fn.name()} returned {len(in_grads)} gradients but expected "
+                           f"{len(fn.next_edges)}")
+    return in_grads
+

@@ -1,0 +1,188 @@
+"""Graph nodes. An `Op` subclass is the rule for one operation (forward on arrays, backward
+on Tensors, side by side); an instance is one recorded application of it, the `grad_fn` of
+its output. Backward formulas are written with Tensor ops, so that with `create_graph=True`
+they are themselves recorded and higher-order gradients come for free.
+"""
+import itertools
+
+from dtrain.autograd.grad_mode import state
+from dtrain.core.tensor import Tensor
+
+_seq = itertools.count()
+
+FREED = ("Trying to backward through the graph a second time (or directly access saved "
+         "tensors after they have already been freed). Saved intermediate values of the graph "
+         "are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if "
+         "you need to backward through the graph a second time or if you need to access saved "
+         "tensors after calling backward.")
+
+
+def edge_of(t):
+    """Where the gradient of tensor `t` goes: (its grad_fn, output index), (leaf, 0) or None."""
+    if not isinstance(t, Tensor) or not t.requires_grad:
+        return None
+    fn = t.grad_fn
+    return (t, 0) if fn is None else (fn, t._output_nr)
+
+
+def version_error(t, node, expected):
+    return RuntimeError(
+        f"one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: [{t.dtype} {list(t.data.shape)}], saved by {node.name()}, is at "
+        f"version {t._version[0]}; expected version {expected} instead. Hint: replace the "
+        f"in-place operation (e.g. `x += y`, `x.mul_(2)`, `x[i] = v`) by an out-of-place one.")
+
+
+class Node:
+    """A node of the backward graph (see module doc); also the `ctx` of user Functions."""
+
+    __slots__ = ("next_edges", "needs_input_grad", "seq", "_inputs", "_in_versions", "_out",
+                 "_pre_hooks", "_freed", "__dict__", "__weakref__")
+    n_outputs = 1
+
+    def _record(self, args):
+        """Link this node to the producers of `args` (called only when recording)."""
+        edges = tuple(edge_of(a) for a in args)
+        self.next_edges = edges
+        self.needs_input_grad = tuple(e is not None for e in edges)
+        self.seq = next(_seq)
+        self._pre_hooks = None
+        self._freed = False
+
+    def name(self):
+        return f"{type(self).__name__}Backward0"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {id(self):#x}>"
+
+    @property
+    def next_functions(self):
+        return tuple(None if e is None else e for e in self.next_edges)
+
+    def register_prehook(self, output_nr, hook, key=None):
+        """Run `hook(grad)` on the gradient of output `output_nr` before this node's backward."""
+        if self._pre_hooks is None:
+            self._pre_hooks = {}
+        hooks = self._pre_hooks.setdefault(output_nr, {})
+        return HookHandle(hooks, hook, key)
+
+    def release(self):
+        """Free what backward saved; a later access raises the 'backward twice' error."""
+        self._inputs = self._out = None
+        self.__dict__.clear()
+        self._freed = True
+
+    def __getattr__(self, name):
+        if not name.startswith("__") and getattr(self, "_freed", False):
+            raise RuntimeError(FREED)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+
+class HookHandle:
+    """Returned by hook registration; `.remove()` unregisters the hook."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks, hook, key=None):
+        self._hooks = hooks
+        self.id = next(self._ids) if key is None else key
+        hooks[self.id] = hook
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+
+class Op(Node):
+    """Base of registry ops. Subclasses define:
+
+    `forward(self, *arrays, **params) -> array` (or a tuple when `n_outputs > 1`): the
+    computation on backend arrays; `self` may keep what backward reads as attributes.
+    `backward(self, *grads) -> tuple` of one Tensor gradient (or None) per positional input.
+    Flags: `saves_inputs` (backward reads `self.inputs`), `saves_output` (reads
+    `self.output`), `is_view` (the output may share memory with input 0).
+    """
+
+    saves_inputs = False
+    saves_output = False
+    is_view = False
+
+    @classmethod
+    def apply(cls, *args, **params):
+        node = object.__new__(cls)
+        arrays = []
+        kind = None
+        record = False
+        for a in args:
+            if isinstance(a, Tensor):
+                d = a.data
+                if kind is None:
+                    kind = type(d)
+                elif type(d) is not kind:
+                    raise _device_error(cls, args)
+                if a.requires_grad:
+                    record = True
+                arrays.append(d)
+            else:
+                arrays.append(a)
+        try:
+            out = node.forward(*arrays, **params)
+        except ValueError as err:
+            raise RuntimeError(f"{cls.__name__.lower()}: {err} (inputs: {_describe(args)})") from err
+        record = record and state.enabled
+        if cls.n_outputs == 1:
+            t = Tensor._make(out, record, node if record else None)
+            if cls.is_view:
+                _mark_view(t, args[0])
+            result = t
+        else:
+            result = tuple(Tensor._make(o, record, node if record else None, i)
+                           for i, o in enumerate(out))
+        if record:
+            node._record(args)
+            if cls.saves_inputs:
+                node._inputs = args
+                node._in_versions = tuple(a._version[0] if isinstance(a, Tensor) else 0
+                                          for a in args)
+            if cls.saves_output:
+                node._out = (t.data, t._version, t._version[0])
+        return result
+
+    @property
+    def inputs(self):
+        """The input tensors (and constants) of forward, checked against in-place changes."""
+        if self._freed:
+            raise RuntimeError(FREED)
+        for a, v in zip(self._inputs, self._in_versions):
+            if isinstance(a, Tensor) and a._version[0] != v:
+                raise version_error(a, self, v)
+        return self._inputs
+
+    @property
+    def output(self):
+        """The output of forward, as a Tensor that is still linked to this node."""
+        if self._freed:
+            raise RuntimeError(FREED)
+        data, version, saved = self._out
+        t = Tensor._make(data, True, self, 0, version)
+        if version[0] != saved:
+            raise version_error(t, self, saved)
+        return t
+
+
+def _mark_view(t, src):
+    if isinstance(src, Tensor):
+        owner, d = t.data.base, src.data
+        if owner is not None and (owner is d or owner is d.base):
+            t._version = src._version
+            t._base = src if src._base is None else src._base
+
+
+def _describe(args):
+    return ", ".join(f"{a.dtype.name}{list(a.data.shape)}" if isinstance(a, Tensor)
+                     else repr(a) for a in args)
+
+
+def _device_error(cls, args):
+    devices = sorted({str(a.device) for a in args if isinstance(a, Tensor)})
+    return RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                        f"devices, {devices[0]} and {devices[1]}! (in {cls.__name__.lower()})")

@@ -1,0 +1,62 @@
+"""Helpers shared by the op modules: dims, dtype promotion, gradient un-broadcasting."""
+import numpy as np
+
+from dtrain.core import dtype as dtypes
+from dtrain.core.tensor import Tensor
+
+
+def shape_of(a):
+    """Shape of an array or a Python scalar (which broadcasts as `()`)."""
+    return a.shape if hasattr(a, "shape") else ()
+
+
+def torch_dtype(out, a, b):
+    """Cast NumPy's result to PyTorch's promotion: an int/bool operand never widens a float
+    operand's dtype, and a Python float meeting integers gives the default float dtype."""
+    od = out.dtype
+    if od.kind != "f":
+        return out
+    da = getattr(a, "dtype", None)
+    db = getattr(b, "dtype", None)
+    if od == da or od == db:
+        return out
+    floats = [d for d in (da, db) if d is not None and d.kind == "f"]
+    target = max(floats, key=lambda d: d.itemsize) if floats else dtypes.get_default_dtype().np
+    return out.astype(target, copy=False)
+
+
+def norm_dims(dim, ndim, op):
+    """`dim` (None, int or sequence, possibly negative) as a sorted tuple of axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        lo, hi = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
+        if not isinstance(d, (int, np.integer)) or not lo <= d <= hi:
+            raise IndexError(f"{op}: Dimension out of range (expected to be in range of "
+                             f"[{lo}, {hi}], but got {d})")
+        d = int(d) % ndim if ndim else 0
+        if d in out:
+            raise RuntimeError(f"{op}: dim {d} appears multiple times in the list of dims")
+        out.append(d)
+    return tuple(sorted(out))
+
+
+def norm_dim(dim, ndim, op):
+    return norm_dims(dim, ndim, op)[0] if ndim or dim in (0, -1) else 0
+
+
+def keep_shape(shape, axes):
+    """`shape` with the reduced `axes` kept as size 1."""
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def as_array_arg(v):
+    """Unwrap a Tensor used as a constant (index, mask, bound) into its array."""
+    return v.data if isinstance(v, Tensor) else v
+
+
+def float_dtype_of(t, op):
+    if t.data.dtype.kind != "f":
+        raise RuntimeError(f"{op}(): expected a floating point input, got {t.dtype}")

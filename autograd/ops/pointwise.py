@@ -1,0 +1,512 @@
+"""Elementwise ops with broadcasting: arithmetic, transcendental, activations, selection.
+
+Gradients of broadcast operands are summed back to their shapes with `sum_to_size`.
+Python scalars are constants: they take part in forward and get no gradient.
+"""
+import math
+
+from dtrain.autograd.node import Op
+from dtrain.autograd.ops._util import as_array_arg, shape_of, torch_dtype
+from dtrain.autograd.registry import Sample, SampleMaker, register
+from dtrain.core.backend import array_module
+from dtrain.core.tensor import Tensor
+
+
+def _binary_samples(name, fn, positive_b=False):
+    def samples():
+        s = SampleMaker(name)
+        lo = 0.5 if positive_b else -1.0
+        return [Sample(fn, (s(3, 4), s(3, 4, low=lo))),
+                Sample(fn, (s(2, 3, 1), s(4, low=lo))),       # broadcasting both ways
+                Sample(fn, (s(3), 1.5 if positive_b else -0.7)),  # Python scalar operand
+                Sample(fn, (s(1, 3), s(2, 1, low=lo)))]
+    return samples
+
+
+def _unary_samples(name, fn, low=-1.0, high=1.0, away=False):
+    def samples():
+        s = SampleMaker(name)
+        if away:
+            return [Sample(fn, (s.away(3, 4),)), Sample(fn, (s.away(5),))]
+        return [Sample(fn, (s(3, 4, low=low, high=high),)), Sample(fn, (s(5, low=low, high=high),))]
+    return samples
+
+
+# -- binary arithmetic ------------------------------------------------------------------------
+class _Binary(Op):
+    def _shapes(self, a, b):
+        self.sa, self.sb = shape_of(a), shape_of(b)
+
+
+@register("add", _binary_samples("add", lambda a, b: a + b))
+class Add(_Binary):
+    def forward(self, a, b):
+        self._shapes(a, b)
+        return torch_dtype(a + b, a, b)
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (g.sum_to_size(self.sa) if na else None, g.sum_to_size(self.sb) if nb else None)
+
+
+@register("sub", _binary_samples("sub", lambda a, b: a - b))
+class Sub(_Binary):
+    def forward(self, a, b):
+        self._shapes(a, b)
+        return torch_dtype(a - b, a, b)
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (g.sum_to_size(self.sa) if na else None, (-g).sum_to_size(self.sb) if nb else None)
+
+
+@register("mul", _binary_samples("mul", lambda a, b: a * b))
+class Mul(_Binary):
+    saves_inputs = True
+
+    def forward(self, a, b):
+        self._shapes(a, b)
+        return torch_dtype(a * b, a, b)
+
+    def backward(self, g):
+        a, b = self.inputs
+        na, nb = self.needs_input_grad
+        return ((g * b).sum_to_size(self.sa) if na else None,
+                (g * a).sum_to_size(self.sb) if nb else None)
+
+
+@register("div", _binary_samples("div", lambda a, b: a / b, positive_b=True))
+class Div(_Binary):
+    saves_inputs = True
+
+    def forward(self, a, b):
+        self._shapes(a, b)
+        return torch_dtype(a / b, a, b)
+
+    def backward(self, g):
+        a, b = self.inputs
+        na, nb = self.needs_input_grad
+        ga = g / b
+        return (ga.sum_to_size(self.sa) if na else None,
+                (-ga * a / b).sum_to_size(self.sb) if nb else None)
+
+
+def _pow_samples():
+    s = SampleMaker("pow")
+    return [Sample(lambda a, b: a ** b, (s(3, 4, low=0.5, high=1.5), s(3, 4))),
+            Sample(lambda a: a ** 3, (s(4),)),
+            Sample(lambda a: a ** -1.5, (s(4, low=0.5),)),
+            Sample(lambda b: 2.0 ** b, (s(2, 3),)),
+            Sample(lambda a, b: a ** b, (s(2, 1, low=0.5), s(3)))]
+
+
+@register("pow", _pow_samples)
+class Pow(_Binary):
+    saves_inputs = True
+    saves_output = True
+
+    def forward(self, a, b):
+        self._shapes(a, b)
+        return torch_dtype(a ** b, a, b)
+
+    def backward(self, g):
+        a, b = self.inputs
+        na, nb = self.needs_input_grad
+        ga = gb = None
+        if na:
+            ga = (g * b * a ** (b - 1)).sum_to_size(self.sa)
+        if nb:
+            log_a = a.log() if isinstance(a, Tensor) else math.log(a)
+            gb = (g * self.output * log_a).sum_to_size(self.sb)
+        return ga, gb
+
+
+def _minmax_samples(name, fn):
+    def samples():
+        s = SampleMaker(name)
+        return [Sample(fn, (s(3, 4), s(3, 4))), Sample(fn, (s(2, 3), s(3)))]
+    return samples
+
+
+class _PairSelect(_Binary):
+    """maximum/minimum: the gradient goes to the selected operand, split evenly on ties."""
+
+    def _select(self, a, b, out, wins):
+        self._shapes(a, b)
+        w = wins.astype(out.dtype) + (a == b).astype(out.dtype) * 0.5
+        self.w = w
+        return out
+
+    def backward(self, g):
+        w = Tensor._make(self.w)
+        na, nb = self.needs_input_grad
+        return ((g * w).sum_to_size(self.sa) if na else None,
+                (g * (1 - w)).sum_to_size(self.sb) if nb else None)
+
+
+@register("maximum", _minmax_samples("maximum", lambda a, b: a.maximum(b)))
+class Maximum(_PairSelect):
+    def forward(self, a, b):
+        xp = array_module(a)
+        return self._select(a, b, torch_dtype(xp.maximum(a, b), a, b), a > b)
+
+
+@register("minimum", _minmax_samples("minimum", lambda a, b: a.minimum(b)))
+class Minimum(_PairSelect):
+    def forward(self, a, b):
+        xp = array_module(a)
+        return self._select(a, b, torch_dtype(xp.minimum(a, b), a, b), a < b)
+
+
+# -- unary ----------------------------------------------------------------------------------
+@register("neg", _unary_samples("neg", lambda x: -x))
+class Neg(Op):
+    def forward(self, x):
+        return -x
+
+    def backward(self, g):
+        return (-g,)
+
+
+@register("exp", _unary_samples("exp", lambda x: x.exp()))
+class Exp(Op):
+    saves_output = True
+
+    def forward(self, x):
+        return array_module(x).exp(x)
+
+    def backward(self, g):
+        return (g * self.output,)
+
+
+@register("log", _unary_samples("log", lambda x: x.log(), low=0.2, high=2.0))
+class Log(Op):
+    saves_inputs = True
+
+    def forward(self, x):
+        return array_module(x).log(x)
+
+    def backward(self, g):
+        return (g / self.inputs[0],)
+
+
+@register("log1p", _unary_samples("log1p", lambda x: x.log1p(), low=-0.5, high=2.0))
+class Log1p(Op):
+    saves_inputs = True
+
+    def forward(self, x):
+        return array_module(x).log1p(x)
+
+    def backward(self, g):
+        return (g / (self.inputs[0] + 1),)
+
+
+@register("sqrt", _unary_samples("sqrt", lambda x: x.sqrt(), low=0.2, high=2.0))
+class Sqrt(Op):
+    saves_output = True
+
+    def forward(self, x):
+        return array_module(x).sqrt(x)
+
+    def backward(self, g):
+        return (g / (2 * self.output),)
+
+
+@register("abs", _unary_samples("abs", lambda x: x.abs(), away=True))
+class Abs(Op):
+    saves_inputs = True
+
+    def forward(self, x):
+        return array_module(x).abs(x)
+
+    def backward(self, g):
+        return (g * self.inputs[0].sign(),)
+
+
+@register("sin", _unary_samples("sin", lambda x: x.sin(), low=-3, high=3))
+class Sin(Op):
+    saves_inputs = True
+
+    def forward(self, x):
+        return array_module(x).sin(x)
+
+    def backward(self, g):
+        return (g * self.inputs[0].cos(),)
+
+
+@register("cos", _unary_samples("cos", lambda x: x.cos(), low=-3, high=3))
+class Cos(Op):
+    saves_inputs = True
+
+    def forward(self, x):
+        return array_module(x).cos(x)
+
+    def backward(self, g):
+        return (-g * self.inputs[0].sin(),)
+
+
+@register("tanh", _unary_samples("tanh", lambda x: x.tanh(), low=-2, high=2))
+class Tanh(Op):
+    saves_output = True
+
+    def forward(self, x):
+        return array_module(x).tanh(x)
+
+    def backward(self, g):
+        y = self.output
+        return (g * (1 - y * y),)
+
+
+@register("sigmoid", _unary_samples("sigmoid", lambda x: x.sigmoid(), low=-3, high=3))
+class Sigmoid(Op):
+    saves_output = True
+
+    def forward(self, x):
+        xp = array_module(x)
+        # NOTE: tanh form is exact and never overflows, unlike 1 / (1 + exp(-x)).
+        return xp.tanh(x * 0.5) * 0.5 + 0.5
+
+    def backward(self, g):
+        y = self.output
+        return (g * y * (1 - y),)
+
+
+@register("relu", _unary_samples("relu", lambda x: x.relu(), away=True))
+class Relu(Op):
+    def forward(self, x):
+        xp = array_module(x)
+        out = xp.maximum(x, 0)
+        self.mask = out > 0
+        return out
+
+    def backward(self, g):
+        return (g * Tensor._make(self.mask),)
+
+
+def _clamp_samples():
+    s = SampleMaker("clamp")
+    return [Sample(lambda x: x.clamp(-0.5, 0.5), (s.away(4, 5, gap=0.01),)),
+            Sample(lambda x: x.clamp(min=0.1), (s.away(6, gap=0.01),)),
+            Sample(lambda x: x.clamp(max=-0.1), (s.away(6, gap=0.01),))]
+
+
+@register("clamp", _clamp_samples)
+class Clamp(Op):
+    def forward(self, x, lo, hi):
+        xp = array_module(x)
+        out = xp.clip(x, lo, hi)
+        self.mask = out == x
+        return out
+
+    def backward(self, g):
+        return (g * Tensor._make(self.mask), None, None)
+
+
+def _where_samples():
+    s = SampleMaker("where")
+    cond = Tensor._make(s.rng.random((3, 4)) > 0.5)
+    return [Sample(lambda a, b: where(cond, a, b), (s(3, 4), s(3, 4))),
+            Sample(lambda a, b: where(cond, a, b), (s(4), s(3, 1))),
+            Sample(lambda a: where(cond, a, 0.0), (s(3, 4),)),
+            Sample(lambda a: a.where(cond, -a), (s(3, 4),))]
+
+
+@register("where", _where_samples)
+class Where(Op):
+    def forward(self, cond, a, b):
+        xp = array_module(cond)
+        self.cond, self.sa, self.sb = cond, shape_of(a), shape_of(b)
+        return torch_dtype(xp.where(cond, a, b), a, b)
+
+    def backward(self, g):
+        _, na, nb = self.needs_input_grad
+        cond = Tensor._make(self.cond)
+        return (None, Where.apply(cond, g, 0.0).sum_to_size(self.sa) if na else None,
+                Where.apply(cond, 0.0, g).sum_to_size(self.sb) if nb else None)
+
+
+# -- public functions ---------------------------------------------------------------------
+def add(input, other, *, alpha=1):
+    return Add.apply(input, other if alpha == 1 else other * alpha)
+
+
+def sub(input, other, *, alpha=1):
+    return Sub.apply(input, other if alpha == 1 else other * alpha)
+
+
+def mul(input, other):
+    return Mul.apply(input, other)
+
+
+def div(input, other, *, rounding_mode=None):
+    """True division, or rounded ("floor"/"trunc", no gradient) keeping integer dtypes."""
+    if rounding_mode is None:
+        return Div.apply(input, other)
+    if rounding_mode == "floor":
+        return floor_divide(input, other)
+    if rounding_mode != "trunc":
+        raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                         f"but found '{rounding_mode}'")
+    return _trunc_divide(input, other)
+
+
+true_divide = divide = div
+subtract = sub
+multiply = mul
+
+
+def pow(input, exponent):
+    return Pow.apply(input, exponent)
+
+
+def maximum(input, other):
+    return Maximum.apply(input, other)
+
+
+def minimum(input, other):
+    return Minimum.apply(input, other)
+
+
+def neg(input):
+    return Neg.apply(input)
+
+
+negative = neg
+
+
+def exp(input):
+    return Exp.apply(input)
+
+
+def log(input):
+    return Log.apply(input)
+
+
+def log1p(input):
+    return Log1p.apply(input)
+
+
+def sqrt(input):
+    return Sqrt.apply(input)
+
+
+def rsqrt(input):
+    return Pow.apply(input, -0.5)
+
+
+def square(input):
+    return Mul.apply(input, input)
+
+
+def reciprocal(input):
+    return Div.apply(1.0, input)
+
+
+def abs(input):
+    return Abs.apply(input)
+
+
+def sin(input):
+    return Sin.apply(input)
+
+
+def cos(input):
+    return Cos.apply(input)
+
+
+def tanh(input):
+    return Tanh.apply(input)
+
+
+def sigmoid(input):
+    return Sigmoid.apply(input)
+
+
+def relu(input):
+    return Relu.apply(input)
+
+
+def clamp(input, min=None, max=None):
+    """Limit values to [min, max]; tensor bounds compose maximum/minimum."""
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = input if min is None else maximum(input, min)
+        return out if max is None else minimum(out, max)
+    return Clamp.apply(input, min, max)
+
+
+clip = clamp
+
+
+def where(condition, input=None, other=None):
+    """Elementwise `input if condition else other`; `where(cond)` gives nonzero indices."""
+    if input is None and other is None:
+        return nonzero(condition, as_tuple=True)
+    cond = as_array_arg(condition)
+    if cond.dtype.kind != "b":
+        raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor "
+                           f"with dtype {condition.dtype}")
+    return Where.apply(condition if isinstance(condition, Tensor) else Tensor._make(cond),
+                       input, other)
+
+
+# -- non-differentiable elementwise ---------------------------------------------------------
+def _nondiff(name, fn):
+    def op(*args):
+        arrays = [as_array_arg(a) for a in args]
+        return Tensor._make(fn(array_module(arrays[0]), *arrays))
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name} (no gradient)."
+    return op
+
+
+eq = _nondiff("eq", lambda xp, a, b: xp.equal(a, b))
+ne = _nondiff("ne", lambda xp, a, b: xp.not_equal(a, b))
+lt = _nondiff("lt", lambda xp, a, b: xp.less(a, b))
+le = _nondiff("le", lambda xp, a, b: xp.less_equal(a, b))
+gt = _nondiff("gt", lambda xp, a, b: xp.greater(a, b))
+ge = _nondiff("ge", lambda xp, a, b: xp.greater_equal(a, b))
+logical_and = _nondiff("logical_and", lambda xp, a, b: xp.logical_and(a, b))
+logical_or = _nondiff("logical_or", lambda xp, a, b: xp.logical_or(a, b))
+logical_xor = _nondiff("logical_xor", lambda xp, a, b: xp.logical_xor(a, b))
+logical_not = _nondiff("logical_not", lambda xp, a: xp.logical_not(a))
+isnan = _nondiff("isnan", lambda xp, a: xp.isnan(a))
+isinf = _nondiff("isinf", lambda xp, a: xp.isinf(a))
+isfinite = _nondiff("isfinite", lambda xp, a: xp.isfinite(a))
+sign = _nondiff("sign", lambda xp, a: xp.sign(a))
+floor = _nondiff("floor", lambda xp, a: xp.floor(a))
+ceil = _nondiff("ceil", lambda xp, a: xp.ceil(a))
+trunc = _nondiff("trunc", lambda xp, a: xp.trunc(a))
+round = _nondiff("round", lambda xp, a: xp.round(a))
+floor_divide = _nondiff("floor_divide", lambda xp, a, b: torch_dtype(xp.floor_divide(a, b), a, b))
+_trunc_divide = _nondiff("div", lambda xp, a, b: torch_dtype(
+    (xp.trunc(a / b)).astype(xp.result_type(a, b)), a, b))
+remainder = _nondiff("remainder", lambda xp, a, b: torch_dtype(xp.remainder(a, b), a, b))
+bitwise_and = _nondiff("bitwise_and", lambda xp, a, b: xp.bitwise_and(a, b))
+bitwise_or = _nondiff("bitwise_or", lambda xp, a, b: xp.bitwise_or(a, b))
+bitwise_not = _nondiff("bitwise_not", lambda xp, a: xp.invert(a))
+
+
+def nonzero(input, *, as_tuple=False):
+    """Indices of non-zero elements: an (n, ndim) int64 tensor, or a tuple of 1-D tensors."""
+    xp = array_module(input.data)
+    idx = xp.nonzero(input.data)
+    if as_tuple:
+        return tuple(Tensor._make(i) for i in idx)
+    return Tensor._make(xp.stack(idx, axis=1) if idx else xp.zeros((0, 0), dtype="int64"))
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    xp = array_module(input.data)
+    return bool(xp.allclose(input.data, as_array_arg(other), rtol, atol, equal_nan))
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    xp = array_module(input.data)
+    return Tensor._make(xp.isclose(input.data, as_array_arg(other), rtol, atol, equal_nan))
+
+
+def equal(input, other):
+    """True when both tensors have the same shape and elements."""
+    return input.data.shape == other.data.shape and bool((input.data == other.data).all())

@@ -1,0 +1,325 @@
+"""Reductions over dims (`dim`, `keepdim` as in PyTorch) and the softmax family."""
+import builtins
+from collections import namedtuple
+
+from dtrain.autograd.node import Op
+from dtrain.autograd.ops._util import float_dtype_of, keep_shape, norm_dim, norm_dims
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.core import dtype as dtypes
+from dtrain.core.backend import array_module
+from dtrain.core.tensor import Tensor
+
+
+def _reduce_samples(name, fn, maker="__call__"):
+    def samples():
+        s = SampleMaker(name)
+        make = getattr(s, maker)
+        return [Sample(lambda x: fn(x, None, False), (make(3, 4),)),
+                Sample(lambda x: fn(x, 1, False), (make(3, 4),)),
+                Sample(lambda x: fn(x, (0, 2), True), (make(2, 3, 4),)),
+                Sample(lambda x: fn(x, -1, True), (make(5),))]
+    return samples
+
+
+class _Reduction(Op):
+    """Common bookkeeping: the input shape and the reduced axes."""
+
+    def _axes(self, x, dim, name):
+        self.in_shape = x.shape
+        self.axes = norm_dims(dim, x.ndim, name)
+        return self.axes
+
+    def _expand_grad(self, g, keepdim):
+        """`g` reshaped as with keepdim, then broadcast over the reduced axes."""
+        if not keepdim:
+            g = g.reshape(keep_shape(self.in_shape, self.axes))
+        return g.expand(self.in_shape)
+
+
+@register("sum", _reduce_samples("sum", lambda x, d, k: x.sum(d, keepdim=k)))
+class Sum(_Reduction):
+    def forward(self, x, dim, keepdim):
+        axes = self._axes(x, dim, "sum")
+        self.keepdim = keepdim
+        return array_module(x).sum(x, axis=axes, keepdims=keepdim)
+
+    def backward(self, g):
+        return (self._expand_grad(g, self.keepdim), None, None)
+
+
+@register("prod", _reduce_samples("prod", lambda x, d, k: x.prod(d, keepdim=k), "away"))
+class Prod(_Reduction):
+    saves_inputs = True
+    saves_output = True
+
+    def forward(self, x, dim, keepdim):
+        axes = self._axes(x, dim, "prod")
+        self.keepdim = keepdim
+        return array_module(x).prod(x, axis=axes, keepdims=keepdim)
+
+    def backward(self, g):
+        x = self.inputs[0]
+        xp = array_module(x.data)
+        out = self._expand_grad(self.output, self.keepdim)
+        if not bool(xp.any(x.data == 0)):
+            return (self._expand_grad(g, self.keepdim) * out / x, None, None)
+        # NOTE: with zeros, the product of the *other* elements comes from exclusive
+        # cumulative products (no division by zero); this path is first-order only.
+        moved = xp.moveaxis(x.data, self.axes, range(-len(self.axes), 0))
+        flat = moved.reshape(moved.shape[:moved.ndim - len(self.axes)] + (-1,))
+        ones = xp.ones_like(flat[..., :1])
+        left = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], -1), -1)
+        right = xp.flip(xp.cumprod(xp.flip(xp.concatenate([flat[..., 1:], ones], -1), -1), -1), -1)
+        others = xp.moveaxis((left * right).reshape(moved.shape), range(-len(self.axes), 0),
+                             self.axes)
+        return (self._expand_grad(g, self.keepdim) * Tensor._make(others), None, None)
+
+
+class _Extreme(_Reduction):
+    """amax/amin: the gradient is shared evenly among the elements equal to the extreme."""
+
+    def _run(self, x, dim, keepdim, fn):
+        axes = self._axes(x, dim, fn)
+        xp = array_module(x)
+        out = getattr(xp, fn)(x, axis=axes, keepdims=True)
+        mask = (x == out).astype(x.dtype)
+        self.weights = mask / mask.sum(axis=axes, keepdims=True)
+        self.keepdim = keepdim
+        return out if keepdim else out.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+    def backward(self, g):
+        return (self._expand_grad(g, self.keepdim) * Tensor._make(self.weights), None, None)
+
+
+@register("amax", _reduce_samples("amax", lambda x, d, k: x.amax(d, keepdim=k), "distinct"))
+class Amax(_Extreme):
+    def forward(self, x, dim, keepdim):
+        return self._run(x, dim, keepdim, "max")
+
+
+@register("amin", _reduce_samples("amin", lambda x, d, k: x.amin(d, keepdim=k), "distinct"))
+class Amin(_Extreme):
+    def forward(self, x, dim, keepdim):
+        return self._run(x, dim, keepdim, "min")
+
+
+def _softmax_samples(name, fn):
+    def samples():
+        s = SampleMaker(name)
+        return [Sample(lambda x: fn(x, -1), (s(3, 4, low=-3, high=3),)),
+                Sample(lambda x: fn(x, 0), (s(3, 4, low=-3, high=3),)),
+                Sample(lambda x: fn(x, 1), (s(2, 3, 2, low=-3, high=3),))]
+    return samples
+
+
+@register("logsumexp", _softmax_samples("logsumexp", lambda x, d: x.logsumexp(d)))
+class LogSumExp(_Reduction):
+    saves_inputs = True
+    saves_output = True
+
+    def forward(self, x, dim, keepdim):
+        axes = self._axes(x, dim, "logsumexp")
+        xp = array_module(x)
+        m = xp.max(x, axis=axes, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)  # NOTE: shift by the max: no overflow, -inf safe
+        out = xp.log(xp.sum(xp.exp(x - m), axis=axes, keepdims=True)) + m
+        self.keepdim = keepdim
+        return out if keepdim else out.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+    def backward(self, g):
+        x = self.inputs[0]
+        out = self._expand_grad(self.output, self.keepdim)
+        return (self._expand_grad(g, self.keepdim) * (x - out).exp(), None, None)
+
+
+@register("softmax", _softmax_samples("softmax", lambda x, d: x.softmax(d)))
+class Softmax(Op):
+    saves_output = True
+
+    def forward(self, x, dim):
+        xp = array_module(x)
+        self.dim = dim
+        e = xp.exp(x - xp.max(x, axis=dim, keepdims=True))  # NOTE: fused for stability
+        return e / e.sum(axis=dim, keepdims=True)
+
+    def backward(self, g):
+        y = self.output
+        return (y * (g - (g * y).sum(self.dim, keepdim=True)), None)
+
+
+@register("log_softmax", _softmax_samples("log_softmax", lambda x, d: x.log_softmax(d)))
+class LogSoftmax(Op):
+    saves_output = True
+
+    def forward(self, x, dim):
+        xp = array_module(x)
+        self.dim = dim
+        shifted = x - xp.max(x, axis=dim, keepdims=True)  # NOTE: fused for stability
+        return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+
+    def backward(self, g):
+        return (g - self.output.exp() * g.sum(self.dim, keepdim=True), None)
+
+
+# -- public functions -----------------------------------------------------------------------
+def sum(input, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    elif input.data.dtype.kind in "bi" and input.data.dtype.itemsize < 8:
+        input = input.to(dtypes.int64)  # torch sums small ints and bools in int64
+    return Sum.apply(input, dim, keepdim)
+
+
+def _count(input, dim):
+    n = 1
+    for a in norm_dims(dim, input.data.ndim, "mean"):
+        n *= input.data.shape[a]
+    return n
+
+
+def mean(input, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    if input.data.dtype.kind != "f":
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
+                           f"floating point or complex dtype. Got: {input.dtype}")
+    return Sum.apply(input, dim, keepdim) / _count(input, dim)
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance with Bessel's `correction` (default 1; `unbiased=False` means 0)."""
+    float_dtype_of(input, "var")
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    diff = input - mean(input, dim, keepdim=True)
+    return Sum.apply(diff * diff, dim, keepdim) / builtins.max(_count(input, dim) - correction, 0)
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return (var(input, dim, unbiased, keepdim, correction=correction),
+            mean(input, dim, keepdim))
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return (std(input, dim, unbiased, keepdim, correction=correction),
+            mean(input, dim, keepdim))
+
+
+register_composite("mean", _reduce_samples("mean", lambda x, d, k: x.mean(d, keepdim=k)))
+register_composite("var", _reduce_samples("var", lambda x, d, k: x.var(d, keepdim=k)))
+register_composite("std", _reduce_samples(
+    "std", lambda x, d, k: x.std(d, keepdim=k, correction=0), "distinct"))
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    return Prod.apply(input, dim, keepdim)
+
+
+def amax(input, dim=(), keepdim=False):
+    return Amax.apply(input, None if dim == () else dim, keepdim)
+
+
+def amin(input, dim=(), keepdim=False):
+    return Amin.apply(input, None if dim == () else dim, keepdim)
+
+
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+def _extreme(input, dim, keepdim, other, reduce_all, pairwise, arg):
+    if isinstance(dim, Tensor):
+        other, dim = dim, None
+    if other is not None:
+        return pairwise(input, other)
+    if dim is None:
+        return reduce_all(input, None, False)
+    idx = arg(input, dim, keepdim=True)
+    d = norm_dim(dim, input.data.ndim, "max")
+    values = input.gather(d, idx) if input.data.ndim else input
+    if not keepdim and input.data.ndim:
+        values, idx = values.squeeze(d), idx.squeeze(d)
+    return ValuesIndices(values, idx)
+
+
+def max(input, dim=None, keepdim=False, *, other=None):
+    """`max(x)`: largest value; `max(x, dim)`: (values, indices); `max(x, y)`: maximum."""
+    from dtrain.autograd.ops.pointwise import maximum
+
+    return _extreme(input, dim, keepdim, other, amax, maximum, argmax)
+
+
+def min(input, dim=None, keepdim=False, *, other=None):
+    from dtrain.autograd.ops.pointwise import minimum
+
+    return _extreme(input, dim, keepdim, other, amin, minimum, argmin)
+
+
+def _max_dim_samples():
+    s = SampleMaker("max_dim")
+    return [Sample(lambda x: x.max(1)[0], (s.distinct(3, 4),)),
+            Sample(lambda x: x.min(0, keepdim=True).values, (s.distinct(3, 4),)),
+            Sample(lambda x: x.max(), (s.distinct(2, 3),))]
+
+
+register_composite("max_dim", _max_dim_samples)
+
+
+def _arg(fn):
+    def arg(input, dim=None, keepdim=False):
+        xp = array_module(input.data)
+        if dim is None:
+            out = getattr(xp, fn)(input.data.reshape(-1))
+            return Tensor._make(out.reshape((1,) * input.data.ndim) if keepdim else out)
+        d = norm_dim(dim, input.data.ndim, fn)
+        return Tensor._make(getattr(xp, fn)(input.data, axis=d, keepdims=keepdim))
+    arg.__name__ = fn
+    arg.__doc__ = f"Indices of the {fn[3:]}imum values (no gradient)."
+    return arg
+
+
+argmax = _arg("argmax")
+argmin = _arg("argmin")
+
+
+def logsumexp(input, dim, keepdim=False):
+    return LogSumExp.apply(input, dim, keepdim)
+
+
+def _check_dim(input, dim, name):
+    if dim is None:
+        raise TypeError(f"{name}() missing required argument 'dim' (implicit dim is deprecated "
+                        "in PyTorch and not supported)")
+    return norm_dim(dim, input.data.ndim, name)
+
+
+def softmax(input, dim, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    return Softmax.apply(input, _check_dim(input, dim, "softmax"))
+
+
+def log_softmax(input, dim, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    return LogSoftmax.apply(input, _check_dim(input, dim, "log_softmax"))
+
+
+def all(input, dim=None, keepdim=False):
+    xp = array_module(input.data)
+    return Tensor._make(xp.all(input.data, axis=dim, keepdims=keepdim))
+
+
+def any(input, dim=None, keepdim=False):
+    xp = array_module(input.data)
+    return Tensor._make(xp.any(input.data, axis=dim, keepdims=keepdim))
+
+
+def count_nonzero(input, dim=None):
+    xp = array_module(input.data)
+    return Tensor._make(xp.asarray(xp.count_nonzero(input.data, axis=dim), dtype="int64"))

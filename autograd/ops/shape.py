@@ -1,0 +1,344 @@
+"""Shape ops: views (reshape, permute, expand, ...), joins and splits, padding, copies."""
+import math
+
+from dtrain.autograd.node import Op
+from dtrain.autograd.ops._util import norm_dim, norm_dims
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.core.backend import array_module
+from dtrain.core.tensor import Tensor
+
+
+def _samples(name, *cases):
+    """cases: (fn, shape, ...) tuples; each shape becomes one random input."""
+    def samples():
+        s = SampleMaker(name)
+        return [Sample(fn, tuple(s(*shape) for shape in shapes)) for fn, *shapes in cases]
+    return samples
+
+
+@register("reshape", _samples("reshape", (lambda x: x.reshape(4, 3), (3, 4)),
+                              (lambda x: x.reshape(-1), (2, 3, 2)),
+                              (lambda x: x.view(2, 1, 3), (6,))))
+class Reshape(Op):
+    is_view = True
+
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        try:
+            return x.reshape(shape)
+        except ValueError:
+            raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {x.size}") from None
+
+    def backward(self, g):
+        return (g.reshape(self.in_shape), None)
+
+
+@register("permute", _samples("permute", (lambda x: x.permute(2, 0, 1), (2, 3, 4)),
+                              (lambda x: x.transpose(0, 1), (3, 4)),
+                              (lambda x: x.mT, (2, 3, 4))))
+class Permute(Op):
+    is_view = True
+
+    def forward(self, x, dims):
+        self.dims = dims
+        return array_module(x).transpose(x, dims)
+
+    def backward(self, g):
+        inverse = [0] * len(self.dims)
+        for i, d in enumerate(self.dims):
+            inverse[d] = i
+        return (g.permute(*inverse), None)
+
+
+@register("expand", _samples("expand", (lambda x: x.expand(2, 3, 4), (3, 1)),
+                             (lambda x: x.expand(-1, 5), (3, 1))))
+class Expand(Op):
+    is_view = True
+
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        return array_module(x).broadcast_to(x, shape)
+
+    def backward(self, g):
+        return (g.sum_to_size(self.in_shape), None)
+
+
+@register("sum_to_size", _samples("sum_to_size", (lambda x: x.sum_to_size(3, 1), (2, 3, 4)),
+                                  (lambda x: x.sum_to_size(4), (3, 4))))
+class SumToSize(Op):
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        lead = x.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                          if s == 1 and x.shape[lead + i] != 1)
+        out = x.sum(axis=axes, keepdims=True) if axes else x
+        return out.reshape(shape)
+
+    def backward(self, g):
+        return (g.expand(self.in_shape), None)
+
+
+def _cat_samples():
+    s = SampleMaker("cat")
+    return [Sample(lambda a, b: cat([a, b]), (s(2, 3), s(4, 3))),
+            Sample(lambda a, b, c: cat([a, b, c], dim=-1), (s(2, 1), s(2, 3), s(2, 2))),
+            Sample(lambda a, b: stack([a, b], dim=1), (s(2, 3), s(2, 3)))]
+
+
+@register("cat", _cat_samples)
+class Cat(Op):
+    def forward(self, *arrays, dim):
+        self.dim = dim
+        self.sizes = [a.shape[dim] for a in arrays]
+        return array_module(arrays[0]).concatenate(arrays, axis=dim)
+
+    def backward(self, g):
+        return tuple(g.split(self.sizes, self.dim))
+
+
+def _pad_samples():
+    s = SampleMaker("pad")
+    return [Sample(lambda x: pad(x, (1, 2)), (s(3, 4),)),
+            Sample(lambda x: pad(x, (0, 1, 2, 0), value=0.5), (s(2, 3, 2),))]
+
+
+@register("pad", _pad_samples)
+class Pad(Op):
+    def forward(self, x, pad, value):
+        xp = array_module(x)
+        widths = [(0, 0)] * (x.ndim - len(pad) // 2)
+        widths += [(pad[2 * i], pad[2 * i + 1]) for i in reversed(range(len(pad) // 2))]
+        self.key = tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, x.shape))
+        return xp.pad(x, widths, constant_values=value)
+
+    def backward(self, g):
+        return (g[self.key], None, None)
+
+
+@register("clone", _samples("clone", (lambda x: x.clone(), (3, 4)),
+                            (lambda x: x.mT.contiguous(), (3, 4))))
+class Clone(Op):
+    def forward(self, x):
+        return array_module(x).array(x, copy=True, order="C")
+
+    def backward(self, g):
+        return (g,)
+
+
+# -- public functions -------------------------------------------------------------------
+def _size_args(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def reshape(input, *shape):
+    shape = _size_args(shape)
+    if shape == input.data.shape:
+        return input
+    return Reshape.apply(input, shape)
+
+
+def view(input, *shape):
+    """Reshape without copying; an error (as in PyTorch) when the strides do not allow it."""
+    out = reshape(input, *shape)
+    owner, d = out.data.base, input.data
+    if out is not input and out.data.size and not (owner is d or (owner is not None
+                                                                  and owner is d.base)):
+        raise RuntimeError("view size is not compatible with input tensor's size and stride (at "
+                           "least one dimension spans across two contiguous subspaces). Use "
+                           ".reshape(...) instead.")
+    return out
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    nd = input.data.ndim
+    if nd == 0:
+        return reshape(input, 1)
+    s, e = norm_dim(start_dim, nd, "flatten"), norm_dim(end_dim, nd, "flatten")
+    if s > e:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    shape = input.data.shape
+    return reshape(input, shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
+
+
+def unflatten(input, dim, sizes):
+    d = norm_dim(dim, input.data.ndim, "unflatten")
+    shape = input.data.shape
+    return reshape(input, shape[:d] + tuple(sizes) + shape[d + 1:])
+
+
+def permute(input, *dims):
+    dims = _size_args(dims)
+    if len(dims) != input.data.ndim:
+        raise RuntimeError(f"permute(): number of dims don't match: input.dim() = "
+                           f"{input.data.ndim} is not equal to len(dims) = {len(dims)}")
+    norm_dims(dims, input.data.ndim, "permute")  # range and repeats
+    dims = tuple(norm_dim(d, input.data.ndim, "permute") for d in dims)
+    return Permute.apply(input, dims)
+
+
+def transpose(input, dim0, dim1):
+    nd = input.data.ndim
+    if nd < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+        return input
+    d0, d1 = norm_dim(dim0, nd, "transpose"), norm_dim(dim1, nd, "transpose")
+    dims = list(range(nd))
+    dims[d0], dims[d1] = d1, d0
+    return Permute.apply(input, tuple(dims))
+
+
+swapaxes = swapdims = transpose
+
+
+def t(input):
+    if input.data.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                           f"{input.data.ndim}D")
+    return transpose(input, 0, -1) if input.data.ndim == 2 else input
+
+
+def squeeze(input, dim=None):
+    shape = input.data.shape
+    if dim is None:
+        return reshape(input, tuple(s for s in shape if s != 1))
+    dims = norm_dims(dim, input.data.ndim, "squeeze")
+    return reshape(input, tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1)))
+
+
+def unsqueeze(input, dim):
+    d = norm_dim(dim, input.data.ndim + 1, "unsqueeze")
+    shape = input.data.shape
+    return reshape(input, shape[:d] + (1,) + shape[d:])
+
+
+def expand(input, *sizes):
+    sizes = _size_args(sizes)
+    shape = input.data.shape
+    if len(sizes) < len(shape):
+        raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater "
+                           f"or equal to the number of dimensions in the tensor ({len(shape)})")
+    lead = len(sizes) - len(shape)
+    target = list(sizes)
+    for i, s in enumerate(shape):
+        want = sizes[lead + i]
+        if want == -1:
+            target[lead + i] = s
+        elif s != want and s != 1:
+            raise RuntimeError(f"The expanded size of the tensor ({want}) must match the existing "
+                               f"size ({s}) at non-singleton dimension {lead + i}.  Target sizes: "
+                               f"{list(sizes)}.  Tensor sizes: {list(shape)}")
+    target = tuple(target)
+    return input if target == shape else Expand.apply(input, target)
+
+
+def broadcast_to(input, size):
+    return expand(input, *size)
+
+
+def expand_as(input, other):
+    return expand(input, *other.data.shape)
+
+
+def sum_to_size(input, *size):
+    size = _size_args(size)
+    if size == input.data.shape:
+        return input
+    shape = input.data.shape
+    if len(size) > len(shape) or any(s not in (1, shape[len(shape) - len(size) + i])
+                                     for i, s in enumerate(size)):
+        raise RuntimeError(f"size {list(size)} is not expandable to size {list(shape)}")
+    return SumToSize.apply(input, size)
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    ref = tensors[0].data
+    d = norm_dim(dim, ref.ndim, "cat")
+    for i, t in enumerate(tensors[1:], 1):
+        s = t.data.shape
+        if len(s) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(s, ref.shape)) if j != d):
+            raise RuntimeError(f"cat(): Sizes of tensors must match except in dimension {d}. "
+                               f"Expected size {list(ref.shape)} (except dim {d}) but got size "
+                               f"{list(s)} for tensor number {i} in the list.")
+    return Cat.apply(*tensors, dim=d)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    shape = tensors[0].data.shape
+    for i, t in enumerate(tensors):
+        if t.data.shape != shape:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shape)}"
+                               f" at entry 0 and {list(t.data.shape)} at entry {i}")
+    d = norm_dim(dim, len(shape) + 1, "stack")
+    return cat([unsqueeze(t, d) for t in tensors], d)
+
+
+def narrow(input, dim, start, length):
+    d = norm_dim(dim, input.data.ndim, "narrow")
+    return input[(slice(None),) * d + (slice(start, start + length),)]
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    """Views of consecutive pieces along `dim`: equal pieces of a size, or given sizes."""
+    d = norm_dim(dim, tensor.data.ndim, "split")
+    n = tensor.data.shape[d]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        sizes = [min(step, n - i) for i in range(0, n, step)] if step else [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != n:
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
+                               f"(input tensor's size at dimension {d}), but got split_sizes="
+                               f"{sizes}")
+    out, start = [], 0
+    for s in sizes:
+        out.append(narrow(tensor, d, start, s))
+        start += s
+    return tuple(out)
+
+
+def chunk(input, chunks, dim=0):
+    d = norm_dim(dim, input.data.ndim, "chunk")
+    n = input.data.shape[d]
+    return split(input, max(1, -(-n // chunks)), d)
+
+
+def unbind(input, dim=0):
+    d = norm_dim(dim, input.data.ndim, "unbind")
+    return tuple(input[(slice(None),) * d + (i,)] for i in range(input.data.shape[d]))
+
+
+register_composite("split", _samples("split", (lambda x: split(x, 2, 1)[1], (3, 5)),
+                                     (lambda x: chunk(x, 3, 0)[2] * 2, (5, 2)),
+                                     (lambda x: unbind(x, 1)[0], (2, 3))))
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Constant padding, last dim first: `pad=(left, right, top, bottom, ...)`."""
+    if len(pad) % 2 or len(pad) // 2 > input.data.ndim:
+        raise RuntimeError(f"Padding length must be divisible by 2 and at most twice the number "
+                           f"of dimensions of the input; got {len(pad)} for a "
+                           f"{input.data.ndim}-d input")
+    if mode != "constant":
+        raise NotImplementedError(f"pad mode {mode!r} (only 'constant' in dtrain.pad)")
+    if any(p < 0 for p in pad):
+        raise NotImplementedError("negative padding is not supported")
+    return Pad.apply(input, tuple(pad), 0 if value is None else value)
+
+
+def clone(input):
+    return Clone.apply(input)
+
+
+def contiguous(input):
+    return input if input.data.flags.c_contiguous else Clone.apply(input)

@@ -1,0 +1,355 @@
+"""Attach the registry ops to `Tensor` as methods and operators, plus in-place variants,
+conversions and the autograd entry points (`backward`, hooks). Imported once by
+`dtrain.autograd`; `core` itself stays free of autograd logic."""
+import weakref
+
+import numpy as np
+
+from dtrain.autograd import engine
+from dtrain.autograd.grad_mode import state
+from dtrain.autograd.node import HookHandle
+from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape
+from dtrain.core import backend, creation
+from dtrain.core import dtype as dtypes
+from dtrain.core import random as rnd
+from dtrain.core.tensor import Tensor
+
+P, R, S, I, L = pointwise, reduce, shape, index, linalg
+
+METHODS = {
+    **{name: getattr(P, name) for name in (
+        "add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "pow",
+        "maximum", "minimum", "neg", "negative", "exp", "log", "log1p", "sqrt", "rsqrt",
+        "square", "reciprocal", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "clamp", "clip",
+        "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
+        "logical_not", "isnan", "isinf", "isfinite", "sign", "floor", "ceil", "trunc", "round",
+        "floor_divide", "remainder", "nonzero", "allclose", "isclose", "equal")},
+    **{name: getattr(R, name) for name in (
+        "sum", "mean", "var", "std", "prod", "amax", "amin", "max", "min", "argmax", "argmin",
+        "logsumexp", "softmax", "log_softmax", "all", "any", "count_nonzero")},
+    **{name: getattr(S, name) for name in (
+        "reshape", "view", "flatten", "unflatten", "permute", "transpose", "swapaxes",
+        "swapdims", "t", "squeeze", "unsqueeze", "expand", "expand_as", "broadcast_to",
+        "sum_to_size", "narrow", "split", "chunk", "unbind", "clone", "contiguous")},
+    **{name: getattr(I, name) for name in ("gather", "scatter_add", "index_select",
+                                           "masked_fill")},
+    **{name: getattr(L, name) for name in ("matmul", "mm", "bmm", "dot", "outer")},
+    "where": lambda self, condition, other: P.where(condition, self, other),
+    "view_as": lambda self, other: S.view(self, other.data.shape),
+    "reshape_as": lambda self, other: S.reshape(self, other.data.shape),
+}
+
+OPERATORS = {
+    "__add__": lambda a, b: P.Add.apply(a, b), "__radd__": lambda a, b: P.Add.apply(b, a),
+    "__sub__": lambda a, b: P.Sub.apply(a, b), "__rsub__": lambda a, b: P.Sub.apply(b, a),
+    "__mul__": lambda a, b: P.Mul.apply(a, b), "__rmul__": lambda a, b: P.Mul.apply(b, a),
+    "__truediv__": lambda a, b: P.Div.apply(a, b),
+    "__rtruediv__": lambda a, b: P.Div.apply(b, a),
+    "__pow__": lambda a, b: P.Pow.apply(a, b), "__rpow__": lambda a, b: P.Pow.apply(b, a),
+    "__matmul__": L.matmul, "__rmatmul__": lambda a, b: L.matmul(b, a),
+    "__neg__": P.neg, "__pos__": lambda a: a, "__abs__": P.abs,
+    "__eq__": P.eq, "__ne__": P.ne, "__lt__": P.lt, "__le__": P.le, "__gt__": P.gt,
+    "__ge__": P.ge,
+    "__floordiv__": P.floor_divide, "__rfloordiv__": lambda a, b: P.floor_divide(b, a),
+    "__mod__": P.remainder, "__rmod__": lambda a, b: P.remainder(b, a),
+    "__and__": P.bitwise_and, "__or__": P.bitwise_or, "__invert__": P.bitwise_not,
+    "__xor__": P.logical_xor,
+    "__getitem__": I.getitem,
+}
+
+
+# -- in-place operations ---------------------------------------------------------------------
+def _write(self, result):
+    """Copy `result` (an array) into `self` in place, with PyTorch's dtype/shape rules."""
+    data = self.data
+    if result.shape != data.shape:
+        raise RuntimeError(f"output with shape {list(data.shape)} doesn't match the broadcast "
+                           f"shape {list(result.shape)}")
+    if result.dtype != data.dtype and not np.can_cast(result.dtype, data.dtype, "same_kind"):
+        raise RuntimeError(f"result type {dtypes.from_np(result.dtype)} can't be cast to the "
+                           f"desired output type {dtypes.from_np(data.dtype)}")
+    try:
+        backend.array_module(data).copyto(data, result, casting="unsafe")
+    except ValueError as err:  # read-only, e.g. the result of expand()
+        raise RuntimeError(f"unsupported operation: cannot write into this tensor in place "
+                           f"({err}); clone() it first") from None
+    self._version[0] += 1
+
+
+def _recording(self, args):
+    return state.enabled and (self.requires_grad or any(
+        isinstance(a, Tensor) and a.requires_grad for a in args))
+
+
+def _check_inplace(self):
+    if self.grad_fn is None and self.requires_grad:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
+                           "operation.")
+    if self._base is not None:
+        raise RuntimeError("in-place operation on a view of another tensor while recording the "
+                           "graph is not supported by dtrain; modify the base tensor (e.g. "
+                           "`base[idx] = value`) or clone() the view first")
+
+
+def inplace(self, fn, args, kwargs=None, reads_self=True):
+    """Run out-of-place `fn(self, *args)` and write the result into `self`.
+
+    When recording, `self` takes over the result's graph node; the node sees a snapshot of
+    the old `self` (a copy only if backward reads it: `reads_self`)."""
+    kwargs = kwargs or {}
+    if not _recording(self, args):
+        with _NoGrad():
+            _write(self, fn(self, *args, **kwargs).data)
+        return self
+    _check_inplace(self)
+    old = Tensor._make(self.data.copy() if reads_self else self.data, self.requires_grad,
+                       self.grad_fn, self._output_nr)
+    res = fn(old, *args, **kwargs)
+    _write(self, res.data)
+    self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, res._output_nr, True
+    return self
+
+
+class _NoGrad:
+    def __enter__(self):
+        self.prev, state.enabled = state.enabled, False
+
+    def __exit__(self, *exc):
+        state.enabled = self.prev
+
+
+def setitem(self, key, value):
+    """`self[key] = value`, recorded as an IndexPut node when gradients flow."""
+    xp = backend.array_module(self.data)
+    key = index.normalize_key(key, xp)
+    if not _recording(self, (value,)):
+        try:
+            self.data[key] = value.data if isinstance(value, Tensor) else value
+        except ValueError as err:
+            raise RuntimeError(f"setitem: {err} (tensor {list(self.data.shape)})") from None
+        self._version[0] += 1
+        return
+    _check_inplace(self)
+    old = Tensor._make(self.data, self.requires_grad, self.grad_fn, self._output_nr)
+    res = index.IndexPut.apply(old, value, key)
+    _write(self, res.data)
+    self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, 0, True
+
+
+# name -> (function, backward reads the old self)
+INPLACE = {
+    "add_": (P.add, False), "sub_": (P.sub, False), "mul_": (P.mul, True),
+    "div_": (P.div, True), "pow_": (P.pow, True), "clamp_": (P.clamp, True),
+    "clip_": (P.clamp, True), "masked_fill_": (I.masked_fill, False),
+    "exp_": (P.exp, False), "log_": (P.log, True), "sqrt_": (P.sqrt, False),
+    "abs_": (P.abs, True), "neg_": (P.neg, False), "relu_": (P.relu, False),
+    "sigmoid_": (P.sigmoid, False), "tanh_": (P.tanh, False), "sin_": (P.sin, True),
+    "cos_": (P.cos, True), "scatter_add_": (I.scatter_add, False),
+}
+
+
+def _make_inplace(fn, reads_self):
+    def method(self, *args, **kwargs):
+        return inplace(self, fn, args, kwargs, reads_self)
+    method.__name__ = fn.__name__ + "_"
+    method.__doc__ = f"In-place `{fn.__name__}`; returns self."
+    return method
+
+
+def fill_(self, value):
+    setitem(self, Ellipsis, value)
+    return self
+
+
+def zero_(self):
+    return fill_(self, 0)
+
+
+def copy_(self, src, non_blocking=False):
+    """Copy `src` (broadcast, cast, moved to this device) into self."""
+    if isinstance(src, Tensor) and src.device != self.device:
+        src = src.to(self.device)
+    setitem(self, Ellipsis, src)
+    return self
+
+
+def _random_fill(sample):
+    def method(self, *args, generator=None):
+        dev = self.device
+        gen = generator or rnd.default_generator(dev)
+        with backend.device_context(dev):
+            values = sample(gen.rng, self.data.shape, *args)
+        with _NoGrad():
+            _check_leaf_fill(self)
+            _write(self, values.astype(self.data.dtype, copy=False))
+        return self
+    return method
+
+
+def _check_leaf_fill(self):
+    if self.requires_grad and self.grad_fn is None and state.enabled:
+        _check_inplace(self)
+
+
+def _uniform(rng, shape, a=0.0, b=1.0):
+    return rng.uniform(a, b, shape)
+
+
+def _normal(rng, shape, mean=0.0, std=1.0):
+    return rng.standard_normal(shape) * std + mean
+
+
+# -- conversions ----------------------------------------------------------------------------
+def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
+    """`to(device)`, `to(dtype)`, `to(device, dtype)`, `to(other_tensor)`; keeps the graph."""
+    for a in args:
+        if isinstance(a, Tensor):
+            dtype, device = a.dtype, a.device
+        elif isinstance(a, (str, backend.device, int)) and not _is_dtype_name(a):
+            device = a
+        else:
+            dtype = a
+    t = self
+    if device is not None:
+        dev = backend.normalize_device(device)
+        if dev != t.device or copy:
+            t = convert.ToDevice.apply(t, dev)
+    if dtype is not None:
+        npd = dtypes.to_np(dtype)
+        if npd != t.data.dtype:
+            if npd.kind != "f":  # integer results never carry gradients
+                return Tensor._make(t.data.astype(npd))
+            t = convert.Cast.apply(t, npd)
+    if copy and t is self:
+        t = S.clone(self)
+    return t
+
+
+def _is_dtype_name(a):
+    if not isinstance(a, str):
+        return False
+    try:
+        dtypes.from_any(a)
+        return True
+    except TypeError:
+        return False
+
+
+def _cast(d):
+    def method(self):
+        return to(self, d)
+    method.__name__ = d.name
+    return method
+
+
+def _new(factory):
+    def method(self, *size, dtype=None, device=None, requires_grad=False):
+        return factory(*size, dtype=dtype or self.dtype, device=device or self.device,
+                       requires_grad=requires_grad)
+    return method
+
+
+def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    return creation.full(size, fill_value, dtype=dtype or self.dtype,
+                         device=device or self.device, requires_grad=requires_grad)
+
+
+def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
+    return creation.tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+                           requires_grad=requires_grad)
+
+
+# -- autograd entry points ----------------------------------------------------------------
+def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see dt.autograd.backward)."""
+    from dtrain.autograd.api import backward as run
+
+    run([self], None if gradient is None else [gradient], retain_graph, create_graph, inputs)
+
+
+def register_hook(self, hook):
+    """`hook(grad) -> Tensor or None` runs when this tensor's gradient is computed."""
+    if not self.requires_grad:
+        raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    if self.grad_fn is not None:
+        return self.grad_fn.register_prehook(self._output_nr, hook)
+    if self._hooks is None:
+        self._hooks = {}
+    return HookHandle(self._hooks, hook)
+
+
+def register_post_accumulate_grad_hook(self, hook):
+    """`hook(tensor)` runs after a leaf's `.grad` has been updated by backward."""
+    if self.grad_fn is not None:
+        raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+    if not self.requires_grad:
+        raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    if self._post_hooks is None:
+        self._post_hooks = {}
+    return HookHandle(self._post_hooks, hook)
+
+
+def retain_grad(self):
+    """Keep `.grad` for this non-leaf tensor after backward (as leaves do)."""
+    if not self.requires_grad:
+        raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+    if self.grad_fn is None or retains_grad(self):
+        return
+    ref = weakref.ref(self)
+
+    def keep(g):
+        t = ref()
+        if t is not None:
+            t.grad = g.detach() if t.grad is None else t.grad + g.detach()
+    self.grad_fn.register_prehook(self._output_nr, keep, key=RETAIN)
+
+
+RETAIN = "retain_grad"
+
+
+def retains_grad(self):
+    fn = self.grad_fn
+    return bool(fn is not None and fn._pre_hooks and RETAIN in fn._pre_hooks.get(
+        self._output_nr, ()))
+
+
+def _iter(self):
+    if self.data.ndim == 0:
+        raise TypeError("iteration over a 0-d tensor")
+    return iter(S.unbind(self, 0))
+
+
+def install():
+    for name, fn in {**METHODS, **OPERATORS}.items():
+        setattr(Tensor, name, fn)
+    for name, (fn, reads) in INPLACE.items():
+        setattr(Tensor, name, _make_inplace(fn, reads))
+    for op in ("add", "sub", "mul", "truediv", "pow"):
+        setattr(Tensor, f"__i{op}__", getattr(Tensor, {"truediv": "div_"}.get(op, op + "_")))
+    Tensor.__setitem__ = setitem
+    Tensor.__iter__ = _iter
+    Tensor.fill_, Tensor.zero_, Tensor.copy_ = fill_, zero_, copy_
+    Tensor.uniform_ = _random_fill(_uniform)
+    Tensor.normal_ = _random_fill(_normal)
+    Tensor.to = to
+    Tensor.cpu = lambda self: to(self, "cpu")
+    Tensor.cuda = lambda self, device=None: to(self, "cuda" if device is None else
+                                               backend.device(device))
+    for d, names in ((dtypes.float32, ("float",)), (dtypes.float64, ("double",)),
+                     (dtypes.float16, ("half",)), (dtypes.int64, ("long",)),
+                     (dtypes.int32, ("int",)), (dtypes.bool_, ("bool",)),
+                     (dtypes.uint8, ("byte",))):
+        for n in names:
+            setattr(Tensor, n, _cast(d))
+    Tensor.type_as = lambda self, other: to(self, other.dtype)
+    Tensor.new_zeros = _new(creation.zeros)
+    Tensor.new_ones = _new(creation.ones)
+    Tensor.new_empty = _new(creation.empty)
+    Tensor.new_full, Tensor.new_tensor = new_full, new_tensor
+    Tensor.T = property(lambda self: S.permute(self, *reversed(range(self.data.ndim))))
+    Tensor.mT = property(lambda self: S.transpose(self, -2, -1))
+    Tensor.backward = backward
+    Tensor.register_hook = register_hook
+    Tensor.register_post_accumulate_grad_hook = register_post_accumulate_grad_hook
+    Tensor.retain_grad = retain_grad
+    Tensor.retains_grad = property(retains_grad)

@@ -1,0 +1,117 @@
+"""Array backends: NumPy for "cpu", CuPy for "cuda". The one place that knows both.
+
+Ops receive arrays and ask `array_module(x)` for their `xp`; nothing else imports CuPy.
+CuPy is imported lazily, the first time a CUDA device is asked for, so that a machine
+without CuPy or without a GPU runs everything on the CPU and reports CUDA requests clearly.
+"""
+from contextlib import nullcontext
+
+import numpy as np
+
+from dtrain.core.device import CPU, device
+
+_cupy = None
+_cuda_error = None
+
+
+def _load_cupy():
+    """Import CuPy and check that a GPU answers; cache the outcome either way."""
+    global _cupy, _cuda_error
+    if _cupy is not None or _cuda_error is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as err:
+        _cuda_error = f"CuPy is not installed ({err}); install dtrain[cuda]"
+        return None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDARuntimeError without driver or GPU
+        _cuda_error = f"CuPy found no usable GPU: {type(err).__name__}: {err}"
+        return None
+    if count == 0:
+        _cuda_error = "CuPy reports 0 CUDA devices"
+        return None
+    _cupy = cupy
+    return cupy
+
+
+def cuda_is_available():
+    return _load_cupy() is not None
+
+
+def cuda_device_count():
+    return _cupy.cuda.runtime.getDeviceCount() if _load_cupy() else 0
+
+
+def require_cuda(dev=None):
+    """Return the cupy module, or raise a RuntimeError that says why CUDA is unusable."""
+    cp = _load_cupy()
+    if cp is None:
+        raise RuntimeError(f"CUDA device {str(dev) if dev else 'cuda'} was requested but CUDA "
+                           f"is not available: {_cuda_error}")
+    if dev is not None and dev.index is not None and dev.index >= cp.cuda.runtime.getDeviceCount():
+        raise RuntimeError(f"CUDA error: invalid device ordinal {dev.index} (this machine has "
+                           f"{cp.cuda.runtime.getDeviceCount()} CUDA devices)")
+    return cp
+
+
+def array_module(x):
+    """numpy or cupy, whichever owns array `x` (the `xp` of an op)."""
+    if type(x) is np.ndarray or _cupy is None:
+        return np
+    return _cupy.get_array_module(x)
+
+
+def is_cuda_array(x):
+    return _cupy is not None and isinstance(x, _cupy.ndarray)
+
+
+def device_of(x):
+    """The dtrain device on which array `x` lives."""
+    if type(x) is np.ndarray or not is_cuda_array(x):
+        return CPU
+    return device("cuda", x.device.id)
+
+
+def normalize_device(spec):
+    """A `device` from a spec; "cuda" means the current CUDA device. Checks availability."""
+    dev = spec if isinstance(spec, device) else device(spec)
+    if dev.type == "cuda":
+        cp = require_cuda(dev)
+        if dev.index is None:
+            dev = device("cuda", cp.cuda.runtime.getDevice())
+    return dev
+
+
+def module_for(dev):
+    """The array module that serves device `dev` (already normalized)."""
+    return np if dev.type == "cpu" else require_cuda(dev)
+
+
+def device_context(dev):
+    """Context in which new CuPy arrays are allocated on `dev`; a no-op on the CPU."""
+    if dev.type == "cpu":
+        return nullcontext()
+    return require_cuda(dev).cuda.Device(dev.index)
+
+
+def to_device(x, dev):
+    """Copy array `x` to device `dev` (returns `x` itself when it is already there)."""
+    if dev.type == "cpu":
+        return x.get() if is_cuda_array(x) else x
+    cp = require_cuda(dev)
+    if isinstance(x, cp.ndarray) and x.device.id == dev.index:
+        return x
+    with cp.cuda.Device(dev.index):
+        return cp.asarray(x)
+
+
+def scatter_add(xp, target, index, values):
+    """target[index] += values, accumulating repeated indices (np.add.at semantics)."""
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)

@@ -1,0 +1,209 @@
+"""Tensor factories with PyTorch's names and arguments (`dt.tensor`, `dt.zeros`, `dt.randn`...)."""
+import numpy as np
+
+from dtrain.core import backend
+from dtrain.core import dtype as dtypes
+from dtrain.core import random as rnd
+from dtrain.core.tensor import Tensor
+
+
+def _shape(size):
+    """Accept `f(2, 3)`, `f((2, 3))` and `f([2, 3])`."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    for s in size:
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"sizes must be non-negative integers, got {tuple(size)}")
+    return tuple(int(s) for s in size)
+
+
+def _placement(device, dtype, default=None):
+    dev = backend.normalize_device(device if device is not None else backend.CPU)
+    dt = dtypes.from_any(dtype) if dtype is not None else (default or dtypes.get_default_dtype())
+    return dev, backend.module_for(dev), dt.np
+
+
+def _finish(arr, requires_grad):
+    return Tensor._make(arr).requires_grad_(requires_grad) if requires_grad else Tensor._make(arr)
+
+
+def _infer_array(data):
+    """A NumPy/CuPy array for `data`, with PyTorch's dtype inference for Python values."""
+    if isinstance(data, Tensor):
+        return data.data
+    if isinstance(data, np.ndarray) or backend.is_cuda_array(data):
+        arr = data
+    else:
+        if isinstance(data, (list, tuple)) and any(isinstance(v, Tensor) for v in data):
+            data = [v.tolist() if isinstance(v, Tensor) else v for v in data]
+        arr = np.asarray(data)
+        if arr.dtype == np.float64 and not isinstance(data, np.generic):
+            arr = arr.astype(dtypes.get_default_dtype().np)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"can't convert data of dtype {arr.dtype} to a tensor; supported: "
+                        "bool, integer and floating point numbers")
+    if arr.dtype == np.uint64 or arr.dtype == np.uint32 or arr.dtype == np.uint16:
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad=False):
+    """A new tensor that copies `data` (a list, number, array or tensor)."""
+    arr = _infer_array(data)
+    dev = backend.normalize_device(device) if device is not None else backend.device_of(arr)
+    out = backend.to_device(arr, dev)
+    if dtype is not None:
+        out = out.astype(dtypes.to_np(dtype), copy=False)
+    if out is arr or (isinstance(data, Tensor) and out is data.data):
+        out = out.copy()
+    return _finish(out, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like `tensor`, but shares memory with an array or tensor when no conversion is needed."""
+    if isinstance(data, Tensor) and dtype is None and device is None:
+        return data
+    arr = _infer_array(data)
+    if device is not None:
+        arr = backend.to_device(arr, backend.normalize_device(device))
+    if dtype is not None:
+        arr = arr.astype(dtypes.to_np(dtype), copy=False)
+    return Tensor._make(arr)
+
+
+def from_numpy(array):
+    """A CPU tensor sharing memory with a NumPy array."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
+    dtypes.from_np(array.dtype)
+    return Tensor._make(array)
+
+
+def _fill(value, size, dtype, device, requires_grad, default=None):
+    dev, xp, npd = _placement(device, dtype, default)
+    with backend.device_context(dev):
+        return _finish(xp.full(_shape(size), value, dtype=npd), requires_grad)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _fill(0, size, dtype, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _fill(1, size, dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    dev, xp, npd = _placement(device, dtype)
+    with backend.device_context(dev):
+        return _finish(xp.empty(_shape(size), dtype=npd), requires_grad)
+
+
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    default = (dtypes.bool_ if isinstance(fill_value, bool) else
+               dtypes.int64 if isinstance(fill_value, (int, np.integer)) else None)
+    return _fill(fill_value, (size,) if isinstance(size, int) else tuple(size), dtype, device,
+                 requires_grad, default)
+
+
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    dev, xp, npd = _placement(device, dtype)
+    with backend.device_context(dev):
+        return _finish(xp.eye(n, m, dtype=npd), requires_grad)
+
+
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    """Values in [start, end) by `step`; int64 when all arguments are integers (as torch)."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    ints = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+    dev, xp, npd = _placement(device, dtype, dtypes.int64 if ints else None)
+    with backend.device_context(dev):
+        return _finish(xp.arange(start, end, step).astype(npd, copy=False), requires_grad)
+
+
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    dev, xp, npd = _placement(device, dtype)
+    with backend.device_context(dev):
+        return _finish(xp.linspace(start, end, steps, dtype=npd), requires_grad)
+
+
+def _generator(generator, dev):
+    if generator is None:
+        return rnd.default_generator(dev)
+    if generator.device != dev:
+        raise RuntimeError(f"Expected a '{dev.type}' device type for generator but found "
+                           f"'{generator.device.type}'")
+    return generator
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Uniform samples on [0, 1)."""
+    dev, _, npd = _placement(device, dtype)
+    if npd.kind != "f":
+        raise TypeError(f"rand: expected a floating point dtype, got {npd}")
+    with backend.device_context(dev):
+        arr = _generator(generator, dev).rng.random(_shape(size), dtype=np.float64)
+    return _finish(arr.astype(npd, copy=False), requires_grad)
+
+
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples."""
+    dev, _, npd = _placement(device, dtype)
+    if npd.kind != "f":
+        raise TypeError(f"randn: expected a floating point dtype, got {npd}")
+    with backend.device_context(dev):
+        arr = _generator(generator, dev).rng.standard_normal(_shape(size), dtype=np.float64)
+    return _finish(arr.astype(npd, copy=False), requires_grad)
+
+
+def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
+            requires_grad=False):
+    """Integers uniform on [low, high): `randint(high, size)` or `randint(low, high, size)`."""
+    if size is None:
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint() missing required argument 'size'")
+    if high <= low:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} "
+                           f">= to={high}")
+    dev, _, npd = _placement(device, dtype, dtypes.int64)
+    with backend.device_context(dev):
+        arr = _generator(generator, dev).rng.integers(low, high, _shape((size,)))
+    return _finish(arr.astype(npd, copy=False), requires_grad)
+
+
+def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
+    """A random permutation of 0..n-1."""
+    dev, _, npd = _placement(device, dtype, dtypes.int64)
+    with backend.device_context(dev):
+        arr = _generator(generator, dev).rng.permutation(n)
+    return _finish(arr.astype(npd, copy=False), requires_grad)
+
+
+def _like(factory):
+    def like(input, *, dtype=None, device=None, requires_grad=False):
+        return factory(input.data.shape, dtype=dtype or input.dtype,
+                       device=device or input.device, requires_grad=requires_grad)
+    like.__name__ = factory.__name__ + "_like"
+    like.__doc__ = f"`{factory.__name__}` with the shape, dtype and device of `input`."
+    return like
+
+
+zeros_like = _like(zeros)
+ones_like = _like(ones)
+empty_like = _like(empty)
+rand_like = _like(rand)
+randn_like = _like(randn)
+
+
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
+    return full(input.data.shape, fill_value, dtype=dtype or input.dtype,
+                device=device or input.device, requires_grad=requires_grad)
+
+
+def randint_like(input, low, high=None, *, dtype=None, device=None, requires_grad=False):
+    return randint(low, high, input.data.shape, dtype=dtype or input.dtype,
+                   device=device or input.device, requires_grad=requires_grad)

@@ -1,0 +1,217 @@
+"""The Tensor: one backend array plus the autograd fields that the graph needs.
+
+Differentiable operations are attached to this class by `dtrain.autograd` (from its op
+registry), so that `core` stays free of any autograd logic and imports nothing above it.
+"""
+import numpy as np
+
+from dtrain.core import backend
+from dtrain.core import dtype as dtypes
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple, printed as `dtrain.Size([2, 3])`."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return f"dtrain.Size({list(self)})"
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+class Tensor:
+    """An n-dimensional array on a device, optionally recording operations for autograd.
+
+    Fields: `data` (numpy/cupy array), `requires_grad`, `grad`, `grad_fn` (the graph node
+    that made it, None for leaves), and a version counter shared with its views so that
+    in-place changes to tensors saved for backward are detected.
+    """
+
+    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_output_nr", "_version",
+                 "_base", "_hooks", "_post_hooks", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray * Tensor` defer to Tensor.__rmul__
+    __hash__ = object.__hash__
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        elif not hasattr(data, "__array_interface__") and not backend.is_cuda_array(data):
+            data = np.asarray(data)
+            if data.dtype == np.float64:
+                data = data.astype(dtypes.get_default_dtype().np)
+        self.data = data
+        self.requires_grad = False
+        self.grad = self.grad_fn = self._base = self._hooks = self._post_hooks = None
+        self._output_nr = 0
+        self._version = [0]
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- fast constructor used by ops ------------------------------------------------------
+    @classmethod
+    def _make(cls, data, requires_grad=False, grad_fn=None, output_nr=0, version=None):
+        if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars
+            data = np.asarray(data)
+        t = object.__new__(cls)
+        t.data = data
+        t.requires_grad = requires_grad
+        t.grad_fn = grad_fn
+        t._output_nr = output_nr
+        t._version = [0] if version is None else version
+        t.grad = t._base = t._hooks = t._post_hooks = None
+        return t
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return Size(self.data.shape)
+
+    def size(self, dim=None):
+        if dim is None:
+            return Size(self.data.shape)
+        return self.data.shape[self._wrap_dim(dim)]
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return int(self.data.size)
+
+    nelement = numel
+
+    @property
+    def dtype(self):
+        return dtypes.from_np(self.data.dtype)
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def is_cuda(self):
+        return backend.is_cuda_array(self.data)
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    def is_floating_point(self):
+        return self.data.dtype.kind == "f"
+
+    def is_contiguous(self):
+        return bool(self.data.flags.c_contiguous)
+
+    def element_size(self):
+        return self.data.itemsize
+
+    def data_ptr(self):
+        if backend.is_cuda_array(self.data):
+            return self.data.data.ptr
+        return self.data.__array_interface__["data"][0]
+
+    def _wrap_dim(self, dim, ndim=None):
+        """Turn a possibly negative `dim` into an index, with torch's range error."""
+        n = self.data.ndim if ndim is None else ndim
+        lo, hi = (-1, 0) if n == 0 else (-n, n - 1)
+        if not isinstance(dim, (int, np.integer)) or not lo <= dim <= hi:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{lo}, {hi}],"
+                             f" but got {dim})")
+        return dim % n if n else 0
+
+    # -- autograd flags ---------------------------------------------------------------------
+    def requires_grad_(self, requires_grad=True):
+        if self.grad_fn is not None:
+            if not requires_grad:
+                raise RuntimeError("you can only change requires_grad flags of leaf variables. "
+                                   "If you want to use a computed variable in a subgraph that "
+                                   "doesn't require differentiation use var_no_grad = var.detach().")
+            return self
+        if requires_grad and self.data.dtype.kind != "f":
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients "
+                               f"(got {self.dtype})")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def detach(self):
+        """A tensor sharing data (and version counter) with this one, outside the graph."""
+        t = Tensor._make(self.data, version=self._version)
+        t._base = self._base if self._base is not None else self
+        return t
+
+    def detach_(self):
+        if self._base is not None and self._base.requires_grad:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
+
+    # -- conversion to Python / NumPy -------------------------------------------------------
+    def numpy(self, *, force=False):
+        if self.requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        if backend.is_cuda_array(self.data):
+            if not force:
+                raise TypeError(f"can't convert {self.device} device type tensor to numpy. "
+                                "Use Tensor.cpu() to copy the tensor to host memory first.")
+            return self.data.get()
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def item(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted "
+                               "to Scalar")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return backend.to_device(self.data, backend.CPU).tolist()
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous"
+                               f" (shape {tuple(self.data.shape)})")
+        return bool(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an "
+                            "index")
+        return int(self.item())
+
+    def __repr__(self):
+        from dtrain.core.printing import tensor_repr
+
+        return tensor_repr(self)
+
+    def __reduce__(self):
+        # For multiprocessing (DataLoader workers); checkpoints use dt.save, never pickle.
+        return (_rebuild, (self.numpy(force=True), str(self.device), self.requires_grad))
+
+
+def _rebuild(array, device, requires_grad):
+    dev = backend.normalize_device(device)
+    return Tensor(backend.to_device(array, dev), requires_grad=requires_grad)

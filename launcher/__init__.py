@@ -1,0 +1,1 @@
+"""The `dtrain` command line: starting ranks from YAML experiment configs."""
