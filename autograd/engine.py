@@ -5,6 +5,7 @@ gradients flowing into it are summed; no Python recursion, so chains of any leng
 Saved tensors are released as each node finishes unless the graph is retained.
 """
 import heapq
+import itertools
 
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Node
@@ -33,7 +34,7 @@ def _dependencies(roots):
 
 
 def _add(grads, obj, nr, g):
-    if not isinstance(obj, Node) or obj.n_outputs == 1:
+    if obj.n_outputs == 1:
         old = grads.get(obj)
         grads[obj] = g if old is None else old + g
     else:
@@ -117,18 +118,23 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
         while heap:
             fn = heapq.heappop(heap)[1]
             g = grads.pop(fn, None)
-            in_grads = None
-            if g is not None:
+            if g is None:
+                in_grads = ()
+            elif fn._pre_hooks or run.capture is not None or fn.n_outputs != 1:
                 in_grads = _call(fn, g, run)
+            else:
+                in_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()
-            for i, e in enumerate(fn.next_edges):
+            for e, ig in itertools.zip_longest(fn.next_edges, in_grads):
                 if e is None:
                     continue
                 obj = e[0]
-                if in_grads is not None:
-                    ig = in_grads[i]
-                    if ig is not None:
+                if ig is not None:
+                    if obj.n_outputs == 1:
+                        old = grads.get(obj)
+                        grads[obj] = ig if old is None else old + ig
+                    else:
                         _add(grads, obj, e[1], ig)
                 n = deps[obj] - 1
                 deps[obj] = n
@@ -158,9 +164,5 @@ def _call(fn, g, run):
         for nr in range(fn.n_outputs):
             if (fn, nr) in run.capture:
                 run.captured[(fn, nr)] = g[nr] if multi else g
-    in_grads = fn.backward(*g) if multi else fn.backward(g)
-    if len(in_grads) != len(fn.next_edges):
-        raise RuntimeError(f"{fn.name()} returned {len(in_grads)} gradients but expected "
-                           f"{len(fn.next_edges)}")
-    return in_grads
+    return fn.backward(*g) if multi else fn.backward(g)
 

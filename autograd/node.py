@@ -36,8 +36,8 @@ def version_error(t, node, expected):
 class Node:
     """A node of the backward graph (see module doc); also the `ctx` of user Functions."""
 
-    __slots__ = ("next_edges", "needs_input_grad", "seq", "_inputs", "_in_versions", "_out",
-                 "_pre_hooks", "_freed", "__dict__", "__weakref__")
+    __slots__ = ("next_edges", "needs_input_grad", "in_shapes", "seq", "_inputs",
+                 "_in_versions", "_out", "_pre_hooks", "_freed", "__dict__", "__weakref__")
     n_outputs = 1
 
     def _record(self, args):
@@ -97,7 +97,8 @@ class Op(Node):
 
     `forward(self, *arrays, **params) -> array` (or a tuple when `n_outputs > 1`): the
     computation on backend arrays; `self` may keep what backward reads as attributes.
-    `backward(self, *grads) -> tuple` of one Tensor gradient (or None) per positional input.
+    `backward(self, *grads) -> tuple` of one Tensor gradient (or None) per positional input;
+    `self.in_shapes` holds the input shapes (`()` for Python scalars).
     Flags: `saves_inputs` (backward reads `self.inputs`), `saves_output` (reads
     `self.output`), `is_view` (the output may share memory with input 0).
     """
@@ -109,40 +110,61 @@ class Op(Node):
     @classmethod
     def apply(cls, *args, **params):
         node = object.__new__(cls)
+        if not state.enabled:  # fast path: nothing is recorded (e.g. inside backward)
+            arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+            try:
+                out = node.forward(*arrays, **params)
+            except (ValueError, TypeError) as err:
+                raise _forward_error(node, args, err) from err
+            if cls.n_outputs == 1:
+                t = Tensor._make(out)
+                if cls.is_view:
+                    _mark_view(t, args[0])
+                return t
+            return tuple(Tensor._make(o, False, None, i) for i, o in enumerate(out))
         arrays = []
-        kind = None
+        edges = []
+        shapes = []
+        needs = []
         record = False
         for a in args:
             if isinstance(a, Tensor):
                 d = a.data
-                if kind is None:
-                    kind = type(d)
-                elif type(d) is not kind:
-                    raise _device_error(cls, args)
+                arrays.append(d)
+                shapes.append(d.shape)
                 if a.requires_grad:
                     record = True
-                arrays.append(d)
+                    fn = a.grad_fn
+                    edges.append((a, 0) if fn is None else (fn, a._output_nr))
+                    needs.append(True)
+                    continue
             else:
                 arrays.append(a)
+                shapes.append(())
+            edges.append(None)
+            needs.append(False)
         try:
             out = node.forward(*arrays, **params)
-        except ValueError as err:
-            raise RuntimeError(f"{cls.__name__.lower()}: {err} (inputs: {_describe(args)})") from err
-        record = record and state.enabled
+        except (ValueError, TypeError) as err:
+            raise _forward_error(node, args, err) from err
         if cls.n_outputs == 1:
-            t = Tensor._make(out, record, node if record else None)
+            t = result = Tensor._make(out, record, node if record else None)
             if cls.is_view:
                 _mark_view(t, args[0])
-            result = t
         else:
             result = tuple(Tensor._make(o, record, node if record else None, i)
                            for i, o in enumerate(out))
         if record:
-            node._record(args)
+            node.next_edges = edges
+            node.in_shapes = shapes
+            node.needs_input_grad = needs
+            node.seq = next(_seq)
+            node._pre_hooks = None
+            node._freed = False
             if cls.saves_inputs:
                 node._inputs = args
-                node._in_versions = tuple(a._version[0] if isinstance(a, Tensor) else 0
-                                          for a in args)
+                node._in_versions = [a._version[0] if isinstance(a, Tensor) else 0
+                                     for a in args]
             if cls.saves_output:
                 node._out = (t.data, t._version, t._version[0])
         return result
@@ -175,6 +197,16 @@ def _mark_view(t, src):
         if owner is not None and (owner is d or owner is d.base):
             t._version = src._version
             t._base = src if src._base is None else src._base
+
+
+def _forward_error(node, args, err):
+    """The error to raise for a backend failure in `node.forward`: mixed devices, or the
+    backend's message with the op and its inputs named."""
+    if len({type(a.data) for a in args if isinstance(a, Tensor)}) > 1:
+        return _device_error(type(node), args)
+    if isinstance(err, TypeError):
+        return err
+    return RuntimeError(f"{type(node).__name__.lower()}: {err} (inputs: {_describe(args)})")
 
 
 def _describe(args):

@@ -40,12 +40,18 @@ METHODS = {
 }
 
 OPERATORS = {
-    "__add__": lambda a, b: P.Add.apply(a, b), "__radd__": lambda a, b: P.Add.apply(b, a),
-    "__sub__": lambda a, b: P.Sub.apply(a, b), "__rsub__": lambda a, b: P.Sub.apply(b, a),
-    "__mul__": lambda a, b: P.Mul.apply(a, b), "__rmul__": lambda a, b: P.Mul.apply(b, a),
-    "__truediv__": lambda a, b: P.Div.apply(a, b),
-    "__rtruediv__": lambda a, b: P.Div.apply(b, a),
-    "__pow__": lambda a, b: P.Pow.apply(a, b), "__rpow__": lambda a, b: P.Pow.apply(b, a),
+    # Binary-operator slots drop `self` for non-function callables, hence the lambdas;
+    # `_f` binds each apply once.
+    "__add__": lambda a, b, _f=P.Add.apply: _f(a, b),
+    "__radd__": lambda a, b, _f=P.Add.apply: _f(b, a),
+    "__sub__": lambda a, b, _f=P.Sub.apply: _f(a, b),
+    "__rsub__": lambda a, b, _f=P.Sub.apply: _f(b, a),
+    "__mul__": lambda a, b, _f=P.Mul.apply: _f(a, b),
+    "__rmul__": lambda a, b, _f=P.Mul.apply: _f(b, a),
+    "__truediv__": lambda a, b, _f=P.Div.apply: _f(a, b),
+    "__rtruediv__": lambda a, b, _f=P.Div.apply: _f(b, a),
+    "__pow__": lambda a, b, _f=P.Pow.apply: _f(a, b),
+    "__rpow__": lambda a, b, _f=P.Pow.apply: _f(b, a),
     "__matmul__": L.matmul, "__rmatmul__": lambda a, b: L.matmul(b, a),
     "__neg__": P.neg, "__pos__": lambda a: a, "__abs__": P.abs,
     "__eq__": P.eq, "__ne__": P.ne, "__lt__": P.lt, "__le__": P.le, "__gt__": P.gt,
@@ -320,6 +326,7 @@ def _iter(self):
 
 
 def install():
+    Tensor.n_outputs = 1  # the engine treats a leaf like a node with one output
     for name, fn in {**METHODS, **OPERATORS}.items():
         setattr(Tensor, name, fn)
     for name, (fn, reads) in INPLACE.items():

@@ -6,7 +6,8 @@ Python scalars are constants: they take part in forward and get no gradient.
 import math
 
 from dtrain.autograd.node import Op
-from dtrain.autograd.ops._util import as_array_arg, shape_of, torch_dtype
+from dtrain.autograd.ops._util import as_array_arg, torch_dtype
+from dtrain.autograd.ops.shape import sum_to
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
@@ -33,62 +34,55 @@ def _unary_samples(name, fn, low=-1.0, high=1.0, away=False):
 
 
 # -- binary arithmetic ------------------------------------------------------------------------
-class _Binary(Op):
-    def _shapes(self, a, b):
-        self.sa, self.sb = shape_of(a), shape_of(b)
-
-
 @register("add", _binary_samples("add", lambda a, b: a + b))
-class Add(_Binary):
+class Add(Op):
     def forward(self, a, b):
-        self._shapes(a, b)
         return torch_dtype(a + b, a, b)
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (g.sum_to_size(self.sa) if na else None, g.sum_to_size(self.sb) if nb else None)
+        return (sum_to(g, self.in_shapes[0]) if na else None,
+                sum_to(g, self.in_shapes[1]) if nb else None)
 
 
 @register("sub", _binary_samples("sub", lambda a, b: a - b))
-class Sub(_Binary):
+class Sub(Op):
     def forward(self, a, b):
-        self._shapes(a, b)
         return torch_dtype(a - b, a, b)
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (g.sum_to_size(self.sa) if na else None, (-g).sum_to_size(self.sb) if nb else None)
+        return (sum_to(g, self.in_shapes[0]) if na else None,
+                sum_to(-g, self.in_shapes[1]) if nb else None)
 
 
 @register("mul", _binary_samples("mul", lambda a, b: a * b))
-class Mul(_Binary):
+class Mul(Op):
     saves_inputs = True
 
     def forward(self, a, b):
-        self._shapes(a, b)
         return torch_dtype(a * b, a, b)
 
     def backward(self, g):
         a, b = self.inputs
         na, nb = self.needs_input_grad
-        return ((g * b).sum_to_size(self.sa) if na else None,
-                (g * a).sum_to_size(self.sb) if nb else None)
+        return (sum_to(g * b, self.in_shapes[0]) if na else None,
+                sum_to(g * a, self.in_shapes[1]) if nb else None)
 
 
 @register("div", _binary_samples("div", lambda a, b: a / b, positive_b=True))
-class Div(_Binary):
+class Div(Op):
     saves_inputs = True
 
     def forward(self, a, b):
-        self._shapes(a, b)
         return torch_dtype(a / b, a, b)
 
     def backward(self, g):
         a, b = self.inputs
         na, nb = self.needs_input_grad
         ga = g / b
-        return (ga.sum_to_size(self.sa) if na else None,
-                (-ga * a / b).sum_to_size(self.sb) if nb else None)
+        return (sum_to(ga, self.in_shapes[0]) if na else None,
+                sum_to(-ga * a / b, self.in_shapes[1]) if nb else None)
 
 
 def _pow_samples():
@@ -101,12 +95,11 @@ def _pow_samples():
 
 
 @register("pow", _pow_samples)
-class Pow(_Binary):
+class Pow(Op):
     saves_inputs = True
     saves_output = True
 
     def forward(self, a, b):
-        self._shapes(a, b)
         return torch_dtype(a ** b, a, b)
 
     def backward(self, g):
@@ -114,10 +107,10 @@ class Pow(_Binary):
         na, nb = self.needs_input_grad
         ga = gb = None
         if na:
-            ga = (g * b * a ** (b - 1)).sum_to_size(self.sa)
+            ga = sum_to(g * b * a ** (b - 1), self.in_shapes[0])
         if nb:
             log_a = a.log() if isinstance(a, Tensor) else math.log(a)
-            gb = (g * self.output * log_a).sum_to_size(self.sb)
+            gb = sum_to(g * self.output * log_a, self.in_shapes[1])
         return ga, gb
 
 
@@ -128,11 +121,10 @@ def _minmax_samples(name, fn):
     return samples
 
 
-class _PairSelect(_Binary):
+class _PairSelect(Op):
     """maximum/minimum: the gradient goes to the selected operand, split evenly on ties."""
 
     def _select(self, a, b, out, wins):
-        self._shapes(a, b)
         w = wins.astype(out.dtype) + (a == b).astype(out.dtype) * 0.5
         self.w = w
         return out
@@ -140,8 +132,8 @@ class _PairSelect(_Binary):
     def backward(self, g):
         w = Tensor._make(self.w)
         na, nb = self.needs_input_grad
-        return ((g * w).sum_to_size(self.sa) if na else None,
-                (g * (1 - w)).sum_to_size(self.sb) if nb else None)
+        return (sum_to(g * w, self.in_shapes[0]) if na else None,
+                sum_to(g * (1 - w), self.in_shapes[1]) if nb else None)
 
 
 @register("maximum", _minmax_samples("maximum", lambda a, b: a.maximum(b)))
@@ -253,8 +245,31 @@ class Tanh(Op):
         return array_module(x).tanh(x)
 
     def backward(self, g):
-        y = self.output
-        return (g * (1 - y * y),)
+        return (TanhBackward.apply(g, self.output),)
+
+
+def _act_backward_samples(name, fn):
+    def samples():
+        s = SampleMaker(name)
+        return [Sample(fn, (s(3, 4), s(3, 4, low=-0.9, high=0.9)))]
+    return samples
+
+
+@register("tanh_backward", _act_backward_samples("tanh_backward",
+                                                 lambda g, y: TanhBackward.apply(g, y)))
+class TanhBackward(Op):
+    """g * (1 - y^2) for y = tanh(x). NOTE: one fused op instead of three keeps the
+    backward pass of tanh-heavy models cheap; its own backward keeps double-grad exact."""
+
+    saves_inputs = True
+
+    def forward(self, g, y):
+        return g * (1 - y * y)
+
+    def backward(self, gg):
+        g, y = self.inputs
+        ng, ny = self.needs_input_grad
+        return (TanhBackward.apply(gg, y) if ng else None, gg * g * y * -2 if ny else None)
 
 
 @register("sigmoid", _unary_samples("sigmoid", lambda x: x.sigmoid(), low=-3, high=3))
@@ -267,8 +282,24 @@ class Sigmoid(Op):
         return xp.tanh(x * 0.5) * 0.5 + 0.5
 
     def backward(self, g):
-        y = self.output
-        return (g * y * (1 - y),)
+        return (SigmoidBackward.apply(g, self.output),)
+
+
+@register("sigmoid_backward", _act_backward_samples("sigmoid_backward",
+                                                    lambda g, y: SigmoidBackward.apply(g, y)))
+class SigmoidBackward(Op):
+    """g * y * (1 - y) for y = sigmoid(x), fused like TanhBackward."""
+
+    saves_inputs = True
+
+    def forward(self, g, y):
+        return g * y * (1 - y)
+
+    def backward(self, gg):
+        g, y = self.inputs
+        ng, ny = self.needs_input_grad
+        return (SigmoidBackward.apply(gg, y) if ng else None,
+                gg * g * (1 - 2 * y) if ny else None)
 
 
 @register("relu", _unary_samples("relu", lambda x: x.relu(), away=True))
@@ -315,14 +346,14 @@ def _where_samples():
 class Where(Op):
     def forward(self, cond, a, b):
         xp = array_module(cond)
-        self.cond, self.sa, self.sb = cond, shape_of(a), shape_of(b)
+        self.cond = cond
         return torch_dtype(xp.where(cond, a, b), a, b)
 
     def backward(self, g):
         _, na, nb = self.needs_input_grad
         cond = Tensor._make(self.cond)
-        return (None, Where.apply(cond, g, 0.0).sum_to_size(self.sa) if na else None,
-                Where.apply(cond, 0.0, g).sum_to_size(self.sb) if nb else None)
+        return (None, sum_to(Where.apply(cond, g, 0.0), self.in_shapes[1]) if na else None,
+                sum_to(Where.apply(cond, 0.0, g), self.in_shapes[2]) if nb else None)
 
 
 # -- public functions ---------------------------------------------------------------------

@@ -78,6 +78,11 @@ class SumToSize(Op):
         return (g.expand(self.in_shape), None)
 
 
+def sum_to(g, shape):
+    """`g` summed down to `shape` (undoes broadcasting); `g` itself when already that shape."""
+    return g if g.data.shape == shape else SumToSize.apply(g, shape)
+
+
 def _cat_samples():
     s = SampleMaker("cat")
     return [Sample(lambda a, b: cat([a, b]), (s(2, 3), s(4, 3))),

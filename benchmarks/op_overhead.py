@@ -1,0 +1,73 @@
+"""Per-op overhead and matmul throughput, dtrain vs PyTorch (when importable), as JSON.
+
+(a) a 1,000-op chain of tiny elementwise ops on a 16-element tensor that requires grad,
+    forward + backward: microseconds per op;
+(b) a 1024x1024 float32 matmul, forward + backward (3 GEMMs): GFLOP/s.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_time, emit, try_torch  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import dtrain as dt  # noqa: E402
+
+N_OPS = 1000
+
+
+def chain(x, w):
+    # 4 ops per round: mul by a tensor, add a scalar, tanh, mul by a scalar
+    for _ in range(N_OPS // 4):
+        x = (x * w + 0.01).tanh() * 1.5
+    return x.sum()
+
+
+def op_chain_us(lib, make):
+    x = make(np.random.default_rng(0).standard_normal(16).astype(np.float32))
+    w = make(np.full(16, 0.9, np.float32))
+
+    def step():
+        x.grad = w.grad = None
+        chain(x, w).backward()
+    return best_time(step, repeat=7, warmup=2) / N_OPS * 1e6
+
+
+def matmul_gflops(make, n=1024):
+    rng = np.random.default_rng(0)
+    a = make(rng.standard_normal((n, n)).astype(np.float32))
+    b = make(rng.standard_normal((n, n)).astype(np.float32))
+
+    def step():
+        a.grad = b.grad = None
+        (a @ b).sum().backward()
+    return 6 * n ** 3 / best_time(step, repeat=5, warmup=1) / 1e9
+
+
+def main():
+    result = {"n_ops": N_OPS, "dtrain": {}, "torch": None}
+
+    def dmake(arr):
+        return dt.tensor(arr, requires_grad=True)
+    result["dtrain"]["op_chain_us_per_op"] = op_chain_us(dt, dmake)
+    result["dtrain"]["matmul_1024_gflops"] = matmul_gflops(dmake)
+    torch = try_torch()
+    if torch is not None:
+        def tmake(arr):
+            return torch.tensor(arr, requires_grad=True)
+        result["torch"] = {"version": torch.__version__,
+                           "threads": torch.get_num_threads(),
+                           "op_chain_us_per_op": op_chain_us(torch, tmake),
+                           "matmul_1024_gflops": matmul_gflops(tmake)}
+        d, t = result["dtrain"], result["torch"]
+        result["ratio_vs_torch"] = {
+            "op_overhead (dtrain/torch time, target <= 1.5)":
+                d["op_chain_us_per_op"] / t["op_chain_us_per_op"],
+            "matmul (torch/dtrain time, target <= 1.1)":
+                t["matmul_1024_gflops"] / d["matmul_1024_gflops"]}
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
