@@ -1,0 +1,20 @@
+"""`Parameter`: a leaf Tensor that a Module registers as trainable state."""
+import numpy as np
+
+from dtrain.core.tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that requires grad by default and is found by `Module.parameters()`."""
+
+    __slots__ = ()
+
+    def __init__(self, data=None, requires_grad=True):
+        if data is None:
+            data = np.empty(0, dtype=np.float32)
+        super().__init__(data.data if isinstance(data, Tensor) else data)
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
