@@ -93,7 +93,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
 def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
     """gradcheck of the map inputs -> vector-Jacobian product (second derivatives)."""
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    diff = _diff_inputs(inputs)
+    _diff_inputs(inputs)  # validates dtypes
     rng = np.random.default_rng(seed)
     with no_grad():
         outs = _outputs(fn, inputs)
@@ -135,5 +135,6 @@ def jvpcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     for k, (a, n) in enumerate(zip(jv, numeric)):
         a = backend.to_device(a.data, backend.CPU)
         if not np.allclose(a, n, rtol=rtol, atol=atol):
-            raise GradcheckError(f"JVP mismatch for output {k}:\nnumerical:\n{n}\nforward mode:\n{a}")
+            raise GradcheckError(f"JVP mismatch for output {k}:\nnumerical:\n{n}\n"
+                                 f"forward mode:\n{a}")
     return True

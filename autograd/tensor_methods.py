@@ -5,7 +5,6 @@ import weakref
 
 import numpy as np
 
-from dtrain.autograd import engine
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import HookHandle
 from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape
@@ -14,7 +13,7 @@ from dtrain.core import dtype as dtypes
 from dtrain.core import random as rnd
 from dtrain.core.tensor import Tensor
 
-P, R, S, I, L = pointwise, reduce, shape, index, linalg
+P, R, S, X, L = pointwise, reduce, shape, index, linalg
 
 METHODS = {
     **{name: getattr(P, name) for name in (
@@ -31,7 +30,7 @@ METHODS = {
         "reshape", "view", "flatten", "unflatten", "permute", "transpose", "swapaxes",
         "swapdims", "t", "squeeze", "unsqueeze", "expand", "expand_as", "broadcast_to",
         "sum_to_size", "narrow", "split", "chunk", "unbind", "clone", "contiguous")},
-    **{name: getattr(I, name) for name in ("gather", "scatter_add", "index_select",
+    **{name: getattr(X, name) for name in ("gather", "scatter_add", "index_select",
                                            "masked_fill")},
     **{name: getattr(L, name) for name in ("matmul", "mm", "bmm", "dot", "outer")},
     "where": lambda self, condition, other: P.where(condition, self, other),
@@ -60,7 +59,7 @@ OPERATORS = {
     "__mod__": P.remainder, "__rmod__": lambda a, b: P.remainder(b, a),
     "__and__": P.bitwise_and, "__or__": P.bitwise_or, "__invert__": P.bitwise_not,
     "__xor__": P.logical_xor,
-    "__getitem__": I.getitem,
+    "__getitem__": X.getitem,
 }
 
 
@@ -130,7 +129,8 @@ def setitem(self, key, value):
     key = index.normalize_key(key, xp)
     if not _recording(self, (value,)):
         try:
-            self.data[key] = value.data if isinstance(value, Tensor) else value
+            v = value.data if isinstance(value, Tensor) else value
+            self.data[key] = index.fit_value(v, self.data[key])
         except ValueError as err:
             raise RuntimeError(f"setitem: {err} (tensor {list(self.data.shape)})") from None
         self._version[0] += 1
@@ -146,11 +146,11 @@ def setitem(self, key, value):
 INPLACE = {
     "add_": (P.add, False), "sub_": (P.sub, False), "mul_": (P.mul, True),
     "div_": (P.div, True), "pow_": (P.pow, True), "clamp_": (P.clamp, True),
-    "clip_": (P.clamp, True), "masked_fill_": (I.masked_fill, False),
+    "clip_": (P.clamp, True), "masked_fill_": (X.masked_fill, False),
     "exp_": (P.exp, False), "log_": (P.log, True), "sqrt_": (P.sqrt, False),
     "abs_": (P.abs, True), "neg_": (P.neg, False), "relu_": (P.relu, False),
     "sigmoid_": (P.sigmoid, False), "tanh_": (P.tanh, False), "sin_": (P.sin, True),
-    "cos_": (P.cos, True), "scatter_add_": (I.scatter_add, False),
+    "cos_": (P.cos, True), "scatter_add_": (X.scatter_add, False),
 }
 
 

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, emit, try_torch  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _common import best_time, emit, try_torch  # noqa: E402
 
 import dtrain as dt  # noqa: E402
 

@@ -26,8 +26,6 @@ def _format_array(arr):
             kw.update(precision=4, floatmode="fixed")
             text = np.array2string(arr, **kw)
         return text
-    if arr.dtype.kind == "b":
-        return np.array2string(arr, formatter={"bool": lambda v: "True" if v else "False"}, **kw)
     return np.array2string(arr, **kw)
 
 

@@ -14,11 +14,11 @@ def torch_dtype(out, a, b):
     """Cast NumPy's result to PyTorch's promotion: an int/bool operand never widens a float
     operand's dtype, and a Python float meeting integers gives the default float dtype."""
     od = out.dtype
-    da = getattr(a, "dtype", None)
-    if od == da or od.kind != "f":
+    da = getattr(a, "dtype", None)  # None for Python scalars (np.dtype(None) is float64!)
+    if (da is not None and od == da) or od.kind != "f":
         return out
     db = getattr(b, "dtype", None)
-    if od == db:
+    if db is not None and od == db:
         return out
     floats = [d for d in (da, db) if d is not None and d.kind == "f"]
     target = max(floats, key=lambda d: d.itemsize) if floats else dtypes.get_default_dtype().np

@@ -3,7 +3,7 @@ masked_fill. Index arrays are constants; gradients flow to the indexed tensor an
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.pointwise import where
-from dtrain.autograd.ops.shape import pad
+from dtrain.autograd.ops.shape import pad, sum_to
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import backend
 from dtrain.core.backend import array_module
@@ -107,7 +107,7 @@ class IndexPut(Op):
         xp = array_module(x)
         self.key, self.v_shape = key, getattr(v, "shape", ())
         out = x.copy()
-        out[key] = v
+        out[key] = fit_value(v, out[key])
         kept = xp.ones(x.shape, dtype=bool)
         kept[key] = False
         self.kept = kept
@@ -116,8 +116,21 @@ class IndexPut(Op):
     def backward(self, g):
         nx, nv = self.needs_input_grad[:2]
         gx = g * Tensor._make(self.kept) if nx else None
-        gv = g[self.key].sum_to_size(self.v_shape) if nv else None
+        gv = None
+        if nv:
+            gv = g[self.key]
+            extra = len(self.v_shape) - gv.data.ndim  # leading size-1 dims of the value
+            gv = sum_to(gv, self.v_shape[max(extra, 0):]).reshape(self.v_shape)
         return gx, gv, None
+
+
+def fit_value(v, target):
+    """Drop leading size-1 dims of an assigned value beyond the target's rank (PyTorch
+    accepts `x[i] = t` with t of shape [1]; NumPy 2 does not)."""
+    extra = getattr(v, "ndim", 0) - getattr(target, "ndim", 0)
+    if extra > 0 and all(s == 1 for s in v.shape[:extra]):
+        return v.reshape(v.shape[extra:])
+    return v
 
 
 def _check_gather_index(op, input, dim, index, src=None):

@@ -5,7 +5,6 @@ from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim, norm_dims
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
-from dtrain.core.tensor import Tensor
 
 
 def _samples(name, *cases):
@@ -27,7 +26,8 @@ class Reshape(Op):
         try:
             return x.reshape(shape)
         except ValueError:
-            raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {x.size}") from None
+            raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size "
+                               f"{x.size}") from None
 
     def backward(self, g):
         return (g.reshape(self.in_shape), None)
@@ -264,7 +264,8 @@ def cat(tensors, dim=0):
     d = norm_dim(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors[1:], 1):
         s = t.data.shape
-        if len(s) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(s, ref.shape)) if j != d):
+        if len(s) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(s, ref.shape))
+                                     if j != d):
             raise RuntimeError(f"cat(): Sizes of tensors must match except in dimension {d}. "
                                f"Expected size {list(ref.shape)} (except dim {d}) but got size "
                                f"{list(s)} for tensor number {i} in the list.")
