@@ -198,7 +198,7 @@ def _check_leaf_fill(self):
 
 
 def _uniform(rng, shape, a=0.0, b=1.0):
-    return rng.uniform(a, b, shape)
+    return rng.random(shape) * (b - a) + a
 
 
 def _normal(rng, shape, mean=0.0, std=1.0):

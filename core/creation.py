@@ -139,24 +139,24 @@ def _generator(generator, dev):
     return generator
 
 
-def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
-    """Uniform samples on [0, 1)."""
+def _floats(method, size, generator, dtype, device, requires_grad):
+    """Float samples from the generator's `method`, drawn in float64 then cast."""
     dev, _, npd = _placement(device, dtype)
     if npd.kind != "f":
-        raise TypeError(f"rand: expected a floating point dtype, got {npd}")
+        raise TypeError(f"expected a floating point dtype for random floats, got {npd}")
     with backend.device_context(dev):
-        arr = _generator(generator, dev).rng.random(_shape(size), dtype=np.float64)
+        arr = getattr(_generator(generator, dev).rng, method)(_shape(size), dtype=np.float64)
     return _finish(arr.astype(npd, copy=False), requires_grad)
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Uniform samples on [0, 1)."""
+    return _floats("random", size, generator, dtype, device, requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     """Standard normal samples."""
-    dev, _, npd = _placement(device, dtype)
-    if npd.kind != "f":
-        raise TypeError(f"randn: expected a floating point dtype, got {npd}")
-    with backend.device_context(dev):
-        arr = _generator(generator, dev).rng.standard_normal(_shape(size), dtype=np.float64)
-    return _finish(arr.astype(npd, copy=False), requires_grad)
+    return _floats("standard_normal", size, generator, dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
@@ -179,7 +179,8 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     """A random permutation of 0..n-1."""
     dev, _, npd = _placement(device, dtype, dtypes.int64)
     with backend.device_context(dev):
-        arr = _generator(generator, dev).rng.permutation(n)
+        # argsort of uniforms: the generator methods used here exist in NumPy and CuPy alike
+        arr = _generator(generator, dev).rng.random(n).argsort()
     return _finish(arr.astype(npd, copy=False), requires_grad)
 
 
