@@ -44,7 +44,7 @@ from dtrain.core.random import (Generator, get_rng_state, initial_seed,  # noqa:
                                 manual_seed, set_rng_state)
 from dtrain.core.tensor import Size, Tensor  # noqa: F401
 
-from dtrain import data, nn, optim  # noqa: E402,F401
+from dtrain import data, distributed, nn, optim  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

@@ -6,6 +6,7 @@ Saved tensors are released as each node finishes unless the graph is retained.
 """
 import heapq
 import itertools
+import threading
 
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Node
@@ -52,6 +53,17 @@ def _run_hooks(hooks, g):
     return g
 
 
+_current = threading.local()  # the backward pass running on this thread, if any
+
+
+def queue_callback(fn):
+    """Run `fn()` once the current backward pass has finished (e.g. DDP's final wait)."""
+    run = getattr(_current, "run", None)
+    if run is None:
+        raise RuntimeError("queue_callback can only be called during the backward pass")
+    run.callbacks.append(fn)
+
+
 class _Run:
     """One backward pass: gradients in flight, captures for autograd.grad, aliasing guard."""
 
@@ -61,6 +73,7 @@ class _Run:
         self.captured = {}
         self.accumulate = accumulate    # None: every leaf; else a set of leaves
         self.stored = set()             # ids of arrays handed to leaves' .grad in this pass
+        self.callbacks = []             # queue_callback functions, run at the end
 
     def finish_leaf(self, leaf, g):
         if leaf._hooks:
@@ -109,8 +122,9 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
         _add(grads, t if t.grad_fn is None else t.grad_fn, t._output_nr, g)
     heap = [(-fn.seq, fn) for fn in dict.fromkeys(nodes) if deps[fn] == 0]
     heapq.heapify(heap)
-    prev_mode = state.enabled
+    prev_mode, prev_run = state.enabled, getattr(_current, "run", None)
     state.enabled = create_graph
+    _current.run = run
     try:
         for t in roots:
             if t.grad_fn is None and deps.get(t, 0) == 0 and t in grads:
@@ -145,8 +159,11 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
                         g_leaf = grads.pop(obj, None)
                         if g_leaf is not None:
                             run.finish_leaf(obj, g_leaf)
+        while run.callbacks:
+            run.callbacks.pop(0)()
     finally:
         state.enabled = prev_mode
+        _current.run = prev_run
     return run.captured
 
 

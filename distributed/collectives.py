@@ -1,0 +1,372 @@
+"""Collectives and point-to-point ops on tensors, in place, with torch.distributed's names.
+
+Ranks given as `src`/`dst` are global ranks, as in PyTorch. Every call has the group's
+timeout; `async_op=True` returns a `Work`. With DTRAIN_DISTRIBUTED_DEBUG=1 each collective
+first checks that all ranks of the group call the same collective on the same shapes.
+"""
+import os
+import zlib
+
+import numpy as np
+
+from dtrain.core import backend
+from dtrain.core.tensor import Tensor
+from dtrain.distributed.process_group import resolve
+from dtrain.distributed.work import Work
+
+
+class ReduceOp:
+    """Reduction operators (`dt.distributed.ReduceOp.SUM`, ...)."""
+
+    SUM = "sum"
+    AVG = "avg"
+    PRODUCT = "product"
+    MIN = "min"
+    MAX = "max"
+
+
+_OPS = {ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT, ReduceOp.MIN, ReduceOp.MAX}
+
+
+def _debug():
+    return os.environ.get("DTRAIN_DISTRIBUTED_DEBUG", "0") not in ("", "0")
+
+
+# -- buffers ----------------------------------------------------------------------------------
+class _Buffer:
+    """A contiguous array for a tensor (the tensor's own when possible) plus the step that
+    writes results back and bumps the version counter."""
+
+    def __init__(self, tensor, what, writes=True):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{what}: expected a dtrain Tensor, got {type(tensor).__name__}")
+        self.tensor = tensor
+        data = tensor.data
+        self.array = data if data.flags.c_contiguous else backend.array_module(data) \
+            .ascontiguousarray(data)
+        self.writes = writes
+
+    def done(self):
+        if self.writes:
+            if self.array is not self.tensor.data:
+                self.tensor.data[...] = self.array
+            self.tensor._version[0] += 1
+
+
+def _reducible(arr, op, what):
+    """The array that MPI/NCCL reduce (upcast where they have no type or op) and a function
+    turning the reduced array back into `arr`'s dtype in place."""
+    if op not in _OPS:
+        raise ValueError(f"{what}: unknown reduce op {op!r}; use dt.distributed.ReduceOp")
+    kind = arr.dtype
+    if op == ReduceOp.AVG and kind.kind != "f":
+        raise TypeError(f"{what}: ReduceOp.AVG needs a floating point tensor, got {kind}")
+    if kind == np.float16 or kind == np.bool_:
+        work = arr.astype(np.float32 if kind == np.float16 else np.uint8)
+    else:
+        work = arr
+
+    def back(size):
+        if op == ReduceOp.AVG:
+            work[...] /= size
+        if work is not arr:
+            arr[...] = work != 0 if kind == np.bool_ else work
+    return work, ("sum" if op == ReduceOp.AVG else op), back
+
+
+def _fingerprint(name, *tensors):
+    return f"{name}(" + ", ".join(f"{t.dtype.name}{list(t.data.shape)}" for t in tensors) + ")"
+
+
+def _launch(group, name, start, finish, async_op, fingerprint):
+    """Sequence-number the call, optionally verify it across ranks, start it, and wait
+    (or hand back the Work)."""
+    group.seq += 1
+    if _debug():
+        _check_same_call(group, fingerprint)
+    work = Work(group, name, group.seq, start(), finish)
+    if async_op:
+        return work
+    work.wait()
+    return None
+
+
+def _check_same_call(group, fingerprint):
+    """Debug mode: all ranks must be in the same collective (same seq, op, shapes, dtypes)."""
+    mine = np.array([group.seq, zlib.crc32(fingerprint.encode())], dtype=np.int64)
+    every = np.empty((group.size(), 2), dtype=np.int64)
+    ctrl = group.watchdog_comm
+    Work(group, "debug check of " + fingerprint, group.seq,
+         _mpi_pending(ctrl.Iallgather(mine, every))).wait()
+    if (every == mine).all():
+        return
+    calls = ctrl.allgather(f"#{group.seq} {fingerprint}")
+    lines = "\n".join(f"  rank {r}: {c}" for r, c in zip(group.ranks, calls))
+    raise RuntimeError(f"dtrain.distributed debug: ranks disagree on collective "
+                       f"#{group.seq} (first mismatch):\n{lines}")
+
+
+def _mpi_pending(request):
+    from dtrain.distributed.mpi_comm import MPIPending
+
+    return MPIPending(request, [])
+
+
+def _member(group):
+    g = resolve(group)
+    return g if g.is_member else None
+
+
+# -- collectives ------------------------------------------------------------------------------
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce `tensor` over all ranks; every rank ends with the result (in place)."""
+    g = _member(group)
+    if g is None:
+        return None
+    buf = _Buffer(tensor, "all_reduce")
+    work, mpi_op, back = _reducible(buf.array, op, "all_reduce")
+
+    def finish():
+        back(g.size())
+        buf.done()
+    return _launch(g, "all_reduce", lambda: g.comm_for(work).Iallreduce(work, mpi_op), finish,
+                   async_op, _fingerprint(f"all_reduce[{op}]", tensor))
+
+
+def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce onto global rank `dst` (in place there; other ranks' tensors unchanged)."""
+    g = _member(group)
+    if g is None:
+        return None
+    root = g.group_rank(dst, "reduce")
+    buf = _Buffer(tensor, "reduce", writes=g.rank() == root)
+    work, mpi_op, back = _reducible(buf.array, op, "reduce")
+    if g.rank() != root and work is buf.array:
+        work = work.copy()  # MPI reads it; keep the caller's tensor untouched
+
+    def finish():
+        if g.rank() == root:
+            back(g.size())
+        buf.done()
+    return _launch(g, "reduce", lambda: g.comm_for(work).Ireduce(work, root, mpi_op), finish,
+                   async_op, _fingerprint(f"reduce[{op}]->{dst}", tensor))
+
+
+def broadcast(tensor, src, group=None, async_op=False):
+    """Copy global rank `src`'s tensor into every rank's tensor."""
+    g = _member(group)
+    if g is None:
+        return None
+    root = g.group_rank(src, "broadcast")
+    buf = _Buffer(tensor, "broadcast", writes=g.rank() != root)
+    arr = _raw(buf.array)
+    return _launch(g, "broadcast", lambda: g.comm_for(arr).Ibcast(arr, root), buf.done,
+                   async_op, _fingerprint(f"broadcast<-{src}", tensor))
+
+
+def _raw(arr):
+    """A view the transports can move byte for byte (float16 has no MPI type)."""
+    return arr.view(np.uint16) if arr.dtype == np.float16 else arr
+
+
+def _check_like(what, out, inp, rows):
+    xp_dtype = inp.data.dtype
+    if out.data.dtype != xp_dtype:
+        raise TypeError(f"{what}: output dtype {out.dtype} differs from input dtype {inp.dtype}")
+    if out.data.size != inp.data.size * rows:
+        raise ValueError(f"{what}: output has {out.data.size} elements; expected "
+                         f"{rows} x {inp.data.size} (input shape {list(inp.data.shape)})")
+
+
+def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False):
+    """Concatenate every rank's `input_tensor` into `output_tensor` (rank order)."""
+    g = _member(group)
+    if g is None:
+        return None
+    _check_like("all_gather_into_tensor", output_tensor, input_tensor, g.size())
+    out = _Buffer(output_tensor, "all_gather_into_tensor")
+    inp = _Buffer(input_tensor, "all_gather_into_tensor", writes=False)
+    send, recv = _raw(inp.array), _raw(out.array)
+    return _launch(g, "all_gather", lambda: g.comm_for(send).Iallgather(send, recv), out.done,
+                   async_op, _fingerprint("all_gather", input_tensor))
+
+
+def all_gather(tensor_list, tensor, group=None, async_op=False):
+    """Fill `tensor_list[i]` with rank i's `tensor`."""
+    g = _member(group)
+    if g is None:
+        return None
+    if len(tensor_list) != g.size():
+        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors; the group "
+                         f"has {g.size()} ranks")
+    for t in tensor_list:
+        if t.data.shape != tensor.data.shape or t.data.dtype != tensor.data.dtype:
+            raise ValueError(f"all_gather: every output must be {tensor.dtype}"
+                             f"{list(tensor.data.shape)}, got {t.dtype}{list(t.data.shape)}")
+    xp = backend.array_module(tensor.data)
+    flat = Tensor._make(xp.empty((g.size(),) + tensor.data.shape, dtype=tensor.data.dtype))
+
+    def scatter_out():
+        for i, t in enumerate(tensor_list):
+            t.data[...] = flat.data[i]
+            t._version[0] += 1
+    work = all_gather_into_tensor(flat, tensor, group, async_op=True)
+    work._finish = _chain(work._finish, scatter_out)
+    if async_op:
+        return work
+    work.wait()
+    return None
+
+
+def _chain(first, second):
+    def both():
+        if first is not None:
+            first()
+        second()
+    return both
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce `input` over ranks and give rank i the i-th slice of the result."""
+    g = _member(group)
+    if g is None:
+        return None
+    _check_like("reduce_scatter_tensor", input, output, g.size())
+    out = _Buffer(output, "reduce_scatter_tensor")
+    inp = _Buffer(input, "reduce_scatter_tensor", writes=False)
+    send, mpi_op, _ = _reducible(inp.array, op, "reduce_scatter_tensor")
+    recv, _, back = _reducible(out.array, op, "reduce_scatter_tensor")
+
+    def finish():
+        back(g.size())
+        out.done()
+    return _launch(g, "reduce_scatter",
+                   lambda: g.comm_for(send).Ireduce_scatter(send, recv, mpi_op), finish,
+                   async_op, _fingerprint(f"reduce_scatter[{op}]", input))
+
+
+def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
+    """Collect every rank's tensor into `gather_list` on global rank `dst`."""
+    g = _member(group)
+    if g is None:
+        return None
+    root = g.group_rank(dst, "gather")
+    xp = backend.array_module(tensor.data)
+    inp = _Buffer(tensor, "gather", writes=False)
+    recv = None
+    if g.rank() == root:
+        if gather_list is None or len(gather_list) != g.size():
+            raise ValueError(f"gather: the destination rank needs gather_list with "
+                             f"{g.size()} tensors")
+        recv = xp.empty((g.size(),) + tensor.data.shape, dtype=tensor.data.dtype)
+
+    def finish():
+        if recv is not None:
+            for i, t in enumerate(gather_list):
+                t.data[...] = recv[i]
+                t._version[0] += 1
+    send = _raw(inp.array)
+    return _launch(g, "gather",
+                   lambda: g.comm_for(send).Igather(send, None if recv is None else _raw(recv),
+                                                    root),
+                   finish, async_op, _fingerprint(f"gather->{dst}", tensor))
+
+
+def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
+    """Give rank i the i-th tensor of `scatter_list` from global rank `src`."""
+    g = _member(group)
+    if g is None:
+        return None
+    root = g.group_rank(src, "scatter")
+    xp = backend.array_module(tensor.data)
+    send = None
+    if g.rank() == root:
+        if scatter_list is None or len(scatter_list) != g.size():
+            raise ValueError(f"scatter: the source rank needs scatter_list with "
+                             f"{g.size()} tensors")
+        send = _raw(xp.ascontiguousarray(xp.stack([t.data for t in scatter_list])))
+    out = _Buffer(tensor, "scatter")
+    recv = _raw(out.array)
+    return _launch(g, "scatter", lambda: g.comm_for(recv).Iscatter(send, recv, root), out.done,
+                   async_op, _fingerprint(f"scatter<-{src}", tensor))
+
+
+def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None,
+                      group=None, async_op=False):
+    """Split `input` along dim 0 and send piece i to rank i; receive into `output`."""
+    g = _member(group)
+    if g is None:
+        return None
+    n = g.size()
+    row_in = int(np.prod(input.data.shape[1:]))
+    row_out = int(np.prod(output.data.shape[1:]))
+    in_sizes = input_split_sizes or [input.data.shape[0] // n] * n
+    out_sizes = output_split_sizes or [output.data.shape[0] // n] * n
+    if sum(in_sizes) != input.data.shape[0] or sum(out_sizes) != output.data.shape[0]:
+        raise ValueError(f"all_to_all_single: split sizes {in_sizes} / {out_sizes} do not add "
+                         f"up to the input/output first dims {input.data.shape[0]} / "
+                         f"{output.data.shape[0]}")
+    inp = _Buffer(input, "all_to_all_single", writes=False)
+    out = _Buffer(output, "all_to_all_single")
+    send, recv = _raw(inp.array), _raw(out.array)
+    return _launch(g, "all_to_all",
+                   lambda: g.comm_for(send).Ialltoallv(send, [s * row_in for s in in_sizes],
+                                                       recv, [s * row_out for s in out_sizes]),
+                   out.done, async_op, _fingerprint("all_to_all", input))
+
+
+def barrier(group=None, async_op=False, device_ids=None):
+    g = _member(group)
+    if g is None:
+        return None
+    return _launch(g, "barrier", lambda: g.comm_for(np.empty(0)).Ibarrier(), None, async_op,
+                   "barrier()")
+
+
+# -- point to point ---------------------------------------------------------------------------
+def isend(tensor, dst, group=None, tag=0):
+    g = resolve(group)
+    inp = _Buffer(tensor, "isend", writes=False)
+    arr = _raw(inp.array)
+    peer = g.group_rank(dst, "isend")
+    return Work(g, f"send->{dst}", None, g.comm_for(arr).Isend(arr, peer, tag))
+
+
+def irecv(tensor, src=None, group=None, tag=0):
+    g = resolve(group)
+    out = _Buffer(tensor, "irecv")
+    arr = _raw(out.array)
+    peer = None if src is None else g.group_rank(src, "irecv")
+    work = Work(g, f"recv<-{src}", None, g.comm_for(arr).Irecv(arr, peer, tag), out.done)
+    return work
+
+
+def send(tensor, dst, group=None, tag=0):
+    isend(tensor, dst, group, tag).wait()
+
+
+def recv(tensor, src=None, group=None, tag=0):
+    """Receive into `tensor`; returns the sender's global rank."""
+    g = resolve(group)
+    work = irecv(tensor, src, group, tag)
+    work.wait()
+    return g.ranks[work.source]
+
+
+# -- Python objects (pickled, as torch does; for small metadata, never for checkpoints) ------
+def broadcast_object_list(object_list, src=0, group=None, device=None):
+    g = _member(group)
+    if g is None:
+        return
+    root = g.group_rank(src, "broadcast_object_list")
+    values = g.watchdog_comm.bcast(list(object_list) if g.rank() == root else None, root=root)
+    object_list[:] = values
+
+
+def all_gather_object(object_list, obj, group=None):
+    g = _member(group)
+    if g is None:
+        return
+    if len(object_list) != g.size():
+        raise ValueError(f"all_gather_object: object_list must have {g.size()} entries")
+    object_list[:] = g.watchdog_comm.allgather(obj)

@@ -1,0 +1,98 @@
+"""`Work` handles with timeouts, and the watchdog report that turns a stuck collective
+into an error naming the collective, its sequence number and the ranks that did not join."""
+import os
+import sys
+import time
+
+WATCHDOG_TAG = 0x7D7  # control-communicator tag of watchdog status messages
+GRACE_S = 2.0         # how long a timed-out rank listens for the other ranks' status
+
+
+class DistTimeoutError(RuntimeError):
+    """A collective or transfer did not complete within the process group's timeout."""
+
+
+class Work:
+    """Handle of an asynchronous operation (`async_op=True`): `wait()`, `is_completed()`."""
+
+    def __init__(self, group, name, seq, pending, finish=None):
+        self.group, self.name, self.seq = group, name, seq
+        self._pending = pending
+        self._finish = finish
+        self._done = False
+        self.source = None
+
+    def is_completed(self):
+        if not self._done and self._pending.test():
+            self._complete()
+        return self._done
+
+    def _complete(self):
+        self._done = True
+        self._pending.finish()
+        self.source = self._pending.source
+        if self._finish is not None:
+            self._finish()
+
+    def wait(self, timeout=None):
+        """Block until done; past the timeout, report on every waiting rank and raise."""
+        if self._done:
+            return True
+        limit = self.group.timeout if timeout is None else _seconds(timeout)
+        deadline = time.monotonic() + limit
+        spins = 0
+        test = self._pending.test
+        while not test():
+            spins += 1
+            if spins > 200:  # after a short spin, yield the core (ranks may share cores)
+                time.sleep(1e-5 if spins < 2000 else 2e-4)
+            if time.monotonic() > deadline:
+                raise DistTimeoutError(timeout_report(self.group, self.name, self.seq, limit))
+        self._complete()
+        return True
+
+
+def _seconds(t):
+    return t.total_seconds() if hasattr(t, "total_seconds") else float(t)
+
+
+def timeout_report(group, name, seq, limit):
+    """Exchange status with the other ranks of `group` and describe who is missing."""
+    from mpi4py import MPI
+
+    me = group.global_rank
+    status = (me, name, seq, group.ranks)
+    ctrl = group.watchdog_comm
+    others = [r for r in range(ctrl.Get_size()) if r != ctrl.Get_rank()]
+    for r in others:
+        ctrl.isend(status, dest=r, tag=WATCHDOG_TAG)
+    heard = {}
+    deadline = time.monotonic() + GRACE_S
+    while time.monotonic() < deadline and len(heard) < len(others):
+        if ctrl.Iprobe(source=MPI.ANY_SOURCE, tag=WATCHDOG_TAG):
+            msg = ctrl.recv(source=MPI.ANY_SOURCE, tag=WATCHDOG_TAG)
+            heard[msg[0]] = msg
+        else:
+            time.sleep(0.01)
+    joined = {me} | {r for r, (_, n, s, g) in heard.items() if (n, s, g) == (name, seq,
+                                                                          group.ranks)}
+    missing = [r for r in group.ranks if r not in joined]
+    elsewhere = [f"rank {r} is waiting in {n} #{s}" for r, (_, n, s, g) in sorted(heard.items())
+                 if r in missing]
+    silent = [r for r in missing if r not in heard]
+    detail = "; ".join(elsewhere + ([f"no answer from rank(s) {silent} (busy outside any "
+                                     "collective, or dead)"] if silent else []))
+    return (f"dtrain.distributed: collective {name} #{seq} on group {list(group.ranks)} timed "
+            f"out after {limit:g} s on rank {me}; rank(s) that did not join: {missing}"
+            + (f" ({detail})" if detail else "") + ". Check that every rank calls the same "
+            "collectives in the same order (set DTRAIN_DISTRIBUTED_DEBUG=1 to verify).")
+
+
+def abort_job(message, code=1):
+    """Print `message` and end every rank of the job (MPI_Abort)."""
+    sys.stderr.write(message.rstrip() + "\n")
+    sys.stderr.flush()
+    time.sleep(float(os.environ.get("DTRAIN_ABORT_DELAY_S", "0.5")))  # let peers print too
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Abort(code)

@@ -1,0 +1,168 @@
+"""Collectives on real MPI ranks against NumPy computations of the expected results."""
+import pytest
+
+COLLECTIVES = r'''
+import numpy as np
+import dtrain as dt
+import dtrain.distributed as dist
+
+dist.init_process_group(backend="mpi")
+r, n = dist.get_rank(), dist.get_world_size()
+assert dist.is_initialized() and dist.get_backend() == "mpi"
+assert 0 <= dist.get_local_rank() < n
+
+def rank_values(rank, shape, dtype):
+    base = np.arange(int(np.prod(shape))).reshape(shape) + 3 * rank + 1
+    return (base % 2 == 0) if dtype == bool else base.astype(dtype)
+
+everyone = lambda shape, dtype: [rank_values(k, shape, dtype) for k in range(n)]
+
+for dtype in (np.float32, np.float64, np.int64, np.int32, np.float16, bool):
+    for shape in ((5,), (2, 3)):
+        vals = everyone(shape, dtype)
+        ops = [("sum", dist.ReduceOp.SUM, lambda v: np.sum(v, 0)),
+               ("max", dist.ReduceOp.MAX, lambda v: np.max(v, 0)),
+               ("min", dist.ReduceOp.MIN, lambda v: np.min(v, 0))]
+        if dtype != bool:
+            ops.append(("product", dist.ReduceOp.PRODUCT, lambda v: np.prod(v, 0)))
+        if dtype in (np.float32, np.float64, np.float16):
+            ops.append(("avg", dist.ReduceOp.AVG, lambda v: np.mean(v, 0)))
+        for name, op, ref in ops:
+            t = dt.tensor(rank_values(r, shape, dtype))
+            dist.all_reduce(t, op=op)
+            expected = ref(np.stack(vals)).astype(dtype) if dtype != bool else \
+                (np.any(np.stack(vals), 0) if name in ("sum", "max") else np.all(np.stack(vals), 0))
+            tol = 1e-3 if dtype == np.float16 else 1e-7
+            np.testing.assert_allclose(t.numpy(), expected, rtol=tol,
+                                       err_msg=f"all_reduce {name} {dtype} {shape}")
+            assert t.data.dtype == np.dtype(dtype)
+
+        t = dt.tensor(rank_values(r, shape, dtype))
+        dist.broadcast(t, src=n - 1)
+        np.testing.assert_array_equal(t.numpy(), vals[n - 1])
+
+        out = dt.tensor(np.zeros((n,) + shape, dtype))
+        dist.all_gather_into_tensor(out, dt.tensor(vals[r]))
+        np.testing.assert_array_equal(out.numpy(), np.stack(vals))
+        outs = [dt.tensor(np.zeros(shape, dtype)) for _ in range(n)]
+        dist.all_gather(outs, dt.tensor(vals[r]))
+        for k in range(n):
+            np.testing.assert_array_equal(outs[k].numpy(), vals[k])
+
+# reduce to a root; the other ranks keep their values
+t = dt.tensor(rank_values(r, (4,), np.float64))
+dist.reduce(t, dst=1, op=dist.ReduceOp.SUM)
+expected = np.sum(everyone((4,), np.float64), 0) if r == 1 else rank_values(r, (4,), np.float64)
+np.testing.assert_array_equal(t.numpy(), expected)
+
+# reduce_scatter: rank k gets slice k of the sum
+full = [rank_values(k, (n * 3,), np.float32) for k in range(n)]
+o = dt.zeros(3)
+dist.reduce_scatter_tensor(o, dt.tensor(full[r]))
+np.testing.assert_allclose(o.numpy(), np.sum(full, 0)[3 * r:3 * r + 3])
+
+# gather / scatter with a non-default root
+g = [dt.zeros(2, 2) for _ in range(n)] if r == 0 else None
+dist.gather(dt.full((2, 2), float(r)), g, dst=0)
+if r == 0:
+    assert [x[0, 0].item() for x in g] == list(range(n))
+s = dt.zeros(3)
+dist.scatter(s, [dt.full((3,), 10.0 * k) for k in range(n)] if r == n - 1 else None, src=n - 1)
+assert s.tolist() == [10.0 * r] * 3
+
+# all_to_all_single with equal splits: rank r sends row block k to rank k
+inp = dt.tensor(np.arange(n * 2, dtype=np.float64) + 100 * r)
+out = dt.zeros(n * 2, dtype=dt.float64)
+dist.all_to_all_single(out, inp)
+np.testing.assert_array_equal(out.numpy(), np.concatenate([np.arange(2 * r, 2 * r + 2) + 100 * k
+                                                           for k in range(n)]))
+
+# non-contiguous tensors are handled (written back into the view)
+base = dt.tensor(np.arange(12, dtype=np.float64).reshape(3, 4) * (r + 1))
+view = base.T
+dist.all_reduce(view)
+np.testing.assert_array_equal(base.numpy(), np.arange(12.0).reshape(3, 4) * sum(range(1, n + 1)))
+
+# async: several in flight, waited in any order
+ts = [dt.full((1000,), float(r + k)) for k in range(3)]
+works = [dist.all_reduce(t, async_op=True) for t in ts]
+for w in reversed(works):
+    w.wait()
+    assert w.is_completed()
+for k, t in enumerate(ts):
+    assert t[0].item() == sum(q + k for q in range(n))
+
+# point to point around a ring, blocking and non-blocking
+right, left = (r + 1) % n, (r - 1) % n
+buf = dt.zeros(3)
+reqs = [dist.isend(dt.full((3,), float(r)), dst=right), dist.irecv(buf, src=left)]
+for q in reqs:
+    q.wait()
+assert buf.tolist() == [float(left)] * 3
+if r == 0:
+    dist.send(dt.tensor([7.0, 8.0]), dst=n - 1, tag=5)
+if r == n - 1:
+    got = dt.zeros(2)
+    assert dist.recv(got, tag=5) == 0 and got.tolist() == [7.0, 8.0]
+
+# groups: ranks given as global ranks; a non-member does nothing
+evens = dist.new_group([k for k in range(n) if k % 2 == 0])
+t = dt.tensor([float(r)])
+dist.all_reduce(t, group=evens)
+if r % 2 == 0:
+    assert t.item() == sum(k for k in range(n) if k % 2 == 0)
+    assert dist.get_rank(evens) == r // 2
+else:
+    assert t.item() == float(r) and dist.get_rank(evens) == -1
+
+# objects
+objs = [None] * n
+dist.all_gather_object(objs, {"rank": r, "name": f"r{r}"})
+assert objs == [{"rank": k, "name": f"r{k}"} for k in range(n)]
+lst = [r, "x"] if r == 0 else [None, None]
+dist.broadcast_object_list(lst, src=0)
+assert lst == [0, "x"]
+
+dist.barrier()
+dist.destroy_process_group()
+assert not dist.is_initialized()
+print(f"RANK {r} OK")
+'''
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_collectives_match_numpy(mpirun, n):
+    out = mpirun(n, COLLECTIVES, timeout=180).stdout
+    assert sorted(line for line in out.splitlines() if "OK" in line) == \
+        [f"RANK {r} OK" for r in range(n)]
+
+
+def test_init_without_a_launcher_says_what_to_do(tmp_path):
+    import subprocess
+    import sys
+    code = "import dtrain.distributed as d; d.init_process_group()"
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith(("PMI_", "OMPI_", "PMIX_", "HYDRA"))}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode != 0
+    assert "not started by an MPI launcher" in proc.stderr
+    assert "dtrain launch --nproc-per-node N script.py" in proc.stderr
+
+
+def test_init_twice_and_uninitialized_use_are_clear_errors(mpirun):
+    out = mpirun(2, r'''
+    import dtrain as dt
+    import dtrain.distributed as dist
+    try:
+        dist.all_reduce(dt.ones(1))
+    except RuntimeError as e:
+        assert "has not been initialized" in str(e), e
+    dist.init_process_group()
+    try:
+        dist.init_process_group()
+    except RuntimeError as e:
+        assert "twice" in str(e), e
+        print("OK")
+    ''').stdout
+    assert out.count("OK") == 2
