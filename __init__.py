@@ -28,6 +28,7 @@ from dtrain.autograd.ops.shape import (broadcast_to, cat, chunk, clone, concat, 
                                        transpose, unbind, unflatten, unsqueeze, view)
 from dtrain.core import backend as _backend
 from dtrain.core.creation import (arange, as_tensor, empty, empty_like, eye,  # noqa: F401
+                                  get_default_device, set_default_device,
                                   from_numpy, full, full_like, linspace, ones, ones_like, rand,
                                   rand_like, randint, randint_like, randn, randn_like, randperm,
                                   tensor, zeros, zeros_like)

@@ -17,8 +17,21 @@ def _shape(size):
     return tuple(int(s) for s in size)
 
 
+_default_device = backend.CPU
+
+
+def set_default_device(device):
+    """Device of new tensors when factories get no `device` (as torch.set_default_device)."""
+    global _default_device
+    _default_device = backend.normalize_device("cpu" if device is None else device)
+
+
+def get_default_device():
+    return _default_device
+
+
 def _placement(device, dtype, default=None):
-    dev = backend.normalize_device(device if device is not None else backend.CPU)
+    dev = backend.normalize_device(device if device is not None else _default_device)
     dt = dtypes.from_any(dtype) if dtype is not None else (default or dtypes.get_default_dtype())
     return dev, backend.module_for(dev), dt.np
 
@@ -50,7 +63,12 @@ def _infer_array(data):
 def tensor(data, *, dtype=None, device=None, requires_grad=False):
     """A new tensor that copies `data` (a list, number, array or tensor)."""
     arr = _infer_array(data)
-    dev = backend.normalize_device(device) if device is not None else backend.device_of(arr)
+    if device is not None:
+        dev = backend.normalize_device(device)
+    elif isinstance(data, Tensor) or backend.is_cuda_array(arr):
+        dev = backend.device_of(arr)
+    else:
+        dev = _default_device
     out = backend.to_device(arr, dev)
     if dtype is not None:
         out = out.astype(dtypes.to_np(dtype), copy=False)

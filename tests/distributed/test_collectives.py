@@ -3,12 +3,15 @@ import pytest
 
 COLLECTIVES = r'''
 import numpy as np
+import os
+DEVICE = os.environ["TEST_DEVICE"]
 import dtrain as dt
 import dtrain.distributed as dist
 
-dist.init_process_group(backend="mpi")
+dist.init_process_group(backend=None if DEVICE == "cuda" else "mpi")
 r, n = dist.get_rank(), dist.get_world_size()
-assert dist.is_initialized() and dist.get_backend() == "mpi"
+dt.set_default_device(DEVICE)
+assert dist.is_initialized() and dist.get_backend() in ("mpi", "nccl")
 assert 0 <= dist.get_local_rank() < n
 
 def rank_values(rank, shape, dtype):
@@ -33,33 +36,33 @@ for dtype in (np.float32, np.float64, np.int64, np.int32, np.float16, bool):
             expected = ref(np.stack(vals)).astype(dtype) if dtype != bool else \
                 (np.any(np.stack(vals), 0) if name in ("sum", "max") else np.all(np.stack(vals), 0))
             tol = 1e-3 if dtype == np.float16 else 1e-7
-            np.testing.assert_allclose(t.numpy(), expected, rtol=tol,
+            np.testing.assert_allclose(t.cpu().numpy(), expected, rtol=tol,
                                        err_msg=f"all_reduce {name} {dtype} {shape}")
             assert t.data.dtype == np.dtype(dtype)
 
         t = dt.tensor(rank_values(r, shape, dtype))
         dist.broadcast(t, src=n - 1)
-        np.testing.assert_array_equal(t.numpy(), vals[n - 1])
+        np.testing.assert_array_equal(t.cpu().numpy(), vals[n - 1])
 
         out = dt.tensor(np.zeros((n,) + shape, dtype))
         dist.all_gather_into_tensor(out, dt.tensor(vals[r]))
-        np.testing.assert_array_equal(out.numpy(), np.stack(vals))
+        np.testing.assert_array_equal(out.cpu().numpy(), np.stack(vals))
         outs = [dt.tensor(np.zeros(shape, dtype)) for _ in range(n)]
         dist.all_gather(outs, dt.tensor(vals[r]))
         for k in range(n):
-            np.testing.assert_array_equal(outs[k].numpy(), vals[k])
+            np.testing.assert_array_equal(outs[k].cpu().numpy(), vals[k])
 
 # reduce to a root; the other ranks keep their values
 t = dt.tensor(rank_values(r, (4,), np.float64))
 dist.reduce(t, dst=1, op=dist.ReduceOp.SUM)
 expected = np.sum(everyone((4,), np.float64), 0) if r == 1 else rank_values(r, (4,), np.float64)
-np.testing.assert_array_equal(t.numpy(), expected)
+np.testing.assert_array_equal(t.cpu().numpy(), expected)
 
 # reduce_scatter: rank k gets slice k of the sum
 full = [rank_values(k, (n * 3,), np.float32) for k in range(n)]
 o = dt.zeros(3)
 dist.reduce_scatter_tensor(o, dt.tensor(full[r]))
-np.testing.assert_allclose(o.numpy(), np.sum(full, 0)[3 * r:3 * r + 3])
+np.testing.assert_allclose(o.cpu().numpy(), np.sum(full, 0)[3 * r:3 * r + 3])
 
 # gather / scatter with a non-default root
 g = [dt.zeros(2, 2) for _ in range(n)] if r == 0 else None
@@ -74,14 +77,15 @@ assert s.tolist() == [10.0 * r] * 3
 inp = dt.tensor(np.arange(n * 2, dtype=np.float64) + 100 * r)
 out = dt.zeros(n * 2, dtype=dt.float64)
 dist.all_to_all_single(out, inp)
-np.testing.assert_array_equal(out.numpy(), np.concatenate([np.arange(2 * r, 2 * r + 2) + 100 * k
-                                                           for k in range(n)]))
+expected = np.concatenate([np.arange(2 * r, 2 * r + 2) + 100 * k for k in range(n)])
+np.testing.assert_array_equal(out.cpu().numpy(), expected)
 
 # non-contiguous tensors are handled (written back into the view)
 base = dt.tensor(np.arange(12, dtype=np.float64).reshape(3, 4) * (r + 1))
 view = base.T
 dist.all_reduce(view)
-np.testing.assert_array_equal(base.numpy(), np.arange(12.0).reshape(3, 4) * sum(range(1, n + 1)))
+expected = np.arange(12.0).reshape(3, 4) * sum(range(1, n + 1))
+np.testing.assert_array_equal(base.cpu().numpy(), expected)
 
 # async: several in flight, waited in any order
 ts = [dt.full((1000,), float(r + k)) for k in range(3)]
@@ -131,8 +135,8 @@ print(f"RANK {r} OK")
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
-def test_collectives_match_numpy(mpirun, n):
-    out = mpirun(n, COLLECTIVES, timeout=180).stdout
+def test_collectives_match_numpy(mpirun, n, device):
+    out = mpirun(n, COLLECTIVES, timeout=180, env={"TEST_DEVICE": device}).stdout
     assert sorted(line for line in out.splitlines() if "OK" in line) == \
         [f"RANK {r} OK" for r in range(n)]
 

@@ -2,6 +2,7 @@
 import pytest
 
 COMMON = r'''
+import os
 import numpy as np
 import dtrain as dt
 import dtrain.distributed as dist
@@ -9,6 +10,7 @@ from dtrain.nn import Module, Parameter
 
 dist.init_process_group()
 r, n = dist.get_rank(), dist.get_world_size()
+dt.set_default_device(os.environ["TEST_DEVICE"])
 B = 4  # per-rank batch
 
 class Net(Module):
@@ -41,7 +43,7 @@ def sgd(model, lr=0.1):
                 p.data -= lr * p.grad.data
 
 def params(model):
-    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    return {k: v.cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 def check_same(a, b, rtol=1e-10):
     assert a.keys() == b.keys(), (a.keys(), b.keys())
@@ -82,19 +84,19 @@ model = dist.DistributedDataParallel(Net(), bucket_cap_mb=0.0001)
 mine = np.arange(r * B, (r + 1) * B)
 with model.no_sync():
     (loss_fn(model, dt.tensor(data[mine[:half]]), dt.tensor(target[mine[:half]])) / 2).backward()
-local_only = model.module.w2.grad.numpy().copy()
+local_only = model.module.w2.grad.cpu().numpy().copy()
 (loss_fn(model, dt.tensor(data[mine[half:]]), dt.tensor(target[mine[half:]])) / 2).backward()
 for (k, p), q in zip(ref.named_parameters(), model.module.parameters()):
-    np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-10, err_msg=k)
+    np.testing.assert_allclose(q.grad.cpu().numpy(), p.grad.cpu().numpy(), rtol=1e-10, err_msg=k)
 if n > 1:
-    assert not np.allclose(local_only * 2, ref.w2.grad.numpy())
+    assert not np.allclose(local_only * 2, ref.w2.grad.cpu().numpy())
 print(f"RANK {r} OK")
 '''
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
-def test_ddp_equals_single_process_training(mpirun, n):
-    out = mpirun(n, EQUIVALENCE, timeout=180).stdout
+def test_ddp_equals_single_process_training(mpirun, n, device):
+    out = mpirun(n, EQUIVALENCE, timeout=180, env={"TEST_DEVICE": device}).stdout
     assert out.count("OK") == n, out
 
 
@@ -123,11 +125,11 @@ mine = slice(r * B, (r + 1) * B)
 for m in (model, exact):
     loss_fn(m, dt.tensor(data[mine]), dt.tensor(target[mine])).backward()
 for p, q in zip(model.module.parameters(), exact.module.parameters()):
-    np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose(p.grad.cpu().numpy(), q.grad.cpu().numpy(), rtol=2e-2, atol=2e-3)
 print(f"RANK {r} OK")
 '''
 
 
-def test_ddp_errors_and_comm_hook(mpirun):
-    out = mpirun(2, ERRORS, timeout=120).stdout
+def test_ddp_errors_and_comm_hook(mpirun, device):
+    out = mpirun(2, ERRORS, timeout=120, env={"TEST_DEVICE": device}).stdout
     assert out.count("OK") == 2, out
