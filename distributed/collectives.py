@@ -4,7 +4,6 @@ Ranks given as `src`/`dst` are global ranks, as in PyTorch. Every call has the g
 timeout; `async_op=True` returns a `Work`. With DTRAIN_DISTRIBUTED_DEBUG=1 each collective
 first checks that all ranks of the group call the same collective on the same shapes.
 """
-import os
 import zlib
 
 import numpy as np
@@ -26,10 +25,6 @@ class ReduceOp:
 
 
 _OPS = {ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT, ReduceOp.MIN, ReduceOp.MAX}
-
-
-def _debug():
-    return os.environ.get("DTRAIN_DISTRIBUTED_DEBUG", "0") not in ("", "0")
 
 
 # -- buffers ----------------------------------------------------------------------------------
@@ -82,7 +77,7 @@ def _launch(group, name, start, finish, async_op, fingerprint):
     """Sequence-number the call, optionally verify it across ranks, start it, and wait
     (or hand back the Work)."""
     group.seq += 1
-    if _debug():
+    if group.debug:
         _check_same_call(group, fingerprint)
     work = Work(group, name, group.seq, start(), finish)
     if async_op:

@@ -28,6 +28,7 @@ class ProcessGroup:
         self.watchdog_comm = watchdog_comm
         self.global_rank = global_rank
         self.seq = 0
+        self.debug = os.environ.get("DTRAIN_DISTRIBUTED_DEBUG", "0") not in ("", "0")
         self._comms = {}
 
     @property

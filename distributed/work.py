@@ -39,15 +39,15 @@ class Work:
         if self._done:
             return True
         limit = self.group.timeout if timeout is None else _seconds(timeout)
-        deadline = time.monotonic() + limit
-        spins = 0
+        start = time.monotonic()
+        deadline = start + limit
         test = self._pending.test
-        while not test():
-            spins += 1
-            if spins > 200:  # after a short spin, yield the core (ranks may share cores)
-                time.sleep(1e-5 if spins < 2000 else 2e-4)
-            if time.monotonic() > deadline:
+        while not test():  # MPI progresses only inside test(): busy-poll like blocking MPI
+            now = time.monotonic()
+            if now > deadline:
                 raise DistTimeoutError(timeout_report(self.group, self.name, self.seq, limit))
+            if now - start > 0.05:  # a long wait: stop burning the core
+                time.sleep(1e-4)
         self._complete()
         return True
 

@@ -137,8 +137,7 @@ print(f"RANK {r} OK")
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_collectives_match_numpy(mpirun, n, device):
     out = mpirun(n, COLLECTIVES, timeout=180, env={"TEST_DEVICE": device}).stdout
-    assert sorted(line for line in out.splitlines() if "OK" in line) == \
-        [f"RANK {r} OK" for r in range(n)]
+    assert all(f"RANK {r} OK" in out for r in range(n)), out  # lines of ranks may interleave
 
 
 def test_init_without_a_launcher_says_what_to_do(tmp_path):
