@@ -7,6 +7,8 @@
 from dtrain import autograd  # noqa: F401  (installs Tensor methods)
 from dtrain.autograd import enable_grad, inference_mode, is_grad_enabled, no_grad  # noqa: F401
 from dtrain.autograd import set_grad_enabled  # noqa: F401
+from dtrain.autograd.autocast import (autocast, get_autocast_dtype,  # noqa: F401
+                                     is_autocast_enabled)
 from dtrain.autograd.ops.index import (gather, index_select, masked_fill,  # noqa: F401
                                        scatter_add)
 from dtrain.autograd.ops.linalg import bmm, dot, matmul, mm, outer  # noqa: F401
@@ -43,9 +45,11 @@ from dtrain.core.dtype import int32 as int  # noqa: F401
 from dtrain.core.dtype import int64 as long  # noqa: F401
 from dtrain.core.random import (Generator, get_rng_state, initial_seed,  # noqa: F401
                                 manual_seed, set_rng_state)
+from dtrain.core.serialization import load, save  # noqa: F401
 from dtrain.core.tensor import Size, Tensor  # noqa: F401
 
 from dtrain import data, distributed, nn, optim  # noqa: E402,F401
+from dtrain.optim import amp  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

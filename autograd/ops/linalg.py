@@ -1,4 +1,5 @@
 """Matrix products with NumPy/PyTorch semantics: 1-D operands, batch broadcasting."""
+from dtrain.autograd.autocast import autocast_args
 from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
@@ -44,14 +45,14 @@ class Matmul(Op):
 
 
 def matmul(input, other):
-    return Matmul.apply(input, other)
+    return Matmul.apply(*autocast_args(input, other))
 
 
 def mm(input, mat2):
     if input.data.ndim != 2 or mat2.data.ndim != 2:
         raise RuntimeError(f"mm: expected 2-D tensors, got {input.data.ndim}-D and "
                            f"{mat2.data.ndim}-D")
-    return Matmul.apply(input, mat2)
+    return Matmul.apply(*autocast_args(input, mat2))
 
 
 def bmm(input, mat2):
@@ -61,7 +62,7 @@ def bmm(input, mat2):
     if input.data.shape[0] != mat2.data.shape[0]:
         raise RuntimeError(f"bmm: batch sizes differ: {input.data.shape[0]} and "
                            f"{mat2.data.shape[0]}")
-    return Matmul.apply(input, mat2)
+    return Matmul.apply(*autocast_args(input, mat2))
 
 
 def dot(input, other):

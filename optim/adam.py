@@ -1,0 +1,72 @@
+"""Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`), with AMSGrad."""
+from dtrain.core.backend import array_module
+from dtrain.optim.optimizer import Optimizer, buffer, check_hyperparameter, count_step, descent_grad
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, *, lr, betas, eps,
+                weight_decay, amsgrad, maximize, decoupled_weight_decay):
+    """One Adam step (step number `step`, counted from 1) on arrays, in place.
+
+        g = ±grad (+ weight_decay * param unless decoupled; decoupled: param *= 1 - lr*wd)
+        m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g²;   vmax = max(vmax, v)
+        param -= lr / (1 - beta1^step) * m / (sqrt(v or vmax) / sqrt(1 - beta2^step) + eps)
+    """
+    xp = array_module(param)
+    beta1, beta2 = betas
+    if decoupled_weight_decay and weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    grad = descent_grad(param, grad, 0 if decoupled_weight_decay else weight_decay, maximize)
+    tmp = grad - exp_avg  # one scratch array, reused for every intermediate below
+    tmp *= 1 - beta1
+    exp_avg += tmp
+    xp.multiply(grad, grad, out=tmp)
+    tmp *= 1 - beta2
+    exp_avg_sq *= beta2
+    exp_avg_sq += tmp
+    if amsgrad:
+        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        exp_avg_sq = max_exp_avg_sq
+    denom = xp.sqrt(exp_avg_sq, out=tmp)
+    denom /= (1 - beta2 ** step) ** 0.5
+    denom += eps
+    step_dir = xp.divide(exp_avg, denom, out=tmp)
+    step_dir *= lr / (1 - beta1 ** step)
+    param -= step_dir
+
+
+class Adam(Optimizer):
+    """Adam with L2 weight decay added to the gradient (decoupled when
+    `decoupled_weight_decay=True`, which is AdamW); see `adam_update`."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+        check_hyperparameter("learning rate", lr)
+        check_hyperparameter("epsilon value", eps)
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+        check_hyperparameter("weight_decay value", weight_decay)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+
+    def _update(self, param, state, group):
+        step = count_step(state)
+        exp_avg = buffer(state, "exp_avg", param)
+        exp_avg_sq = buffer(state, "exp_avg_sq", param)
+        max_sq = buffer(state, "max_exp_avg_sq", param) if group["amsgrad"] else None
+        adam_update(param.data, param.grad.data, exp_avg, exp_avg_sq, max_sq, step,
+                    lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                    weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+                    maximize=group["maximize"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"])
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), default weight_decay=1e-2."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)

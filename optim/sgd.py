@@ -1,0 +1,50 @@
+"""SGD with momentum, dampening, Nesterov momentum and L2 weight decay (`torch.optim.SGD`)."""
+from dtrain.core.tensor import Tensor
+from dtrain.optim.optimizer import Optimizer, check_hyperparameter, descent_grad
+
+
+def sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
+               nesterov, maximize):
+    """One SGD step on arrays, in place on `param` (and on `momentum_buffer`).
+
+        g = ±grad + weight_decay * param
+        b = g (first step), else momentum * b + (1 - dampening) * g
+        g = g + momentum * b (nesterov), else b;      param -= lr * g
+
+    Returns the momentum buffer: a new array on the first step with momentum, the one given
+    afterwards, None without momentum.
+    """
+    grad = descent_grad(param, grad, weight_decay, maximize)
+    if momentum != 0:
+        if momentum_buffer is None:
+            momentum_buffer = grad.copy()
+        else:
+            momentum_buffer *= momentum
+            momentum_buffer += grad if dampening == 0 else (1 - dampening) * grad
+        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
+    param -= lr * grad
+    return momentum_buffer
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum; see `sgd_update`."""
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, *, maximize=False):
+        check_hyperparameter("learning rate", lr)
+        check_hyperparameter("momentum value", momentum)
+        check_hyperparameter("weight_decay value", weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    def _update(self, param, state, group):
+        old = state.get("momentum_buffer")
+        buf = sgd_update(param.data, param.grad.data, None if old is None else old.data,
+                         lr=group["lr"], momentum=group["momentum"],
+                         dampening=group["dampening"], weight_decay=group["weight_decay"],
+                         nesterov=group["nesterov"], maximize=group["maximize"])
+        if old is None and buf is not None:
+            state["momentum_buffer"] = Tensor._make(buf)
