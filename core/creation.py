@@ -40,8 +40,9 @@ def _finish(arr, requires_grad):
     return Tensor._make(arr).requires_grad_(requires_grad) if requires_grad else Tensor._make(arr)
 
 
-def _infer_array(data):
-    """A NumPy/CuPy array for `data`, with PyTorch's dtype inference for Python values."""
+def _infer_array(data, dtype=None):
+    """A NumPy/CuPy array for `data`, with PyTorch's dtype inference for Python values
+    (Python floats become the default dtype unless `dtype` says otherwise)."""
     if isinstance(data, Tensor):
         return data.data
     if isinstance(data, np.ndarray) or backend.is_cuda_array(data):
@@ -51,7 +52,8 @@ def _infer_array(data):
             data = [v.tolist() if isinstance(v, Tensor) else v for v in data]
         arr = np.asarray(data)
         if arr.dtype == np.float64 and not isinstance(data, np.generic):
-            arr = arr.astype(dtypes.get_default_dtype().np)
+            arr = arr.astype(dtypes.get_default_dtype().np if dtype is None else
+                             dtypes.to_np(dtype))
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"can't convert data of dtype {arr.dtype} to a tensor; supported: "
                         "bool, integer and floating point numbers")
@@ -62,7 +64,7 @@ def _infer_array(data):
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False):
     """A new tensor that copies `data` (a list, number, array or tensor)."""
-    arr = _infer_array(data)
+    arr = _infer_array(data, dtype)
     if device is not None:
         dev = backend.normalize_device(device)
     elif isinstance(data, Tensor) or backend.is_cuda_array(arr):
@@ -81,7 +83,7 @@ def as_tensor(data, dtype=None, device=None):
     """Like `tensor`, but shares memory with an array or tensor when no conversion is needed."""
     if isinstance(data, Tensor) and dtype is None and device is None:
         return data
-    arr = _infer_array(data)
+    arr = _infer_array(data, dtype)
     if device is not None:
         arr = backend.to_device(arr, backend.normalize_device(device))
     if dtype is not None:

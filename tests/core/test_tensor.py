@@ -9,6 +9,7 @@ def test_creation_dtypes_follow_torch(device):
     assert dt.tensor([1, 2], device=device).dtype == dt.int64
     assert dt.tensor([True, False], device=device).dtype == dt.bool
     assert dt.tensor(np.zeros(2, np.float64), device=device).dtype == dt.float64
+    assert dt.tensor([3.141592653589793], dtype=dt.float64).item() == 3.141592653589793
     assert dt.arange(5, device=device).dtype == dt.int64
     assert dt.arange(0.0, 1.0, 0.25, device=device).tolist() == [0.0, 0.25, 0.5, 0.75]
     assert dt.zeros(2, 3, device=device).shape == (2, 3)
