@@ -10,14 +10,23 @@ def shape_of(a):
     return a.shape if hasattr(a, "shape") else ()
 
 
+_SCALARS = (int, float, bool)
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
 def torch_dtype(out, a, b):
     """Cast NumPy's result to PyTorch's promotion: an int/bool operand never widens a float
-    operand's dtype, and a Python float meeting integers gives the default float dtype."""
+    operand's dtype, a Python float meeting integers gives the default float dtype, and a
+    0-d tensor acts like a Python scalar of its category next to a dimensioned tensor."""
     od = out.dtype
-    da = getattr(a, "dtype", None)  # None for Python scalars (np.dtype(None) is float64!)
+    da = None if type(a) in _SCALARS else a.dtype
+    db = None if type(b) in _SCALARS else b.dtype
+    if da is not None and db is not None and (a.ndim == 0) != (b.ndim == 0):
+        dim_dt, zero_dt = (db, da) if a.ndim == 0 else (da, db)
+        if _CATEGORY[zero_dt.kind] <= _CATEGORY[dim_dt.kind]:
+            return out if od == dim_dt else out.astype(dim_dt)
     if (da is not None and od == da) or od.kind != "f":
         return out
-    db = getattr(b, "dtype", None)
     if db is not None and od == db:
         return out
     floats = [d for d in (da, db) if d is not None and d.kind == "f"]

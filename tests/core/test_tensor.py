@@ -73,6 +73,9 @@ def test_type_promotion_follows_torch():
     assert (f + dt.tensor([1.0], dtype=dt.float64)).dtype == dt.float64
     assert (dt.tensor([True]) + 1).dtype == dt.int64
     assert (f.half() + i).dtype == dt.float16
+    assert (f.half() * dt.tensor(2.0)).dtype == dt.float16   # 0-d tensors act like scalars
+    assert (dt.tensor([1, 2], dtype=dt.int32) + dt.tensor(5)).dtype == dt.int32
+    assert (i * dt.tensor(0.5)).dtype == dt.float32
     assert dt.sum(dt.tensor([1, 2], dtype=dt.int32)).dtype == dt.int64
     assert dt.div(dt.tensor([7, -7]), 2, rounding_mode="floor").tolist() == [3, -4]
     assert dt.div(dt.tensor([7, -7]), 2, rounding_mode="trunc").tolist() == [3, -3]
