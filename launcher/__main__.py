@@ -1,0 +1,6 @@
+"""`python -m dtrain.launcher ...` is the `dtrain` command."""
+import sys
+
+from dtrain.launcher.cli import main
+
+sys.exit(main())
