@@ -271,6 +271,8 @@ def _type_name(types):
 
 
 def _is_type(value, types):
+    if object in types:
+        return True
     if isinstance(value, bool) and bool not in types:
         return False  # YAML true/false is not an integer here
     return isinstance(value, types)
@@ -338,17 +340,23 @@ def _cross_checks(cfg, at):
         cfg["experiment"]["output_dir"] = f"runs/{cfg['experiment']['name']}"
 
 
-def check_kwargs(cfg_section, fn, path, where, skip=("name", "interval")):
-    """Check a section's extra keys against `fn`'s keyword parameters (optimizer/scheduler)."""
-    params = inspect.signature(fn).parameters
-    valid = [p for p in params if p not in ("self", "params", "optimizer")]
+def defaults(section):
+    """A section's keys with their default values (for an optional section left out)."""
+    return {k: copy.deepcopy(f.default) for k, f in SCHEMA[section].items() if k != "*"}
+
+
+def check_kwargs(cfg_section, cls, path, where, skip=("name", "interval")):
+    """Check a section's extra keys against `cls`'s keyword parameters (optimizer or
+    scheduler classes)."""
+    params = inspect.signature(cls).parameters
+    valid = [p for p in params if p not in ("params", "optimizer")]
     for key in cfg_section:
         if key in skip:
             continue
         if key not in params:
             w = where.get(f"{path}.{key}")
             raise ConfigError(f"{w or path}: {path}.{key}: unknown key for "
-                              f"{getattr(fn, '__name__', fn)}{_suggest(key, valid)}")
+                              f"{cls.__name__}{_suggest(key, valid)}")
 
 
 def load_config(path, overrides=()):

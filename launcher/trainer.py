@@ -4,6 +4,7 @@ exactly once; metrics, atomic checkpoints (newest K kept) and exact resume."""
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ def check_config(cfg, where):
         except KeyError:
             raise ConfigError(f"{at(section + '.name')}: {section}.name: unknown {section} "
                               f"{sec['name']!r}; built-in: {', '.join(table)}") from None
-        check_kwargs(sec, cls.__init__, section, where)
+        check_kwargs(sec, cls, section, where)
 
 
 # -- distributed helpers -----------------------------------------------------------------
@@ -152,6 +153,10 @@ def main(config_path):
     run_dir = Path(exp["output_dir"])
     if world > 1:
         dist.init_process_group(dcfg["backend"], timeout=dcfg["timeout_s"])
+        nodes = [None] * world
+        dist.all_gather_object(nodes, os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+        if rank == 0:
+            print(f"world: {world} ranks on nodes {sorted(set(nodes))}", flush=True)
     device = _device(tcfg["device"], int(os.environ.get("LOCAL_RANK", "0")))
     dt.manual_seed(exp["seed"])
     train_ds, test_ds, in_shape, num_classes, task = registry.build_datasets(cfg["data"],

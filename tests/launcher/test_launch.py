@@ -1,0 +1,142 @@
+"""`dtrain launch` end to end with real processes: training, scripts, faults, restarts."""
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+import dtrain as dt
+
+
+def final_accuracy(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r["split"] == "test"][-1]["accuracy"]
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_digits_mlp_reaches_95_percent(dtrain_cli, configs, tmp_path, nproc):
+    run_dir = tmp_path / "run"
+    proc = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={run_dir}",
+                      f"distributed.nproc_per_node={nproc}", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert final_accuracy(run_dir) >= 0.95
+    assert "[rank 0]" in proc.stdout and (f"world: {nproc} ranks" in proc.stdout) == (nproc > 1)
+    assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.csv").exists()
+    assert len(list(run_dir.glob("checkpoint_*.dtrain"))) == 2     # keep_last: 2
+
+
+SCRIPT = """
+import os, sys
+import dtrain as dt
+import dtrain.distributed as dist
+dist.init_process_group()
+t = dt.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+print("ENV", os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"],
+      os.environ["LOCAL_WORLD_SIZE"], os.environ["NODE_RANK"], os.environ["DTRAIN_RUN_ID"] != "",
+      t.item(), sys.argv[1:])
+"""
+
+
+def test_user_script_on_two_ranks(dtrain_cli, tmp_path):
+    (tmp_path / "train.py").write_text(SCRIPT)
+    proc = dtrain_cli("launch", "--nproc-per-node", "2", "train.py", "--lr", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    for r in (0, 1):
+        assert f"[rank {r}] ENV {r} 2 {r} 2 0 True 3.0 ['--lr', '0.1']" in proc.stdout
+    dry = dtrain_cli("launch", "--nproc-per-node", "2", "--dry-run", "train.py", "--lr", "1")
+    assert dry.returncode == 0
+    assert "mpiexec -n 2" in dry.stdout and "-m dtrain.launcher.rank train.py --lr 1" in dry.stdout
+    assert "export PYTHONUNBUFFERED=1" in dry.stdout
+
+
+FAULTY = """
+import os, signal, time
+import dtrain as dt
+import dtrain.distributed as dist
+dist.init_process_group()
+rank = dist.get_rank()
+for step in range(100):
+    dist.all_reduce(dt.ones(4))
+    if rank == 1 and step == 3:
+        if os.environ["MODE"] == "raise":
+            raise RuntimeError("exploded at step 3")
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+"""
+
+
+def _leftover(pattern):
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return out.split()
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("raise", ["Root cause: rank 1", "raised an exception:", 'RuntimeError: exploded at step 3']),
+    ("kill", ["Root cause: rank 1", "killed by SIGKILL: out of memory"]),
+])
+def test_failing_rank_stops_the_job_with_a_root_cause_report(dtrain_cli, tmp_path, mode,
+                                                             expected):
+    script = tmp_path / f"faulty_{mode}.py"
+    script.write_text(FAULTY)
+    start = time.monotonic()
+    proc = dtrain_cli("launch", "--nproc-per-node", "3", script, env={"MODE": mode}, timeout=60)
+    assert time.monotonic() - start < 15
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, proc.stderr
+    assert not _leftover(str(script))
+
+
+CRASHY_MODEL = """
+import os
+from pathlib import Path
+from dtrain.launcher.models import mlp
+
+class Crashy:
+    calls = 0
+
+def build(hidden):
+    model = mlp((1, 8, 8), 10, hidden=hidden)
+    forward = model.forward
+    marker = Path(os.environ["CRASH_MARKER"])
+
+    def crashing(x):
+        Crashy.calls += 1
+        if model.training and Crashy.calls == 70 and not marker.exists():
+            marker.write_text("crashed once")
+            raise RuntimeError("injected failure at step 70")
+        return forward(x)
+    model.forward = crashing
+    return model
+"""
+
+
+def _weights(run_dir):
+    newest = sorted(run_dir.glob("checkpoint_*.dtrain"))[-1]
+    return {k: v.numpy() for k, v in dt.load(newest)["model"].items()}
+
+
+def test_max_restarts_resumes_to_the_same_weights(dtrain_cli, configs, tmp_path):
+    (tmp_path / "crashy.py").write_text(CRASHY_MODEL)
+    common = ["model.name=null", "model.target=crashy:build", "model.args={hidden: [32]}",
+              "trainer.epochs=2", "trainer.checkpoint_every=25", "trainer.keep_last=10"]
+    env = {"PYTHONPATH": str(tmp_path), "CRASH_MARKER": str(tmp_path / "marker")}
+    (tmp_path / "marker").write_text("do not crash")
+    plain = dtrain_cli("launch", configs / "digits_mlp.yaml", *common,
+                       f"experiment.output_dir={tmp_path / 'plain'}", env=env, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    (tmp_path / "marker").unlink()
+    crashed = dtrain_cli("launch", configs / "digits_mlp.yaml", *common, "--max-restarts", "1",
+                         f"experiment.output_dir={tmp_path / 'crashed'}", env=env, timeout=300)
+    assert crashed.returncode == 0, crashed.stderr
+    assert "injected failure at step 70" in crashed.stderr
+    assert "restarting the job (restart 1 of 1)" in crashed.stderr
+    assert "resumed from step 50" in crashed.stdout
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "crashed")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert os.path.exists(tmp_path / "marker")
