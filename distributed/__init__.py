@@ -12,3 +12,4 @@ from dtrain.distributed.process_group import (ProcessGroup, destroy_process_grou
 from dtrain.distributed.work import DistTimeoutError, Work  # noqa: F401
 from dtrain.distributed import comm_hooks  # noqa: F401,E402
 from dtrain.distributed.ddp import DistributedDataParallel  # noqa: F401,E402
+from dtrain.distributed.sync_batchnorm import SyncBatchNorm  # noqa: F401,E402
