@@ -13,7 +13,7 @@ from dtrain.autograd.grad_mode import no_grad
 from dtrain.core import backend
 from dtrain.core.tensor import Tensor
 from dtrain.distributed import collectives
-from dtrain.distributed.comm_hooks import GradBucket, allreduce_hook
+from dtrain.distributed.comm_hooks import Future, GradBucket, allreduce_hook
 from dtrain.distributed.process_group import resolve
 from dtrain.nn.module import Module
 
@@ -57,6 +57,7 @@ class DistributedDataParallel(Module):
         self.find_unused_parameters = find_unused_parameters
         self.require_backward_grad_sync = True
         self._hook_state, self._hook = group, allreduce_hook
+        self._inv_world = 1.0 / group.size()
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._names = {id(p): n for n, p in named}
         _verify_same_model(module, group)
@@ -110,7 +111,9 @@ class DistributedDataParallel(Module):
         bucket, i = self._where[id(p)]
         bucket.allocate()
         view = bucket.views[i]
-        if p.grad.data is not view:  # after the first step .grad usually is the view itself
+        if self._hook is allreduce_hook:  # NOTE: the average's 1/world rides on this pass
+            backend.array_module(view).multiply(p.grad.data, self._inv_world, out=view)
+        elif p.grad.data is not view:
             view[...] = p.grad.data
         bucket.ready.add(i)
         self._launch_ready()
@@ -123,9 +126,13 @@ class DistributedDataParallel(Module):
             b = self._buckets[self._next_launch]
             if len(b.ready) < len(b.params):
                 return
-            grad = GradBucket(b.index, Tensor._make(b.flat), b.params,
-                              b.index == len(self._buckets) - 1)
-            b.future = self._hook(self._hook_state, grad)
+            flat = Tensor._make(b.flat)
+            if self._hook is allreduce_hook:  # already scaled by 1/world: a plain sum
+                work = collectives.all_reduce(flat, group=self.process_group, async_op=True)
+                b.future = Future(work, lambda flat=flat: flat)
+            else:
+                b.future = self._hook(self._hook_state, GradBucket(
+                    b.index, flat, b.params, b.index == len(self._buckets) - 1))
             self._next_launch += 1
 
     def _finish_pass(self):
