@@ -19,12 +19,15 @@ def final_accuracy(run_dir):
 def test_digits_mlp_reaches_95_percent(dtrain_cli, configs, tmp_path, nproc):
     run_dir = tmp_path / "run"
     proc = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={run_dir}",
-                      f"distributed.nproc_per_node={nproc}", timeout=300)
+                      f"distributed.nproc_per_node={nproc}", "--rank0-only", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert final_accuracy(run_dir) >= 0.95
-    assert "[rank 0]" in proc.stdout and (f"world: {nproc} ranks" in proc.stdout) == (nproc > 1)
+    assert "[rank 0]" in proc.stdout and "[rank 1]" not in proc.stdout
+    assert (f"world: {nproc} ranks" in proc.stdout) == (nproc > 1)
     assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.csv").exists()
     assert len(list(run_dir.glob("checkpoint_*.dtrain"))) == 2     # keep_last: 2
+    plot = dtrain_cli("plot", run_dir)
+    assert plot.returncode == 0 and (run_dir / "curves.png").stat().st_size > 10_000
 
 
 SCRIPT = """
@@ -140,3 +143,20 @@ def test_max_restarts_resumes_to_the_same_weights(dtrain_cli, configs, tmp_path)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert os.path.exists(tmp_path / "marker")
+
+
+def test_ctrl_c_stops_every_rank(tmp_path):
+    import signal
+    import sys
+    script = tmp_path / "sleepy.py"
+    script.write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dtrain.launcher", "launch",
+                             "--nproc-per-node", "2", str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while len(_leftover(str(script))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted; every rank was stopped" in err
+    assert not _leftover(str(script))
