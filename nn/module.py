@@ -6,7 +6,8 @@ PyTorch's (`encoder.layers.0.linear1.weight`).
 """
 from collections import OrderedDict, namedtuple
 
-from dtrain.autograd.grad_mode import no_grad
+from dtrain.autograd.function import Function
+from dtrain.autograd.grad_mode import is_grad_enabled, no_grad
 from dtrain.autograd.node import HookHandle
 from dtrain.core.tensor import Tensor
 from dtrain.nn.parameter import Parameter
@@ -29,6 +30,9 @@ class Module:
         d["_modules"] = OrderedDict()
         d["_forward_pre_hooks"] = OrderedDict()
         d["_forward_hooks"] = OrderedDict()
+        d["_backward_pre_hooks"] = OrderedDict()
+        d["_backward_hooks"] = OrderedDict()
+        d["_hooks_with_kwargs"] = set()  # ids of hooks that also receive forward's kwargs
 
     # -- registration -----------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -37,7 +41,7 @@ class Module:
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, keep="_parameters")
             params[name] = value
         elif params is not None and name in params:
             if value is not None:
@@ -47,7 +51,7 @@ class Module:
         elif isinstance(value, Module):
             if params is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
-            self._forget(name)
+            self._forget(name, keep="_modules")
             d["_modules"][name] = value
         elif params is not None and name in d["_modules"]:
             if value is not None:
@@ -62,10 +66,13 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name):
+    def _forget(self, name, keep=None):
+        """Drop `name` from every store but `keep` (so a replaced entry keeps its position,
+        as in torch: `model.fc = new_head` stays where fc was in the state dict)."""
         d = self.__dict__
         for key in ("_parameters", "_buffers", "_modules"):
-            d[key].pop(name, None)
+            if key != keep:
+                d[key].pop(name, None)
         d["_non_persistent_buffers"].discard(name)
         d.pop(name, None)
 
@@ -100,7 +107,7 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter "
                             f"'{name}' (dtrain.nn.Parameter or None required)")
-        self._forget(name)
+        self._forget(name, keep="_parameters")
         self.__dict__["_parameters"][name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
@@ -109,7 +116,7 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer "
                             f"'{name}' (dtrain.Tensor or None required)")
-        self._forget(name)
+        self._forget(name, keep="_buffers")
         self.__dict__["_buffers"][name] = tensor
         if not persistent:
             self.__dict__["_non_persistent_buffers"].add(name)
@@ -118,7 +125,7 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         self._check_name(name, "module")
-        self._forget(name)
+        self._forget(name, keep="_modules")
         self.__dict__["_modules"][name] = module
 
     register_module = add_module
@@ -145,24 +152,60 @@ class Module:
                                   '"forward" function')
 
     def __call__(self, *args, **kwargs):
-        for hook in list(self._forward_pre_hooks.values()):
+        if not (self._forward_pre_hooks or self._forward_hooks or self._backward_hooks
+                or self._backward_pre_hooks):
+            return self.forward(*args, **kwargs)
+        with_kwargs = self._hooks_with_kwargs
+        for key, hook in list(self._forward_pre_hooks.items()):
+            if key in with_kwargs:
+                r = hook(self, args, kwargs)
+                if r is not None:
+                    if not (isinstance(r, tuple) and len(r) == 2):
+                        raise RuntimeError("forward pre-hook must return None or a tuple of "
+                                           f"(new_args, new_kwargs), but got {r}.")
+                    args, kwargs = r
+                continue
             r = hook(self, args)
             if r is not None:
                 args = r if isinstance(r, tuple) else (r,)
+        backward_hooks = None
+        if (self._backward_hooks or self._backward_pre_hooks) and is_grad_enabled():
+            backward_hooks = _BackwardHooks(self)
+            args = backward_hooks.wrap_inputs(args)
         out = self.forward(*args, **kwargs)
-        for hook in list(self._forward_hooks.values()):
-            r = hook(self, args, out)
+        for key, hook in list(self._forward_hooks.items()):
+            r = hook(self, args, kwargs, out) if key in with_kwargs else hook(self, args, out)
             if r is not None:
                 out = r
-        return out
+        return out if backward_hooks is None else backward_hooks.wrap_outputs(out)
 
-    def register_forward_pre_hook(self, hook):
-        """`hook(module, args) -> None or new args` runs before forward."""
-        return HookHandle(self._forward_pre_hooks, hook)
+    def _add_hook(self, hooks, hook, prepend, with_kwargs):
+        handle = HookHandle(hooks, hook)
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        if with_kwargs:
+            self._hooks_with_kwargs.add(handle.id)
+        return handle
 
-    def register_forward_hook(self, hook):
-        """`hook(module, args, output) -> None or new output` runs after forward."""
-        return HookHandle(self._forward_hooks, hook)
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """`hook(module, args) -> None or new args` runs before forward; with_kwargs:
+        `hook(module, args, kwargs) -> None or (new_args, new_kwargs)`."""
+        return self._add_hook(self._forward_pre_hooks, hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """`hook(module, args, output) -> None or new output` runs after forward; with_kwargs:
+        `hook(module, args, kwargs, output)`."""
+        return self._add_hook(self._forward_hooks, hook, prepend, with_kwargs)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """`hook(module, grad_output) -> None or new grad_output` runs when the gradients of
+        the module's outputs are ready (tuples, one entry per output)."""
+        return self._add_hook(self._backward_pre_hooks, hook, prepend, False)
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """`hook(module, grad_input, grad_output) -> None or new grad_input` runs when the
+        gradients of the positional inputs are ready (None for inputs without gradient)."""
+        return self._add_hook(self._backward_hooks, hook, prepend, False)
 
     # -- traversal --------------------------------------------------------------------------
     def named_modules(self, memo=None, prefix="", remove_duplicate=True):
@@ -381,3 +424,80 @@ def _is_dtype(a):
         except TypeError:
             return False
     return False
+
+
+class _Identity(Function):
+    """Passes tensors through; in backward hands their gradients to `on_grads`, whose result
+    becomes the gradients (the seam where module backward hooks run)."""
+
+    @staticmethod
+    def forward(ctx, on_grads, *tensors):
+        ctx.on_grads = on_grads
+        ctx.mark_non_differentiable(*[t for t in tensors if not t.requires_grad])
+        return tensors
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *ctx.on_grads(grads))
+
+
+class _BackwardHooks:
+    """One forward call's full backward hooks: outputs and positional tensor inputs pass
+    through `_Identity`, so that backward meets grad_output first, then grad_input."""
+
+    def __init__(self, module):
+        self.module = module
+        self.grad_output = None
+        self.n_inputs = 0
+        self.input_needs = ()
+
+    def wrap_inputs(self, args):
+        pos = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        self.n_inputs = len(args)
+        self.input_needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        if not any(self.input_needs):
+            return args
+        wrapped = list(args)
+        for i, t in zip(pos, _Identity.apply(self._on_grad_input, *[args[i] for i in pos])):
+            wrapped[i] = t
+        self.positions = pos
+        return tuple(wrapped)
+
+    def wrap_outputs(self, out):
+        single = isinstance(out, Tensor)
+        outs = (out,) if single else out
+        if not isinstance(outs, tuple) or not any(isinstance(o, Tensor) and o.requires_grad
+                                                  for o in outs):
+            return out
+        pos = [i for i, o in enumerate(outs) if isinstance(o, Tensor)]
+        wrapped = list(outs)
+        for i, t in zip(pos, _Identity.apply(self._on_grad_output, *[outs[i] for i in pos])):
+            wrapped[i] = t
+        return wrapped[0] if single else tuple(wrapped)
+
+    def _on_grad_output(self, grads):
+        for hook in list(self.module._backward_pre_hooks.values()):
+            r = hook(self.module, grads)
+            if r is not None:
+                grads = tuple(r) if isinstance(r, (tuple, list)) else (r,)
+        self.grad_output = grads
+        if not any(self.input_needs):  # no input gradient will come: run the hooks now
+            self._run_hooks((None,) * self.n_inputs)
+        return grads
+
+    def _on_grad_input(self, grads):
+        full = [None] * self.n_inputs
+        for i, g in zip(self.positions, grads):
+            full[i] = g if self.input_needs[i] else None
+        full = self._run_hooks(tuple(full))
+        return tuple(full[i] for i in self.positions)
+
+    def _run_hooks(self, grad_input):
+        for hook in list(self.module._backward_hooks.values()):
+            r = hook(self.module, grad_input, self.grad_output)
+            if r is not None:
+                if len(r) != len(grad_input):
+                    raise RuntimeError(f"Backward hook returned an invalid number of grad_input, "
+                                       f"got {len(r)}, but expected {len(grad_input)}")
+                grad_input = tuple(r)
+        return grad_input

@@ -1,7 +1,7 @@
 """`Parameter`: a leaf Tensor that a Module registers as trainable state."""
 import numpy as np
 
-from dtrain.core.tensor import Tensor
+from dtrain.core.tensor import Tensor, _rebuild
 
 
 class Parameter(Tensor):
@@ -18,3 +18,11 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+    def __reduce__(self):
+        # deepcopy/pickle (copy.deepcopy(model), DataLoader workers) keep the Parameter type.
+        return (_rebuild_parameter, super().__reduce__()[1])
+
+
+def _rebuild_parameter(array, device, requires_grad):
+    return Parameter(_rebuild(array, device, False), requires_grad)

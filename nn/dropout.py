@@ -1,0 +1,115 @@
+"""`Dropout` (elements) and `Dropout1d/2d/3d` (whole channels): zero with probability p in
+training, scale the rest by 1 / (1 - p); the identity in eval mode."""
+from dtrain.autograd.registry import Sample, SampleMaker, register_composite
+from dtrain.autograd.tensor_methods import inplace as _inplace
+from dtrain.core import backend
+from dtrain.core import random as rnd
+from dtrain.core.random import manual_seed
+from dtrain.core.tensor import Tensor
+from dtrain.nn.module import Module
+
+
+def _check_p(p):
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _dropout(input, p, mask_shape=None):
+    """input * mask / (1 - p), the keep-mask of `mask_shape` (broadcast; default the input's
+    shape) drawn from the device's default generator (seeded by `dt.manual_seed`)."""
+    dev = input.device
+    with backend.device_context(dev):
+        keep = rnd.default_generator(dev).rng.random(mask_shape or input.shape) >= p
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+    mask = keep.astype(input.data.dtype) * input.data.dtype.type(scale)
+    return input * Tensor._make(mask)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """In training, zero each element with probability p and scale the rest by 1 / (1 - p);
+    the identity otherwise."""
+    _check_p(p)
+    if not training or p == 0.0:
+        return input
+    if inplace:
+        return _inplace(input, _dropout, (p,), reads_self=False)
+    return _dropout(input, p)
+
+
+def _feature_dropout(name, input, p, training, inplace, spatial):
+    """Zero whole channels: (N, C, *spatial) or unbatched (C, *spatial) input."""
+    _check_p(p)
+    if input.dim() not in (spatial + 1, spatial + 2):
+        raise ValueError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D input, but received "
+                         f"a {input.dim()}D input")
+    if not training or p == 0.0:
+        return input
+    channels = input.dim() - spatial
+    shape = tuple(input.shape[:channels]) + (1,) * spatial
+    if inplace:
+        return _inplace(input, _dropout, (p, shape), reads_self=False)
+    return _dropout(input, p, shape)
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    return _feature_dropout("dropout1d", input, p, training, inplace, 1)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    return _feature_dropout("dropout2d", input, p, training, inplace, 2)
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    return _feature_dropout("dropout3d", input, p, training, inplace, 3)
+
+
+def _dropout_samples():
+    s = SampleMaker("dropout")
+
+    def seeded(x):
+        manual_seed(7)  # the same mask on every call of gradcheck
+        return dropout(x, 0.4)
+    def seeded2d(x):
+        manual_seed(7)
+        return dropout2d(x, 0.5)
+    return [Sample(seeded, (s(3, 4),)), Sample(seeded2d, (s(2, 3, 2, 2),))]
+
+
+register_composite("dropout", _dropout_samples)
+
+
+class Dropout(Module):
+    """Dropout in training mode (`model.train()`), identity in eval mode."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        _check_p(p)
+        self.p = p
+        self.inplace = inplace
+
+    def forward(self, input):
+        return dropout(input, self.p, self.training, self.inplace)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout1d(Dropout):
+    """Zero whole channels of (N, C, L) input in training."""
+
+    def forward(self, input):
+        return dropout1d(input, self.p, self.training, self.inplace)
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels of (N, C, H, W) input in training."""
+
+    def forward(self, input):
+        return dropout2d(input, self.p, self.training, self.inplace)
+
+
+class Dropout3d(Dropout):
+    """Zero whole channels of (N, C, D, H, W) input in training."""
+
+    def forward(self, input):
+        return dropout3d(input, self.p, self.training, self.inplace)

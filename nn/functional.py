@@ -1,0 +1,62 @@
+"""`dt.nn.functional` (usually imported as F): the functional forms of the layers, with
+torch's names and argument names. Each lives beside its module; this is the namespace."""
+from dtrain.autograd.ops.shape import pad  # noqa: F401
+from dtrain.autograd.registry import Sample, SampleMaker, register_composite
+from dtrain.nn.activation import (  # noqa: F401
+    celu,
+    elu,
+    gelu,
+    glu,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    leaky_relu,
+    log_softmax,
+    logsigmoid,
+    mish,
+    prelu,
+    relu,
+    relu6,
+    selu,
+    sigmoid,
+    silu,
+    softmax,
+    softmin,
+    softplus,
+    softsign,
+    tanh,
+)
+from dtrain.nn.dropout import dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
+from dtrain.nn.linear import bilinear, linear  # noqa: F401
+from dtrain.nn.loss import (  # noqa: F401
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+    smooth_l1_loss,
+)
+from dtrain.nn.normalization import batch_norm, group_norm, layer_norm  # noqa: F401
+from dtrain.nn.sparse import embedding, one_hot  # noqa: F401
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """input / max(||input||_p along dim, eps)."""
+    if out is not None:
+        raise NotImplementedError("normalize: out= is not supported by dtrain")
+    if p == 2.0:
+        norm = (input * input).sum(dim, keepdim=True).sqrt()
+    else:
+        norm = (input.abs() ** p).sum(dim, keepdim=True) ** (1.0 / p)
+    return input / norm.clamp(min=eps)
+
+
+def _normalize_samples():
+    s = SampleMaker("normalize")
+    return [Sample(normalize, (s(3, 4),)), Sample(lambda x: normalize(x, 1.0, 0), (s.away(3, 2),))]
+
+
+register_composite("normalize", _normalize_samples)

@@ -1,0 +1,418 @@
+"""Losses with torch's names, arguments and reductions ("none", "mean", "sum"): the
+functional forms (`cross_entropy`, `mse_loss`, ...) and the modules (`CrossEntropyLoss`...).
+
+Everything that takes logits goes through log-softmax or a log-sum-exp form, so logits of
+1e4 neither overflow nor lose the gradient.
+"""
+import math
+import warnings
+
+import numpy as np
+
+from dtrain.autograd.node import Op
+from dtrain.autograd.ops.pointwise import Where
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.core.backend import array_module
+from dtrain.core.tensor import Tensor
+from dtrain.nn.activation import SoftplusOp, log_softmax
+from dtrain.nn.module import Module
+
+
+# -- reductions ----------------------------------------------------------------------------
+def _legacy_reduction(size_average, reduce, reduction):
+    """The `reduction` string, from the deprecated size_average/reduce flags when given."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return ("mean" if size_average else "sum") if reduce else "none"
+
+
+def _reduce(loss, reduction):
+    if reduction == "none":
+        return loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def _weighted(loss, weight, reduction, by_weight_sum):
+    """Elementwise-weighted reduction: a mean divides by weight.sum() when `by_weight_sum`."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    if weight.shape != loss.shape:
+        raise ValueError("Weights and input must have the same size.")
+    loss = loss * weight
+    if reduction == "mean" and by_weight_sum:
+        return loss.sum() / weight.sum()
+    return _reduce(loss, reduction)
+
+
+def _warn_size(input, target):
+    if input.shape != target.shape:
+        warnings.warn(f"Using a target size ({target.shape}) that is different to the input size "
+                      f"({input.shape}). This will likely lead to incorrect results due to "
+                      "broadcasting. Please ensure they have the same size.", stacklevel=3)
+
+
+# -- regression losses ---------------------------------------------------------------------
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """(input - target)^2, reduced."""
+    _warn_size(input, target)
+    d = input - target
+    return _weighted(d * d, weight, _legacy_reduction(size_average, reduce, reduction), True)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """|input - target|, reduced."""
+    _warn_size(input, target)
+    return _weighted((input - target).abs(), weight,
+                     _legacy_reduction(size_average, reduce, reduction), True)
+
+
+def _quadratic_then_linear(d, limit, quad_scale, lin_scale):
+    """quad_scale * d^2 / 2 where |d| < limit, else lin_scale * (|d| - limit / 2)."""
+    a = d.abs()
+    return Where.apply(a.data < limit, d * d * (0.5 * quad_scale), (a - 0.5 * limit) * lin_scale)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """0.5 d^2 where |d| < delta, else delta (|d| - delta / 2), with d = input - target."""
+    _warn_size(input, target)
+    loss = _quadratic_then_linear(input - target, delta, 1.0, delta)
+    return _weighted(loss, weight, reduction, False)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - beta / 2 (the L1 loss when beta = 0)."""
+    _warn_size(input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if beta == 0.0:
+        return _reduce((input - target).abs(), reduction)
+    return _reduce(_quadratic_then_linear(input - target, beta, 1.0 / beta, 1.0), reduction)
+
+
+# -- classification losses -----------------------------------------------------------------
+def _nll_samples():
+    s = SampleMaker("nll_loss")
+    t1 = s.ints(4, 3)
+    t2 = s.ints(3, 2, 2)
+    t2.data[0, 1] = -100
+    w = Tensor._make(s.rng.uniform(0.5, 2.0, 4))
+    return [Sample(lambda x: nll_loss(x, t1), (s(3, 4),)),
+            Sample(lambda x: nll_loss(x, t1, w, reduction="sum"), (s(3, 4),)),
+            Sample(lambda x: nll_loss(x, t2, reduction="none"), (s(2, 3, 2),)),
+            Sample(lambda x: nll_loss(x, t1[0]), (s(4),))]
+
+
+@register("nll_loss", _nll_samples)
+class NllLoss(Op):
+    """Per-element -weight[t] * logp[t] along the class dim 1 (no reduction).
+
+    NOTE: fused: a gather in forward and one constant one-hot product in backward, instead
+    of building the one-hot matrix in the graph for every step."""
+
+    def forward(self, logp, target, w):
+        xp = array_module(logp)
+        self.target, self.w = target, w
+        picked = xp.take_along_axis(logp, target[:, None], axis=1)[:, 0]
+        return -(w * picked)
+
+    def backward(self, g):
+        xp = array_module(g.data)
+        t = self.target[:, None]
+        classes = xp.arange(self.in_shapes[0][1]).reshape((1, -1) + (1,) * (t.ndim - 2))
+        coef = (t == classes) * -self.w[:, None]
+        return g.unsqueeze(1) * Tensor._make(coef.astype(g.data.dtype)), None, None
+
+
+def _class_weights(input, target, weight, ignore_index):
+    """(target with ignored entries set to class 0, per-element weights: weight[target],
+    0 where ignored) as arrays; checks shapes, dtypes and the range of targets."""
+    t = target.data
+    if t.dtype.kind not in "iu":
+        raise RuntimeError(f"expected scalar type Long but found {target.dtype} (class index "
+                           f"targets must be integers; pass probabilities as floats)")
+    n_classes = input.shape[1]
+    if tuple(t.shape) != tuple(input.shape[:1] + input.shape[2:]):
+        raise ValueError(f"Expected target size {list(input.shape[:1] + input.shape[2:])}, got "
+                         f"{list(t.shape)} (input {list(input.shape)})")
+    if weight is not None and tuple(weight.shape) != (n_classes,):
+        raise RuntimeError(f"weight tensor should be defined either for all {n_classes} classes "
+                           f"or no classes but got weight tensor of shape: {list(weight.shape)}")
+    xp = array_module(t)
+    valid = t != ignore_index
+    bad = valid & ((t < 0) | (t >= n_classes))
+    if bool(bad.any()):
+        raise IndexError(f"Target {int(t[bad].reshape(-1)[0])} is out of bounds (classes 0 to "
+                         f"{n_classes - 1}).")
+    safe = xp.where(valid, t, 0)
+    dtype = input.data.dtype
+    w = valid.astype(dtype) if weight is None else weight.data.astype(dtype)[safe] * valid
+    return safe, w
+
+
+def _batched(input, target):
+    """Treat an unbatched (C,) input with a 0-d target as a batch of one."""
+    if input.dim() == 1:
+        return input.unsqueeze(0), target.reshape(1), True
+    return input, target, False
+
+
+def _nll(logp, target, weight, ignore_index, reduction):
+    logp, target, unbatched = _batched(logp, target)
+    safe, w = _class_weights(logp, target, weight, ignore_index)
+    loss = NllLoss.apply(logp, safe, w)
+    if reduction == "none":
+        return loss.reshape(()) if unbatched else loss
+    if reduction == "mean":
+        return loss.sum() / Tensor._make(w.sum())
+    return _reduce(loss, reduction)
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """Negative log likelihood of class indices: input (N, C, *) log-probabilities, target
+    (N, *) integers; "mean" divides by the summed weights of the non-ignored targets."""
+    return _nll(input, target, weight, ignore_index,
+                _legacy_reduction(size_average, reduce, reduction))
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
+                  reduce=None, reduction="mean", label_smoothing=0.0):
+    """log_softmax over dim 1 (dim 0 for unbatched input) followed by the NLL of class
+    indices, or by -sum(target * logp) for class probabilities (float target, same shape)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    class_dim = 0 if input.dim() == 1 else 1
+    n_classes = input.shape[class_dim]
+    logp = log_softmax(input, class_dim)
+    wshape = (-1,) + (1,) * (input.dim() - class_dim - 1)
+    if target.is_floating_point():
+        return _cross_entropy_probs(logp, target, weight, ignore_index, reduction,
+                                    label_smoothing, class_dim, wshape)
+    loss = _nll(logp, target, weight, ignore_index, reduction)
+    if label_smoothing == 0.0:
+        return loss
+    # As torch: (1 - eps) * nll + eps / C * sum_c(-w_c logp_c), normalised like the nll.
+    smooth = -(logp if weight is None else logp * weight.reshape(wshape)).sum(class_dim)
+    lp, tb, _ = _batched(logp, target)
+    _, w = _class_weights(lp, tb, weight, ignore_index)
+    valid = (tb.data != ignore_index).reshape(smooth.shape)
+    smooth = smooth * Tensor._make(valid.astype(w.dtype))
+    if reduction == "mean":  # w sums the weights of the non-ignored targets (1 each without)
+        smooth = smooth.sum() / Tensor._make(w.sum())
+    else:
+        smooth = _reduce(smooth, reduction)
+    return loss * (1 - label_smoothing) + smooth * (label_smoothing / n_classes)
+
+
+def _cross_entropy_probs(logp, target, weight, ignore_index, reduction, label_smoothing,
+                         class_dim, wshape):
+    if ignore_index != -100:
+        raise RuntimeError("ignore_index is not supported for floating point target")
+    if target.shape != logp.shape:
+        raise RuntimeError(f"Expected floating point target of the same shape as input "
+                           f"{list(logp.shape)}, got {list(target.shape)}")
+    n_classes = logp.shape[class_dim]
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / n_classes
+    prod = logp * target
+    if weight is not None:
+        prod = prod * weight.reshape(wshape)
+    if reduction == "mean":
+        return -prod.sum() / (logp.numel() // n_classes)
+    return _reduce(-prod.sum(class_dim), reduction)
+
+
+def _check_binary_shapes(input, target):
+    if target.shape != input.shape:
+        raise ValueError(f"Using a target size ({target.shape}) that is different to the input "
+                         f"size ({input.shape}) is deprecated. Please ensure they have the same "
+                         "size.")
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
+    """-(t log p + (1 - t) log(1 - p)) for probabilities p; logs clamped at -100 (as torch)."""
+    _check_binary_shapes(input, target)
+    x = input.data
+    if bool(((x < 0) | (x > 1)).any()):
+        raise RuntimeError("all elements of input should be between 0 and 1")
+    # log(clamp(p, e^-100)) equals max(log p, -100), with a finite, zero gradient at p = 0.
+    floor = math.exp(-100)
+    log_p = input.clamp(min=floor).log()
+    log_q = (1 - input).clamp(min=floor).log()
+    loss = -(target * log_p + (1 - target) * log_q)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
+                                     reduce=None, reduction="mean", pos_weight=None):
+    """BCE of sigmoid(input) computed stably: (1 - t) x + (1 + (pos_weight - 1) t) *
+    softplus(-x), with softplus(z) = log1p(exp(-|z|)) + max(z, 0)."""
+    if target.shape != input.shape:
+        raise ValueError(f"Target size ({target.shape}) must be the same as input size "
+                         f"({input.shape})")
+    log_sig_neg = SoftplusOp.apply(-input, 1.0, math.inf)  # -log(sigmoid(x))
+    if pos_weight is None:
+        loss = (1 - target) * input + log_sig_neg
+    else:
+        loss = (1 - target) * input + ((pos_weight - 1) * target + 1) * log_sig_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """Pointwise target * (log target - input), input being log-probabilities (target too
+    when log_target); "batchmean" divides the sum by the batch size."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        tiny = float(np.finfo(target.data.dtype).tiny)
+        # target * log(target), 0 where target is 0 (xlogy), without 0 * -inf.
+        loss = target * target.clamp(min=tiny).log() - target * input
+    if reduction == "batchmean":
+        return loss.sum() / input.shape[0] if input.dim() else loss.sum()
+    if reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the "
+                      "support size.'batchmean' divides only by the batch size, and aligns with "
+                      "the KL div math definition.'mean' will be changed to behave the same as "
+                      "'batchmean' in the next major release.", stacklevel=2)
+    return _reduce(loss, reduction)
+
+
+def _loss_samples():
+    s = SampleMaker("losses")
+    t_idx = s.ints(4, 3)
+    t_idx.data[1] = 2
+    t_prob = Tensor._make(s.rng.dirichlet([1.0] * 4, 3))
+    w = Tensor._make(s.rng.uniform(0.5, 2.0, 4))
+    y = Tensor._make(s.rng.uniform(0, 1, (3, 4)))
+    pw = Tensor._make(s.rng.uniform(0.5, 3.0, 4))
+    t_ign = Tensor._make(t_idx.data.copy())
+    t_ign[0] = 1
+    return [Sample(lambda a, b: mse_loss(a, b), (s(3, 4), s(3, 4))),
+            Sample(lambda a: l1_loss(a, y, reduction="sum"), (s(3, 4, low=-2, high=2),)),
+            Sample(lambda a: huber_loss(a, y, delta=0.5), (s(3, 4, low=-2, high=2),)),
+            Sample(lambda a: smooth_l1_loss(a, y, beta=0.5, reduction="none"),
+                   (s(3, 4, low=-2, high=2),)),
+            Sample(lambda x: cross_entropy(x, t_idx), (s(3, 4, low=-3, high=3),)),
+            Sample(lambda x: cross_entropy(x, t_ign, w, ignore_index=1, label_smoothing=0.2),
+                   (s(3, 4, low=-3, high=3),)),
+            Sample(lambda x: cross_entropy(x, t_prob, w, label_smoothing=0.1),
+                   (s(3, 4, low=-3, high=3),)),
+            Sample(lambda x: cross_entropy(x, t_idx, reduction="none"), (s(3, 4),)),
+            Sample(lambda p: binary_cross_entropy(p, y), (s(3, 4, low=0.05, high=0.95),)),
+            Sample(lambda x: binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                   (s(3, 4, low=-3, high=3),)),
+            Sample(lambda x, t: kl_div(x, t, reduction="batchmean"),
+                   (s(3, 4, low=-2, high=0), s(3, 4, low=0.1, high=1))),
+            Sample(lambda x, t: kl_div(x, t, reduction="sum", log_target=True),
+                   (s(3, 4, low=-2, high=0), s(3, 4, low=-2, high=0)))]
+
+
+register_composite("losses", _loss_samples)
+
+
+# -- modules ---------------------------------------------------------------------------------
+class _Loss(Module):
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__()
+        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+
+    def extra_repr(self):
+        return ""
+
+
+class _WeightedLoss(_Loss):
+    """A loss with a per-class `weight`, registered as a buffer (so it is in state_dict)."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+
+
+class MSELoss(_Loss):
+    def forward(self, input, target):
+        return mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(_Loss):
+    def forward(self, input, target):
+        return l1_loss(input, target, reduction=self.reduction)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction=reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class NLLLoss(_WeightedLoss):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean"):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input, target):
+        return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                        reduction=self.reduction)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class BCELoss(_WeightedLoss):
+    def forward(self, input, target):
+        return binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean",
+                 pos_weight=None):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input, target):
+        return binary_cross_entropy_with_logits(input, target, self.weight,
+                                                pos_weight=self.pos_weight,
+                                                reduction=self.reduction)
+
+
+class KLDivLoss(_Loss):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        super().__init__(size_average, reduce, reduction)
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return kl_div(input, target, reduction=self.reduction, log_target=self.log_target)

@@ -1,0 +1,299 @@
+"""Normalization layers: `BatchNorm1d/2d`, `LayerNorm`, `GroupNorm` and their functional forms.
+
+All three standardize over some axes, (x - mean) / sqrt(var + eps) with the biased variance,
+then apply a per-channel affine map; the standardization is one op, `Standardize`.
+"""
+import numbers
+
+from dtrain.autograd.grad_mode import no_grad, state
+from dtrain.autograd.node import Op
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.core import creation
+from dtrain.core import dtype as dtypes
+from dtrain.core.backend import array_module
+from dtrain.core.tensor import Tensor
+from dtrain.nn.module import Module
+from dtrain.nn.parameter import Parameter
+
+
+def _standardize_samples():
+    s = SampleMaker("standardize")
+    return [Sample(lambda x: standardize(x, (0,), 1e-5), (s(4, 3),)),
+            Sample(lambda x: standardize(x, (0, 2), 1e-5), (s(3, 2, 2),)),
+            Sample(lambda x: standardize(x, (-1,), 0.1), (s(2, 5),))]
+
+
+@register("standardize", _standardize_samples)
+class Standardize(Op):
+    """(x - mean) * invstd over `axes`, the statistics taken from x itself.
+
+    NOTE: fused: one node instead of about ten, and backward is the closed form
+    invstd * (g - mean(g) - xhat * mean(g * xhat)). For first-order backward xhat and
+    invstd are constants saved by forward; under create_graph they are rebuilt from x with
+    Tensor ops, so that higher derivatives see their dependence on x."""
+
+    saves_inputs = True
+    saves_output = True
+
+    def forward(self, x, axes, eps):
+        xp = array_module(x)
+        mean = x.mean(axis=axes, keepdims=True)
+        d = x - mean
+        var = (d * d).mean(axis=axes, keepdims=True)
+        self.mean, self.var = mean, var
+        self.invstd = 1 / xp.sqrt(var + eps)
+        d *= self.invstd
+        return d
+
+    def backward(self, g):
+        x, axes, eps = self.inputs
+        if state.enabled:
+            d = x - x.mean(axes, keepdim=True)
+            invstd = ((d * d).mean(axes, keepdim=True) + eps).rsqrt()
+            xhat = d * invstd
+        else:
+            xhat, invstd = self.output, Tensor._make(self.invstd)
+        gx = g - g.mean(axes, keepdim=True) - xhat * (g * xhat).mean(axes, keepdim=True)
+        return gx * invstd, None, None
+
+
+def standardize(input, axes, eps):
+    """(input - mean) / sqrt(var + eps), mean and biased var over `axes` (kept as size 1)."""
+    axes = tuple(a % input.dim() for a in axes)
+    return Standardize.apply(input, axes, eps)
+
+
+def _channel_shape(input):
+    return (1, -1) + (1,) * (input.dim() - 2)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-05):
+    """Normalize each channel (dim 1) with batch statistics (training) or the running ones.
+
+    In training, running_mean/var (when given) are updated in place:
+    r = (1 - momentum) * r + momentum * batch_stat, with the unbiased batch variance."""
+    if input.dim() < 2:
+        raise ValueError(f"batch_norm: expected at least 2D input (got {input.dim()}D input)")
+    shape = _channel_shape(input)
+    if training:
+        axes = (0,) + tuple(range(2, input.dim()))
+        n = input.numel() // input.shape[1]
+        if n <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                             f"size {list(input.shape)}")
+        out = Standardize.apply(input, axes, eps)
+        if running_mean is not None or running_var is not None:
+            node_stats = _batch_stats(out, input, axes, eps)
+            with no_grad():
+                if running_mean is not None:
+                    _update(running_mean, node_stats[0].reshape(-1), momentum)
+                if running_var is not None:
+                    _update(running_var, node_stats[1].reshape(-1) * (n / (n - 1)), momentum)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are required when "
+                             "training=False")
+        out = (input - running_mean.reshape(shape)) * (running_var.reshape(shape) + eps).rsqrt()
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+def _batch_stats(out, input, axes, eps):
+    """(mean, biased var) arrays of the batch: read from the op's node when it recorded one,
+    else computed again (inference with training=True)."""
+    node = out.grad_fn
+    if isinstance(node, Standardize):
+        return node.mean, node.var
+    x = input.data
+    mean = x.mean(axis=axes, keepdims=True)
+    return mean, ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+
+
+def _update(running, stat, momentum):
+    running.data *= 1 - momentum
+    running.data += momentum * stat.astype(running.data.dtype, copy=False)
+    running._version[0] += 1
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
+    """Normalize over the last len(normalized_shape) dims, then scale and shift."""
+    normalized_shape = _as_shape(normalized_shape)
+    k = len(normalized_shape)
+    if tuple(input.shape[input.dim() - k:]) != normalized_shape:
+        raise RuntimeError(f"Given normalized_shape={list(normalized_shape)}, expected input with "
+                           f"shape [*, {', '.join(map(str, normalized_shape))}], but got input "
+                           f"of size{list(input.shape)}")
+    out = Standardize.apply(input, tuple(range(input.dim() - k, input.dim())), eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
+    """Normalize each group of num_channels / num_groups channels per sample."""
+    if input.dim() < 2 or input.shape[1] % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by "
+                           f"num_groups, but got input of shape {list(input.shape)} and "
+                           f"num_groups={num_groups}")
+    n = input.shape[0]
+    out = Standardize.apply(input.reshape(n, num_groups, -1), (2,), eps).reshape(input.shape)
+    shape = _channel_shape(input)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+def _norm_samples():
+    s = SampleMaker("normalization")
+    rm, rv = s(3, grad=False), s(3, low=0.5, high=1.5, grad=False)
+    return [Sample(lambda x, w, b: batch_norm(x, None, None, w, b, True), (s(4, 3), s(3), s(3))),
+            Sample(lambda x, w, b: batch_norm(x, rm, rv, w, b, False), (s(2, 3, 2), s(3), s(3))),
+            Sample(lambda x, w, b: layer_norm(x, (2, 3), w, b), (s(2, 2, 3), s(2, 3), s(2, 3))),
+            Sample(lambda x, w, b: group_norm(x, 2, w, b), (s(2, 4, 2), s(4), s(4)))]
+
+
+register_composite("normalization", _norm_samples)
+
+
+def _as_shape(shape):
+    return (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
+
+
+def _factory(device, dtype):
+    return {"device": device, "dtype": dtype}
+
+
+def _affine_params(module, affine, bias, shape, kw):
+    """weight = ones(shape) and bias = zeros(shape) when affine (bias only if `bias`)."""
+    module.register_parameter("weight", Parameter(creation.ones(*shape, **kw)) if affine
+                              else None)
+    module.register_parameter("bias", Parameter(creation.zeros(*shape, **kw))
+                              if affine and bias else None)
+
+
+class _NormBase(Module):
+    """Affine parameters (weight ones, bias zeros) and running statistics buffers."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None, *, bias=True):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        kw = _factory(device, dtype)
+        _affine_params(self, affine, bias, (num_features,), kw)
+        if track_running_stats:
+            self.register_buffer("running_mean", creation.zeros(num_features, **kw))
+            self.register_buffer("running_var", creation.ones(num_features, **kw))
+            self.register_buffer("num_batches_tracked", creation.zeros(
+                (), dtype=dtypes.int64, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            with no_grad():
+                self.running_mean.zero_()
+                self.running_var.fill_(1)
+                self.num_batches_tracked.zero_()
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            with no_grad():
+                self.weight.fill_(1)
+                if self.bias is not None:
+                    self.bias.zero_()
+
+    def _check_input_dim(self, input):
+        raise NotImplementedError
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.data += 1
+            self.num_batches_tracked._version[0] += 1
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked.item())
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        return batch_norm(input, self.running_mean if keep else None,
+                          self.running_var if keep else None, self.weight, self.bias,
+                          use_batch, factor, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_NormBase):
+    """Batch norm over (N, C) or (N, C, L) input, statistics per channel C."""
+
+    def _check_input_dim(self, input):
+        if input.dim() not in (2, 3):
+            raise ValueError(f"expected 2D or 3D input (got {input.dim()}D input)")
+
+
+class BatchNorm2d(_NormBase):
+    """Batch norm over (N, C, H, W) input, statistics per channel C."""
+
+    def _check_input_dim(self, input):
+        if input.dim() != 4:
+            raise ValueError(f"expected 4D input (got {input.dim()}D input)")
+
+
+class LayerNorm(Module):
+    """Normalize over the trailing `normalized_shape`; weight ones, bias zeros."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 device=None, dtype=None):
+        super().__init__()
+        self.normalized_shape = _as_shape(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        _affine_params(self, elementwise_affine, bias, self.normalized_shape,
+                       _factory(device, dtype))
+
+    def forward(self, input):
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class GroupNorm(Module):
+    """Normalize groups of channels per sample; weight ones, bias zeros (per channel)."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None,
+                 dtype=None, *, bias=True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError("num_channels must be divisible by num_groups")
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        _affine_params(self, affine, bias, (num_channels,), _factory(device, dtype))
+
+    def forward(self, input):
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+

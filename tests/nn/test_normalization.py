@@ -1,0 +1,132 @@
+"""Batch/layer/group norm against NumPy (running statistics included) and dropout's
+train/eval behaviour."""
+import numpy as np
+import pytest
+
+import dtrain as dt
+import dtrain.nn.functional as F
+
+rng = np.random.default_rng(42)
+
+
+def t(a, grad=False):
+    return dt.tensor(a, dtype=dt.float64, requires_grad=grad)
+
+
+def np_standardize(x, axes, eps=1e-5):
+    m = x.mean(axes, keepdims=True)
+    return (x - m) / np.sqrt(x.var(axes, keepdims=True) + eps)
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.3, None])
+def test_batchnorm2d_running_stats_follow_numpy(momentum):
+    bn = dt.nn.BatchNorm2d(3, momentum=momentum).double()
+    with dt.no_grad():
+        bn.weight.copy_(t([1.0, 2.0, 0.5]))
+        bn.bias.copy_(t([0.0, -1.0, 3.0]))
+    rm, rv = np.zeros(3), np.ones(3)
+    batches = [rng.standard_normal((4, 3, 2, 5)) * (i + 1) + i for i in range(4)]
+    for k, x in enumerate(batches, 1):
+        y = bn(t(x, grad=k % 2 == 0))  # statistics read from the graph node or recomputed
+        expect = np_standardize(x, (0, 2, 3)) * np.array([1, 2, 0.5])[:, None, None] + \
+            np.array([0, -1, 3.0])[:, None, None]
+        np.testing.assert_allclose(y.detach().numpy(), expect, rtol=1e-10, atol=1e-12)
+        f = 1 / k if momentum is None else momentum  # None: the cumulative average
+        rm = (1 - f) * rm + f * x.mean((0, 2, 3))
+        rv = (1 - f) * rv + f * x.var((0, 2, 3), ddof=1)  # unbiased, as torch
+        np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-12)
+        np.testing.assert_allclose(bn.running_var.numpy(), rv, rtol=1e-12)
+        assert bn.num_batches_tracked.item() == k and bn.num_batches_tracked.dtype == dt.int64
+    bn.eval()
+    x = rng.standard_normal((2, 3, 2, 2))
+    expect = (x - rm[:, None, None]) / np.sqrt(rv[:, None, None] + 1e-5) * \
+        np.array([1, 2, 0.5])[:, None, None] + np.array([0, -1, 3.0])[:, None, None]
+    np.testing.assert_allclose(bn(t(x)).detach().numpy(), expect, rtol=1e-10)
+    assert bn.num_batches_tracked.item() == 4  # eval mode changes nothing
+    np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-12)
+
+
+def test_batchnorm1d_shapes_and_options():
+    x = rng.standard_normal((8, 4, 3))
+    bn = dt.nn.BatchNorm1d(4, affine=False).double()
+    assert list(bn.state_dict()) == ["running_mean", "running_var", "num_batches_tracked"]
+    np.testing.assert_allclose(bn(t(x)).numpy(), np_standardize(x, (0, 2)), rtol=1e-10)
+    no_stats = dt.nn.BatchNorm1d(4, track_running_stats=False).double()
+    assert list(no_stats.state_dict()) == ["weight", "bias"]
+    no_stats.eval()  # no running stats: batch statistics even in eval mode
+    np.testing.assert_allclose(no_stats(t(x[:, :, 0])).detach().numpy(),
+                               np_standardize(x[:, :, 0], (0,)), rtol=1e-10)
+    with pytest.raises(ValueError, match="expected 2D or 3D input"):
+        bn(t(rng.standard_normal((2, 4, 2, 2))))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        dt.nn.BatchNorm1d(4)(dt.randn(1, 4))
+    assert dt.nn.BatchNorm2d(3, bias=False).bias is None
+
+
+def test_batchnorm_gradient_matches_numpy_formula():
+    x = rng.standard_normal((5, 3))
+    g = rng.standard_normal((5, 3))
+    xt = t(x, grad=True)
+    F.batch_norm(xt, None, None, training=True).backward(t(g))
+    xhat = np_standardize(x, (0,))
+    invstd = 1 / np.sqrt(x.var(0) + 1e-5)
+    expect = invstd * (g - g.mean(0) - xhat * (g * xhat).mean(0))
+    np.testing.assert_allclose(xt.grad.numpy(), expect, rtol=1e-10)
+
+
+def test_layer_norm_and_group_norm():
+    x = rng.standard_normal((2, 3, 4))
+    ln = dt.nn.LayerNorm((3, 4)).double()
+    assert ln.weight.shape == (3, 4) and [n for n, _ in ln.named_parameters()] == ["weight",
+                                                                                   "bias"]
+    np.testing.assert_allclose(ln(t(x)).detach().numpy(), np_standardize(x, (1, 2)), rtol=1e-10)
+    ln1 = dt.nn.LayerNorm(4, elementwise_affine=False)
+    assert ln1.weight is None and not list(ln1.parameters())
+    with pytest.raises(RuntimeError, match="normalized_shape"):
+        ln(t(rng.standard_normal((2, 4, 3))))
+    gn = dt.nn.GroupNorm(2, 4).double()
+    with dt.no_grad():
+        gn.weight.copy_(t([1.0, 2.0, 3.0, 4.0]))
+    x = rng.standard_normal((3, 4, 5))
+    expect = np_standardize(x.reshape(3, 2, 10), (2,)).reshape(3, 4, 5) * \
+        np.array([1.0, 2, 3, 4])[:, None]
+    np.testing.assert_allclose(gn(t(x)).detach().numpy(), expect, rtol=1e-10)
+    with pytest.raises(ValueError, match="divisible"):
+        dt.nn.GroupNorm(3, 4)
+
+
+def test_dropout_train_eval_and_seed():
+    drop = dt.nn.Dropout(0.25)
+    x = dt.ones(200, 100)
+    dt.manual_seed(5)
+    a = drop(x).numpy()
+    dt.manual_seed(5)
+    b = drop(x).numpy()
+    np.testing.assert_array_equal(a, b)  # seeded via the default generator
+    assert set(np.unique(a)) == {0.0, np.float32(1 / 0.75)}
+    assert (a == 0).mean() == pytest.approx(0.25, abs=0.01)
+    drop.eval()
+    assert drop(x) is x
+    assert F.dropout(x, 0.5, training=False) is x
+    assert (F.dropout(x, 1.0).numpy() == 0).all()
+    xg = dt.ones(50, requires_grad=True)
+    dt.manual_seed(1)
+    out = F.dropout(xg, 0.5)
+    out.sum().backward()
+    np.testing.assert_array_equal(xg.grad.numpy(), out.detach().numpy())  # grad = mask/(1-p)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dt.nn.Dropout(1.5)
+
+
+def test_channel_dropout_zeroes_whole_channels():
+    x = dt.ones(8, 16, 3, 3)
+    dt.manual_seed(2)
+    y = dt.nn.Dropout2d(0.5)(x).numpy()
+    per_channel = y.reshape(8, 16, 9)
+    assert (per_channel == per_channel[:, :, :1]).all()  # one decision per (sample, channel)
+    assert set(np.unique(y)) == {0.0, 2.0} and 0.3 < (per_channel[:, :, 0] == 0).mean() < 0.7
+    assert dt.nn.Dropout1d(0.5)(dt.ones(4, 6)).shape == (4, 6)  # unbatched (C, L)
+    drop3 = dt.nn.Dropout3d(0.5).eval()
+    assert drop3(x[:, :, None]) is not None and F.dropout3d(x, training=False) is x
+    with pytest.raises(ValueError, match="Expected 3D or 4D input"):
+        F.dropout2d(dt.ones(3, 3), 0.5)
