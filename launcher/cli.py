@@ -77,6 +77,15 @@ def _config_error(err):
     return 2
 
 
+def _load(path, overrides):
+    """The validated config, registry names checked too (raises ConfigError)."""
+    from dtrain.launcher.trainer import check_config
+
+    cfg, where = cfgmod.load_config(path, overrides)
+    check_config(cfg, where)
+    return cfg
+
+
 def cmd_launch(args):
     from dtrain.launcher import run
 
@@ -86,10 +95,7 @@ def cmd_launch(args):
             if value is not None:
                 setattr(args, key, value)
         try:
-            cfg, where = cfgmod.load_config(args.target, overrides)
-            from dtrain.launcher.trainer import check_config
-
-            check_config(cfg, where)
+            cfg = _load(args.target, overrides)
         except cfgmod.ConfigError as err:
             return _config_error(err)
         dist = cfg["distributed"]
@@ -119,10 +125,7 @@ def cmd_launch(args):
 
 def cmd_config(args):
     try:
-        cfg, where = cfgmod.load_config(args.config, args.overrides)
-        from dtrain.launcher.trainer import check_config
-
-        check_config(cfg, where)
+        cfg = _load(args.config, args.overrides)
     except cfgmod.ConfigError as err:
         return _config_error(err)
     sys.stdout.write(cfgmod.dump(cfg))
@@ -133,10 +136,7 @@ def cmd_slurm(args):
     from dtrain.launcher import slurm
 
     try:
-        cfg, where = cfgmod.load_config(args.config, args.overrides)
-        from dtrain.launcher.trainer import check_config
-
-        check_config(cfg, where)
+        cfg = _load(args.config, args.overrides)
     except cfgmod.ConfigError as err:
         return _config_error(err)
     return slurm.submit(cfg, dry_run=args.dry_run)
