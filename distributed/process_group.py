@@ -127,6 +127,11 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     seconds = _seconds(timeout if timeout is not None else _env_timeout())
     state.world = ProcessGroup(world, range(world.Get_size()), backend, seconds, world.Dup(),
                                world.Get_rank())
+    # torchrun's variables, for code below this layer (e.g. DistributedSampler's defaults)
+    for key, value in (("RANK", world.Get_rank()), ("WORLD_SIZE", world.Get_size()),
+                       ("LOCAL_RANK", state.local_rank),
+                       ("LOCAL_WORLD_SIZE", state.local_size)):
+        os.environ.setdefault(key, str(value))
     _install_abort_on_crash()
 
 
