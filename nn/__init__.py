@@ -1,4 +1,7 @@
 """Neural-network building blocks with `torch.nn`'s names and semantics."""
+from dtrain.nn.attention import (MultiheadAttention, TransformerEncoder,  # noqa: F401
+                                  TransformerEncoderLayer)
+from dtrain.nn.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from dtrain.nn.module import Module  # noqa: F401
 from dtrain.nn.parameter import Parameter  # noqa: F401
 from dtrain.nn.activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid,  # noqa: F401
@@ -15,3 +18,6 @@ from dtrain.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm,  # noq
                                      LayerNorm)
 from dtrain.nn.sparse import Embedding  # noqa: F401
 from dtrain.nn import functional, init, utils  # noqa: F401,E402
+from dtrain.nn.pooling import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,  # noqa: F401
+                               MaxPool2d, Upsample)
+from dtrain.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell  # noqa: F401

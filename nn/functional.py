@@ -26,6 +26,8 @@ from dtrain.nn.activation import (  # noqa: F401
     softsign,
     tanh,
 )
+from dtrain.nn.attention import scaled_dot_product_attention  # noqa: F401
+from dtrain.nn.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: F401
 from dtrain.nn.dropout import dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
 from dtrain.nn.linear import bilinear, linear  # noqa: F401
 from dtrain.nn.loss import (  # noqa: F401
@@ -40,6 +42,14 @@ from dtrain.nn.loss import (  # noqa: F401
     smooth_l1_loss,
 )
 from dtrain.nn.normalization import batch_norm, group_norm, layer_norm  # noqa: F401
+from dtrain.nn.pooling import (  # noqa: F401
+    adaptive_avg_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    interpolate,
+    max_pool1d,
+    max_pool2d,
+)
 from dtrain.nn.sparse import embedding, one_hot  # noqa: F401
 
 
