@@ -51,6 +51,9 @@ from dtrain.core.tensor import Size, Tensor  # noqa: F401
 from dtrain import data, distributed, nn, optim  # noqa: E402,F401
 from dtrain.optim import amp  # noqa: E402,F401
 
+nn.SyncBatchNorm = distributed.SyncBatchNorm  # torch's name; defined above nn in the layers
+from dtrain.nn.activation import erf  # noqa: E402,F401  (dt.erf; NumPy has none)
+
 __version__ = "0.1.0"
 
 
