@@ -4,11 +4,37 @@ Ops receive arrays and ask `array_module(x)` for their `xp`; nothing else import
 CuPy is imported lazily, the first time a CUDA device is asked for, so that a machine
 without CuPy or without a GPU runs everything on the CPU and reports CUDA requests clearly.
 """
+import ctypes
+import os
+import sys
 from contextlib import nullcontext
 
 import numpy as np
 
 from dtrain.core.device import CPU, device
+
+
+def _keep_freed_memory():
+    """Tune glibc malloc for training loops (Linux only; DTRAIN_MALLOC_TUNING=0 disables).
+
+    NOTE: every step frees and reallocates the same large activation and gradient arrays.
+    By default glibc returns them to the kernel (mmap above 128 KiB, heap trimming), and
+    each reuse then page-faults the memory back in: about 3,500 faults per CNN step here,
+    a third of its time. Serving arrays below 32 MiB from the heap and not trimming it
+    keeps the process at its peak footprint instead, as a caching allocator would."""
+    if not sys.platform.startswith("linux") or os.environ.get("DTRAIN_MALLOC_TUNING") == "0":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 1 << 30)
+
+
+_keep_freed_memory()
 
 _cupy = None
 _cuda_error = None
