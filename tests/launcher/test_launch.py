@@ -160,3 +160,28 @@ def test_ctrl_c_stops_every_rank(tmp_path):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted; every rank was stopped" in err
     assert not _leftover(str(script))
+
+
+def test_preemption_signal_checkpoints_then_resume_continues(dtrain_cli, configs, tmp_path):
+    import signal
+    import sys
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "dtrain.launcher", "launch", str(configs / "digits_mlp.yaml"),
+            f"experiment.output_dir={run_dir}", "trainer.epochs=200",
+            "trainer.checkpoint_every=1000000"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # to the rank processes (not mpiexec), as Slurm's --signal=USR2@T does to job steps
+    for pid in _leftover(r"^\S*python\S* -m dtrain\.launcher\.rank trainer"):
+        os.kill(int(pid), signal.SIGUSR2)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    step = int(out.split("preempted at step ")[1].split(":")[0])
+    assert (run_dir / f"checkpoint_{step:09d}.dtrain").exists()
+    again = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={run_dir}",
+                       "trainer.epochs=200", f"trainer.max_steps={step + 5}", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed from step {step} of {step + 5}" in again.stdout
