@@ -1,7 +1,7 @@
 """DistributedDataParallel: gradients averaged over ranks by bucketed, overlapped all-reduce.
 
 Parameters are grouped in reverse registration order (roughly the order backward produces
-their gradients) into flat buckets of at most `bucket_cap_mb`. When a parameter's gradient
+their gradients) into flat buckets of at most `bucket_cap_mb` (the first at most 1 MiB). When a parameter's gradient
 is accumulated, a post-accumulate-grad hook copies it into its bucket; a full bucket starts
 its all-reduce asynchronously (in bucket order on every rank), and the end of backward waits
 for all of them and points each `.grad` at its averaged slice of the bucket.
@@ -178,9 +178,13 @@ class DistributedDataParallel(Module):
         return {id(p): bool(f) for p, f in zip(params, flags.data.tolist())}
 
 
+FIRST_BUCKET_BYTES = 1024 * 1024  # as PyTorch: a small first bucket starts talking early
+
+
 def _make_buckets(params, cap_mb):
-    """Group parameters (already in reverse order) into buckets of at most `cap_mb`."""
-    cap = cap_mb * 1024 * 1024
+    """Group parameters (already in reverse order) into buckets of at most `cap_mb` (the
+    first one at most 1 MiB)."""
+    cap_all = cap_mb * 1024 * 1024
     buckets, current, size = [], [], 0
 
     def close():
@@ -194,6 +198,7 @@ def _make_buckets(params, cap_mb):
                                    first.data.dtype, first.device))
     for p in params:
         nbytes = p.data.nbytes
+        cap = min(cap_all, FIRST_BUCKET_BYTES) if not buckets else cap_all
         if current and (size + nbytes > cap or p.data.dtype != current[0].data.dtype
                         or p.device != current[0].device):
             close()
