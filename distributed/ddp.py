@@ -1,8 +1,9 @@
 """DistributedDataParallel: gradients averaged over ranks by bucketed, overlapped all-reduce.
 
 Parameters are grouped in reverse registration order (roughly the order backward produces
-their gradients) into flat buckets of at most `bucket_cap_mb` (the first at most 1 MiB). When a parameter's gradient
-is accumulated, a post-accumulate-grad hook copies it into its bucket; a full bucket starts
+their gradients) into flat buckets of at most `bucket_cap_mb` (the first at most 1 MiB).
+When a parameter's gradient is accumulated, a post-accumulate-grad hook copies it into its
+bucket; a full bucket starts
 its all-reduce asynchronously (in bucket order on every rank), and the end of backward waits
 for all of them and points each `.grad` at its averaged slice of the bucket.
 """
