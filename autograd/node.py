@@ -121,7 +121,11 @@ class Op(Node):
                 if cls.is_view:
                     _mark_view(t, args[0])
                 return t
-            return tuple(Tensor._make(o, False, None, i) for i, o in enumerate(out))
+            result = tuple(Tensor._make(o, False, None, i) for i, o in enumerate(out))
+            if cls.is_view:
+                for t in result:
+                    _mark_view(t, args[0])
+            return result
         arrays = []
         edges = []
         shapes = []
@@ -154,6 +158,9 @@ class Op(Node):
         else:
             result = tuple(Tensor._make(o, record, node if record else None, i)
                            for i, o in enumerate(out))
+            if cls.is_view:
+                for t in result:
+                    _mark_view(t, args[0])
         if record:
             node.next_edges = edges
             node.in_shapes = shapes

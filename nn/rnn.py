@@ -3,56 +3,20 @@ parameter names (`weight_ih_l0`, `bias_hh_l1_reverse`, ...), gate order (LSTM i,
 GRU r, z, n) and initialisation U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
 
 A layer projects the whole input sequence with one GEMM, splits it into time steps with
-`SequenceUnbind` (one graph node whose backward stacks the step gradients, instead of one
-full-size slice gradient per step), then runs a Python loop over time in which each step
-is one fused matmul for all gates plus pointwise ops.
+`unbind` (one Split node whose backward concatenates the step gradients), then runs a
+Python loop over time in which each step is one fused matmul for all gates plus pointwise
+ops.
 """
 import math
 
-from dtrain.autograd.node import Op
-from dtrain.autograd.ops.shape import cat, stack
-from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.autograd.ops.shape import cat, stack, unbind
+from dtrain.autograd.registry import Sample, SampleMaker, register_composite
 from dtrain.core import creation
-from dtrain.core.backend import array_module
-from dtrain.core.tensor import Tensor
 from dtrain.nn import init
 from dtrain.nn.dropout import dropout
 from dtrain.nn.linear import linear
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
-
-
-def _unbind_samples():
-    s = SampleMaker("unbind_sequence")
-    return [Sample(lambda x: SequenceUnbind.apply(x), (s(3, 2, 2),)),
-            Sample(lambda x: SequenceUnbind.apply(x)[1] * 2.0, (s(4, 3),))]
-
-
-@register("unbind_sequence", _unbind_samples)
-class SequenceUnbind(Op):
-    """x (L, ...) -> L views x[0], ..., x[L-1]; backward stacks their gradients (zeros for
-    steps that got none)."""
-
-    @property
-    def n_outputs(self):
-        return self._n
-
-    def forward(self, x):
-        self._n, self.step_shape, self.dtype = x.shape[0], x.shape[1:], x.dtype
-        return tuple(x[i] for i in range(x.shape[0]))
-
-    def backward(self, *grads):
-        present = next(g for g in grads if g is not None)
-        xp = array_module(present.data)
-        zero = None
-        parts = []
-        for g in grads:
-            if g is None:
-                if zero is None:
-                    zero = Tensor._make(xp.zeros(self.step_shape, dtype=self.dtype))
-                g = zero
-            parts.append(g)
-        return (stack(parts),)
 
 
 # -- one time step of each cell kind (gx: the input's projection, gates side by side) -------
@@ -90,7 +54,7 @@ _MODES = {"RNN_TANH": (_rnn_tanh_step, 1), "RNN_RELU": (_rnn_relu_step, 1),
 
 def _run_direction(step, x, state, w_ih, w_hh, b_ih, b_hh, reverse):
     """One layer in one direction over x (L, N, in): (outputs (L, N, H), final state)."""
-    gxs = SequenceUnbind.apply(linear(x, w_ih, b_ih))
+    gxs = unbind(linear(x, w_ih, b_ih), 0)
     order = range(len(gxs) - 1, -1, -1) if reverse else range(len(gxs))
     outs = [None] * len(gxs)
     for t in order:

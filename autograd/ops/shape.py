@@ -3,8 +3,9 @@ import math
 
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim, norm_dims
-from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
+from dtrain.core.tensor import Tensor
 
 
 def _samples(name, *cases):
@@ -99,6 +100,47 @@ class Cat(Op):
 
     def backward(self, g):
         return tuple(g.split(self.sizes, self.dim))
+
+
+def _split_samples():
+    s = SampleMaker("split")
+    return [Sample(lambda x: split(x, 2, 1), (s(3, 5),)),
+            Sample(lambda x: chunk(x, 3, 0)[2] * 2, (s(5, 2),)),
+            Sample(lambda x: unbind(x, 1)[0], (s(2, 3),)),
+            Sample(lambda x: split(x, [1, 3], -1)[1], (s(2, 4),))]
+
+
+@register("split", _split_samples)
+class Split(Op):
+    """Consecutive views of `x` along `dim` with the given sizes: one node, whose backward
+    concatenates the pieces' gradients (zeros for pieces that got none). NOTE: one op
+    instead of one slice each keeps backward O(size), not O(pieces x size)."""
+
+    is_view = True
+
+    @property
+    def n_outputs(self):  # per instance: the number of pieces
+        return len(self.sizes)
+
+    def forward(self, x, sizes, dim):
+        self.sizes, self.dim, self.in_shape, self.dtype = sizes, dim, x.shape, x.dtype
+        out, start = [], 0
+        lead = (slice(None),) * dim
+        for n in sizes:
+            out.append(x[lead + (slice(start, start + n),)])
+            start += n
+        return tuple(out)
+
+    def backward(self, *grads):
+        present = next(g for g in grads if g is not None)
+        xp = array_module(present.data)
+        parts = []
+        for g, n in zip(grads, self.sizes):
+            if g is None:
+                shape = self.in_shape[:self.dim] + (n,) + self.in_shape[self.dim + 1:]
+                g = Tensor._make(xp.zeros(shape, dtype=self.dtype))
+            parts.append(g)
+        return (cat(parts, self.dim), None, None)
 
 
 def _pad_samples():
@@ -306,11 +348,7 @@ def split(tensor, split_size_or_sections, dim=0):
             raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
                                f"(input tensor's size at dimension {d}), but got split_sizes="
                                f"{sizes}")
-    out, start = [], 0
-    for s in sizes:
-        out.append(narrow(tensor, d, start, s))
-        start += s
-    return tuple(out)
+    return Split.apply(tensor, tuple(sizes), d)
 
 
 def chunk(input, chunks, dim=0):
@@ -320,13 +358,10 @@ def chunk(input, chunks, dim=0):
 
 
 def unbind(input, dim=0):
+    """The slices along `dim`, each without that dim."""
     d = norm_dim(dim, input.data.ndim, "unbind")
-    return tuple(input[(slice(None),) * d + (i,)] for i in range(input.data.shape[d]))
-
-
-register_composite("split", _samples("split", (lambda x: split(x, 2, 1)[1], (3, 5)),
-                                     (lambda x: chunk(x, 3, 0)[2] * 2, (5, 2)),
-                                     (lambda x: unbind(x, 1)[0], (2, 3))))
+    shape = input.data.shape[:d] + input.data.shape[d + 1:]
+    return tuple(p.reshape(shape) for p in split(input, 1, d))
 
 
 def pad(input, pad, mode="constant", value=None):
