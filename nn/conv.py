@@ -12,6 +12,7 @@ never over pixels or samples.
 import itertools
 import math
 
+from dtrain.autograd.autocast import autocast_args
 from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core import creation
@@ -281,6 +282,7 @@ def with_batch_dim(input, nd):
 
 
 def _conv(op, input, weight, bias, stride, padding, dilation, groups, nd):
+    input, weight, bias = autocast_args(input, weight, bias)
     _check_common(op, input, weight, bias, nd, groups)
     stride = as_tuple(stride, nd, "stride")
     dilation = as_tuple(dilation, nd, "dilation")
@@ -325,6 +327,7 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, nd):
 
 def _conv_transpose(op, input, weight, bias, stride, padding, output_padding, groups,
                     dilation, nd):
+    input, weight, bias = autocast_args(input, weight, bias)
     _check_common(op, input, weight, bias, nd, groups)
     stride = as_tuple(stride, nd, "stride")
     dilation = as_tuple(dilation, nd, "dilation")

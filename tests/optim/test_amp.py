@@ -289,3 +289,14 @@ def test_no_warning_from_plain_use():
         dt.amp.GradScaler("cpu")
         with dt.amp.autocast("cpu"):
             pass
+
+
+def test_autocast_reaches_linear_and_convolutions():
+    lin, conv = dt.nn.Linear(4, 3), dt.nn.Conv2d(1, 2, 3)
+    with dt.autocast("cpu"):
+        y = lin(dt.randn(2, 4))
+        z = conv(dt.randn(1, 1, 5, 5))
+    assert y.dtype == dt.float16 and z.dtype == dt.float16
+    (y.float().sum() + z.float().sum()).backward()
+    assert lin.weight.grad.dtype == dt.float32 and conv.weight.grad.dtype == dt.float32
+    assert conv(dt.randn(1, 1, 5, 5)).dtype == dt.float32   # outside the region
