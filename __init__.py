@@ -50,6 +50,9 @@ from dtrain.core.tensor import Size, Tensor  # noqa: F401
 
 from dtrain import data, distributed, nn, optim  # noqa: E402,F401
 from dtrain.optim import amp  # noqa: E402,F401
+from dtrain import jit  # noqa: E402,F401
+
+compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)
 
 nn.SyncBatchNorm = distributed.SyncBatchNorm  # torch's name; defined above nn in the layers
 from dtrain.nn.activation import erf  # noqa: E402,F401  (dt.erf; NumPy has none)

@@ -8,6 +8,7 @@ import heapq
 import itertools
 import threading
 
+from dtrain.autograd import node as _node
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Node
 from dtrain.core.tensor import Tensor
@@ -84,6 +85,9 @@ class _Run:
             return
         if self.accumulate is not None and leaf not in self.accumulate:
             return
+        if _node.tracer is not None:  # dtrain.jit records this as one replayable effect
+            _node.tracer.on_accumulate(self, leaf, g)
+            return
         self._accumulate_grad(leaf, g)
         if leaf._post_hooks:
             for hook in list(leaf._post_hooks.values()):
@@ -159,6 +163,8 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
                         g_leaf = grads.pop(obj, None)
                         if g_leaf is not None:
                             run.finish_leaf(obj, g_leaf)
+        if run.callbacks and _node.tracer is not None:  # dtrain.jit: a replayable effect
+            _node.tracer.on_callbacks(run)
         while run.callbacks:
             run.callbacks.pop(0)()
     finally:

@@ -9,6 +9,8 @@ from dtrain.autograd.grad_mode import state
 from dtrain.core.tensor import Tensor
 
 _seq = itertools.count()
+# The active dtrain.jit tracer, or None: `Op.apply` reports every call to it while set.
+tracer = None
 
 FREED = ("Trying to backward through the graph a second time (or directly access saved "
          "tensors after they have already been freed). Saved intermediate values of the graph "
@@ -117,14 +119,16 @@ class Op(Node):
             except (ValueError, TypeError) as err:
                 raise _forward_error(node, args, err) from err
             if cls.n_outputs == 1:
-                t = Tensor._make(out)
+                result = Tensor._make(out)
                 if cls.is_view:
-                    _mark_view(t, args[0])
-                return t
-            result = tuple(Tensor._make(o, False, None, i) for i, o in enumerate(out))
-            if cls.is_view:
-                for t in result:
-                    _mark_view(t, args[0])
+                    _mark_view(result, args[0])
+            else:
+                result = tuple(Tensor._make(o, False, None, i) for i, o in enumerate(out))
+                if cls.is_view:
+                    for t in result:
+                        _mark_view(t, args[0])
+            if tracer is not None:  # dtrain.jit is recording this call (jit/tracer.py)
+                tracer.record(node, args, params, result)
             return result
         arrays = []
         edges = []
@@ -174,6 +178,8 @@ class Op(Node):
                                      for a in args]
             if cls.saves_output:
                 node._out = (t.data, t._version, t._version[0])
+        if tracer is not None:  # dtrain.jit is recording this call (jit/tracer.py)
+            tracer.record(node, args, params, result)
         return result
 
     @property

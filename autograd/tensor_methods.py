@@ -5,6 +5,7 @@ import weakref
 
 import numpy as np
 
+from dtrain.autograd import node as _node
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import HookHandle
 from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape
@@ -79,6 +80,8 @@ def _write(self, result):
         raise RuntimeError(f"unsupported operation: cannot write into this tensor in place "
                            f"({err}); clone() it first") from None
     self._version[0] += 1
+    if _node.tracer is not None:  # dtrain.jit records the write as a graph effect
+        _node.tracer.on_write(self, result)
 
 
 def _recording(self, args):
@@ -109,6 +112,8 @@ def inplace(self, fn, args, kwargs=None, reads_self=True):
     _check_inplace(self)
     old = Tensor._make(self.data.copy() if reads_self else self.data, self.requires_grad,
                        self.grad_fn, self._output_nr)
+    if reads_self and _node.tracer is not None:  # dtrain.jit: the snapshot is a graph value
+        _node.tracer.on_copy(self, old)
     res = fn(old, *args, **kwargs)
     _write(self, res.data)
     self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, res._output_nr, True
@@ -134,6 +139,8 @@ def setitem(self, key, value):
         except ValueError as err:
             raise RuntimeError(f"setitem: {err} (tensor {list(self.data.shape)})") from None
         self._version[0] += 1
+        if _node.tracer is not None:  # dtrain.jit records the write as a graph effect
+            _node.tracer.on_setitem(self, key, value)
         return
     _check_inplace(self)
     old = Tensor._make(self.data, self.requires_grad, self.grad_fn, self._output_nr)
@@ -224,7 +231,8 @@ def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
         npd = dtypes.to_np(dtype)
         if npd != t.data.dtype:
             if npd.kind != "f":  # integer results never carry gradients
-                return Tensor._make(t.data.astype(npd))
+                with _NoGrad():  # an op (not a bare astype) so that dtrain.jit records it
+                    return convert.Cast.apply(t, npd)
             t = convert.Cast.apply(t, npd)
     if copy and t is self:
         t = S.clone(self)

@@ -8,6 +8,10 @@ import numpy as np
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
 
+# Called as `host_read_hook(tensor, "item")` before a tensor's values are read into Python
+# (item/tolist/numpy), while dtrain.jit traces a function; None otherwise.
+host_read_hook = None
+
 
 class Size(tuple):
     """A tensor's shape: a tuple, printed as `dtrain.Size([2, 3])`."""
@@ -157,6 +161,8 @@ class Tensor:
 
     # -- conversion to Python / NumPy -------------------------------------------------------
     def numpy(self, *, force=False):
+        if host_read_hook is not None:
+            host_read_hook(self, "numpy")
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
@@ -172,12 +178,16 @@ class Tensor:
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def item(self):
+        if host_read_hook is not None:
+            host_read_hook(self, "item")
         if self.data.size != 1:
             raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted "
                                "to Scalar")
         return self.data.reshape(()).item()
 
     def tolist(self):
+        if host_read_hook is not None:
+            host_read_hook(self, "tolist")
         return backend.to_device(self.data, backend.CPU).tolist()
 
     def __len__(self):

@@ -1,0 +1,344 @@
+"""Replaying a `Graph`.
+
+`ArrayRunner` runs each op's `forward` on raw arrays (no Tensors, no autograd bookkeeping per
+op) and re-executes the effects; with a memory plan (see passes.py) elementwise ops and
+matmuls write into preallocated buffers. `TensorRunner` replays through `Op.apply`, so that
+autograd records the ops as usual: used when the caller needs gradients of the outputs.
+"""
+import math
+
+from dtrain.autograd import engine
+from dtrain.autograd import tensor_methods as tm
+from dtrain.autograd.grad_mode import no_grad
+from dtrain.autograd.ops import index
+from dtrain.core import backend, creation
+from dtrain.core import dtype as dtypes
+from dtrain.core.tensor import Tensor
+from dtrain.jit.graph import INPUT, Ref, map_refs, refs_in
+from dtrain.jit.tracer import accumulate
+
+_new = object.__new__
+
+
+class _Runner:
+    def __init__(self, graph):
+        self.graph = graph
+        self.n = len(graph.values)
+        self.tensors = ()  # the input Tensors of the call being replayed
+
+    def _input_tensor(self, vid):
+        return self.tensors[self.graph.inputs.index(vid)]
+
+    def leaf(self, ref):
+        """The Tensor object that a graph value stands for (an input or a captured one)."""
+        if self.graph.values[ref.vid].kind == INPUT:
+            return self._input_tensor(ref.vid)
+        return self.graph.captured[ref.vid]
+
+    def wrap_output(self, env):
+        g = self.graph
+
+        def out(ref):
+            kind = g.values[ref.vid].kind
+            if kind == INPUT:
+                return self._input_tensor(ref.vid)
+            obj = g.captured.get(ref.vid)
+            if isinstance(obj, Tensor):
+                return obj
+            return self.as_output(env[ref.vid], ref.vid in g.consts)
+        return map_refs(g.output, out)
+
+
+class ArrayRunner(_Runner):
+    """Replay on arrays. `plan` maps node index -> (kernel, buffer or None) from passes.py."""
+
+    def __init__(self, graph, plan=None):
+        super().__init__(graph)
+        self.plan = plan = plan or {}
+        self.fresh = _fresh_values(graph, plan)
+        releases = _releases(graph)
+        self.steps = [(self._step(n, plan.get(i)), releases.get(i, ()))
+                      for i, n in enumerate(graph.nodes)]
+        self.tensor_loads = [(v, t) for v, t in graph.captured.items() if isinstance(t, Tensor)]
+        self.array_loads = [(v, a) for v, a in graph.captured.items()
+                            if not isinstance(a, Tensor)]
+        self.consts = [(v, a, v in graph.mutated) for v, a in graph.consts.items()]
+
+    def __call__(self, tensors):
+        self.tensors = tensors
+        env = [None] * self.n
+        for vid, t in zip(self.graph.inputs, tensors):
+            env[vid] = t.data
+        for vid, t in self.tensor_loads:
+            env[vid] = t.data
+        for vid, a in self.array_loads:
+            env[vid] = a
+        for vid, a, mutated in self.consts:
+            env[vid] = a.copy() if mutated else a
+        if self.graph.has_backward:
+            prev = getattr(engine._current, "run", None)
+            engine._current.run = self.run = engine._Run(False, None, None)
+            try:
+                self._run(env)
+            finally:
+                engine._current.run = prev
+        else:
+            self._run(env)
+        self.tensors = ()
+        return self.wrap_output(env)
+
+    def _run(self, env):
+        for step, release in self.steps:
+            step(env)
+            if release:  # drop values after their last use, as eager frees them
+                for vid in release:
+                    env[vid] = None
+
+    @staticmethod
+    def as_output(arr, shared):
+        return Tensor._make(arr.copy() if shared else arr)
+
+    # -- one closure per node ---------------------------------------------------------------
+    def _step(self, n, plan):
+        if n.kind == "op":
+            if plan is not None:
+                return _kernel_step(n, *plan)
+            return _op_step(n)
+        return getattr(self, "_" + n.kind)(n)
+
+    def _copy(self, n):
+        s, o = n.args[0].vid, n.outs[0]
+
+        def step(env):
+            env[o] = env[s].copy()
+        return step
+
+    def _written(self, vid):
+        """The version counter to bump when replay writes into value `vid` (a captured
+        tensor's, so that autograd sees the change as in eager; else a throwaway)."""
+        tensor = self.graph.captured.get(vid)
+        return tensor._version if isinstance(tensor, Tensor) else [0]
+
+    def _write(self, n):
+        t, s = n.args[0].vid, n.args[1].vid
+        version = self._written(t)
+
+        def step(env):
+            dst = env[t]
+            backend.array_module(dst).copyto(dst, env[s], casting="unsafe")
+            version[0] += 1
+        return step
+
+    def _setitem(self, n):
+        t = n.args[0].vid
+        value, key = n.args[1], n.params["key"]
+        version = self._written(t)
+
+        def step(env):
+            dst = env[t]
+            k = _resolve(key, env)
+            dst[k] = index.fit_value(_resolve(value, env), dst[k])
+            version[0] += 1
+        return step
+
+    def _accumulate(self, n):
+        g, o, target = n.args[0].vid, n.outs[0], n.target
+        shared = g not in self.fresh  # never hand a graph-owned array to a leaf's .grad
+
+        def step(env):
+            leaf = self.leaf(target)
+            arr = env[g]
+            with no_grad():
+                accumulate(self.run, leaf, Tensor._make(arr.copy() if shared and leaf.grad is None
+                                                        else arr))
+            env[o] = leaf.grad.data
+        return step
+
+    def _callbacks(self, n):
+        def step(env):
+            with no_grad():
+                while self.run.callbacks:
+                    self.run.callbacks.pop(0)()
+        return step
+
+    def _call(self, n):
+        (owner, name), kwargs = n.target, n.params
+
+        def step(env):
+            getattr(owner, name)(**kwargs)
+        return step
+
+
+RELEASE_BYTES = 16384  # smaller values stay until the call ends (dropping costs time)
+
+
+def _releases(graph):
+    """{node index: values (of at least RELEASE_BYTES) whose last use is that node}."""
+    last = {}
+    for i, n in enumerate(graph.nodes):
+        for vid in n.outs + tuple(n.stash.values()):
+            last[vid] = i
+    for i, n in enumerate(graph.nodes):
+        for r in n.refs():
+            if r.vid in last:
+                last[r.vid] = i
+    keep = {r.vid for r in refs_in(graph.output)}
+    out = {}
+    for vid, i in last.items():
+        v = graph.values[vid]
+        if vid not in keep and math.prod(v.shape) * v.dtype.itemsize >= RELEASE_BYTES:
+            out.setdefault(i, []).append(vid)
+    return out
+
+
+def _fresh_values(graph, plan):
+    """Values that replay computes into a new array on every call (not constants, captured
+    or planned buffers, nor views of those)."""
+    fresh = set()
+    for i, n in enumerate(graph.nodes):
+        if n.kind == "copy":
+            fresh.update(n.outs)
+        if n.kind != "op" or (i in plan and plan[i][1] is not None):
+            continue
+        if all(n.args[p].vid in fresh for p in n.aliases):
+            fresh.update(n.outs)
+            fresh.update(n.stash.values())
+    return fresh
+
+
+def _resolve(obj, env):
+    if isinstance(obj, Ref):
+        return env[obj.vid]
+    if isinstance(obj, (tuple, list, dict)):
+        return map_refs(obj, lambda r: env[r.vid])
+    return obj
+
+
+def _fetch(args):
+    """A function env -> list of the positional arrays of a node."""
+    refs = [(i, a.vid) for i, a in enumerate(args) if isinstance(a, Ref)]
+    if len(refs) == len(args) == 1:
+        (_, a), = refs
+        return lambda env: (env[a],)
+    if len(refs) == len(args) == 2:
+        (_, a), (_, b) = refs
+        return lambda env: (env[a], env[b])
+    if all(not refs_in(a) or isinstance(a, Ref) for a in args):
+        template = list(args)
+
+        def fetch(env):
+            out = template[:]
+            for i, v in refs:
+                out[i] = env[v]
+            return out
+        return fetch
+    return lambda env: [_resolve(a, env) for a in args]
+
+
+def _op_step(n):
+    cls, fetch, outs, stash = n.op, _fetch(n.args), n.outs, tuple(n.stash.items())
+    fwd, multi = cls.forward, n.multi
+    params = n.params
+    dynamic = bool(refs_in(params))
+    if not n.multi and not stash and not dynamic:
+        o, = outs
+        if params:
+            def step(env):
+                env[o] = fwd(_new(cls), *fetch(env), **params)
+        else:
+            def step(env):
+                env[o] = fwd(_new(cls), *fetch(env))
+        return step
+
+    def step(env):
+        node = _new(cls)
+        out = fwd(node, *fetch(env), **(_resolve(params, env) if dynamic else params))
+        if not multi:
+            env[outs[0]] = out
+        else:
+            for o, arr in zip(outs, out):
+                env[o] = arr
+        for attr, vid in stash:
+            env[vid] = getattr(node, attr)
+    return step
+
+
+def _kernel_step(n, kernel, buf):
+    """`kernel(*arrays, out=buf)` (a ufunc or matmul of the backend) instead of forward."""
+    fetch, o = _fetch(n.args), n.outs[0]
+    if buf is None:
+        def step(env):
+            env[o] = kernel(*fetch(env))
+        return step
+    refs = [a.vid for a in n.args if isinstance(a, Ref)]
+    if len(refs) == len(n.args) == 2:
+        a, b = refs
+
+        def step(env):
+            env[o] = kernel(env[a], env[b], out=buf)
+    elif len(refs) == len(n.args) == 1:
+        a, = refs
+
+        def step(env):
+            env[o] = kernel(env[a], out=buf)
+    else:
+        def step(env):
+            env[o] = kernel(*fetch(env), out=buf)
+    return step
+
+
+class TensorRunner(_Runner):
+    """Replay through `Op.apply` (autograd records the ops, gradients flow as in eager)."""
+
+    def __call__(self, tensors):
+        g = self.graph
+        self.tensors = tensors
+        env = [None] * self.n
+        for vid, t in zip(g.inputs, tensors):
+            env[vid] = t
+        for vid, obj in g.captured.items():
+            env[vid] = obj if isinstance(obj, Tensor) else Tensor._make(obj)
+        for vid, a in g.consts.items():
+            env[vid] = Tensor._make(a.copy() if vid in g.mutated else a)
+
+        def get(ref):
+            t = env[ref.vid]
+            return t if ref.tensor else t.data
+        for n in g.nodes:
+            if n.kind == "op":
+                out = n.op.apply(*map_refs(n.args, get), **map_refs(n.params, get))
+                for o, t in zip(n.outs, out if n.multi else (out,)):
+                    env[o] = t
+            elif n.kind == "copy":
+                s = env[n.args[0].vid]
+                env[n.outs[0]] = Tensor._make(s.data.copy(), s.requires_grad, s.grad_fn,
+                                              s._output_nr)
+            elif n.kind == "write":
+                _write_tensor(env[n.args[0].vid], env[n.args[1].vid])
+            elif n.kind == "setitem":
+                with no_grad():
+                    tm.setitem(env[n.args[0].vid], map_refs(n.params["key"], get),
+                               map_refs(n.args[1], get))
+            else:  # "call"
+                owner, name = n.target
+                getattr(owner, name)(**n.params)
+        self.tensors = ()
+        return self.wrap_output(env)
+
+    @staticmethod
+    def as_output(t, shared):
+        return Tensor._make(t.data.copy()) if shared else t
+
+
+def _write_tensor(dst, src):
+    """What `Tensor._write` plus the in-place rebinding of the graph do, on replay."""
+    backend.array_module(dst.data).copyto(dst.data, src.data, casting="unsafe")
+    dst._version[0] += 1
+    if src.requires_grad:
+        dst.grad_fn, dst._output_nr, dst.requires_grad = src.grad_fn, src._output_nr, True
+
+
+def empty_buffer(value):
+    """A new array for a planned buffer of `value`'s shape, dtype and device."""
+    return creation.empty(value.shape, dtype=dtypes.from_np(value.dtype),
+                          device=value.device).data

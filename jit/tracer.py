@@ -1,0 +1,390 @@
+"""Recording a function into a `Graph` while it runs eagerly.
+
+While a `Tracer` is active, `Op.apply` reports every registry op call, and the autograd
+engine and in-place Tensor methods report what is not an op (leaf-gradient accumulation,
+backward callbacks, in-place writes). Arrays are identified by object identity: an array an
+op produced is that op's value; one never seen before is *captured* (a parameter, buffer or
+constant, read by reference at replay). Optimizer/scheduler `step()` and `zero_grad()` calls
+are recorded as opaque calls (found with `sys.setprofile`) and run as one unit at replay.
+
+Reading a traced value into Python (`.item()`, `bool()`, `.tolist()`, `.numpy()`) cannot be
+captured: the tracer raises `TraceError`, or with `fallback="eager"` stops recording and lets
+the call finish eagerly.
+"""
+import sys
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from dtrain.autograd import engine
+from dtrain.autograd import node as autograd_node
+from dtrain.autograd.node import Op
+from dtrain.core import backend
+from dtrain.core.tensor import Tensor
+from dtrain.jit.graph import CAPTURED, CONST, EFFECT, INPUT, OP, STASH, Graph, Node, Ref
+
+# Methods recorded as one opaque call: name -> attributes that identify the owner
+# (optimizers: param_groups; LR schedulers: last_epoch; modules' zero_grad: _parameters).
+OPAQUE = {"step": ("param_groups", "last_epoch"),
+          "zero_grad": ("param_groups", "_parameters")}
+# GradScaler keeps Python state (the scale) that a graph would freeze: not capturable.
+UNSUPPORTED = {"scale", "unscale_", "step", "update"}
+
+
+# Op params that only pass a cache of work the op can redo itself (conv backward hands its
+# GEMM layouts to the ops it calls): when the array was made outside the registry, the graph
+# passes None and replay recomputes it. TODO(nn): declare this on the op classes instead.
+CACHE_PARAMS = {"conv_transpose": ("gt",), "conv_weight": ("cols", "gt")}
+
+
+# dtrain.core.tensor (`dtrain.core.tensor` as an attribute is the creation function)
+tensor_mod = sys.modules[Tensor.__module__]
+
+
+class TraceError(RuntimeError):
+    """The function cannot be captured as a graph (the message says why and where)."""
+
+
+def is_array(x):
+    return isinstance(x, np.ndarray) or backend.is_cuda_array(x)
+
+
+class Tracer:
+    """Records one call. Use as a context manager around the eager call, then `finish`."""
+
+    def __init__(self, inputs, fallback="error", watch=()):
+        self.graph = Graph()
+        self.versions = {id(t): (t, t._version[0]) for t in watch}  # in-place change check
+        self.ids = {}          # id(array) -> value id
+        self.keep = []         # arrays kept alive so that their ids stay unique
+        self.candidates = {}   # captured value id -> the Tensor or array first seen
+        self.suspended = 0     # > 0: inside an opaque call or effect (nothing is recorded)
+        self.abandoned = None  # why recording stopped (fallback="eager")
+        self.fallback = fallback
+        self._frame = None     # the frame of the opaque call being run
+        self.thread = threading.get_ident()  # ops of other threads are not recorded
+        for t in inputs:
+            vid = self.ids.get(id(t.data))
+            self.graph.inputs.append(self._define(t.data, INPUT) if vid is None else vid)
+
+    # -- activation -------------------------------------------------------------------------
+    def __enter__(self):
+        if autograd_node.tracer is not None:
+            raise TraceError("dtrain.jit records one function at a time per process")
+        autograd_node.tracer = self
+        tensor_mod.host_read_hook = self.host_read
+        self._old_profile = sys.getprofile()
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(self._old_profile)
+        autograd_node.tracer = None
+        tensor_mod.host_read_hook = None
+
+    def finish(self, result):
+        """Set the graph's output from the function's return value; returns the graph."""
+        self.graph.output = self.lift(result)
+        for t, version in self.versions.values():
+            if t._version[0] != version:
+                self.unsupported(
+                    f"a tensor the function did not create ({t.dtype.name}"
+                    f"{list(t.shape)}) was modified in place outside the op registry (e.g. "
+                    f"`t.data += ...`, as BatchNorm's running statistics in training mode); "
+                    f"replay would not repeat it")
+                break
+        return self.graph
+
+    def _seen(self, t):
+        """Take the current version of `t` as the expected one (a recorded change)."""
+        self.versions[id(t)] = (t, t._version[0])
+
+    # -- values -----------------------------------------------------------------------------
+    def _define(self, arr, kind):
+        vid = self.graph.new_value(kind, arr)
+        self.ids[id(arr)] = vid
+        self.keep.append(arr)
+        return vid
+
+    def ref(self, x, tensor=True):
+        arr = x.data if tensor else x
+        vid = self.ids.get(id(arr))
+        if vid is None:
+            vid = self._define(arr, CAPTURED)
+            self.candidates[vid] = x
+            if tensor:
+                self.versions.setdefault(id(x), (x, x._version[0]))
+        return Ref(vid, tensor)
+
+    def lift(self, obj):
+        """`obj` with Tensors and arrays replaced by Refs (nested tuples/lists/dicts)."""
+        if isinstance(obj, Tensor):
+            return self.ref(obj, True)
+        if is_array(obj):
+            return self.ref(obj, False)
+        if type(obj) in (tuple, list):
+            return type(obj)(self.lift(o) for o in obj)
+        if type(obj) is dict:
+            return {k: self.lift(v) for k, v in obj.items()}
+        return obj
+
+    def _off(self):
+        """Whether to let a call through unrecorded (paused, or another thread's)."""
+        return self.suspended or threading.get_ident() != self.thread
+
+    @contextmanager
+    def paused(self):
+        self.suspended += 1
+        try:
+            yield
+        finally:
+            self.suspended -= 1
+
+    def unsupported(self, why):
+        """Stop: raise TraceError, or (fallback="eager") stop recording for this call."""
+        if self.fallback != "eager":
+            raise TraceError(why)
+        if self.abandoned is None:
+            self.abandoned = why
+            self.suspended += 1  # for the rest of this call
+
+    # -- hooks (called by Op.apply, the engine and Tensor methods) --------------------------
+    def record(self, node, args, params, result):
+        if self._off():
+            return
+        cls = type(node)
+        run = getattr(engine._current, "run", None)
+        if run is not None:
+            if run.create_graph:
+                return self.unsupported("backward(create_graph=True) inside a compiled "
+                                        "function is not supported by dtrain.jit")
+            self.graph.has_backward = True
+        for a in args:
+            if isinstance(a, Tensor) and a.grad_fn is not None and not isinstance(a.grad_fn, Op):
+                self.graph.custom_functions.add(a.grad_fn.name())
+        drop = CACHE_PARAMS.get(getattr(cls, "op_name", None), ())
+        if drop:
+            params = {k: None if k in drop and is_array(v) and id(v) not in self.ids else v
+                      for k, v in params.items()}
+        n = Node("op", cls, self.lift(args), self.lift(params))
+        n.multi = isinstance(result, tuple)
+        outs = result if n.multi else (result,)
+        in_arrays = [(i, a.data if isinstance(a, Tensor) else a) for i, a in enumerate(args)
+                     if isinstance(a, Tensor) or is_array(a)]
+        n.aliases = tuple(i for i, a in in_arrays
+                          if any(_may_share(o.data, a) for o in outs))
+        n.outs = tuple(self._define(o.data, OP) for o in outs)
+        n.stash = {k: self._define(v, STASH) for k, v in node.__dict__.items()
+                   if is_array(v) and id(v) not in self.ids}
+        self.graph.nodes.append(n)
+
+    def on_accumulate(self, run, leaf, g):
+        """A leaf's gradient reaches it in backward: accumulate into `.grad`, run hooks."""
+        if self._off():
+            return accumulate(run, leaf, g)
+        self.graph.has_backward = True
+        n = Node("accumulate", args=(self.ref(g),), target=self.ref(leaf))
+        with self.paused():
+            accumulate(run, leaf, g)
+        n.outs = (self._define(leaf.grad.data, EFFECT),)
+        self.graph.nodes.append(n)
+
+    def on_callbacks(self, run):
+        """Run the backward pass's queued callbacks (e.g. DDP's final wait) as one effect."""
+        if self._off():
+            return  # the engine runs them
+        self.graph.nodes.append(Node("callbacks"))
+        with self.paused():
+            while run.callbacks:
+                run.callbacks.pop(0)()
+
+    def on_write(self, tensor, result):
+        if self._off():
+            return
+        n = Node("write", args=(self.ref(tensor), self.ref(result, False)))
+        self.graph.mutated.add(n.args[0].vid)
+        self.graph.nodes.append(n)
+        self._seen(tensor)
+
+    def on_setitem(self, tensor, key, value):
+        if self._off():
+            return
+        n = Node("setitem", args=(self.ref(tensor), self.lift(value)),
+                 params={"key": self.lift(key)})
+        self.graph.mutated.add(n.args[0].vid)
+        self.graph.nodes.append(n)
+        self._seen(tensor)
+
+    def on_copy(self, src, copy):
+        if self._off():
+            return
+        n = Node("copy", args=(self.ref(src),))
+        n.outs = (self._define(copy.data, OP),)
+        self.graph.nodes.append(n)
+
+    def host_read(self, tensor, what):
+        if self._off():
+            return
+        vid = self.ids.get(id(tensor.data))
+        if vid is None:
+            # Never seen by the trace: state of the compiled module, or (e.g. the result of
+            # a comparison, which is no registry op) something computed from traced data.
+            if id(tensor) in self.versions:
+                return
+            subject = "a tensor computed outside the op registry (e.g. by a comparison)"
+        elif self.graph.values[vid].kind in (CAPTURED, CONST):
+            return
+        else:
+            subject = f"a traced tensor (%{vid}, {self.graph.values[vid].describe()})"
+        self.unsupported(
+            f"Tensor.{what}() was called on {subject} inside the compiled function: its value "
+            f"is only known when the function runs, so Python code that depends on it "
+            f"(if/while on a tensor, bool(), int(), float(), .item(), .tolist(), .numpy()) "
+            f"cannot be captured in a graph. Keep the computation in tensor ops (e.g. dt.where "
+            f"instead of if), move it out of the compiled function, or compile with "
+            f"fallback='eager' to run such calls eagerly")
+
+    def _profile(self, frame, event, arg):
+        if event == "call":
+            name = frame.f_code.co_name
+            if self.suspended or (name not in OPAQUE and name not in UNSUPPORTED):
+                return
+            owner = frame.f_locals.get("self")
+            if name in UNSUPPORTED and hasattr(owner, "get_scale"):
+                self.graph.bad_calls.append(f"GradScaler.{name}()")
+                self._frame = frame
+                self.suspended += 1
+                return
+            if name not in OPAQUE:
+                return
+            if owner is None or isinstance(owner, Tensor) or not any(
+                    hasattr(owner, a) for a in OPAQUE[frame.f_code.co_name]):
+                return
+            self._begin_call(frame, owner)
+        elif event == "return" and frame is self._frame:
+            self._frame = None
+            self.suspended -= 1
+            for t, _ in list(self.versions.values()):  # the call's changes are replayed
+                self._seen(t)
+
+    def _begin_call(self, frame, owner):
+        code = frame.f_code
+        names = code.co_varnames[1:code.co_argcount + code.co_kwonlyargcount]
+        kwargs = {n: frame.f_locals[n] for n in names if n in frame.f_locals}
+        bad = [n for n, v in kwargs.items() if v is not None and not isinstance(
+            v, (bool, int, float, str))]
+        n = Node("call", params=kwargs, target=(owner, code.co_name))
+        self.graph.nodes.append(n)
+        if bad:
+            self.graph.bad_calls.append(f"{n.name()}({', '.join(bad)}=...)")
+        self._frame = frame
+        self.suspended += 1
+
+
+def accumulate(run, leaf, g):
+    """What the engine does for a leaf's gradient: accumulate it, then run post hooks."""
+    run._accumulate_grad(leaf, g)
+    if leaf._post_hooks:
+        for hook in list(leaf._post_hooks.values()):
+            hook(leaf)
+
+
+def _may_share(a, b):
+    try:
+        return bool(backend.array_module(a).may_share_memory(a, b))
+    except TypeError:  # arrays of different backends
+        return False
+
+
+# -- checking two recordings of one signature against each other -----------------------------
+def settle(tracer, other=None):
+    """Decide what the captured values of `tracer`'s graph are, and return the graph.
+
+    With `other` (a second recording of the same signature): a captured object that is the
+    same in both is read by reference at replay (parameters, buffers); one that differs but
+    holds equal data is a constant; one whose data differs was computed outside the op
+    registry from changing data (a random mask, NumPy code on the inputs) -> TraceError.
+    Without `other`, every captured object is read by reference."""
+    g = tracer.graph
+    if other is not None:
+        _compare(other.graph, g)
+    for vid, obj in tracer.candidates.items():
+        if other is not None and other.candidates.get(vid) is not obj:
+            if not _equal_data(other.candidates.get(vid), obj):
+                raise TraceError(
+                    f"%{vid} ({g.values[vid].describe()}), used by {_user(g, vid)}, was "
+                    f"computed outside the op registry and changed between two calls with the "
+                    f"same signature (e.g. a random mask such as dropout's, NumPy code on the "
+                    f"data, or a tensor built from Python values); it cannot be a constant of "
+                    f"the graph")
+            g.consts[vid] = obj.data if isinstance(obj, Tensor) else obj
+            g.values[vid].kind = CONST
+        else:
+            g.captured[vid] = obj
+    for n in g.nodes:
+        if n.kind == "accumulate" and g.values[n.target.vid].kind not in (INPUT, CAPTURED):
+            raise TraceError(f"backward accumulated a gradient into a leaf tensor created "
+                             f"inside the function (%{n.target.vid}); create it outside")
+    if g.bad_calls:
+        raise TraceError(f"calls that a graph cannot replay: {', '.join(g.bad_calls)} "
+                         f"(optimizer.step(closure), or a GradScaler, whose Python-side scale "
+                         f"a graph would freeze: call those outside the compiled function)")
+    return g
+
+
+def _compare(a, b):
+    if a.inputs != b.inputs or len(a.values) != len(b.values) or len(a.nodes) != len(b.nodes):
+        raise TraceError(f"two calls with the same signature ran different ops ({len(a.nodes)} "
+                         f"vs {len(b.nodes)} steps): the function's control flow depends on "
+                         f"something other than the shapes, dtypes and flags of its inputs")
+    for i, (x, y) in enumerate(zip(a.nodes, b.nodes)):
+        if (x.kind, x.op, x.outs, x.stash, x.aliases) != (y.kind, y.op, y.outs, y.stash,
+                                                          y.aliases) \
+                or not _same((x.args, x.params), (y.args, y.params)) \
+                or not _same_target(x.target, y.target):
+            raise TraceError(f"two calls with the same signature differ at step {i}: "
+                             f"{x.name()} with {_brief(x)} vs {y.name()} with {_brief(y)} "
+                             f"(Python values computed from data, or control flow)")
+    if not _same(a.output, b.output):
+        raise TraceError("two calls with the same signature returned different structures")
+
+
+def _same(x, y):
+    if type(x) is not type(y):
+        return False
+    if isinstance(x, (tuple, list)):
+        return len(x) == len(y) and all(_same(p, q) for p, q in zip(x, y))
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    try:
+        return bool(x == y)
+    except (TypeError, ValueError):
+        return x is y
+
+
+def _same_target(x, y):
+    if isinstance(x, tuple):  # (owner, method) of an opaque call
+        return x[0] is y[0] and x[1] == y[1]
+    return x == y
+
+
+def _equal_data(x, y):
+    if x is None or y is None:
+        return False
+    a = x.data if isinstance(x, Tensor) else x
+    b = y.data if isinstance(y, Tensor) else y
+    if a.shape != b.shape or a.dtype != b.dtype or type(a) is not type(b):
+        return False
+    return bool(backend.array_module(a).array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _brief(n):
+    return f"args {n.args!r}, params {n.params!r}"
+
+
+def _user(g, vid):
+    for i, n in enumerate(g.nodes):
+        if any(r.vid == vid for r in n.refs()):
+            return f"step {i} ({n.name()})"
+    return "the output"

@@ -1,0 +1,378 @@
+"""dt.compile / dt.jit.trace behaviour: guards, control-flow errors, fallbacks, printing,
+passes, hooks in replay, and the memory plan (no allocation per replay)."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import dtrain as dt
+from dtrain import nn
+from dtrain.autograd import engine
+
+
+def _t(*shape, seed=0, grad=False):
+    rng = np.random.default_rng(seed)
+    return dt.tensor(rng.standard_normal(shape), requires_grad=grad)
+
+
+def test_guards_record_again_for_a_new_batch_size():
+    dt.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    compiled = dt.compile(model)
+    with dt.no_grad():
+        for n in (5, 5, 5, 7, 7, 7, 5):
+            x = _t(n, 3, seed=n)
+            np.testing.assert_allclose(compiled(x).data, model(x).data, rtol=1e-12)
+    assert sorted(g.values[g.inputs[0]].shape for g in compiled.graphs) == [(5, 3), (7, 3)]
+
+
+def test_data_dependent_control_flow_is_reported():
+    def f(x):
+        if x.sum() > 0:  # bool() of a traced tensor
+            return x * 2
+        return x
+
+    with pytest.raises(dt.jit.TraceError, match=r"Tensor.item\(\) was called on a tensor "
+                       r"computed outside the op registry \(e.g. by a comparison\)"):
+        dt.compile(f)(_t(3))
+    for read in (lambda x: x.tolist(), lambda x: x.numpy(), lambda x: float(x.sum())):
+        with pytest.raises(dt.jit.TraceError, match="cannot be captured"):
+            dt.compile(lambda x, r=read: r(x * 1))(_t(3))
+
+
+def test_fallback_eager_runs_the_call_eagerly_and_warns_once():
+    def f(x):
+        y = x * 2
+        return y * 3 if y.sum().item() > 0 else -y
+
+    compiled = dt.compile(f, fallback="eager")
+    x, z = _t(4, seed=1), -_t(4, seed=1)
+    with pytest.warns(RuntimeWarning,
+                      match=r"running eagerly .*Tensor.item\(\) was called on a traced tensor"):
+        got = compiled(x)
+    np.testing.assert_allclose(got.data, f(x).data)
+    np.testing.assert_allclose(compiled(z).data, f(z).data)  # no warning, no graph
+    assert compiled.graphs == []
+
+
+def test_values_made_outside_the_registry_are_detected():
+    dt.manual_seed(0)
+    drop = nn.Dropout(0.5)
+    compiled = dt.compile(lambda x: drop(x) * 1)
+    compiled(_t(8))
+    with pytest.raises(dt.jit.TraceError, match="random mask"):
+        compiled(_t(8))
+
+
+def test_constants_made_inside_the_function_are_folded():
+    def f(x):
+        c = dt.ones(4, dtype=dt.float64) * 3  # same on every call: a constant
+        return x * c.exp()
+
+    compiled = dt.compile(f)
+    for seed in range(3):
+        x = _t(4, seed=seed)
+        np.testing.assert_allclose(compiled(x).data, f(x).data)
+    graph, = compiled.graphs
+    assert [n.name() for n in graph.nodes] == ["mul"]  # ones * 3 and exp folded
+
+
+def test_cse_and_dce():
+    def f(x):
+        a = (x * 2).tanh()
+        b = (x * 2).tanh()  # the same subexpression
+        (x + 5).exp()       # unused
+        return a + b
+
+    compiled = dt.compile(f, passes=("cse", "dce"))
+    x = _t(3)
+    for _ in range(3):
+        np.testing.assert_allclose(compiled(x).data, f(x).data)
+    assert [n.name() for n in compiled.graphs[0].nodes] == ["mul", "tanh", "add"]
+    plain = dt.compile(f, passes=())
+    for _ in range(3):
+        np.testing.assert_array_equal(plain(x).data, compiled(x).data)
+    assert len(plain.graphs[0].nodes) == 7
+
+
+def test_print_graph_and_trace():
+    w = dt.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    traced = dt.jit.trace(lambda x: (x @ w).relu().sum(-1), (_t(3, 2),))
+    assert str(traced.graph).splitlines() == [
+        "graph(%0: float64[3, 2]):",
+        "  %1 = captured float32[2, 2]",
+        "  %2 = matmul(%0, %1)  # float64[3, 2]",
+        "  %3 = relu(%2)  # float64[3, 2]",
+        "  %5 = sum(%3, -1, False)  # float64[3]",  # relu's mask %4 is dead without backward
+        "  return %5"]
+    x = _t(3, 2, seed=5)
+    np.testing.assert_allclose(traced(x).data, (x @ w).relu().sum(-1).data)
+    with pytest.raises(RuntimeError, match=r"traced for inputs \[3, 2\] float64, got \[4, 2\]"):
+        traced(_t(4, 2))
+
+
+def test_captured_parameters_are_read_live():
+    w = dt.tensor([1.0, 2.0], dtype=dt.float64)
+    compiled = dt.compile(lambda x: x * w)
+    x = dt.tensor([1.0, 1.0], dtype=dt.float64)
+    for _ in range(2):
+        compiled(x)
+    w.data[:] = [5.0, 7.0]  # in place, as optimizers update
+    np.testing.assert_array_equal(compiled(x).data, [5.0, 7.0])
+    w.requires_grad_(True)  # a guard: recorded again, now replayed through autograd
+    for _ in range(3):
+        out = compiled(x)
+    out.sum().backward()
+    np.testing.assert_array_equal(w.grad.data, [1.0, 1.0])
+    assert len(compiled.entries) == 1 and len(compiled.graphs) == 1
+
+
+def test_inplace_writes_are_replayed():
+    def f(x, buf):
+        buf.mul_(0.5)
+        buf.add_(x)
+        y = x.clone()
+        y[0] = 10.0
+        return y * buf
+
+    x = _t(3)
+    buf, twin = dt.zeros(3, dtype=dt.float64), dt.zeros(3, dtype=dt.float64)
+    compiled = dt.compile(f)
+    for seed in range(5):
+        x = _t(3, seed=seed)
+        np.testing.assert_allclose(compiled(x, buf).data, f(x, twin).data)
+    np.testing.assert_allclose(buf.data, twin.data)
+    assert {"write", "setitem"} <= {n.kind for n in compiled.graphs[0].nodes}
+
+
+def test_hooks_and_backward_callbacks_fire_in_replay():
+    """What DDP relies on: post-accumulate-grad hooks and queue_callback, every step."""
+    w = dt.tensor([1.0, 2.0, 3.0], dtype=dt.float64, requires_grad=True)
+    events = []
+
+    def hook(p):
+        events.append(("hook", p.grad.data.copy()))
+        engine.queue_callback(lambda: events.append(("callback", None)))
+    w.register_post_accumulate_grad_hook(hook)
+
+    def step(x):
+        w.grad = None
+        (w * x).sum().backward()
+
+    compiled = dt.compile(step)
+    for seed in range(4):
+        w.grad = None
+        compiled(_t(3, seed=seed))
+    assert [e[0] for e in events] == ["hook", "callback"] * 4
+    np.testing.assert_array_equal(events[-2][1], _t(3, seed=3).data)
+    kinds = [n.kind for n in compiled.graphs[0].nodes]
+    assert kinds[-2:] == ["accumulate", "callbacks"]
+
+
+def test_gradient_accumulation_across_replays():
+    w = dt.tensor([1.0, -1.0], dtype=dt.float64, requires_grad=True)
+    compiled = dt.compile(lambda x: ((w * x).tanh().sum()).backward())
+    xs = [_t(2, seed=s) for s in range(4)]
+    for x in xs:
+        compiled(x)
+    got = w.grad.data.copy()
+    w.grad = None
+    for x in xs:
+        ((w * x).tanh().sum()).backward()
+    np.testing.assert_allclose(got, w.grad.data, rtol=1e-12)
+
+
+def _numpy_peak(fn):
+    tracemalloc.start()
+    try:
+        fn()  # warm-up
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("passes, bound, buffers", [
+    (dt.jit.PASSES, 4_000, 1),              # fused: the whole chain in one buffer, in place
+    (("memory_plan",), 4_000, 2),           # two buffers, alternating
+    ((), 1_600_000, 0)], ids=["fusion", "memory_plan", "no-passes"])
+def test_replay_after_warm_up_allocates_no_arrays(passes, bound, buffers):
+    n = 200_000  # 1.6 MB per float64 array
+    x, w = _t(n), _t(n, seed=1)
+
+    def f(x, w):
+        for _ in range(5):
+            x = (x * w + 0.01).tanh() * 1.5
+        return x.sum()
+
+    compiled = dt.compile(f, passes=passes)
+    with dt.no_grad():
+        for _ in range(2):
+            compiled(x, w)
+        np.testing.assert_allclose(compiled(x, w).data, f(x, w).data, rtol=1e-12)
+        peak = _numpy_peak(lambda: compiled(x, w))
+    if passes:
+        assert peak < bound  # only Python objects (the env list, the output tensor)
+    else:
+        assert peak >= bound  # each op allocates a new 1.6 MB array
+    runner = compiled.entries[next(iter(compiled.entries))].runner
+    assert len({id(buf) for _, buf in runner.plan.values()}) == buffers
+    assert len(runner.plan) == (20 if passes else 0)  # every op but the sum is a kernel
+
+
+def test_nested_compiled_functions_are_inlined():
+    inner = dt.compile(lambda x: x.exp())
+    outer = dt.compile(lambda x: inner(x) + 1)
+    x = _t(3)
+    for _ in range(3):
+        np.testing.assert_allclose(outer(x).data, np.exp(x.data) + 1)
+    assert [n.name() for n in outer.graphs[0].nodes] == ["exp", "add"]
+    assert inner.graphs == []
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="fallback must be one of"):
+        dt.compile(lambda x: x, fallback="ignore")
+    with pytest.raises(ValueError, match="unknown dtrain.jit pass"):
+        dt.compile(lambda x: x, passes=("fold", "magic"))
+
+
+def test_autocast_is_part_of_the_signature():
+    a, b = _t(3, 4).float(), _t(4, 2, seed=1).float()
+    compiled = dt.compile(lambda a, b: a @ b)
+    for _ in range(3):
+        assert compiled(a, b).dtype == dt.float32
+    with dt.autocast("cpu"):
+        for _ in range(3):
+            assert compiled(a, b).dtype == dt.float16
+    assert len(compiled.graphs) == 2
+
+
+def test_inplace_ops_on_intermediates_keep_gradients():
+    """Replay through autograd of in-place ops: the snapshot copy and the rebinding of the
+    written tensor's graph node are part of the recording."""
+    def f(x):
+        y = x * 2
+        y.mul_(x)   # reads the old y: a recorded copy
+        y.add_(1.0)
+        return (y * y).sum()
+
+    compiled = dt.compile(f)
+    for seed in range(4):
+        x, twin = _t(3, seed=seed, grad=True), _t(3, seed=seed, grad=True)
+        compiled(x).backward()
+        f(twin).backward()
+        np.testing.assert_allclose(x.grad.data, twin.grad.data, rtol=1e-12)
+    kinds = [n.kind for n in compiled.graphs[0].nodes]
+    assert kinds.count("copy") == 1 and kinds.count("write") == 2
+
+
+def test_integer_casts_are_recorded():
+    """`.long()` is a recorded cast, so indices computed from the data follow the data."""
+    def f(x):
+        idx = (x.abs() * 2).long()
+        return dt.gather(x, 0, idx)
+
+    compiled = dt.compile(f)
+    for seed in range(4):
+        x = dt.tensor(np.random.default_rng(seed).uniform(-1.4, 1.4, 5))
+        np.testing.assert_array_equal(compiled(x).data, f(x).data)
+    assert "cast" in [n.name() for n in compiled.graphs[0].nodes]
+
+
+def test_calls_that_cannot_be_replayed_are_reported():
+    w = dt.tensor([1.0, 2.0], dtype=dt.float64, requires_grad=True)
+    opt = dt.optim.SGD([w], lr=0.1)
+    scaler = dt.amp.GradScaler("cpu")
+
+    def closure_step(x):
+        opt.zero_grad()
+        (w * x).sum().backward()
+        opt.step(lambda: None)
+
+    def scaled_step(x):
+        opt.zero_grad()
+        scaler.scale((w * x).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for fn, what in ((closure_step, r"call SGD.step\(closure=...\)"),
+                     (scaled_step, r"GradScaler.scale\(\), GradScaler.step\(\)")):
+        compiled = dt.compile(fn, check=False)
+        with pytest.raises(dt.jit.TraceError, match=what):
+            compiled(_t(2))
+
+
+class _HalfSquare(dt.autograd.Function):
+    """x^2 / 2 with a hand-written backward (a custom node that replay cannot rebuild)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.x = x
+        return x * x * 0.5
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.x
+
+
+def test_custom_functions_replay_without_gradients_only():
+    f = dt.compile(lambda x: _HalfSquare.apply(x) + 1)
+    with dt.no_grad():
+        for seed in range(3):
+            x = _t(3, seed=seed)
+            np.testing.assert_allclose(f(x).data, x.data ** 2 / 2 + 1)
+    with pytest.raises(dt.jit.TraceError, match="_HalfSquareBackward"):
+        for seed in range(2):
+            f(_t(3, seed=seed, grad=True))
+
+
+def test_ops_of_other_threads_are_not_recorded():
+    import threading
+
+    def f(x):
+        worker = threading.Thread(target=lambda: (_t(5) * 3).exp())
+        worker.start()
+        worker.join()
+        return x + 1
+
+    compiled = dt.compile(f)
+    for seed in range(3):
+        x = _t(2, seed=seed)
+        np.testing.assert_allclose(compiled(x).data, x.data + 1)
+    assert [n.name() for n in compiled.graphs[0].nodes] == ["add"]
+
+
+def test_replacing_a_parameter_of_a_compiled_module_records_again():
+    dt.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    compiled = dt.compile(model)
+    x = _t(4, 3)
+    with dt.no_grad():
+        for _ in range(3):
+            compiled(x)
+        model.weight = nn.Parameter(dt.zeros(2, 3, dtype=dt.float64))
+        for _ in range(3):
+            np.testing.assert_allclose(compiled(x).data, model(x).data)
+    np.testing.assert_allclose(compiled(x).data, np.broadcast_to(model.bias.data, (4, 2)))
+
+
+@pytest.mark.parametrize("passes", [dt.jit.PASSES, ()], ids=["memory_plan", "no-passes"])
+def test_inference_mlp_replay_allocates_only_its_output(passes):
+    dt.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.Tanh(),
+                          nn.Linear(256, 4)).double()
+    compiled = dt.compile(model, passes=passes)
+    x = _t(256, 256)  # activations of 512 KB
+    with dt.no_grad():
+        for _ in range(2):
+            compiled(x)
+        np.testing.assert_allclose(compiled(x).data, model(x).data, rtol=1e-12)
+        peak = _numpy_peak(lambda: compiled(x))
+    if passes:
+        # the 8 KB output, and NumPy's transient 64 KB ufunc buffer for the broadcast bias add
+        assert peak < 80_000
+    else:
+        assert peak >= 512 * 1024

@@ -1,0 +1,183 @@
+"""Whole training steps compiled (zero_grad, forward, loss, backward, optimizer step): N
+compiled steps give the same parameters as N eager steps."""
+import numpy as np
+import pytest
+
+import dtrain as dt
+from dtrain import nn
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(),
+                         nn.Linear(16, 3))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(4, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(16, 3))
+
+
+class _LSTMHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 5, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+class _Block(nn.Module):
+    """A pre-norm transformer block: attention, LayerNorm, GELU MLP, residuals."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.ln1, self.ln2 = nn.LayerNorm(8), nn.LayerNorm(8)
+        self.ff = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return self.head((x + self.ff(self.ln2(x))).mean(1))
+
+
+MODELS = [(_mlp, (8, 6)), (_cnn, (4, 2, 8, 8)), (_LSTMHead, (2, 5, 4)), (_Block, (2, 5, 8))]
+
+
+def _batches(shape, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(dt.tensor(rng.standard_normal(shape).astype(np.float32)),
+             dt.tensor(rng.standard_normal((shape[0], 3)).astype(np.float32)))
+            for _ in range(n)]
+
+
+def _make_step(model, opt):
+    def step(x, y):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+OPTIMIZERS = {
+    "sgd_momentum": lambda p: dt.optim.SGD(p, lr=0.02, momentum=0.5, weight_decay=1e-3),
+    "adam": lambda p: dt.optim.Adam(p, lr=0.01),
+}
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("make, shape", MODELS, ids=["mlp", "cnn", "lstm", "transformer"])
+def test_compiled_steps_equal_eager_steps(make, shape, opt_name):
+    dt.manual_seed(0)
+    eager_model = make()
+    compiled_model = make()
+    compiled_model.load_state_dict(eager_model.state_dict())
+    eager_step = _make_step(eager_model, OPTIMIZERS[opt_name](eager_model.parameters()))
+    step = dt.compile(_make_step(compiled_model,
+                                 OPTIMIZERS[opt_name](compiled_model.parameters())))
+    losses = []
+    for x, y in _batches(shape, 2) * 4:
+        want = eager_step(x, y)
+        got = step(x, y)
+        losses.append((float(got), float(want)))
+    graph, = step.graphs  # recorded twice, then replayed six times
+    assert graph.has_backward
+    assert sum(n.kind == "call" for n in graph.nodes) == 2  # zero_grad, step
+    np.testing.assert_allclose(*zip(*losses), rtol=1e-6)
+    for (name, p), q in zip(compiled_model.named_parameters(), eager_model.parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert losses[-1][0] < losses[1][0]  # it trains (the same batch, three steps later)
+
+
+def test_compiled_forward_inside_an_eager_loop_gives_eager_gradients():
+    dt.manual_seed(1)
+    model = _mlp()
+    twin = _mlp()
+    twin.load_state_dict(model.state_dict())
+    fwd = dt.compile(model)
+    opt_a = dt.optim.SGD(model.parameters(), lr=0.1)
+    opt_b = dt.optim.SGD(twin.parameters(), lr=0.1)
+    for x, y in _batches((8, 6), 5, seed=3):
+        for m, opt in ((fwd, opt_a), (twin, opt_b)):
+            opt.zero_grad()
+            nn.functional.mse_loss(m(x), y).backward()
+            opt.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-6, atol=1e-7)
+    assert len(fwd.graphs) == 1
+
+
+def _bn_pair():
+    dt.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU())
+    twin = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU())
+    twin.load_state_dict(model.state_dict())
+    return model, twin
+
+
+def _inputs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [dt.tensor(rng.standard_normal((6, 4)).astype(np.float32)) for _ in range(n)]
+
+
+def test_batchnorm_training_is_reported_or_run_eagerly():
+    """BatchNorm updates its running statistics with raw array arithmetic, which replay
+    could not repeat: the module's buffer versions expose it."""
+    model, twin = _bn_pair()
+    x, = _inputs(1)
+    with pytest.raises(dt.jit.TraceError, match="modified in place outside the op registry"):
+        dt.compile(model)(x)
+    model, twin = _bn_pair()
+    compiled = dt.compile(model, fallback="eager")
+    with dt.no_grad():
+        with pytest.warns(RuntimeWarning, match="running eagerly"):
+            compiled(x)
+        twin(x)
+        for x in _inputs(4, seed=1):
+            np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model[1].running_mean.data, twin[1].running_mean.data,
+                               rtol=1e-6)
+    assert int(model[1].num_batches_tracked.item()) == 5
+
+
+def test_eval_mode_is_a_separate_signature():
+    model, twin = _bn_pair()
+    model.eval()
+    twin.eval()
+    compiled = dt.compile(model)
+    with dt.no_grad():
+        for x in _inputs(4):
+            np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
+        assert len(compiled.graphs) == 1
+        model.train()
+        with pytest.raises(dt.jit.TraceError):
+            compiled(x)
+
+
+def test_lr_scheduler_step_inside_the_compiled_step():
+    dt.manual_seed(3)
+    models = [_mlp(), _mlp()]
+    models[1].load_state_dict(models[0].state_dict())
+    steps = []
+    for m in models:
+        opt = dt.optim.SGD(m.parameters(), lr=0.1)
+        sched = dt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+
+        def step(x, y, m=m, opt=opt, sched=sched):
+            opt.zero_grad()
+            nn.functional.mse_loss(m(x), y).backward()
+            opt.step()
+            sched.step()
+        steps.append(step)
+    compiled = dt.compile(steps[1])
+    for x, y in _batches((8, 6), 7, seed=4):
+        steps[0](x, y)
+        compiled(x, y)
+    for p, q in zip(*(m.parameters() for m in models)):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-6, atol=1e-7)
+    assert [n.target[1] for n in compiled.graphs[0].nodes if n.kind == "call"] == \
+        ["zero_grad", "step", "step"]
