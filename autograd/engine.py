@@ -54,6 +54,7 @@ def _run_hooks(hooks, g):
     return g
 
 
+_NONES = itertools.repeat(None)  # the gradients of a node that received none
 _current = threading.local()  # the backward pass running on this thread, if any
 
 
@@ -133,32 +134,40 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
         for t in roots:
             if t.grad_fn is None and deps.get(t, 0) == 0 and t in grads:
                 run.finish_leaf(t, grads.pop(t))
+        heappop, heappush = heapq.heappop, heapq.heappush
+        plain = run.capture is None
+        # NOTE: summing gradients on raw arrays skips an op dispatch per extra use of a
+        # tensor; only create_graph (the sum must be differentiable) and jit tracing (the
+        # sum must be recorded) need the Tensor op.
+        raw_sum = not create_graph and _node.tracer is None
         while heap:
-            fn = heapq.heappop(heap)[1]
+            fn = heappop(heap)[1]
             g = grads.pop(fn, None)
             if g is None:
                 in_grads = ()
-            elif fn._pre_hooks or run.capture is not None or fn.n_outputs != 1:
-                in_grads = _call(fn, g, run)
-            else:
+            elif plain and not fn._pre_hooks and fn.n_outputs == 1:
                 in_grads = fn.backward(g)
+            else:
+                in_grads = _call(fn, g, run)
             if not retain_graph:
                 fn.release()
-            for e, ig in itertools.zip_longest(fn.next_edges, in_grads):
+            edges = fn.next_edges
+            for e, ig in zip(edges, in_grads) if in_grads else zip(edges, _NONES):
                 if e is None:
                     continue
                 obj = e[0]
                 if ig is not None:
                     if obj.n_outputs == 1:
                         old = grads.get(obj)
-                        grads[obj] = ig if old is None else old + ig
+                        grads[obj] = ig if old is None else (
+                            Tensor._make(old.data + ig.data) if raw_sum else old + ig)
                     else:
                         _add(grads, obj, e[1], ig)
                 n = deps[obj] - 1
                 deps[obj] = n
                 if n == 0:
                     if isinstance(obj, Node):
-                        heapq.heappush(heap, (-obj.seq, obj))
+                        heappush(heap, (-obj.seq, obj))
                     else:
                         g_leaf = grads.pop(obj, None)
                         if g_leaf is not None:

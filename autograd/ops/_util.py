@@ -21,6 +21,8 @@ def torch_dtype(out, a, b):
     od = out.dtype
     da = None if type(a) in _SCALARS else a.dtype
     db = None if type(b) in _SCALARS else b.dtype
+    if da is not None and od == da and (db is None or od == db):
+        return out  # the common case: NumPy already agrees with PyTorch
     if da is not None and db is not None and (a.ndim == 0) != (b.ndim == 0):
         dim_dt, zero_dt = (db, da) if a.ndim == 0 else (da, db)
         if _CATEGORY[zero_dt.kind] <= _CATEGORY[dim_dt.kind]:
