@@ -41,7 +41,7 @@ def main():
             fn()
             comm.Barrier()
             times = []
-            for _ in range(5 if mb < 100 else 3):
+            for _ in range({1: 50, 25: 10}.get(mb, 4)):
                 comm.Barrier()
                 t0 = time.perf_counter()
                 fn()

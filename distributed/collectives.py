@@ -69,16 +69,18 @@ def _reducible(arr, op, what):
     return work, ("sum" if op == ReduceOp.AVG else op), back
 
 
-def _fingerprint(name, *tensors):
+def _fingerprint(call):
+    """"name(dtype[shape], ...)" of a (name, tensor) call, for debug-mode checks."""
+    name, *tensors = call
     return f"{name}(" + ", ".join(f"{t.dtype.name}{list(t.data.shape)}" for t in tensors) + ")"
 
 
-def _launch(group, name, start, finish, async_op, fingerprint):
+def _launch(group, name, start, finish, async_op, call):
     """Sequence-number the call, optionally verify it across ranks, start it, and wait
-    (or hand back the Work)."""
+    (or hand back the Work). `call` is (name, tensors...), described only in debug mode."""
     group.seq += 1
     if group.debug:
-        _check_same_call(group, fingerprint)
+        _check_same_call(group, call if isinstance(call, str) else _fingerprint(call))
     work = Work(group, name, group.seq, start(), finish)
     if async_op:
         return work
@@ -125,7 +127,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
         back(g.size())
         buf.done()
     return _launch(g, "all_reduce", lambda: g.comm_for(work).Iallreduce(work, mpi_op), finish,
-                   async_op, _fingerprint(f"all_reduce[{op}]", tensor))
+                   async_op, (f"all_reduce[{op}]", tensor))
 
 
 def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
@@ -144,7 +146,7 @@ def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
             back(g.size())
         buf.done()
     return _launch(g, "reduce", lambda: g.comm_for(work).Ireduce(work, root, mpi_op), finish,
-                   async_op, _fingerprint(f"reduce[{op}]->{dst}", tensor))
+                   async_op, (f"reduce[{op}]->{dst}", tensor))
 
 
 def broadcast(tensor, src, group=None, async_op=False):
@@ -156,7 +158,7 @@ def broadcast(tensor, src, group=None, async_op=False):
     buf = _Buffer(tensor, "broadcast", writes=g.rank() != root)
     arr = _raw(buf.array)
     return _launch(g, "broadcast", lambda: g.comm_for(arr).Ibcast(arr, root), buf.done,
-                   async_op, _fingerprint(f"broadcast<-{src}", tensor))
+                   async_op, (f"broadcast<-{src}", tensor))
 
 
 def _raw(arr):
@@ -183,7 +185,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     inp = _Buffer(input_tensor, "all_gather_into_tensor", writes=False)
     send, recv = _raw(inp.array), _raw(out.array)
     return _launch(g, "all_gather", lambda: g.comm_for(send).Iallgather(send, recv), out.done,
-                   async_op, _fingerprint("all_gather", input_tensor))
+                   async_op, ("all_gather", input_tensor))
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -237,7 +239,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
         out.done()
     return _launch(g, "reduce_scatter",
                    lambda: g.comm_for(send).Ireduce_scatter(send, recv, mpi_op), finish,
-                   async_op, _fingerprint(f"reduce_scatter[{op}]", input))
+                   async_op, (f"reduce_scatter[{op}]", input))
 
 
 def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
@@ -264,7 +266,7 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
     return _launch(g, "gather",
                    lambda: g.comm_for(send).Igather(send, None if recv is None else _raw(recv),
                                                     root),
-                   finish, async_op, _fingerprint(f"gather->{dst}", tensor))
+                   finish, async_op, (f"gather->{dst}", tensor))
 
 
 def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
@@ -283,7 +285,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
     out = _Buffer(tensor, "scatter")
     recv = _raw(out.array)
     return _launch(g, "scatter", lambda: g.comm_for(recv).Iscatter(send, recv, root), out.done,
-                   async_op, _fingerprint(f"scatter<-{src}", tensor))
+                   async_op, (f"scatter<-{src}", tensor))
 
 
 def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None,
@@ -307,7 +309,7 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
     return _launch(g, "all_to_all",
                    lambda: g.comm_for(send).Ialltoallv(send, [s * row_in for s in in_sizes],
                                                        recv, [s * row_out for s in out_sizes]),
-                   out.done, async_op, _fingerprint("all_to_all", input))
+                   out.done, async_op, ("all_to_all", input))
 
 
 def barrier(group=None, async_op=False, device_ids=None):
