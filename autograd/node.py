@@ -108,11 +108,12 @@ class Op(Node):
     saves_inputs = False
     saves_output = False
     is_view = False
+    differentiable = True  # False: never recorded, outputs never require grad
 
     @classmethod
     def apply(cls, *args, **params):
         node = object.__new__(cls)
-        if not state.enabled:  # fast path: nothing is recorded (e.g. inside backward)
+        if not (state.enabled and cls.differentiable):  # nothing is recorded (e.g. in backward)
             arrays = [a.data if isinstance(a, Tensor) else a for a in args]
             try:
                 out = node.forward(*arrays, **params)

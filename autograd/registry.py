@@ -33,15 +33,16 @@ class OpInfo:
     name: str
     op: type | None
     samples: object  # () -> list[Sample]
+    differentiable: bool = True  # False: outputs never require grad (comparisons, rounding)
 
 
 REGISTRY: dict[str, OpInfo] = {}
 
 
-def register(name, samples):
+def register(name, samples, differentiable=True):
     """Class decorator: register Op subclass `cls` under `name` with its samples."""
     def deco(cls):
-        _add(OpInfo(name, cls, samples))
+        _add(OpInfo(name, cls, samples, differentiable))
         cls.op_name = name
         return cls
     return deco

@@ -228,11 +228,11 @@ class Tracer:
             return
         vid = self.ids.get(id(tensor.data))
         if vid is None:
-            # Never seen by the trace: state of the compiled module, or (e.g. the result of
-            # a comparison, which is no registry op) something computed from traced data.
+            # Never seen by the trace: state of the compiled module, or something computed
+            # from traced data outside the op registry (NumPy code on tensor data).
             if id(tensor) in self.versions:
                 return
-            subject = "a tensor computed outside the op registry (e.g. by a comparison)"
+            subject = "a tensor computed outside the op registry (e.g. NumPy code on data)"
         elif self.graph.values[vid].kind in (CAPTURED, CONST):
             return
         else:

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from dtrain.autograd.node import Op
-from dtrain.autograd.ops.pointwise import Where
+from dtrain.autograd.ops.pointwise import Where, lt, ne, where
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
@@ -75,7 +75,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
 def _quadratic_then_linear(d, limit, quad_scale, lin_scale):
     """quad_scale * d^2 / 2 where |d| < limit, else lin_scale * (|d| - limit / 2)."""
     a = d.abs()
-    return Where.apply(a.data < limit, d * d * (0.5 * quad_scale), (a - 0.5 * limit) * lin_scale)
+    return Where.apply(lt(a, limit), d * d * (0.5 * quad_scale), (a - 0.5 * limit) * lin_scale)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
@@ -130,7 +130,8 @@ class NllLoss(Op):
 
 def _class_weights(input, target, weight, ignore_index):
     """(target with ignored entries set to class 0, per-element weights: weight[target],
-    0 where ignored) as arrays; checks shapes, dtypes and the range of targets."""
+    0 where ignored), computed with registry ops (graph mode records them instead of
+    freezing them); checks shapes, dtypes and the range of targets."""
     t = target.data
     if t.dtype.kind not in "iu":
         raise RuntimeError(f"expected scalar type Long but found {target.dtype} (class index "
@@ -142,15 +143,14 @@ def _class_weights(input, target, weight, ignore_index):
     if weight is not None and tuple(weight.shape) != (n_classes,):
         raise RuntimeError(f"weight tensor should be defined either for all {n_classes} classes "
                            f"or no classes but got weight tensor of shape: {list(weight.shape)}")
-    xp = array_module(t)
-    valid = t != ignore_index
-    bad = valid & ((t < 0) | (t >= n_classes))
+    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
     if bool(bad.any()):
         raise IndexError(f"Target {int(t[bad].reshape(-1)[0])} is out of bounds (classes 0 to "
                          f"{n_classes - 1}).")
-    safe = xp.where(valid, t, 0)
-    dtype = input.data.dtype
-    w = valid.astype(dtype) if weight is None else weight.data.astype(dtype)[safe] * valid
+    valid = ne(target, ignore_index)
+    safe = where(valid, target, 0)
+    dtype = input.dtype
+    w = valid.to(dtype) if weight is None else weight.detach().to(dtype)[safe] * valid
     return safe, w
 
 
@@ -168,7 +168,7 @@ def _nll(logp, target, weight, ignore_index, reduction):
     if reduction == "none":
         return loss.reshape(()) if unbatched else loss
     if reduction == "mean":
-        return loss.sum() / Tensor._make(w.sum())
+        return loss.sum() / w.sum()
     return _reduce(loss, reduction)
 
 
@@ -201,10 +201,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     smooth = -(logp if weight is None else logp * weight.reshape(wshape)).sum(class_dim)
     lp, tb, _ = _batched(logp, target)
     _, w = _class_weights(lp, tb, weight, ignore_index)
-    valid = (tb.data != ignore_index).reshape(smooth.shape)
-    smooth = smooth * Tensor._make(valid.astype(w.dtype))
+    smooth = smooth * ne(tb, ignore_index).reshape(smooth.shape).to(w.dtype)
     if reduction == "mean":  # w sums the weights of the non-ignored targets (1 each without)
-        smooth = smooth.sum() / Tensor._make(w.sum())
+        smooth = smooth.sum() / w.sum()
     else:
         smooth = _reduce(smooth, reduction)
     return loss * (1 - label_smoothing) + smooth * (label_smoothing / n_classes)

@@ -483,12 +483,33 @@ def where(condition, input=None, other=None):
 
 
 # -- non-differentiable elementwise ---------------------------------------------------------
-def _nondiff(name, fn):
+def _nondiff_samples(name, arity, ints):
+    def samples():
+        s = SampleMaker(name)
+        make = (lambda: s.ints(5, 3, 4)) if ints else (lambda: s(3, 4, low=-3, high=3,
+                                                                   grad=False))
+        args = tuple(make() for _ in range(arity))
+        return [Sample(lambda *a: _NONDIFF[name](*a), args)]
+    return samples
+
+
+_NONDIFF = {}
+
+
+def _nondiff(name, fn, arity=2, ints=False):
+    """A registered op without gradient (comparisons, rounding, bit operations): recorded
+    like any op (so graph mode captures it), never part of the autograd graph."""
+    cls = type("".join(p.title() for p in name.split("_")), (Op,), {
+        "differentiable": False, "__module__": __name__,
+        "__doc__": f"Elementwise {name} (no gradient).",
+        "forward": lambda self, *arrays: fn(array_module(arrays[0]), *arrays)})
+    register(name, _nondiff_samples(name, arity, ints), differentiable=False)(cls)
+
     def op(*args):
-        arrays = [as_array_arg(a) for a in args]
-        return Tensor._make(fn(array_module(arrays[0]), *arrays))
+        return cls.apply(*args)
     op.__name__ = name
-    op.__doc__ = f"Elementwise {name} (no gradient)."
+    op.__doc__ = cls.__doc__
+    _NONDIFF[name] = op
     return op
 
 
@@ -501,22 +522,22 @@ ge = _nondiff("ge", lambda xp, a, b: xp.greater_equal(a, b))
 logical_and = _nondiff("logical_and", lambda xp, a, b: xp.logical_and(a, b))
 logical_or = _nondiff("logical_or", lambda xp, a, b: xp.logical_or(a, b))
 logical_xor = _nondiff("logical_xor", lambda xp, a, b: xp.logical_xor(a, b))
-logical_not = _nondiff("logical_not", lambda xp, a: xp.logical_not(a))
-isnan = _nondiff("isnan", lambda xp, a: xp.isnan(a))
-isinf = _nondiff("isinf", lambda xp, a: xp.isinf(a))
-isfinite = _nondiff("isfinite", lambda xp, a: xp.isfinite(a))
-sign = _nondiff("sign", lambda xp, a: xp.sign(a))
-floor = _nondiff("floor", lambda xp, a: xp.floor(a))
-ceil = _nondiff("ceil", lambda xp, a: xp.ceil(a))
-trunc = _nondiff("trunc", lambda xp, a: xp.trunc(a))
-round = _nondiff("round", lambda xp, a: xp.round(a))
+logical_not = _nondiff("logical_not", lambda xp, a: xp.logical_not(a), 1)
+isnan = _nondiff("isnan", lambda xp, a: xp.isnan(a), 1)
+isinf = _nondiff("isinf", lambda xp, a: xp.isinf(a), 1)
+isfinite = _nondiff("isfinite", lambda xp, a: xp.isfinite(a), 1)
+sign = _nondiff("sign", lambda xp, a: xp.sign(a), 1)
+floor = _nondiff("floor", lambda xp, a: xp.floor(a), 1)
+ceil = _nondiff("ceil", lambda xp, a: xp.ceil(a), 1)
+trunc = _nondiff("trunc", lambda xp, a: xp.trunc(a), 1)
+round = _nondiff("round", lambda xp, a: xp.round(a), 1)
 floor_divide = _nondiff("floor_divide", lambda xp, a, b: torch_dtype(xp.floor_divide(a, b), a, b))
-_trunc_divide = _nondiff("div", lambda xp, a, b: torch_dtype(
+_trunc_divide = _nondiff("div_trunc", lambda xp, a, b: torch_dtype(
     (xp.trunc(a / b)).astype(xp.result_type(a, b)), a, b))
 remainder = _nondiff("remainder", lambda xp, a, b: torch_dtype(xp.remainder(a, b), a, b))
-bitwise_and = _nondiff("bitwise_and", lambda xp, a, b: xp.bitwise_and(a, b))
-bitwise_or = _nondiff("bitwise_or", lambda xp, a, b: xp.bitwise_or(a, b))
-bitwise_not = _nondiff("bitwise_not", lambda xp, a: xp.invert(a))
+bitwise_and = _nondiff("bitwise_and", lambda xp, a, b: xp.bitwise_and(a, b), ints=True)
+bitwise_or = _nondiff("bitwise_or", lambda xp, a, b: xp.bitwise_or(a, b), ints=True)
+bitwise_not = _nondiff("bitwise_not", lambda xp, a: xp.invert(a), 1, ints=True)
 
 
 def nonzero(input, *, as_tuple=False):

@@ -1,5 +1,6 @@
 """Every registry op: gradients (reverse, second order, forward mode) against finite
 differences in float64. An Op subclass that is not registered fails here."""
+import numpy as np
 import pytest
 
 import dtrain as dt
@@ -14,13 +15,15 @@ def _all_subclasses(cls):
         yield from _all_subclasses(sub)
 
 
-def _cases():
+def _cases(differentiable):
     for name, info in sorted(REGISTRY.items()):
-        for i, sample in enumerate(info.samples()):
-            yield pytest.param(info, sample, id=f"{name}-{i}")
+        if info.differentiable == differentiable:
+            for i, sample in enumerate(info.samples()):
+                yield pytest.param(info, sample, id=f"{name}-{i}")
 
 
-CASES = list(_cases())
+CASES = list(_cases(True))
+NONDIFF_CASES = list(_cases(False))
 
 
 def test_every_op_class_is_registered_with_samples():
@@ -62,6 +65,15 @@ def test_gradgradcheck(info, sample):
 @pytest.mark.parametrize("info, sample", CASES)
 def test_forward_mode_jvp(info, sample):
     assert jvpcheck(sample, sample.args, **sample.tol)
+
+
+@pytest.mark.parametrize("info, sample", NONDIFF_CASES)
+def test_non_differentiable_ops_are_recorded_ops_without_gradient(info, sample):
+    args = tuple(a.detach().requires_grad_(True) if a.is_floating_point() else a
+                 for a in sample.args)
+    out = sample(*args)
+    assert not out.requires_grad and out.grad_fn is None
+    np.testing.assert_array_equal(out.numpy(), sample(*sample.args).numpy())
 
 
 def test_gradcheck_catches_a_wrong_backward():
