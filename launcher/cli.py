@@ -57,17 +57,20 @@ def build_parser():
     launch.add_argument("rest", nargs=argparse.REMAINDER,
                         help="config overrides (key.path=value) or the script's arguments")
 
-    show = sub.add_parser("config", help="print the fully resolved config")
+    show = sub.add_parser("config", help="print the fully resolved config", epilog=EXAMPLES,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
 
     slurm = sub.add_parser("slurm", help="write an sbatch script from the config's slurm: block "
-                                         "and submit it")
+                                         "and submit it", epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     slurm.add_argument("config")
     slurm.add_argument("overrides", nargs="*")
     slurm.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
 
-    plot = sub.add_parser("plot", help="draw loss/accuracy curves of a run to PNG")
+    plot = sub.add_parser("plot", help="draw loss/accuracy curves of a run to PNG",
+                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     plot.add_argument("run_dir")
     return parser
 

@@ -53,6 +53,13 @@ def test_user_script_on_two_ranks(dtrain_cli, tmp_path):
     assert dry.returncode == 0
     assert "mpiexec -n 2" in dry.stdout and "-m dtrain.launcher.rank train.py --lr 1" in dry.stdout
     assert "export PYTHONUNBUFFERED=1" in dry.stdout
+    (tmp_path / "hosts").write_text("node-a\nnode-b\n")
+    multi = dtrain_cli("launch", "--nproc-per-node", "4", "--nnodes", "2", "--hostfile", "hosts",
+                       "--dry-run", "train.py")
+    assert "mpiexec -n 8 -f hosts -ppn 4 " in multi.stdout
+    for verb in ("launch", "config", "slurm", "plot"):
+        helped = dtrain_cli(verb, "--help")
+        assert helped.returncode == 0 and "examples:" in helped.stdout, verb
 
 
 FAULTY = """
