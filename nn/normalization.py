@@ -103,20 +103,21 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def _batch_stats(out, input, axes, eps):
-    """(mean, biased var) arrays of the batch: read from the op's node when it recorded one,
-    else computed again (inference with training=True)."""
+    """(mean, biased var) of the batch as tensors: the op node's stashed statistics when it
+    recorded one (no recomputation), else computed with ops (e.g. training under no_grad)."""
     node = out.grad_fn
     if isinstance(node, Standardize):
-        return node.mean, node.var
-    x = input.data
-    mean = x.mean(axis=axes, keepdims=True)
-    return mean, ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+        return Tensor._make(node.mean), Tensor._make(node.var)
+    x = input.detach()
+    mean = x.mean(axes, keepdim=True)
+    d = x - mean
+    return mean, (d * d).mean(axes, keepdim=True)
 
 
 def _update(running, stat, momentum):
-    running.data *= 1 - momentum
-    running.data += momentum * stat.astype(running.data.dtype, copy=False)
-    running._version[0] += 1
+    """running = (1 - momentum) running + momentum stat, in place with tensor ops (so graph
+    mode records the update)."""
+    running.mul_(1 - momentum).add_(stat.to(running.dtype) * momentum)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
@@ -224,8 +225,8 @@ class _NormBase(Module):
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.data += 1
-            self.num_batches_tracked._version[0] += 1
+            with no_grad():
+                self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked.item())
         use_batch = self.training or (self.running_mean is None and self.running_var is None)

@@ -124,23 +124,18 @@ def _inputs(n, seed=0):
     return [dt.tensor(rng.standard_normal((6, 4)).astype(np.float32)) for _ in range(n)]
 
 
-def test_batchnorm_training_is_reported_or_run_eagerly():
-    """BatchNorm updates its running statistics with raw array arithmetic, which replay
-    could not repeat: the module's buffer versions expose it."""
+def test_batchnorm_training_is_captured_with_its_running_statistics():
+    """BatchNorm updates running_mean/var and num_batches_tracked with in-place tensor ops,
+    which the graph records and replays."""
     model, twin = _bn_pair()
-    x, = _inputs(1)
-    with pytest.raises(dt.jit.TraceError, match="modified in place outside the op registry"):
-        dt.compile(model)(x)
-    model, twin = _bn_pair()
-    compiled = dt.compile(model, fallback="eager")
+    compiled = dt.compile(model)
     with dt.no_grad():
-        with pytest.warns(RuntimeWarning, match="running eagerly"):
-            compiled(x)
-        twin(x)
-        for x in _inputs(4, seed=1):
+        for x in _inputs(5, seed=1):
             np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(model[1].running_mean.data, twin[1].running_mean.data,
-                               rtol=1e-6)
+    assert len(compiled.graphs) == 1
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(model[1], name).data, getattr(twin[1], name).data,
+                                   rtol=1e-6)
     assert int(model[1].num_batches_tracked.item()) == 5
 
 
@@ -153,9 +148,11 @@ def test_eval_mode_is_a_separate_signature():
         for x in _inputs(4):
             np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
         assert len(compiled.graphs) == 1
-        model.train()
-        with pytest.raises(dt.jit.TraceError):
-            compiled(x)
+        model.train()   # a new signature: train-mode graph, with running-stat updates
+        twin.train()
+        for x in _inputs(3, seed=5):
+            np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
+        assert len(compiled.graphs) == 2
 
 
 def test_lr_scheduler_step_inside_the_compiled_step():
