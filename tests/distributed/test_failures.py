@@ -1,5 +1,4 @@
 """Hangs and crashes end the job with a report instead of hanging (outer timeouts guard)."""
-import time
 
 SKIP_COLLECTIVE = r'''
 import time
@@ -17,11 +16,10 @@ print("UNREACHABLE")
 
 
 def test_a_rank_that_skips_a_collective_ends_the_job_with_a_report(mpirun):
-    start = time.monotonic()
-    proc = mpirun(3, SKIP_COLLECTIVE, timeout=60, check=False)
-    elapsed = time.monotonic() - start
+    # The outer timeout is the bound: a 2 s collective timeout, a 2 s status exchange and
+    # the abort must end the job well inside it (without the watchdog it would hang).
+    proc = mpirun(3, SKIP_COLLECTIVE, timeout=25, check=False)
     assert proc.returncode != 0 and "UNREACHABLE" not in proc.stdout
-    assert elapsed < 25, f"took {elapsed:.1f} s"
     err = proc.stderr
     for rank in (0, 2):  # every rank that waited reports, naming collective, number, missing
         assert (f"collective all_reduce #2 on group [0, 1, 2] timed out after 2 s on rank "
@@ -45,7 +43,6 @@ def test_debug_mode_reports_the_first_mismatched_collective(mpirun):
 
 
 def test_a_crashing_rank_ends_the_whole_job_with_its_traceback(mpirun):
-    start = time.monotonic()
     proc = mpirun(2, r'''
     import time
     import dtrain as dt
@@ -55,7 +52,7 @@ def test_a_crashing_rank_ends_the_whole_job_with_its_traceback(mpirun):
         raise ValueError("boom on rank 1")
     dist.all_reduce(dt.ones(2))          # rank 0 would wait forever without the abort
     time.sleep(60)
-    ''', timeout=60, check=False)
-    assert proc.returncode != 0 and time.monotonic() - start < 20
+    ''', timeout=20, check=False)   # rank 0 would sleep 60 s without the abort
+    assert proc.returncode != 0
     assert "[rank 1] uncaught exception, aborting the job" in proc.stderr
     assert 'raise ValueError("boom on rank 1")' in proc.stderr

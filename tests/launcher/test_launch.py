@@ -91,9 +91,8 @@ def test_failing_rank_stops_the_job_with_a_root_cause_report(dtrain_cli, tmp_pat
                                                              expected):
     script = tmp_path / f"faulty_{mode}.py"
     script.write_text(FAULTY)
-    start = time.monotonic()
-    proc = dtrain_cli("launch", "--nproc-per-node", "3", script, env={"MODE": mode}, timeout=60)
-    assert time.monotonic() - start < 15
+    # the other ranks would wait in all_reduce for rank 1 forever: the timeout bounds the stop
+    proc = dtrain_cli("launch", "--nproc-per-node", "3", script, env={"MODE": mode}, timeout=15)
     assert proc.returncode != 0
     for text in expected:
         assert text in proc.stderr, proc.stderr
