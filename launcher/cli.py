@@ -107,7 +107,8 @@ def cmd_launch(args):
                            nproc_per_node=args.nproc_per_node or dist["nproc_per_node"],
                            nnodes=args.nnodes or dist["nnodes"],
                            hostfile=args.hostfile or dist["hostfile"],
-                           mpiexec=dist["mpiexec"], rank0_only=args.rank0_only)
+                           mpiexec=dist["mpiexec"], launcher=dist["launcher"],
+                           rank0_only=args.rank0_only)
         if args.dry_run:
             print(run.dry_run_text(spec))
             return 0

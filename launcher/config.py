@@ -246,6 +246,8 @@ SCHEMA = {
         "bucket_cap_mb": Field((int, float), 25, positive),
         "timeout_s": Field((int, float), 1800, positive),
         "mpiexec": Field((str, type(None)), None),
+        "launcher": Field(str, "mpiexec", one_of("mpiexec", "srun"),
+                          help="how ranks start inside a Slurm allocation"),
     },
     "slurm": {
         "nodes": Field(int, 1, positive),

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dtrain.launcher.hostlist import expand
+
 KILL_GRACE_S = 3.0
 
 
@@ -25,6 +27,7 @@ class JobSpec:
     nnodes: int = 1
     hostfile: str | None = None
     mpiexec: str | None = None
+    launcher: str = "mpiexec"  # or "srun": start ranks with srun inside a Slurm allocation
     rank0_only: bool = False
     env: dict = field(default_factory=dict)
 
@@ -48,14 +51,24 @@ def find_mpiexec(configured=None):
 
 
 def command(spec):
-    """The launcher command line for `spec` (srun inside Slurm, else mpiexec)."""
+    """The launcher command line for `spec`.
+
+    Outside Slurm: mpiexec (with the hostfile, if any). Inside an allocation: by default
+    mpiexec on the allocation's nodes (hydra starts its proxies with srun; PMI stays
+    hydra's own), or `srun --mpi=pmi2` directly with `launcher: srun`. NOTE: with the PyPI
+    mpich wheel and Slurm 22.05's pmi2 plugin, srun jobs intermittently failed here with
+    corrupted PMI2 requests ("value not properly terminated"); hydra's PMI did not."""
     rank_cmd = [sys.executable, "-m", "dtrain.launcher.rank", *spec.target]
-    if in_slurm_allocation():
-        ntasks = spec.nproc_per_node * spec.nnodes
+    ntasks = spec.nproc_per_node * spec.nnodes
+    if in_slurm_allocation() and spec.launcher == "srun":
         return ["srun", "--mpi=pmi2", f"--ntasks={ntasks}",
                 f"--ntasks-per-node={spec.nproc_per_node}", "--kill-on-bad-exit=1", *rank_cmd]
-    cmd = [find_mpiexec(spec.mpiexec), "-n", str(spec.nproc_per_node * spec.nnodes)]
-    if spec.hostfile:
+    cmd = [find_mpiexec(spec.mpiexec), "-n", str(ntasks)]
+    if in_slurm_allocation():
+        hosts = expand(os.environ["SLURM_JOB_NODELIST"])[:spec.nnodes]
+        cmd += ["-bootstrap", "slurm", "-hosts", ",".join(hosts), "-ppn",
+                str(spec.nproc_per_node)]
+    elif spec.hostfile:
         cmd += ["-f", spec.hostfile, "-ppn", str(spec.nproc_per_node)]
     return cmd + rank_cmd
 

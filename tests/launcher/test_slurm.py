@@ -23,6 +23,17 @@ def test_sbatch_script_from_the_config(dtrain_cli, configs):
                      r"distributed\.nproc_per_node=4 distributed\.nnodes=1", text)
 
 
+def test_launch_command_inside_an_allocation(dtrain_cli, configs):
+    env = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "gpu[08-10]"}
+    proc = dtrain_cli("launch", configs / "digits_mlp.yaml", "distributed.nproc_per_node=2",
+                      "distributed.nnodes=2", "--dry-run", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "mpiexec -n 4 -bootstrap slurm -hosts gpu08,gpu09 -ppn 2 " in proc.stdout
+    proc = dtrain_cli("launch", configs / "digits_mlp.yaml", "distributed.nproc_per_node=2",
+                      "distributed.nnodes=2", "distributed.launcher=srun", "--dry-run", env=env)
+    assert "srun --mpi=pmi2 --ntasks=4 --ntasks-per-node=2 --kill-on-bad-exit=1 " in proc.stdout
+
+
 def _cluster_up():
     if shutil.which("sinfo") is None:
         return False
