@@ -6,7 +6,7 @@ import weakref
 import numpy as np
 
 from dtrain.autograd import node as _node
-from dtrain.autograd.grad_mode import state
+from dtrain.autograd.grad_mode import no_grad, state
 from dtrain.autograd.node import HookHandle
 from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape
 from dtrain.core import backend, creation
@@ -106,7 +106,7 @@ def inplace(self, fn, args, kwargs=None, reads_self=True):
     the old `self` (a copy only if backward reads it: `reads_self`)."""
     kwargs = kwargs or {}
     if not _recording(self, args):
-        with _NoGrad():
+        with no_grad():
             _write(self, fn(self, *args, **kwargs).data)
         return self
     _check_inplace(self)
@@ -118,14 +118,6 @@ def inplace(self, fn, args, kwargs=None, reads_self=True):
     _write(self, res.data)
     self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, res._output_nr, True
     return self
-
-
-class _NoGrad:
-    def __enter__(self):
-        self.prev, state.enabled = state.enabled, False
-
-    def __exit__(self, *exc):
-        state.enabled = self.prev
 
 
 def setitem(self, key, value):
@@ -192,16 +184,12 @@ def _random_fill(sample):
         gen = generator or rnd.default_generator(dev)
         with backend.device_context(dev):
             values = sample(gen.rng, self.data.shape, *args)
-        with _NoGrad():
-            _check_leaf_fill(self)
+        if self.requires_grad and self.grad_fn is None and state.enabled:
+            _check_inplace(self)  # as torch: a leaf that requires grad is filled under no_grad
+        with no_grad():
             _write(self, values.astype(self.data.dtype, copy=False))
         return self
     return method
-
-
-def _check_leaf_fill(self):
-    if self.requires_grad and self.grad_fn is None and state.enabled:
-        _check_inplace(self)
 
 
 def _uniform(rng, shape, a=0.0, b=1.0):
@@ -218,7 +206,7 @@ def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
     for a in args:
         if isinstance(a, Tensor):
             dtype, device = a.dtype, a.device
-        elif isinstance(a, (str, backend.device, int)) and not _is_dtype_name(a):
+        elif isinstance(a, (str, backend.device, int)) and not dtypes.is_dtype_spec(a):
             device = a
         else:
             dtype = a
@@ -231,22 +219,12 @@ def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
         npd = dtypes.to_np(dtype)
         if npd != t.data.dtype:
             if npd.kind != "f":  # integer results never carry gradients
-                with _NoGrad():  # an op (not a bare astype) so that dtrain.jit records it
+                with no_grad():  # an op (not a bare astype) so that dtrain.jit records it
                     return convert.Cast.apply(t, npd)
             t = convert.Cast.apply(t, npd)
     if copy and t is self:
         t = S.clone(self)
     return t
-
-
-def _is_dtype_name(a):
-    if not isinstance(a, str):
-        return False
-    try:
-        dtypes.from_any(a)
-        return True
-    except TypeError:
-        return False
 
 
 def _cast(d):

@@ -83,6 +83,20 @@ def from_any(d):
         raise TypeError(f"cannot interpret {d!r} as a dtrain dtype") from err
 
 
+def is_dtype_spec(a):
+    """Whether `a` names a dtype (a dtrain dtype or a name such as "float32"), as opposed to
+    a device string: how `.to(...)` arguments are told apart."""
+    if isinstance(a, dtype):
+        return True
+    if not isinstance(a, str):
+        return False
+    try:
+        from_any(a)
+        return True
+    except TypeError:
+        return False
+
+
 def to_np(d):
     """The NumPy dtype behind `d` (any form `from_any` accepts)."""
     return from_any(d).np

@@ -9,6 +9,7 @@ from collections import OrderedDict, namedtuple
 from dtrain.autograd.function import Function
 from dtrain.autograd.grad_mode import is_grad_enabled, no_grad
 from dtrain.autograd.node import HookHandle
+from dtrain.core import dtype as dtypes
 from dtrain.core.tensor import Tensor
 from dtrain.nn.parameter import Parameter
 
@@ -311,9 +312,9 @@ class Module:
         """Move/cast parameters and buffers in place: `to(device)`, `to(dtype)`, both.
         Only floating point tensors change dtype, as in PyTorch."""
         def convert(t):
-            out = t.to(*[a for a in args if not _is_dtype(a)],
+            out = t.to(*[a for a in args if not dtypes.is_dtype_spec(a)],
                        **{k: v for k, v in kwargs.items() if k != "dtype"})
-            dtype = kwargs.get("dtype") or next((a for a in args if _is_dtype(a)), None)
+            dtype = kwargs.get("dtype") or next((a for a in args if dtypes.is_dtype_spec(a)), None)
             if dtype is not None and t.is_floating_point():
                 out = out.to(dtype)
             return out
@@ -410,20 +411,6 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return body + lines[0] + ")"
         return body + "\n  " + "\n  ".join(lines) + "\n)"
-
-
-def _is_dtype(a):
-    from dtrain.core import dtype as dtypes
-
-    if isinstance(a, dtypes.dtype):
-        return True
-    if isinstance(a, str):
-        try:
-            dtypes.from_any(a)
-            return True
-        except TypeError:
-            return False
-    return False
 
 
 class _Identity(Function):

@@ -4,12 +4,6 @@ import numpy as np
 from dtrain.core import dtype as dtypes
 from dtrain.core.tensor import Tensor
 
-
-def shape_of(a):
-    """Shape of an array or a Python scalar (which broadcasts as `()`)."""
-    return a.shape if hasattr(a, "shape") else ()
-
-
 _SCALARS = (int, float, bool)
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
 

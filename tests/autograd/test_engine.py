@@ -141,6 +141,8 @@ def test_inplace_on_leaf_requiring_grad_raises():
         x.add_(1)
     with pytest.raises(RuntimeError, match="leaf Variable"):
         x[0] = 2.0
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        x.uniform_()       # random fills too; nn.init runs them under no_grad
     with dt.no_grad():
         x.add_(1)   # allowed: optimizers update parameters like this
     assert x.item() == 2.0 and x.is_leaf
