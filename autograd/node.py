@@ -131,6 +131,8 @@ class Op(Node):
             if tracer is not None:  # dtrain.jit is recording this call (jit/tracer.py)
                 tracer.record(node, args, params, result)
             return result
+        # NOTE: Node._record's edge logic, inlined with the unwrapping loop: one pass over
+        # the arguments on the hottest path of the library.
         arrays = []
         edges = []
         shapes = []
