@@ -10,16 +10,18 @@ from dtrain.optim.optimizer import (
 )
 
 
-def adagrad_update(param, grad, state_sum, step, *, lr, lr_decay, weight_decay, eps,
+def adagrad_update(param, grad, state_sum, step, scratch, *, lr, lr_decay, weight_decay, eps,
                    maximize):
-    """One Adagrad step (step number `step`, counted from 1) on arrays, in place.
+    """One Adagrad step (step number `step`, counted from 1) on arrays, in place;
+    intermediates go to the work arrays `scratch(name)` shaped like `param` (see
+    `Optimizer._scratch`).
 
         g = ±grad + weight_decay * param;   s += g²
         param -= lr / (1 + (step - 1) * lr_decay) * g / (sqrt(s) + eps)
     """
     xp = array_module(param)
-    grad = descent_grad(param, grad, weight_decay, maximize)
-    tmp = grad * grad  # one scratch array, reused for every intermediate below
+    grad = descent_grad(param, grad, weight_decay, maximize, scratch)
+    tmp = xp.multiply(grad, grad, out=scratch("tmp"))  # reused for every intermediate
     state_sum += tmp
     std = xp.sqrt(state_sum, out=tmp)
     std += eps
@@ -54,6 +56,7 @@ class Adagrad(Optimizer):
     def _update(self, param, state, group):
         state_sum = self._init_state(state, param, group)
         step = count_step(state)
-        adagrad_update(param.data, param.grad.data, state_sum, step, lr=group["lr"],
-                       lr_decay=group["lr_decay"], weight_decay=group["weight_decay"],
-                       eps=group["eps"], maximize=group["maximize"])
+        adagrad_update(param.data, param.grad.data, state_sum, step, self._scratch(param.data),
+                       lr=group["lr"], lr_decay=group["lr_decay"],
+                       weight_decay=group["weight_decay"], eps=group["eps"],
+                       maximize=group["maximize"])

@@ -3,9 +3,10 @@ from dtrain.core.backend import array_module
 from dtrain.optim.optimizer import Optimizer, buffer, check_hyperparameter, count_step, descent_grad
 
 
-def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, *, lr, betas, eps,
-                weight_decay, amsgrad, maximize, decoupled_weight_decay):
-    """One Adam step (step number `step`, counted from 1) on arrays, in place.
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, scratch, *, lr, betas,
+                eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+    """One Adam step (step number `step`, counted from 1) on arrays, in place; intermediates
+    go to the work arrays `scratch(name)` shaped like `param` (see `Optimizer._scratch`).
 
         g = ±grad (+ weight_decay * param unless decoupled; decoupled: param *= 1 - lr*wd)
         m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g²;   vmax = max(vmax, v)
@@ -15,8 +16,9 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, *, lr, b
     beta1, beta2 = betas
     if decoupled_weight_decay and weight_decay != 0:
         param *= 1 - lr * weight_decay
-    grad = descent_grad(param, grad, 0 if decoupled_weight_decay else weight_decay, maximize)
-    tmp = grad - exp_avg  # one scratch array, reused for every intermediate below
+    l2 = 0 if decoupled_weight_decay else weight_decay
+    grad = descent_grad(param, grad, l2, maximize, scratch)
+    tmp = xp.subtract(grad, exp_avg, out=scratch("tmp"))  # reused for every intermediate
     tmp *= 1 - beta1
     exp_avg += tmp
     xp.multiply(grad, grad, out=tmp)
@@ -57,9 +59,9 @@ class Adam(Optimizer):
         exp_avg_sq = buffer(state, "exp_avg_sq", param)
         max_sq = buffer(state, "max_exp_avg_sq", param) if group["amsgrad"] else None
         adam_update(param.data, param.grad.data, exp_avg, exp_avg_sq, max_sq, step,
-                    lr=group["lr"], betas=group["betas"], eps=group["eps"],
-                    weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
-                    maximize=group["maximize"],
+                    self._scratch(param.data), lr=group["lr"], betas=group["betas"],
+                    eps=group["eps"], weight_decay=group["weight_decay"],
+                    amsgrad=group["amsgrad"], maximize=group["maximize"],
                     decoupled_weight_decay=group["decoupled_weight_decay"])
 
 

@@ -1,7 +1,9 @@
 """`Optimizer`: parameter groups, per-parameter state and PyTorch-format state dicts.
 
 The concrete optimizers are thin classes over pure update functions that work in place on
-whole backend arrays (see sgd.py, adam.py, ...); this base class owns the rest.
+whole backend arrays (see sgd.py, adam.py, ...); this base class owns the rest, including the
+scratch arrays those functions write their intermediates into, so that after the first step
+a step allocates no new arrays (what graph mode's replay of a training step relies on).
 """
 import warnings
 from collections import defaultdict
@@ -10,7 +12,7 @@ from itertools import chain
 
 from dtrain.autograd.grad_mode import enable_grad, no_grad
 from dtrain.core import dtype as dtypes
-from dtrain.core.backend import array_module
+from dtrain.core.backend import array_module, device_of
 from dtrain.core.creation import zeros
 from dtrain.core.tensor import Tensor
 
@@ -54,6 +56,7 @@ class Optimizer:
                             f"Tensors or dicts, but got {type(params).__name__}")
         self.defaults = defaults
         self.state = defaultdict(dict)
+        self._scratch_arrays = {}  # see _scratch; never part of state or state_dict()
         self.param_groups = []
         groups = list(params)
         if not groups:
@@ -128,6 +131,19 @@ class Optimizer:
     def _update(self, param, state, group):
         """Update `param.data` in place from `param.grad`, with `group`'s hyperparameters."""
         raise NotImplementedError(f"{type(self).__name__} must implement step() or _update()")
+
+    def _scratch(self, like):
+        """The `scratch` argument of the update functions for a parameter array `like`:
+        `scratch(name)` is a work array shaped like `like`, one per (name, shape, dtype,
+        device), created on first use and reused by every later update. Parameters of one
+        shape share it, so an update must be done with it before the next one starts."""
+        def scratch(name):
+            key = (name, like.shape, like.dtype, device_of(like))
+            arr = self._scratch_arrays.get(key)
+            if arr is None:
+                arr = self._scratch_arrays[key] = array_module(like).empty_like(like, order="C")
+            return arr
+        return scratch
 
     # -- state dicts ------------------------------------------------------------------------
     def state_dict(self):
@@ -204,11 +220,18 @@ def check_hyperparameter(what, value, low=0.0):
         raise ValueError(f"Invalid {what}: {value}")
 
 
-def descent_grad(param, grad, weight_decay, maximize):
-    """The gradient to descend: -grad when maximizing, plus weight_decay * param (L2)."""
-    if maximize:
-        grad = -grad
-    return grad + weight_decay * param if weight_decay != 0 else grad
+def descent_grad(param, grad, weight_decay, maximize, scratch):
+    """The gradient to descend: -grad when maximizing, plus weight_decay * param (L2).
+    `grad` itself when neither applies, else computed into `scratch("grad")`."""
+    if weight_decay == 0 and not maximize:
+        return grad
+    xp = array_module(param)
+    out = scratch("grad")
+    if weight_decay == 0:
+        return xp.negative(grad, out=out)
+    decay = xp.multiply(param, weight_decay, out=out)
+    # decay ± grad is ±grad + decay bit for bit (IEEE: a - b is a + -b, and + commutes)
+    return (xp.subtract if maximize else xp.add)(decay, grad, out=out)
 
 
 def step_tensor(state):

@@ -3,18 +3,19 @@ from dtrain.core.backend import array_module
 from dtrain.optim.optimizer import Optimizer, buffer, check_hyperparameter, count_step, descent_grad
 
 
-def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, *, lr, alpha, eps,
-                   weight_decay, momentum, centered, maximize):
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, scratch, *, lr, alpha,
+                   eps, weight_decay, momentum, centered, maximize):
     """One RMSprop step on arrays, in place (`grad_avg` used only when centered,
-    `momentum_buffer` only when momentum > 0).
+    `momentum_buffer` only when momentum > 0); intermediates go to the work arrays
+    `scratch(name)` shaped like `param` (see `Optimizer._scratch`).
 
         g = ±grad + weight_decay * param;   v = alpha * v + (1 - alpha) * g²
         centered: a += (1 - alpha) * (g - a), avg = sqrt(v - a²) + eps; else sqrt(v) + eps
         momentum: b = momentum * b + g / avg, param -= lr * b;  else param -= lr * g / avg
     """
     xp = array_module(param)
-    grad = descent_grad(param, grad, weight_decay, maximize)
-    tmp = grad * grad  # one scratch array, reused for every intermediate below
+    grad = descent_grad(param, grad, weight_decay, maximize, scratch)
+    tmp = xp.multiply(grad, grad, out=scratch("tmp"))  # reused for every intermediate
     tmp *= 1 - alpha
     square_avg *= alpha
     square_avg += tmp
@@ -57,6 +58,7 @@ class RMSprop(Optimizer):
         mom = buffer(state, "momentum_buffer", param) if group["momentum"] > 0 else None
         grad_avg = buffer(state, "grad_avg", param) if group["centered"] else None
         rmsprop_update(param.data, param.grad.data, square_avg, grad_avg, mom,
-                       lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
-                       weight_decay=group["weight_decay"], momentum=group["momentum"],
-                       centered=group["centered"], maximize=group["maximize"])
+                       self._scratch(param.data), lr=group["lr"], alpha=group["alpha"],
+                       eps=group["eps"], weight_decay=group["weight_decay"],
+                       momentum=group["momentum"], centered=group["centered"],
+                       maximize=group["maximize"])

@@ -1,11 +1,13 @@
 """SGD with momentum, dampening, Nesterov momentum and L2 weight decay (`torch.optim.SGD`)."""
+from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 from dtrain.optim.optimizer import Optimizer, check_hyperparameter, descent_grad
 
 
-def sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay,
+def sgd_update(param, grad, momentum_buffer, scratch, *, lr, momentum, dampening, weight_decay,
                nesterov, maximize):
-    """One SGD step on arrays, in place on `param` (and on `momentum_buffer`).
+    """One SGD step on arrays, in place on `param` (and on `momentum_buffer`); intermediates
+    go to the work arrays `scratch(name)` shaped like `param` (see `Optimizer._scratch`).
 
         g = ±grad + weight_decay * param
         b = g (first step), else momentum * b + (1 - dampening) * g
@@ -14,15 +16,21 @@ def sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_
     Returns the momentum buffer: a new array on the first step with momentum, the one given
     afterwards, None without momentum.
     """
-    grad = descent_grad(param, grad, weight_decay, maximize)
+    xp = array_module(param)
+    tmp = scratch("tmp")
+    grad = descent_grad(param, grad, weight_decay, maximize, scratch)
     if momentum != 0:
         if momentum_buffer is None:
             momentum_buffer = grad.copy()
         else:
             momentum_buffer *= momentum
-            momentum_buffer += grad if dampening == 0 else (1 - dampening) * grad
-        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
-    param -= lr * grad
+            damped = grad if dampening == 0 else xp.multiply(grad, 1 - dampening, out=tmp)
+            momentum_buffer += damped
+        if nesterov:
+            grad = xp.add(grad, xp.multiply(momentum_buffer, momentum, out=tmp), out=tmp)
+        else:
+            grad = momentum_buffer
+    param -= xp.multiply(grad, lr, out=tmp)
     return momentum_buffer
 
 
@@ -43,7 +51,7 @@ class SGD(Optimizer):
     def _update(self, param, state, group):
         old = state.get("momentum_buffer")
         buf = sgd_update(param.data, param.grad.data, None if old is None else old.data,
-                         lr=group["lr"], momentum=group["momentum"],
+                         self._scratch(param.data), lr=group["lr"], momentum=group["momentum"],
                          dampening=group["dampening"], weight_decay=group["weight_decay"],
                          nesterov=group["nesterov"], maximize=group["maximize"])
         if old is None and buf is not None:
