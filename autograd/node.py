@@ -102,12 +102,33 @@ class Op(Node):
     `backward(self, *grads) -> tuple` of one Tensor gradient (or None) per positional input;
     `self.in_shapes` holds the input shapes (`()` for Python scalars).
     Flags: `saves_inputs` (backward reads `self.inputs`), `saves_output` (reads
-    `self.output`), `is_view` (the output may share memory with input 0).
+    `self.output`), `is_view` (the output may share memory with input 0), `random`
+    (forward draws from a random generator: graph passes never fold, merge or drop it),
+    `writes_out` (forward takes `out=`: an array of its result's shape and dtype to write
+    the result into and return; graph mode's memory plan passes preallocated buffers),
+    `elementwise` (with `writes_out`: `out` may be one of the inputs, as for a single ufunc).
+    Forwards take their temporaries from `self.scratch`.
     """
 
     saves_inputs = False
     saves_output = False
     is_view = False
+    random = False
+    writes_out = False
+    elementwise = False
+    workspace = None  # graph replay gives each planned node a dict that outlives the call
+
+    def scratch(self, name, shape, dtype, xp):
+        """A temporary array for forward: a new one in eager mode; in graph replay, the same
+        array on every replay of this node (kept in its `workspace`), so that a replayed
+        step allocates nothing. Its contents are undefined."""
+        ws = self.workspace
+        if ws is None:
+            return xp.empty(shape, dtype)
+        arr = ws.get(name)
+        if arr is None:
+            arr = ws[name] = xp.empty(shape, dtype)
+        return arr
     differentiable = True  # False: never recorded, outputs never require grad
 
     @classmethod

@@ -1,11 +1,12 @@
 """Replaying a `Graph`.
 
 `ArrayRunner` runs each op's `forward` on raw arrays (no Tensors, no autograd bookkeeping per
-op) and re-executes the effects; with a memory plan (see passes.py) elementwise ops and
-matmuls write into preallocated buffers. `TensorRunner` replays through `Op.apply`, so that
+op) and re-executes the effects; with a memory plan (see passes.py) ops write into planned
+buffers (`forward(..., out=buffer)`). `TensorRunner` replays through `Op.apply`, so that
 autograd records the ops as usual: used when the caller needs gradients of the outputs.
 """
 import math
+import sys
 
 from dtrain.autograd import engine
 from dtrain.autograd import tensor_methods as tm
@@ -50,7 +51,7 @@ class _Runner:
 
 
 class ArrayRunner(_Runner):
-    """Replay on arrays. `plan` maps node index -> (kernel, buffer or None) from passes.py."""
+    """Replay on arrays. `plan` maps node index -> buffer (array or `Recycled`), passes.py."""
 
     def __init__(self, graph, plan=None):
         super().__init__(graph)
@@ -101,9 +102,9 @@ class ArrayRunner(_Runner):
     # -- one closure per node ---------------------------------------------------------------
     def _step(self, n, plan):
         if n.kind == "op":
-            if plan is not None:
-                return _kernel_step(n, *plan)
-            return _op_step(n)
+            if plan is None:
+                return _op_step(n)
+            return _planned_step(n, plan, self.graph.values[n.outs[0]].device)
         return getattr(self, "_" + n.kind)(n)
 
     def _copy(self, n):
@@ -192,17 +193,18 @@ def _releases(graph):
 
 
 def _fresh_values(graph, plan):
-    """Values that replay computes into a new array on every call (not constants, captured
-    or planned buffers, nor views of those)."""
+    """Values that replay computes into an array that nothing else holds (a new one, or a
+    free `Recycled` one): not constants, captured values or static buffers, nor views."""
     fresh = set()
     for i, n in enumerate(graph.nodes):
         if n.kind == "copy":
             fresh.update(n.outs)
-        if n.kind != "op" or (i in plan and plan[i][1] is not None):
+        if n.kind != "op" or (i in plan and not isinstance(plan[i], Recycled)):
             continue
         if all(n.args[p].vid in fresh for p in n.aliases):
             fresh.update(n.outs)
-            fresh.update(n.stash.values())
+            if i not in plan:  # a planned node stashes arrays of its workspace
+                fresh.update(n.stash.values())
     return fresh
 
 
@@ -263,28 +265,65 @@ def _op_step(n):
     return step
 
 
-def _kernel_step(n, kernel, buf):
-    """`kernel(*arrays, out=buf)` (a ufunc or matmul of the backend) instead of forward."""
-    fetch, o = _fetch(n.args), n.outs[0]
-    if buf is None:
-        def step(env):
-            env[o] = kernel(*fetch(env))
-        return step
-    refs = [a.vid for a in n.args if isinstance(a, Ref)]
+def _planned_step(n, buf, device):
+    """`forward(..., out=)` into `buf` (a static array, or a `Recycled` one), the node's
+    temporaries and stashed arrays drawn from a workspace kept across replays. A forward
+    that is one ufunc of the array module (`forward.ufunc`) is skipped: the step calls the
+    ufunc itself (the tiny-op path of graph mode)."""
+    cls, fetch, o, stash = n.op, _fetch(n.args), n.outs[0], tuple(n.stash.items())
+    fwd, params, workspace = cls.forward, n.params, {}
+    ufunc = getattr(fwd, "ufunc", None)
+    if ufunc is not None and not isinstance(buf, Recycled) and not params and not stash:
+        return _ufunc_step(n, getattr(backend.module_for(backend.device(device)), ufunc), buf)
+    dynamic = bool(refs_in(params))
+    take = buf.take if isinstance(buf, Recycled) else lambda: buf
+
+    def step(env):
+        node = _new(cls)
+        node.workspace = workspace
+        env[o] = fwd(node, *fetch(env), out=take(),
+                     **(_resolve(params, env) if dynamic else params))
+        for attr, vid in stash:
+            env[vid] = getattr(node, attr)
+    return step
+
+
+def _ufunc_step(n, ufunc, buf):
+    o, refs = n.outs[0], [a.vid for a in n.args if isinstance(a, Ref)]
     if len(refs) == len(n.args) == 2:
         a, b = refs
 
         def step(env):
-            env[o] = kernel(env[a], env[b], out=buf)
+            env[o] = ufunc(env[a], env[b], out=buf)
     elif len(refs) == len(n.args) == 1:
         a, = refs
 
         def step(env):
-            env[o] = kernel(env[a], out=buf)
+            env[o] = ufunc(env[a], out=buf)
     else:
+        fetch = _fetch(n.args)
+
         def step(env):
-            env[o] = kernel(*fetch(env), out=buf)
+            env[o] = ufunc(*fetch(env), out=buf)
     return step
+
+
+class Recycled:
+    """The buffer of a value that leaves the graph (returned, or a leaf's `.grad`): replay
+    writes into the array of the previous replay when nothing outside holds it any more (its
+    reference count shows only this holder), else into a new one."""
+
+    __slots__ = ("value", "array")
+    FREE_REFS = 3  # the slot, `take`'s local and getrefcount's argument
+
+    def __init__(self, value):
+        self.value, self.array = value, None
+
+    def take(self):
+        arr = self.array
+        if arr is None or sys.getrefcount(arr) > self.FREE_REFS:
+            arr = self.array = empty_buffer(self.value)
+        return arr
 
 
 class TensorRunner(_Runner):

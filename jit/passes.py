@@ -3,50 +3,21 @@
 - "dce": dead-code elimination (ops whose values nothing uses; effects are always kept);
 - "fold": constant folding (ops whose inputs are all constants run once, at compile time);
 - "cse": common-subexpression elimination (the same op on the same values runs once);
-- "memory_plan": elementwise ops, relu (when backward does not read its mask), matmul and
-  linear become backend kernels (`ufunc(..., out=)`) writing into buffers allocated once
-  and shared by values whose lifetimes do not overlap, so that a replay after warm-up
-  allocates no new arrays for them;
-- "fusion": chains of elementwise kernels are evaluated in place (a kernel writes into the
+- "memory_plan": every op that can write its result into a given array (`Op.writes_out`)
+  gets one: values that stay inside the graph share buffers allocated once, by disjoint
+  lifetimes; values that leave it (returned, handed to a leaf's `.grad`) get a buffer that
+  is reused once nothing outside holds it any more. After warm-up, a replay allocates no
+  new arrays for those ops;
+- "fusion": chains of elementwise ops are evaluated in place (an op writes into the
   buffer of an input that dies there) — CPU and CUDA alike through the backend's ufuncs.
   (Generating fused CUDA kernels with `cupy.fuse` / `ElementwiseKernel` is not done.)
+Random ops (`Op.random`) are never folded, merged or dropped: each replay draws anew, in
+eager order.
 """
-from numbers import Real
-
-from dtrain.autograd.ops import linalg, pointwise
-from dtrain.core import backend
-from dtrain.jit.executor import empty_buffer
+from dtrain.jit.executor import Recycled, empty_buffer
 from dtrain.jit.graph import CONST, Ref, map_refs, refs_in
-from dtrain.nn.linear import Addmm
 
 PASSES = ("dce", "fold", "cse", "memory_plan", "fusion")
-
-P = pointwise
-ELEMENTWISE = {P.Add: "add", P.Sub: "subtract", P.Mul: "multiply", P.Div: "true_divide",
-               P.Neg: "negative", P.Exp: "exp", P.Log: "log", P.Tanh: "tanh", P.Sqrt: "sqrt",
-               P.Sin: "sin", P.Cos: "cos", P.Abs: "absolute", P.Relu: "relu"}
-MATRIX = {linalg.Matmul: "matmul", Addmm: "linear"}  # kernels that never run in place
-
-
-def _relu(xp):
-    def relu(x, out=None):
-        return xp.maximum(x, 0, out=out)
-    return relu
-
-
-def _linear(xp):
-    def linear(x, weight, bias, out=None):
-        y = xp.matmul(x, weight.T, out=out)
-        if bias is not None:
-            y += bias
-        return y
-    return linear
-
-
-def kernel_for(name, device):
-    """The backend function for kernel `name` on `device` (all take `out=`)."""
-    xp = backend.module_for(backend.normalize_device(device))
-    return {"relu": _relu, "linear": _linear}.get(name, lambda xp: getattr(xp, name))(xp)
 
 
 def check_passes(passes):
@@ -58,7 +29,8 @@ def check_passes(passes):
 
 def optimize(graph, passes):
     """Run the graph passes in `passes` on `graph` (in place); returns the memory plan
-    {node index: (kernel, buffer or None)} for `ArrayRunner` ({} without "memory_plan")."""
+    {node index: buffer (an array or a `Recycled`)} for `ArrayRunner` ({} without
+    "memory_plan")."""
     if "fold" in passes:
         fold(graph)
     if "cse" in passes:
@@ -74,7 +46,7 @@ def dce(g):
     live = {r.vid for r in refs_in(g.output)}
     keep = []
     for n in reversed(g.nodes):
-        if n.kind in ("op", "copy"):
+        if n.kind in ("op", "copy") and not (n.kind == "op" and n.op.random):
             if not any(o in live for o in n.outs) and not any(
                     v in live for v in n.stash.values()):
                 continue
@@ -90,7 +62,7 @@ def fold(g):
     const = set(g.consts) - g.mutated
     keep = []
     for n in g.nodes:
-        if n.kind == "op" and all(r.vid in const for r in n.refs()) \
+        if n.kind == "op" and not n.op.random and all(r.vid in const for r in n.refs()) \
                 and not g.mutated.intersection(n.outs):
             node = object.__new__(n.op)
             try:
@@ -121,7 +93,8 @@ def cse(g):
         if isinstance(n.target, Ref):
             n.target = rn(n.target)
         key = None
-        if n.kind == "op" and not g.mutated.intersection(r.vid for r in n.refs()) \
+        if n.kind == "op" and not n.op.random \
+                and not g.mutated.intersection(r.vid for r in n.refs()) \
                 and not g.mutated.intersection(n.outs):
             key = _freeze((n.op, n.args, n.params))
         prev = seen.get(key) if key is not None else None
@@ -169,39 +142,24 @@ def _frozen(obj):
 
 
 # -- memory plan --------------------------------------------------------------------------
-def _kernel(g, n):
-    """The backend kernel name for op node `n`, or None when its forward must run."""
-    name = ELEMENTWISE.get(n.op) or MATRIX.get(n.op)
-    if name is None or n.stash or n.multi or n.params:
-        return None
-    out = g.values[n.outs[0]]
-    if out.dtype.kind != "f":
-        return None
-    for a in n.args:
-        if isinstance(a, Ref):
-            if g.values[a.vid].dtype != out.dtype:
-                return None
-        elif name in MATRIX.values() and a is None:  # linear without bias
-            continue
-        elif isinstance(a, bool) or not isinstance(a, Real):
-            return None
-    if name in MATRIX.values() and any(
-            not isinstance(a, Ref) or len(g.values[a.vid].shape) < 2 for a in n.args[:2]):
-        return None
-    return name
+def _plannable(g, n):
+    """Whether op node `n` can write into a planned buffer: its op takes `out=`, and it has
+    one output with at least one dimension. (What it stashes for backward, and its other
+    temporaries, come from the node's scratch workspace: see `Op.scratch`.)"""
+    return n.kind == "op" and n.op.writes_out and not n.multi \
+        and g.values[n.outs[0]].shape != ()
 
 
 def plan_memory(g, fuse):
-    """{node index: (kernel, buffer)}: kernels write into shared, preallocated buffers.
+    """{node index: buffer} for the ops that write their result into a given array.
 
-    A kernel's output gets a buffer unless it escapes: it (or a view of it) is returned,
-    handed to a leaf's `.grad`, stored by an in-place write, or itself written in place.
-    A buffer is free again once the last use of its value (and of views of it) has passed;
-    with `fuse`, an elementwise kernel may write into the buffer of an input that dies at
-    that very node (in-place evaluation of elementwise chains)."""
+    A value escapes when it (or a view of it) is returned, handed to a leaf's `.grad`,
+    stored by an in-place write, or itself written in place: it gets a `Recycled` buffer.
+    Other values share static buffers: one is free again once the last use of its value
+    (and of views of it) has passed; with `fuse`, an elementwise op may write into the
+    buffer of an input that dies at that very node (in-place evaluation of chains)."""
     nodes = g.nodes
-    kernels = {i: _kernel(g, n) for i, n in enumerate(nodes) if n.kind == "op"}
-    kernels = {i: k for i, k in kernels.items() if k is not None}
+    planned = {i for i, n in enumerate(nodes) if _plannable(g, n)}
     last = {}
     for i, n in enumerate(nodes):
         for r in n.refs():
@@ -211,10 +169,10 @@ def plan_memory(g, fuse):
     for n in nodes:
         if n.kind in ("accumulate", "setitem"):
             escaping.update(r.vid for r in n.refs())
-    # roots[v]: kernel outputs that value v may share memory with (through views)
+    # roots[v]: planned outputs that value v may share memory with (through views)
     roots = {}
     for i, n in enumerate(nodes):
-        if i in kernels:
+        if i in planned:
             roots[n.outs[0]] = {n.outs[0]}
         elif n.kind == "op":
             shared = set()
@@ -225,31 +183,29 @@ def plan_memory(g, fuse):
                 roots[o] = shared
             for v in n.stash.values():
                 roots[v] = stash_shared
-    life = {o: i for i, n in enumerate(nodes) if i in kernels for o in n.outs}
-    dead = set()
+    life = {nodes[i].outs[0]: i for i in planned}
+    leaving = set()
     for v, rs in roots.items():
         for root in rs:
             life[root] = max(life[root], end if v in escaping else last.get(v, 0))
             if v in escaping:
-                dead.add(root)
+                leaving.add(root)
     plan, pool, owner, frees = {}, {}, {}, {}
     for i, n in enumerate(nodes):
-        name = kernels.get(i)
-        if name is not None:
+        if i in planned:
             o = n.outs[0]
             value = g.values[o]
-            kernel = kernel_for(name, value.device)
-            if o in dead:
-                plan[i] = (kernel, None)
+            if o in leaving:
+                plan[i] = Recycled(value)
             else:
                 key = (value.shape, value.dtype, value.device)
-                buf = _dying_input(n, i, key, owner, life, roots, frees) if fuse and \
-                    name not in MATRIX.values() else None
+                buf = _dying_input(n, i, key, owner, life, roots, frees) \
+                    if fuse and n.op.elementwise else None
                 if buf is None:
                     free = pool.get(key)
                     buf = free.pop() if free else empty_buffer(value)
                 owner[o] = entry = (key, buf)
-                plan[i] = (kernel, buf)
+                plan[i] = buf
                 frees.setdefault(life[o], []).append(entry)
         for key, buf in frees.pop(i, ()):
             pool.setdefault(key, []).append(buf)

@@ -22,21 +22,33 @@ from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 
 # -- array helpers ------------------------------------------------------------------------
+# Helpers that make arrays take the op whose forward calls them, and draw from its scratch.
 
 
-def pad_spatial(x, padding, value=0):
+def interior(padding, size):
+    """The key of the unpadded (N, C, *size) part of an array padded by `padding`."""
+    return (slice(None), slice(None)) + tuple(slice(lo, lo + n) for n, (lo, _) in
+                                              zip(size, padding))
+
+
+def pad_spatial(op, x, padding, value=0):
     """`x` (N, C, *spatial) padded with `value` by `padding`, a (lo, hi) pair per spatial
     dim (itself when there is no padding)."""
     if not any(lo or hi for lo, hi in padding):
         return x
-    return array_module(x).pad(x, ((0, 0), (0, 0)) + tuple(padding), constant_values=value)
+    xp = array_module(x)
+    shape = x.shape[:2] + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], padding))
+    out = op.scratch("padded", shape, x.dtype, xp)
+    out.fill(value)
+    out[interior(padding, x.shape[2:])] = x
+    return out
 
 
-def _windows(x, ksize, stride, padding, dilation, out_size):
+def _windows(op, x, ksize, stride, padding, dilation, out_size):
     """A strided view (N, C, *ksize, *out_size) of padded `x`: [n, c, *tap, *pos] is
     x_padded[n, c, pos * stride + tap * dilation]. No copy beyond the padding."""
     xp = array_module(x)
-    xpad = pad_spatial(x, padding)
+    xpad = pad_spatial(op, x, padding)
     sn, sc, *ss = xpad.strides
     strides = (sn, sc, *(s * d for s, d in zip(ss, dilation)),
                *(s * st for s, st in zip(ss, stride)))
@@ -44,24 +56,38 @@ def _windows(x, ksize, stride, padding, dilation, out_size):
     return xp.lib.stride_tricks.as_strided(xpad, shape, strides)
 
 
-def _cols(x, ksize, stride, padding, dilation, out_size, groups):
+def _cols(op, x, ksize, stride, padding, dilation, out_size, groups):
     """im2col over the whole batch: (groups, C/groups * prod(ksize), N * prod(out_size))."""
     xp = array_module(x)
-    win = xp.moveaxis(_windows(x, ksize, stride, padding, dilation, out_size), 0, 1 + len(ksize))
+    win = xp.moveaxis(_windows(op, x, ksize, stride, padding, dilation, out_size), 0,
+                      1 + len(ksize))
     n, c = x.shape[:2]
-    return win.reshape(groups, c // groups * math.prod(ksize), n * math.prod(out_size))
+    cols = op.scratch("cols", (groups, c // groups * math.prod(ksize), n * math.prod(out_size)),
+                      x.dtype, xp)
+    xp.copyto(cols.reshape(win.shape), win)
+    return cols
 
 
-def _channels_first(g, groups):
+def _channels_first(op, g, groups):
     """(N, C, *s) -> contiguous (groups, C/groups, N * prod(s)): the GEMM layout."""
     xp = array_module(g)
-    return xp.ascontiguousarray(xp.moveaxis(g, 1, 0)).reshape(groups, g.shape[1] // groups, -1)
+    moved = xp.moveaxis(g, 1, 0)
+    out = op.scratch("gt", moved.shape, g.dtype, xp)
+    xp.copyto(out, moved)
+    return out.reshape(groups, g.shape[1] // groups, -1)
 
 
-def _batch_first(a):
-    """(C, N, *s) -> contiguous (N, C, *s)."""
-    xp = array_module(a)
-    return xp.ascontiguousarray(xp.moveaxis(a, 1, 0))
+def copy_into(out, src):
+    """A contiguous copy of `src`: written into `out` when given, else a new array."""
+    if out is None:
+        return src.copy()
+    array_module(src).copyto(out, src)
+    return out
+
+
+def _batch_first(a, out):
+    """(C, N, *s) -> `out`, contiguous (N, C, *s) (a new array when `out` is None)."""
+    return copy_into(out, array_module(a).moveaxis(a, 1, 0))
 
 
 def tap_keys(ksize, stride, dilation, out_size):
@@ -73,10 +99,10 @@ def tap_keys(ksize, stride, dilation, out_size):
             for t, d, s, n in zip(tap, dilation, stride, out_size))
 
 
-def scatter_taps(shape, dtype, xp, ksize, stride, dilation, out_size, value):
-    """zeros(shape) with `value(i, tap)` (N, C, *out_size) added at each tap's positions:
-    the adjoint of reading through `tap_keys`. A loop over the kernel's taps only."""
-    out = xp.zeros(shape, dtype=dtype)
+def scatter_taps(out, ksize, stride, dilation, out_size, value):
+    """Zero `out`, then add `value(i, tap)` (N, C, *out_size) at each tap's positions: the
+    adjoint of reading through `tap_keys`. A loop over the kernel's taps only."""
+    out.fill(0)
     # Taps overlap in the output unless stride >= dilation * (k - 1) + 1 in every dim.
     overlap = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, ksize))
     for i, (tap, key) in enumerate(tap_keys(ksize, stride, dilation, out_size)):
@@ -87,17 +113,20 @@ def scatter_taps(shape, dtype, xp, ksize, stride, dilation, out_size, value):
     return out
 
 
-def _conv_gemm(x, w, b, stride, padding, dilation, groups):
-    """(conv output (N, O, *out) plus bias, the im2col of x): one GEMM per group over the
-    whole batch. NOTE: measured faster than one GEMM per sample, despite the transposing
-    copy of the output, and it needs fewer, larger BLAS calls."""
+def _conv_gemm(op, x, w, b, stride, padding, dilation, groups, out):
+    """(conv output (N, O, *out) plus bias, into `out` when given; the im2col of x): one
+    GEMM per group over the whole batch. NOTE: measured faster than one GEMM per sample,
+    despite the transposing copy of the output, and it needs fewer, larger BLAS calls."""
+    xp = array_module(x)
     out_size = _out_size(x.shape[2:], w.shape[2:], stride, padding, dilation)
-    cols = _cols(x, w.shape[2:], stride, padding, dilation, out_size, groups)
+    cols = _cols(op, x, w.shape[2:], stride, padding, dilation, out_size, groups)
     o = w.shape[0]
-    y = array_module(x).matmul(w.reshape(groups, o // groups, -1), cols).reshape(o, -1)
+    y = op.scratch("y", (groups, o // groups, cols.shape[2]), xp.result_type(w, cols), xp)
+    xp.matmul(w.reshape(groups, o // groups, -1), cols, out=y)
+    y = y.reshape(o, -1)
     if b is not None:
         y += b[:, None]
-    return _batch_first(y.reshape((o, x.shape[0]) + out_size)), cols
+    return _batch_first(y.reshape((o, x.shape[0]) + out_size), out), cols
 
 
 def _out_size(in_size, ksize, stride, padding, dilation):
@@ -130,17 +159,18 @@ class ConvNd(Op):
     """Correlation of x (N, C, *in) with w (O, C/groups, *k), plus bias b (O,) or None."""
 
     saves_inputs = True
+    writes_out = True
 
-    def forward(self, x, w, b, stride, padding, dilation, groups):
+    def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        y, self.cols = _conv_gemm(x, w, b, stride, padding, dilation, groups)
+        y, self.cols = _conv_gemm(self, x, w, b, stride, padding, dilation, groups, out)
         return y
 
     def backward(self, g):
         x, w, _ = self.inputs
         nx, nw, nb = self.needs_input_grad
         nd = g.data.ndim - 2
-        gt = _channels_first(g.data, self.geom["groups"]) if nx or nw else None  # shared
+        gt = _channels_first(self, g.data, self.geom["groups"]) if nx or nw else None  # shared
         gx = ConvTransposeNd.apply(g, w, None, out_size=x.data.shape[2:], gt=gt, **self.geom) \
             if nx else None
         gw = ConvWeightNd.apply(x, g, ksize=w.data.shape[2:], cols=self.cols, gt=gt,
@@ -166,26 +196,29 @@ class ConvTransposeNd(Op):
     when the caller already built it."""
 
     saves_inputs = True
+    writes_out = True
 
-    def forward(self, g, w, b, stride, padding, dilation, groups, out_size, gt=None):
+    def forward(self, g, w, b, stride, padding, dilation, groups, out_size, gt=None, out=None):
         xp = array_module(g)
         n, o, *in_size = g.shape
         nd = len(in_size)
         ksize = w.shape[2:]
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         og, cg = o // groups, w.shape[1]
-        gt = _channels_first(g, groups) if gt is None else gt
+        gt = _channels_first(self, g, groups) if gt is None else gt
         wg = w.reshape((groups, og, cg) + tuple(ksize))
+        dtype = xp.result_type(w, gt)
+        product = self.scratch("tap", (groups, cg, gt.shape[2]), dtype, xp)
 
         def tap_product(i, tap):  # this tap's share of every output pixel: (C, N, *in)
             wt = xp.swapaxes(wg[(slice(None),) * 3 + tap], 1, 2)
-            return xp.matmul(wt, gt).reshape((cg * groups, n) + tuple(in_size))
+            return xp.matmul(wt, gt, out=product).reshape((cg * groups, n) + tuple(in_size))
         # NOTE: one GEMM per kernel tap, added at once into its strided slice: measured ~20%
         # faster than one GEMM for all taps followed by col2im (and no (C*k*k, N*P) buffer).
         full = (cg * groups, n) + tuple(m + lo + hi for m, (lo, hi) in zip(out_size, padding))
-        out = scatter_taps(full, g.dtype, xp, ksize, stride, dilation, in_size, tap_product)
-        out = _batch_first(out[(slice(None), slice(None)) + tuple(
-            slice(lo, lo + m) for m, (lo, _) in zip(out_size, padding))])
+        padded = scatter_taps(self.scratch("full", full, dtype, xp), ksize, stride, dilation,
+                              in_size, tap_product)
+        out = _batch_first(padded[interior(padding, out_size)], out)
         if b is not None:
             out += _bias_shape(b, nd)
         return out
@@ -225,16 +258,20 @@ class ConvWeightNd(Op):
     `cols` (x's im2col) and `gt` (g in GEMM layout) are passed when already built."""
 
     saves_inputs = True
+    writes_out = True
 
-    def forward(self, x, g, ksize, stride, padding, dilation, groups, cols=None, gt=None):
+    def forward(self, x, g, ksize, stride, padding, dilation, groups, cols=None, gt=None,
+                out=None):
         xp = array_module(x)
         o, out_size = g.shape[1], tuple(g.shape[2:])
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         if cols is None:
-            cols = _cols(x, ksize, stride, padding, dilation, out_size, groups)
-        gt = _channels_first(g, groups) if gt is None else gt
-        gw = xp.matmul(gt, xp.swapaxes(cols, 1, 2))
-        return gw.reshape((o, x.shape[1] // groups) + tuple(ksize))
+            cols = _cols(self, x, ksize, stride, padding, dilation, out_size, groups)
+        gt = _channels_first(self, g, groups) if gt is None else gt
+        if out is None:
+            out = xp.empty((o, x.shape[1] // groups) + tuple(ksize), xp.result_type(gt, cols))
+        xp.matmul(gt, xp.swapaxes(cols, 1, 2), out=out.reshape(groups, o // groups, -1))
+        return out
 
     def backward(self, ggw):
         x, g = self.inputs

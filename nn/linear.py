@@ -6,6 +6,7 @@ from dtrain.autograd.autocast import autocast_args
 from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import creation
+from dtrain.core.backend import array_module
 from dtrain.nn import init
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
@@ -27,9 +28,10 @@ class Addmm(Op):
     fresh product, and one graph node; it is the hot path of every MLP."""
 
     saves_inputs = True
+    writes_out = True
 
-    def forward(self, x, weight, bias):
-        out = x @ weight.T
+    def forward(self, x, weight, bias, out=None):
+        out = array_module(x).matmul(x, weight.T, out=out)
         if bias is not None:
             out += bias
         return out

@@ -12,7 +12,16 @@ from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
-from dtrain.nn.conv import ConvNd, as_tuple, pad_spatial, scatter_taps, tap_keys, with_batch_dim
+from dtrain.nn.conv import (
+    ConvNd,
+    as_tuple,
+    copy_into,
+    interior,
+    pad_spatial,
+    scatter_taps,
+    tap_keys,
+    with_batch_dim,
+)
 from dtrain.nn.module import Module
 
 
@@ -54,20 +63,21 @@ def _max_pool_samples():
             Sample(lambda x: max_pool1d(x, 3, stride=2, padding=1), (s.distinct(2, 3, 6),))]
 
 
-def _window_max(x, ksize, stride, padding, dilation, out_size):
-    """(max of each window, index of its first maximal tap), padding being -inf."""
+def _window_max(op, x, ksize, stride, padding, dilation, out_size, out):
+    """(max of each window, into `out` when given; index of its first maximal tap), padding
+    being -inf."""
     xp = array_module(x)
-    xpad = pad_spatial(x, padding, -xp.inf)
+    xpad = pad_spatial(op, x, padding, -xp.inf)
     keys = [key for _, key in tap_keys(ksize, stride, dilation, out_size)]
-    best = xpad[keys[0]].copy()
-    taps = xp.zeros(best.shape, dtype=xp.uint8 if len(keys) <= 256 else xp.int32)
-    won = xp.empty(best.shape, dtype=bool)
+    best = copy_into(out, xpad[keys[0]])
+    taps = op.scratch("taps", best.shape, xp.uint8 if len(keys) <= 256 else xp.int32, xp)
+    taps.fill(0)
+    won = op.scratch("won", best.shape, bool, xp)
     for i, key in enumerate(keys[1:], 1):
         view = xpad[key]
-        # Strictly greater: the first maximum wins (torch's tie rule); taps only grow with
-        # i, so a running maximum of i where a tap wins is the argmax.
+        # Strictly greater: the first maximum wins (torch's tie rule).
         xp.greater(view, best, out=won)
-        xp.maximum(taps, won * taps.dtype.type(i), out=taps)
+        xp.copyto(taps, i, where=won)
         xp.maximum(best, view, out=best)
     return best, taps
 
@@ -77,15 +87,20 @@ class MaxPoolNd(Op):
     """Max over each window; keeps the index of the winning tap per output (or uses the
     given `taps`, which makes this op the adjoint of MaxPoolGrad for double backward)."""
 
-    def forward(self, x, ksize, stride, padding, dilation, out_size, taps=None):
+    writes_out = True
+
+    def forward(self, x, ksize, stride, padding, dilation, out_size, taps=None, out=None):
         xp = array_module(x)
         if taps is None:
-            best, taps = _window_max(x, ksize, stride, padding, dilation, out_size)
+            best, taps = _window_max(self, x, ksize, stride, padding, dilation, out_size, out)
         else:  # padding reads as zeros here (the adjoint of MaxPoolGrad)
-            xpad = pad_spatial(x, padding)
-            best = xp.zeros(taps.shape, dtype=x.dtype)
+            xpad = pad_spatial(self, x, padding)
+            best = xp.empty(taps.shape, dtype=x.dtype) if out is None else out
+            best.fill(0)
+            won = self.scratch("won", taps.shape, bool, xp)
             for i, (_, key) in enumerate(tap_keys(ksize, stride, dilation, out_size)):
-                best += xp.where(taps == i, xpad[key], 0)
+                xp.equal(taps, i, out=won)
+                xp.copyto(best, xpad[key], where=won)
         self.taps, self.geom = taps, dict(ksize=ksize, stride=stride, padding=padding,
                                           dilation=dilation, out_size=out_size)
         self.in_shape = x.shape
@@ -113,21 +128,33 @@ def _max_pool_grad_samples():
 class MaxPoolGrad(Op):
     """The backward of MaxPoolNd: each gradient goes to its window's winning tap."""
 
-    def forward(self, g, taps, in_shape, ksize, stride, padding, dilation, out_size):
+    writes_out = True
+
+    def forward(self, g, taps, in_shape, ksize, stride, padding, dilation, out_size,
+                out=None):
         xp = array_module(g)
         self.taps, self.geom = taps, dict(ksize=ksize, stride=stride, padding=padding,
                                           dilation=dilation, out_size=out_size)
         full = in_shape[:2] + tuple(n + lo + hi for n, (lo, hi) in zip(in_shape[2:], padding))
-        out = scatter_taps(full, g.dtype, xp, ksize, stride, dilation, out_size,
-                           lambda i, tap: g * (taps == i))
-        if not any(lo or hi for lo, hi in padding):
-            return out
-        return xp.ascontiguousarray(out[(slice(None), slice(None)) + tuple(
-            slice(lo, lo + n) for n, (lo, _) in zip(in_shape[2:], padding))])
+        padded = any(lo or hi for lo, hi in padding)
+        if padded or out is None:
+            target = self.scratch("full", full, g.dtype, xp) if padded else \
+                xp.empty(full, g.dtype)
+        else:
+            target = out
+        won = self.scratch("won", taps.shape, bool, xp)
+        routed = self.scratch("routed", g.shape, g.dtype, xp)
+
+        def tap_grad(i, tap):  # the gradients whose winner is tap i
+            xp.equal(taps, i, out=won)
+            return xp.multiply(g, won, out=routed)
+        scatter_taps(target, ksize, stride, dilation, out_size, tap_grad)
+        if not padded:
+            return target
+        return copy_into(out, target[interior(padding, in_shape[2:])])
 
     def backward(self, gg):
         return (MaxPoolNd.apply(gg, taps=self.taps, **self.geom),)
-
 
 def _flat_indices(taps, in_size, ksize, stride, padding, dilation):
     """torch's `return_indices`: each winner's flat position in its (unpadded) input plane."""
@@ -154,7 +181,7 @@ def _max_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, retu
     if not return_indices:
         y = MaxPoolNd.apply(x, **geom)
         return y.squeeze(0) if unbatched else y
-    taps = _window_max(x.data, **geom)[1]
+    taps = _window_max(MaxPoolNd(), x.data, **geom, out=None)[1]  # a node for its scratch
     y = MaxPoolNd.apply(x, taps=taps, **geom)
     idx = _flat_indices(taps, x.data.shape[2:], ksize, stride, pads, dil)
     return (y.squeeze(0), idx.squeeze(0)) if unbatched else (y, idx)

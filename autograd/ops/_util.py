@@ -1,7 +1,9 @@
-"""Helpers shared by the op modules: dims, dtype promotion, gradient un-broadcasting."""
+"""Helpers shared by the op modules: dims, dtype promotion, gradient un-broadcasting,
+forwards of single-ufunc ops."""
 import numpy as np
 
 from dtrain.core import dtype as dtypes
+from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 
 _SCALARS = (int, float, bool)
@@ -28,6 +30,26 @@ def torch_dtype(out, a, b):
     floats = [d for d in (da, db) if d is not None and d.kind == "f"]
     target = max(floats, key=lambda d: d.itemsize) if floats else dtypes.get_default_dtype().np
     return out.astype(target, copy=False)
+
+
+def binary_forward(operator, ufunc):
+    """The forward of an op that is one binary ufunc (`operator` applies it eagerly, e.g.
+    `operator.add`; `ufunc` names it in the array module): PyTorch's result dtype, written
+    into `out` when the graph's memory plan gives one (its dtype is that result dtype)."""
+    def forward(self, a, b, out=None):
+        if out is None:
+            return torch_dtype(operator(a, b), a, b)
+        return getattr(array_module(out), ufunc)(a, b, out=out)
+    forward.ufunc = ufunc  # graph replay calls the ufunc directly when it plans `out`
+    return forward
+
+
+def ufunc_forward(ufunc):
+    """The forward of an op that is one ufunc of the array module (NumPy's result dtype)."""
+    def forward(self, *arrays, out=None):
+        return getattr(array_module(arrays[0] if out is None else out), ufunc)(*arrays, out=out)
+    forward.ufunc = ufunc
+    return forward
 
 
 def norm_dims(dim, ndim, op):

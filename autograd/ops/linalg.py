@@ -19,15 +19,16 @@ def _matmul_samples():
 @register("matmul", _matmul_samples)
 class Matmul(Op):
     saves_inputs = True
+    writes_out = True
 
-    def forward(self, a, b):
+    def forward(self, a, b, out=None):
         if a.ndim == 0 or b.ndim == 0:
             raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are "
                                f"{a.ndim}D and {b.ndim}D")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be "
                                f"multiplied ({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
-        return array_module(a).matmul(a, b)
+        return array_module(a).matmul(a, b, out=out)
 
     def backward(self, g):
         a, b = self.inputs

@@ -4,9 +4,10 @@ Gradients of broadcast operands are summed back to their shapes with `sum_to_siz
 Python scalars are constants: they take part in forward and get no gradient.
 """
 import math
+import operator
 
 from dtrain.autograd.node import Op
-from dtrain.autograd.ops._util import as_array_arg, torch_dtype
+from dtrain.autograd.ops._util import as_array_arg, binary_forward, torch_dtype, ufunc_forward
 from dtrain.autograd.ops.shape import sum_to
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
@@ -36,8 +37,8 @@ def _unary_samples(name, fn, low=-1.0, high=1.0, away=False):
 # -- binary arithmetic ------------------------------------------------------------------------
 @register("add", _binary_samples("add", lambda a, b: a + b))
 class Add(Op):
-    def forward(self, a, b):
-        return torch_dtype(a + b, a, b)
+    writes_out = elementwise = True
+    forward = binary_forward(operator.add, "add")
 
     def backward(self, g):
         na, nb = self.needs_input_grad
@@ -47,8 +48,8 @@ class Add(Op):
 
 @register("sub", _binary_samples("sub", lambda a, b: a - b))
 class Sub(Op):
-    def forward(self, a, b):
-        return torch_dtype(a - b, a, b)
+    writes_out = elementwise = True
+    forward = binary_forward(operator.sub, "subtract")
 
     def backward(self, g):
         na, nb = self.needs_input_grad
@@ -58,10 +59,10 @@ class Sub(Op):
 
 @register("mul", _binary_samples("mul", lambda a, b: a * b))
 class Mul(Op):
+    writes_out = elementwise = True
     saves_inputs = True
 
-    def forward(self, a, b):
-        return torch_dtype(a * b, a, b)
+    forward = binary_forward(operator.mul, "multiply")
 
     def backward(self, g):
         a, b = self.inputs
@@ -72,10 +73,10 @@ class Mul(Op):
 
 @register("div", _binary_samples("div", lambda a, b: a / b, positive_b=True))
 class Div(Op):
+    writes_out = elementwise = True
     saves_inputs = True
 
-    def forward(self, a, b):
-        return torch_dtype(a / b, a, b)
+    forward = binary_forward(operator.truediv, "true_divide")
 
     def backward(self, g):
         a, b = self.inputs
@@ -153,8 +154,8 @@ class Minimum(_PairSelect):
 # -- unary ----------------------------------------------------------------------------------
 @register("neg", _unary_samples("neg", lambda x: -x))
 class Neg(Op):
-    def forward(self, x):
-        return -x
+    writes_out = elementwise = True
+    forward = ufunc_forward("negative")
 
     def backward(self, g):
         return (-g,)
@@ -162,10 +163,10 @@ class Neg(Op):
 
 @register("exp", _unary_samples("exp", lambda x: x.exp()))
 class Exp(Op):
+    writes_out = elementwise = True
     saves_output = True
 
-    def forward(self, x):
-        return array_module(x).exp(x)
+    forward = ufunc_forward("exp")
 
     def backward(self, g):
         return (g * self.output,)
@@ -173,10 +174,10 @@ class Exp(Op):
 
 @register("log", _unary_samples("log", lambda x: x.log(), low=0.2, high=2.0))
 class Log(Op):
+    writes_out = elementwise = True
     saves_inputs = True
 
-    def forward(self, x):
-        return array_module(x).log(x)
+    forward = ufunc_forward("log")
 
     def backward(self, g):
         return (g / self.inputs[0],)
@@ -184,10 +185,10 @@ class Log(Op):
 
 @register("log1p", _unary_samples("log1p", lambda x: x.log1p(), low=-0.5, high=2.0))
 class Log1p(Op):
+    writes_out = elementwise = True
     saves_inputs = True
 
-    def forward(self, x):
-        return array_module(x).log1p(x)
+    forward = ufunc_forward("log1p")
 
     def backward(self, g):
         return (g / (self.inputs[0] + 1),)
@@ -195,10 +196,10 @@ class Log1p(Op):
 
 @register("sqrt", _unary_samples("sqrt", lambda x: x.sqrt(), low=0.2, high=2.0))
 class Sqrt(Op):
+    writes_out = elementwise = True
     saves_output = True
 
-    def forward(self, x):
-        return array_module(x).sqrt(x)
+    forward = ufunc_forward("sqrt")
 
     def backward(self, g):
         return (g / (2 * self.output),)
@@ -206,10 +207,10 @@ class Sqrt(Op):
 
 @register("abs", _unary_samples("abs", lambda x: x.abs(), away=True))
 class Abs(Op):
+    writes_out = elementwise = True
     saves_inputs = True
 
-    def forward(self, x):
-        return array_module(x).abs(x)
+    forward = ufunc_forward("abs")
 
     def backward(self, g):
         return (g * self.inputs[0].sign(),)
@@ -217,10 +218,10 @@ class Abs(Op):
 
 @register("sin", _unary_samples("sin", lambda x: x.sin(), low=-3, high=3))
 class Sin(Op):
+    writes_out = elementwise = True
     saves_inputs = True
 
-    def forward(self, x):
-        return array_module(x).sin(x)
+    forward = ufunc_forward("sin")
 
     def backward(self, g):
         return (g * self.inputs[0].cos(),)
@@ -228,10 +229,10 @@ class Sin(Op):
 
 @register("cos", _unary_samples("cos", lambda x: x.cos(), low=-3, high=3))
 class Cos(Op):
+    writes_out = elementwise = True
     saves_inputs = True
 
-    def forward(self, x):
-        return array_module(x).cos(x)
+    forward = ufunc_forward("cos")
 
     def backward(self, g):
         return (-g * self.inputs[0].sin(),)
@@ -239,10 +240,10 @@ class Cos(Op):
 
 @register("tanh", _unary_samples("tanh", lambda x: x.tanh(), low=-2, high=2))
 class Tanh(Op):
+    writes_out = elementwise = True
     saves_output = True
 
-    def forward(self, x):
-        return array_module(x).tanh(x)
+    forward = ufunc_forward("tanh")
 
     def backward(self, g):
         return (TanhBackward.apply(g, self.output),)
@@ -263,8 +264,13 @@ class TanhBackward(Op):
 
     saves_inputs = True
 
-    def forward(self, g, y):
-        return g * (1 - y * y)
+    writes_out = True
+
+    def forward(self, g, y, out=None):
+        xp = array_module(y)
+        t = xp.multiply(y, y, out=out)
+        xp.subtract(1, t, out=t)
+        return xp.multiply(g, t, out=t)
 
     def backward(self, gg):
         g, y = self.inputs
@@ -276,10 +282,16 @@ class TanhBackward(Op):
 class Sigmoid(Op):
     saves_output = True
 
-    def forward(self, x):
+    writes_out = True
+
+    def forward(self, x, out=None):
         xp = array_module(x)
         # NOTE: tanh form is exact and never overflows, unlike 1 / (1 + exp(-x)).
-        return xp.tanh(x * 0.5) * 0.5 + 0.5
+        y = xp.multiply(x, 0.5, out=out)
+        xp.tanh(y, out=y)
+        y *= 0.5
+        y += 0.5
+        return y
 
     def backward(self, g):
         return (SigmoidBackward.apply(g, self.output),)
@@ -292,8 +304,13 @@ class SigmoidBackward(Op):
 
     saves_inputs = True
 
-    def forward(self, g, y):
-        return g * y * (1 - y)
+    writes_out = True
+
+    def forward(self, g, y, out=None):
+        xp = array_module(y)
+        t = xp.subtract(1, y, out=out)
+        t *= y
+        return xp.multiply(g, t, out=t)
 
     def backward(self, gg):
         g, y = self.inputs
@@ -304,14 +321,14 @@ class SigmoidBackward(Op):
 
 @register("relu", _unary_samples("relu", lambda x: x.relu(), away=True))
 class Relu(Op):
-    def forward(self, x):
-        xp = array_module(x)
-        out = xp.maximum(x, 0)
-        self.mask = out > 0
-        return out
+    writes_out = elementwise = True
+    saves_output = True  # NOTE: backward's mask is `output > 0`, so forward stashes nothing
+
+    def forward(self, x, out=None):
+        return array_module(x).maximum(x, 0, out=out)
 
     def backward(self, g):
-        return (g * Tensor._make(self.mask),)
+        return (g * (self.output > 0),)
 
 
 def _clamp_samples():
@@ -498,11 +515,15 @@ _NONDIFF = {}
 
 def _nondiff(name, fn, arity=2, ints=False):
     """A registered op without gradient (comparisons, rounding, bit operations): recorded
-    like any op (so graph mode captures it), never part of the autograd graph."""
+    like any op (so graph mode captures it), never part of the autograd graph. `fn` is
+    the name of the array module's ufunc, or a function (xp, *arrays) -> array."""
+    if isinstance(fn, str):
+        body = {"writes_out": True, "elementwise": True, "forward": ufunc_forward(fn)}
+    else:
+        body = {"forward": lambda self, *arrays: fn(array_module(arrays[0]), *arrays)}
     cls = type("".join(p.title() for p in name.split("_")), (Op,), {
         "differentiable": False, "__module__": __name__,
-        "__doc__": f"Elementwise {name} (no gradient).",
-        "forward": lambda self, *arrays: fn(array_module(arrays[0]), *arrays)})
+        "__doc__": f"Elementwise {name} (no gradient).", **body})
     register(name, _nondiff_samples(name, arity, ints), differentiable=False)(cls)
 
     def op(*args):
@@ -513,31 +534,31 @@ def _nondiff(name, fn, arity=2, ints=False):
     return op
 
 
-eq = _nondiff("eq", lambda xp, a, b: xp.equal(a, b))
-ne = _nondiff("ne", lambda xp, a, b: xp.not_equal(a, b))
-lt = _nondiff("lt", lambda xp, a, b: xp.less(a, b))
-le = _nondiff("le", lambda xp, a, b: xp.less_equal(a, b))
-gt = _nondiff("gt", lambda xp, a, b: xp.greater(a, b))
-ge = _nondiff("ge", lambda xp, a, b: xp.greater_equal(a, b))
-logical_and = _nondiff("logical_and", lambda xp, a, b: xp.logical_and(a, b))
-logical_or = _nondiff("logical_or", lambda xp, a, b: xp.logical_or(a, b))
-logical_xor = _nondiff("logical_xor", lambda xp, a, b: xp.logical_xor(a, b))
-logical_not = _nondiff("logical_not", lambda xp, a: xp.logical_not(a), 1)
-isnan = _nondiff("isnan", lambda xp, a: xp.isnan(a), 1)
-isinf = _nondiff("isinf", lambda xp, a: xp.isinf(a), 1)
-isfinite = _nondiff("isfinite", lambda xp, a: xp.isfinite(a), 1)
-sign = _nondiff("sign", lambda xp, a: xp.sign(a), 1)
-floor = _nondiff("floor", lambda xp, a: xp.floor(a), 1)
-ceil = _nondiff("ceil", lambda xp, a: xp.ceil(a), 1)
-trunc = _nondiff("trunc", lambda xp, a: xp.trunc(a), 1)
-round = _nondiff("round", lambda xp, a: xp.round(a), 1)
+eq = _nondiff("eq", "equal")
+ne = _nondiff("ne", "not_equal")
+lt = _nondiff("lt", "less")
+le = _nondiff("le", "less_equal")
+gt = _nondiff("gt", "greater")
+ge = _nondiff("ge", "greater_equal")
+logical_and = _nondiff("logical_and", "logical_and")
+logical_or = _nondiff("logical_or", "logical_or")
+logical_xor = _nondiff("logical_xor", "logical_xor")
+logical_not = _nondiff("logical_not", "logical_not", 1)
+isnan = _nondiff("isnan", "isnan", 1)
+isinf = _nondiff("isinf", "isinf", 1)
+isfinite = _nondiff("isfinite", "isfinite", 1)
+sign = _nondiff("sign", "sign", 1)
+floor = _nondiff("floor", "floor", 1)
+ceil = _nondiff("ceil", "ceil", 1)
+trunc = _nondiff("trunc", "trunc", 1)
+round = _nondiff("round", "round", 1)
 floor_divide = _nondiff("floor_divide", lambda xp, a, b: torch_dtype(xp.floor_divide(a, b), a, b))
 _trunc_divide = _nondiff("div_trunc", lambda xp, a, b: torch_dtype(
     (xp.trunc(a / b)).astype(xp.result_type(a, b)), a, b))
 remainder = _nondiff("remainder", lambda xp, a, b: torch_dtype(xp.remainder(a, b), a, b))
-bitwise_and = _nondiff("bitwise_and", lambda xp, a, b: xp.bitwise_and(a, b), ints=True)
-bitwise_or = _nondiff("bitwise_or", lambda xp, a, b: xp.bitwise_or(a, b), ints=True)
-bitwise_not = _nondiff("bitwise_not", lambda xp, a: xp.invert(a), 1, ints=True)
+bitwise_and = _nondiff("bitwise_and", "bitwise_and", ints=True)
+bitwise_or = _nondiff("bitwise_or", "bitwise_or", ints=True)
+bitwise_not = _nondiff("bitwise_not", "invert", 1, ints=True)
 
 
 def nonzero(input, *, as_tuple=False):

@@ -38,10 +38,12 @@ class _Reduction(Op):
 
 @register("sum", _reduce_samples("sum", lambda x, d, k: x.sum(d, keepdim=k)))
 class Sum(_Reduction):
-    def forward(self, x, dim, keepdim):
+    writes_out = True
+
+    def forward(self, x, dim, keepdim, out=None):
         axes = self._axes(x, dim, "sum")
         self.keepdim = keepdim
-        return array_module(x).sum(x, axis=axes, keepdims=keepdim)
+        return array_module(x).sum(x, axis=axes, keepdims=keepdim, out=out)
 
     def backward(self, g):
         return (self._expand_grad(g, self.keepdim), None, None)

@@ -1,6 +1,5 @@
 """dt.compile / dt.jit.trace behaviour: guards, control-flow errors, fallbacks, printing,
 passes, hooks in replay, and the memory plan (no allocation per replay)."""
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -56,11 +55,10 @@ def test_fallback_eager_runs_the_call_eagerly_and_warns_once():
 
 
 def test_values_made_outside_the_registry_are_detected():
-    dt.manual_seed(0)
-    drop = nn.Dropout(0.5)
-    compiled = dt.compile(lambda x: drop(x) * 1)
+    rng = np.random.default_rng(0)
+    compiled = dt.compile(lambda x: x * dt.tensor(rng.random(8) >= 0.5))  # a NumPy mask
     compiled(_t(8))
-    with pytest.raises(dt.jit.TraceError, match="random mask"):
+    with pytest.raises(dt.jit.TraceError, match="outside the op registry and changed"):
         compiled(_t(8))
 
 
@@ -103,8 +101,8 @@ def test_print_graph_and_trace():
         "  %1 = captured float32[2, 2]",
         "  %2 = matmul(%0, %1)  # float64[3, 2]",
         "  %3 = relu(%2)  # float64[3, 2]",
-        "  %5 = sum(%3, -1, False)  # float64[3]",  # relu's mask %4 is dead without backward
-        "  return %5"]
+        "  %4 = sum(%3, -1, False)  # float64[3]",
+        "  return %4"]
     x = _t(3, 2, seed=5)
     np.testing.assert_allclose(traced(x).data, (x @ w).relu().sum(-1).data)
     with pytest.raises(RuntimeError, match=r"traced for inputs \[3, 2\] float64, got \[4, 2\]"):
@@ -182,23 +180,11 @@ def test_gradient_accumulation_across_replays():
     np.testing.assert_allclose(got, w.grad.data, rtol=1e-12)
 
 
-def _numpy_peak(fn):
-    tracemalloc.start()
-    try:
-        fn()  # warm-up
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("passes, bound, buffers", [
     (dt.jit.PASSES, 4_000, 1),              # fused: the whole chain in one buffer, in place
     (("memory_plan",), 4_000, 2),           # two buffers, alternating
     ((), 1_600_000, 0)], ids=["fusion", "memory_plan", "no-passes"])
-def test_replay_after_warm_up_allocates_no_arrays(passes, bound, buffers):
+def test_replay_after_warm_up_allocates_no_arrays(passes, bound, buffers, extra_peak):
     n = 200_000  # 1.6 MB per float64 array
     x, w = _t(n), _t(n, seed=1)
 
@@ -212,14 +198,15 @@ def test_replay_after_warm_up_allocates_no_arrays(passes, bound, buffers):
         for _ in range(2):
             compiled(x, w)
         np.testing.assert_allclose(compiled(x, w).data, f(x, w).data, rtol=1e-12)
-        peak = _numpy_peak(lambda: compiled(x, w))
+        compiled(x, w)
+        peak = extra_peak(lambda: compiled(x, w))
     if passes:
         assert peak < bound  # only Python objects (the env list, the output tensor)
     else:
         assert peak >= bound  # each op allocates a new 1.6 MB array
     runner = compiled.entries[next(iter(compiled.entries))].runner
-    assert len({id(buf) for _, buf in runner.plan.values()}) == buffers
-    assert len(runner.plan) == (20 if passes else 0)  # every op but the sum is a kernel
+    assert len({id(buf) for buf in runner.plan.values()}) == buffers
+    assert len(runner.plan) == (20 if passes else 0)  # every op but the 0-d sum is planned
 
 
 def test_nested_compiled_functions_are_inlined():
@@ -360,7 +347,7 @@ def test_replacing_a_parameter_of_a_compiled_module_records_again():
 
 
 @pytest.mark.parametrize("passes", [dt.jit.PASSES, ()], ids=["memory_plan", "no-passes"])
-def test_inference_mlp_replay_allocates_only_its_output(passes):
+def test_inference_mlp_replay_allocates_only_its_output(passes, extra_peak):
     dt.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.Tanh(),
                           nn.Linear(256, 4)).double()
@@ -370,7 +357,7 @@ def test_inference_mlp_replay_allocates_only_its_output(passes):
         for _ in range(2):
             compiled(x)
         np.testing.assert_allclose(compiled(x).data, model(x).data, rtol=1e-12)
-        peak = _numpy_peak(lambda: compiled(x))
+        peak = extra_peak(lambda: compiled(x))
     if passes:
         # the 8 KB output, and NumPy's transient 64 KB ufunc buffer for the broadcast bias add
         assert peak < 80_000
