@@ -5,9 +5,9 @@ tensor's shape, dtype, device, requires_grad and aliasing, non-tensor arguments'
 grad mode, autocast state, and (for a module) every submodule's train/eval flag. The first
 call with a new signature runs eagerly while recording; the second records again and checks
 that both recordings agree (which exposes values computed outside the op registry from
-changing data, e.g. random masks or NumPy code on the inputs); later calls replay. Captured
-tensors (parameters, buffers) are read by reference, so in-place optimizer updates are
-seen; a change of their shape, dtype or requires_grad triggers a new recording.
+changing data, e.g. masks drawn with NumPy or NumPy code on the inputs); later calls
+replay. Captured tensors (parameters, buffers) are read by reference, so in-place optimizer
+updates are seen; a change of their shape, dtype or requires_grad triggers a new recording.
 """
 import warnings
 

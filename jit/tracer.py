@@ -304,7 +304,8 @@ def settle(tracer, other=None):
     With `other` (a second recording of the same signature): a captured object that is the
     same in both is read by reference at replay (parameters, buffers); one that differs but
     holds equal data is a constant; one whose data differs was computed outside the op
-    registry from changing data (a random mask, NumPy code on the inputs) -> TraceError.
+    registry from changing data (a mask drawn with NumPy, NumPy code on the inputs) ->
+    TraceError.
     Without `other`, every captured object is read by reference."""
     g = tracer.graph
     if other is not None:
@@ -315,7 +316,7 @@ def settle(tracer, other=None):
                 raise TraceError(
                     f"%{vid} ({g.values[vid].describe()}), used by {_user(g, vid)}, was "
                     f"computed outside the op registry and changed between two calls with the "
-                    f"same signature (e.g. a random mask such as dropout's, NumPy code on the "
+                    f"same signature (e.g. a random mask drawn with NumPy, NumPy code on the "
                     f"data, or a tensor built from Python values); it cannot be a constant of "
                     f"the graph")
             g.consts[vid] = obj.data if isinstance(obj, Tensor) else obj

@@ -1,11 +1,11 @@
 """`Dropout` (elements) and `Dropout1d/2d/3d` (whole channels): zero with probability p in
 training, scale the rest by 1 / (1 - p); the identity in eval mode."""
-from dtrain.autograd.registry import Sample, SampleMaker, register_composite
+from dtrain.autograd.node import Op
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.autograd.tensor_methods import inplace as _inplace
 from dtrain.core import backend
 from dtrain.core import random as rnd
 from dtrain.core.random import manual_seed
-from dtrain.core.tensor import Tensor
 from dtrain.nn.module import Module
 
 
@@ -14,15 +14,37 @@ def _check_p(p):
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
 
 
+def _mask_samples():
+    s = SampleMaker("dropout_mask")
+
+    def seeded(x, mask_shape=None):
+        manual_seed(7)  # the same mask on every call
+        return DropoutMask.apply(x, p=0.4, mask_shape=mask_shape)
+    return [Sample(seeded, (s(3, 4, grad=False),)),
+            Sample(lambda x: seeded(x, (2, 3, 1, 1)), (s(2, 3, 2, 2, grad=False),))]
+
+
+@register("dropout_mask", _mask_samples, differentiable=False)
+class DropoutMask(Op):
+    """Dropout's scaled keep-mask: 1 / (1 - p) where a uniform draw from the default
+    generator of `x`'s device is >= p, else 0; of `mask_shape` (default `x`'s shape) and
+    `x`'s dtype. An op, not NumPy beside the graph, so that dtrain.jit records it and each
+    replay draws a fresh mask from the same generator stream as eager calls."""
+
+    differentiable = False
+    random = True
+
+    def forward(self, x, p, mask_shape=None):
+        dev = backend.device_of(x)
+        with backend.device_context(dev):
+            keep = rnd.default_generator(dev).rng.random(mask_shape or x.shape) >= p
+        scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+        return keep.astype(x.dtype) * x.dtype.type(scale)
+
+
 def _dropout(input, p, mask_shape=None):
-    """input * mask / (1 - p), the keep-mask of `mask_shape` (broadcast; default the input's
-    shape) drawn from the device's default generator (seeded by `dt.manual_seed`)."""
-    dev = input.device
-    with backend.device_context(dev):
-        keep = rnd.default_generator(dev).rng.random(mask_shape or input.shape) >= p
-    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-    mask = keep.astype(input.data.dtype) * input.data.dtype.type(scale)
-    return input * Tensor._make(mask)
+    """input * mask, the mask of `mask_shape` (broadcast; default the input's shape)."""
+    return input * DropoutMask.apply(input, p=p, mask_shape=mask_shape)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
