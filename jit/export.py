@@ -37,7 +37,8 @@ def save(traced, f):
                          f"process ({', '.join(effects)}); export a pure forward function "
                          f"(e.g. dt.jit.trace(model.eval(), example) under dt.no_grad())")
     nodes = []
-    for i, n in enumerate(graph.nodes):
+    ops = [m for n in graph.nodes for m in getattr(n.op, "members", (n,))]  # unfused
+    for i, n in enumerate(ops):
         name = getattr(n.op, "op_name", None)
         if name is None or REGISTRY.get(name) is None or REGISTRY[name].op is not n.op:
             raise ValueError(f"dt.jit.save: op {n.op.__name__} (step {i}) is not in the op "

@@ -10,11 +10,14 @@
   new arrays for those ops;
 - "fusion": chains of elementwise ops are evaluated in place (an op writes into the
   buffer of an input that dies there) — CPU and CUDA alike through the backend's ufuncs.
-  (Generating fused CUDA kernels with `cupy.fuse` / `ElementwiseKernel` is not done.)
+  On CUDA, each chain of single-ufunc ops is first compiled into one kernel by `cupy.fuse`
+  (jit/fusion.py; that path is untested without a GPU).
 Random ops (`Op.random`) are never folded, merged or dropped: each replay draws anew, in
 eager order.
 """
+from dtrain.core import backend
 from dtrain.jit.executor import Recycled, empty_buffer
+from dtrain.jit.fusion import fuse_elementwise
 from dtrain.jit.graph import CONST, Ref, map_refs, refs_in
 
 PASSES = ("dce", "fold", "cse", "memory_plan", "fusion")
@@ -37,6 +40,9 @@ def optimize(graph, passes):
         cse(graph)
     if "dce" in passes:
         dce(graph)
+    if "fusion" in passes and graph.values \
+            and all(v.device.startswith("cuda") for v in graph.values):
+        fuse_elementwise(graph, backend.require_cuda().fuse)
     if "memory_plan" in passes:
         return plan_memory(graph, fuse="fusion" in passes)
     return {}
