@@ -116,6 +116,7 @@ class Op(Node):
     random = False
     writes_out = False
     elementwise = False
+    differentiable = True  # False: never recorded, outputs never require grad
     workspace = None  # graph replay gives each planned node a dict that outlives the call
 
     def scratch(self, name, shape, dtype, xp):
@@ -129,7 +130,6 @@ class Op(Node):
         if arr is None:
             arr = ws[name] = xp.empty(shape, dtype)
         return arr
-    differentiable = True  # False: never recorded, outputs never require grad
 
     @classmethod
     def apply(cls, *args, **params):
