@@ -1,0 +1,30 @@
+"""The exit codes of `dtrain launch` (and of each rank it starts), stable and documented.
+
+README's lifecycle table is checked against this enum by the tests, so the two cannot drift.
+"""
+import enum
+import signal
+
+
+class ExitCode(enum.IntEnum):
+    """What the job's exit status means."""
+
+    OK = 0  # every rank exited 0
+    RANK_FAILED = 1  # a rank raised, exited non-zero or was killed; the report names it
+    USAGE = 2  # bad command line or config, found before any rank started
+    NONFINITE = 3  # the trainer stopped on a NaN/inf loss or gradient norm
+
+
+def for_signal(signum):
+    """128 + N: the launcher itself got signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)."""
+    return 128 + int(signal.Signals(signum))
+
+
+def job_code(rank_codes):
+    """The job's code from the non-zero exit codes of its ranks, root cause first: a rank's
+    own USAGE/NONFINITE code is kept (every rank agrees on those), anything else is
+    RANK_FAILED."""
+    for code in rank_codes:
+        if code in (ExitCode.USAGE, ExitCode.NONFINITE):
+            return ExitCode(code)
+    return ExitCode.RANK_FAILED if any(rank_codes) else ExitCode.OK
