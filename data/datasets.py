@@ -4,75 +4,40 @@ MNIST / FashionMNIST read the IDX files (plain or .gz) in `root/<Name>/raw`; CIF
 CIFAR100 read the *binary* versions in `root/cifar-10-batches-bin` / `root/cifar-100-binary`.
 Each returns `(image, target)`: the image as a uint8 NumPy array, HxW (MNIST) or HxWxC
 (CIFAR), the layout `transforms.ToTensor` expects (the part PIL images play in torchvision),
-and the target as an int. `download=True` fetches the standard archive over HTTP(S) and
-verifies its checksum before use.
+and the target as an int.
+
+`download=True` fetches the standard files over HTTP(S) (or from the `url` / `mirrors` given
+instead), verifies their checksums and unpacks them, once: processes sharing `root` (the ranks
+of a job, on any number of nodes) take turns under a lock file there, so the first downloads
+while the others wait and then find the files ready.
 """
 import gzip
-import hashlib
 import os
-import tarfile
-import urllib.error
 
 import numpy as np
 
 from dtrain.core.creation import from_numpy
 from dtrain.data.dataset import Dataset
+from dtrain.data.download import check_integrity, download_url, extract_archive, file_lock
 
 # ---------------------------------------------------------------------------------------------
-# Downloads and checksums
-
-
-def verify_checksum(path, md5=None, sha256=None):
-    """Raise RuntimeError unless the file at `path` has the given md5 and/or sha256 digest."""
-    for name, expected in (("md5", md5), ("sha256", sha256)):
-        if expected is None:
-            continue
-        digest = hashlib.new(name)
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected.lower():
-            raise RuntimeError(f"{path}: {name} checksum is {digest.hexdigest()} but expected "
-                               f"{expected}; the file is corrupted or incomplete. Delete it and "
-                               "download again.")
-
-
-def check_integrity(path, md5=None, sha256=None):
-    """Whether `path` exists and matches the given checksums."""
-    if not os.path.isfile(path):
-        return False
-    try:
-        verify_checksum(path, md5, sha256)
-    except RuntimeError:
-        return False
-    return True
-
-
-def download_url(url, path, md5=None, sha256=None):
-    """Fetch `url` to `path` (via a temporary file), verifying the checksum before keeping it."""
-    import urllib.request  # here: it adds ~30 ms to `import dtrain` and only downloads need it
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.part"
-    try:
-        urllib.request.urlretrieve(url, tmp)
-        verify_checksum(tmp, md5, sha256)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+# Shared helpers
 
 
 def _download_first(urls, path, md5):
-    """Try mirrors in order; raise RuntimeError naming every failure."""
+    """Fetch `path` from the first of `urls` that works; raise RuntimeError naming every
+    failure."""
     errors = []
     for url in urls:
         try:
             download_url(url, path, md5=md5)
             return
-        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        except OSError as exc:  # URLError and timeouts too
             errors.append(f"{url}: {exc}")
-    raise RuntimeError(f"could not download {os.path.basename(path)}:\n" + "\n".join(errors))
+        except RuntimeError as exc:  # a checksum mismatch, whose message names the URL
+            errors.append(str(exc))
+    raise RuntimeError(f"could not download {path} (fetch it by hand, or give a mirror):\n"
+                       + "\n".join(errors))
 
 
 def _not_found(path):
@@ -131,6 +96,8 @@ class MNIST(_ImageDataset):
     """The MNIST handwritten digits: 60,000 training / 10,000 test 28x28 uint8 images.
 
     `data` is a uint8 tensor (N, 28, 28) and `targets` an int64 tensor (N,), as torchvision.
+    `mirrors` (a list of base URLs, each ending in "/") replaces the class's `mirrors` for
+    downloads; the files' checksums stay those of `resources`.
     """
 
     mirrors = ["https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -143,7 +110,9 @@ class MNIST(_ImageDataset):
                "6 - six", "7 - seven", "8 - eight", "9 - nine"]
 
     def __init__(self, root, train=True, transform=None, target_transform=None,
-                 download=False):
+                 download=False, *, mirrors=None):
+        if mirrors is not None:
+            self.mirrors = [mirrors] if isinstance(mirrors, str) else list(mirrors)
         super().__init__(root, train, transform, target_transform, download)
         prefix = "train" if train else "t10k"
         images = read_idx(self._raw_file(f"{prefix}-images-idx3-ubyte"))
@@ -165,12 +134,19 @@ class MNIST(_ImageDataset):
                 return path
         raise _not_found(os.path.join(self.raw_folder, name))
 
+    def _invalid(self):
+        """The (filename, md5) of `resources` without a valid copy in `raw_folder`."""
+        return [(name, md5) for name, md5 in self.resources
+                if not check_integrity(os.path.join(self.raw_folder, name), md5=md5)]
+
     def download(self):
         """Fetch the four .gz files into `raw_folder` unless valid copies are there."""
-        for filename, md5 in self.resources:
-            path = os.path.join(self.raw_folder, filename)
-            if not check_integrity(path, md5=md5):
-                _download_first([m + filename for m in self.mirrors], path, md5)
+        if not self._invalid():
+            return
+        with file_lock(os.path.join(self.raw_folder, ".download.lock")):
+            for name, md5 in self._invalid():  # fewer if another process fetched some
+                _download_first([m + name for m in self.mirrors],
+                                os.path.join(self.raw_folder, name), md5)
 
     def _sample(self, index):
         return self.data.data[index], int(self.targets.data[index])
@@ -212,6 +188,8 @@ class CIFAR10(_ImageDataset):
     """CIFAR-10: 50,000 training / 10,000 test 32x32 colour images in 10 classes.
 
     `data` is a uint8 array (N, 32, 32, 3) and `targets` a list of ints, as torchvision.
+    `url` replaces the class's `url` for downloads (a mirror of the binary archive) and `md5`
+    its checksum (needed only for an archive other than the official one).
     """
 
     base_folder = "cifar-10-batches-bin"
@@ -225,7 +203,11 @@ class CIFAR10(_ImageDataset):
     meta_file = "batches.meta.txt"
 
     def __init__(self, root, train=True, transform=None, target_transform=None,
-                 download=False):
+                 download=False, *, url=None, md5=None):
+        if url is not None:
+            self.url = url
+        if md5 is not None:
+            self.md5 = md5
         super().__init__(root, train, transform, target_transform, download)
         labels, images = [], []
         for name in self.train_list if train else self.test_list:
@@ -247,16 +229,28 @@ class CIFAR10(_ImageDataset):
             with open(meta) as f:
                 self.classes = [line.strip() for line in f if line.strip()]
 
+    def _missing(self):
+        """The data files not (yet) under `root`."""
+        folder = os.path.join(self.root, self.base_folder)
+        return [os.path.join(folder, n) for n in self.train_list + self.test_list
+                if not os.path.isfile(os.path.join(folder, n))]
+
     def download(self):
         """Fetch and unpack the binary archive unless the data files are already there."""
-        folder = os.path.join(self.root, self.base_folder)
-        if all(os.path.isfile(os.path.join(folder, n)) for n in self.train_list + self.test_list):
+        if not self._missing():
             return
         archive = os.path.join(self.root, self.filename)
-        if not check_integrity(archive, md5=self.md5):
-            download_url(self.url, archive, md5=self.md5)
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(self.root, filter="data")  # refuses paths that escape root
+        with file_lock(archive + ".lock"):
+            if not self._missing():  # another process unpacked them while this one waited
+                return
+            if not check_integrity(archive, md5=self.md5):
+                _download_first([self.url], archive, self.md5)
+            extract_archive(archive, self.root)
+        missing = self._missing()
+        if missing:
+            raise RuntimeError(f"{archive} (from {self.url}) does not hold {missing[0]}: it "
+                               f"is not the binary version of {type(self).__name__} (the "
+                               f"official one is {type(self).url})")
 
     def _sample(self, index):
         return self.data[index], self.targets[index]

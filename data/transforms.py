@@ -1,10 +1,13 @@
 """Image transforms as `torchvision.transforms`, on NumPy/CuPy arrays and dt Tensors.
 
-Images are `(..., C, H, W)` (torchvision's tensor layout) except for `ToTensor`, which takes
-the `(H, W, C)` / `(H, W)` layout of decoded image files. A transform returns the kind it was
-given (array in, array out; Tensor in, Tensor out), without autograd. Random transforms draw
-from `generator` (a `dt.Generator`; default: the global one, which DataLoader workers seed
-per worker).
+Layouts, by type alone: a uint8 array is a decoded image, `(H, W)` or `(H, W, C)` (what the
+data sets yield for image files, and what `ToTensor` takes: the part PIL images play in
+torchvision); anything else (a Tensor, or a float array such as a Digits image) is
+torchvision's tensor layout `(..., C, H, W)`. `RandomCrop` and `RandomHorizontalFlip` take
+both, `Normalize` only float `(..., C, H, W)`. A transform returns the kind it was given
+(array in, array out; Tensor in, Tensor out), without autograd. Random transforms draw from
+`generator` (a `dt.Generator`; default: the global one, which DataLoader workers seed per
+worker).
 """
 import numbers
 
@@ -25,10 +28,17 @@ def _like(arr, img):
     return Tensor._make(arr) if isinstance(img, Tensor) else arr
 
 
-def _check_image(arr, name):
+def _hw_axes(img, arr, name):
+    """The (H, W) axes of `arr` (the array of `img`) by the module's layout rule."""
     if arr.ndim < 2:
-        raise ValueError(f"{name}: expected an image of shape (..., H, W), got shape "
-                         f"{tuple(arr.shape)}")
+        raise ValueError(f"{name}: expected an image of shape (H, W), (H, W, C) or "
+                         f"(..., C, H, W), got shape {tuple(arr.shape)}")
+    if isinstance(img, Tensor) or arr.dtype != np.uint8:
+        return arr.ndim - 2, arr.ndim - 1
+    if arr.ndim > 3:
+        raise ValueError(f"{name}: a uint8 array is a decoded image, (H, W) or (H, W, C), got "
+                         f"shape {tuple(arr.shape)}; give a batch as a Tensor (..., C, H, W)")
+    return 0, 1
 
 
 class Compose:
@@ -135,7 +145,8 @@ _PAD_MODES = ("constant", "edge", "reflect", "symmetric")  # names shared by num
 
 
 class RandomCrop:
-    """A random `size` crop of a `(..., H, W)` image, after optional padding.
+    """A random `size` crop of an `(H, W, C)` uint8 array or `(..., C, H, W)` image, after
+    optional padding.
 
     `padding` is an int, (left/right, top/bottom) or (left, top, right, bottom);
     `padding_mode` is constant (with the number `fill`), edge, reflect or symmetric;
@@ -155,36 +166,40 @@ class RandomCrop:
         self.padding_mode = padding_mode
         self.generator = generator
 
-    def _pad(self, arr, widths):
+    def _pad(self, arr, axes, widths):
         xp = array_module(arr)
-        full = ((0, 0),) * (arr.ndim - 2) + tuple(widths)
+        full = [(0, 0)] * arr.ndim
+        full[axes[0]], full[axes[1]] = widths
         if self.padding_mode == "constant":
             return xp.pad(arr, full, mode="constant", constant_values=self.fill)
         return xp.pad(arr, full, mode=self.padding_mode)
 
     def __call__(self, img):
         arr = _array(img)
-        _check_image(arr, "RandomCrop")
+        axes = _hw_axes(img, arr, "RandomCrop")
         if self.padding is not None:
-            arr = self._pad(arr, self.padding)
+            arr = self._pad(arr, axes, self.padding)
         th, tw = self.size
-        h, w = arr.shape[-2:]
+        h, w = (arr.shape[a] for a in axes)
         if self.pad_if_needed and (h < th or w < tw):
-            arr = self._pad(arr, ((0, max(th - h, 0)), (0, max(tw - w, 0))))
-            h, w = arr.shape[-2:]
+            arr = self._pad(arr, axes, ((0, max(th - h, 0)), (0, max(tw - w, 0))))
+            h, w = (arr.shape[a] for a in axes)
         if h < th or w < tw:
             raise ValueError(f"Required crop size {(th, tw)} is larger than input image size "
-                             f"{(h, w)}")
+                             f"{(h, w)} (of an image of shape {tuple(arr.shape)})")
         i = randint(0, h - th + 1, (1,), generator=self.generator).item()
         j = randint(0, w - tw + 1, (1,), generator=self.generator).item()
-        return _like(arr[..., i:i + th, j:j + tw], img)
+        index = [slice(None)] * arr.ndim
+        index[axes[0]], index[axes[1]] = slice(i, i + th), slice(j, j + tw)
+        return _like(arr[tuple(index)], img)
 
     def __repr__(self):
         return f"{type(self).__name__}(size={self.size}, padding={self.padding})"
 
 
 class RandomHorizontalFlip:
-    """Mirror a `(..., H, W)` image left-right with probability `p`."""
+    """Mirror an `(H, W, C)` uint8 array or `(..., C, H, W)` image left-right with
+    probability `p`."""
 
     def __init__(self, p=0.5, *, generator=None):
         self.p = p
@@ -192,9 +207,11 @@ class RandomHorizontalFlip:
 
     def __call__(self, img):
         arr = _array(img)
-        _check_image(arr, "RandomHorizontalFlip")
+        w_axis = _hw_axes(img, arr, "RandomHorizontalFlip")[1]
         if rand(1, generator=self.generator, dtype=dtypes.float64).item() < self.p:
-            return _like(arr[..., ::-1], img)
+            index = [slice(None)] * arr.ndim
+            index[w_axis] = slice(None, None, -1)
+            return _like(arr[tuple(index)], img)
         return img
 
     def __repr__(self):

@@ -1,9 +1,12 @@
 """Built-in data sets, read from tiny files written here in the real formats (no network)."""
 import gzip
 import hashlib
+import multiprocessing
+import os
 import struct
 import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -133,33 +136,6 @@ def test_cifar100_binary_fine_and_coarse_labels(tmp_path):
         D.CIFAR100(tmp_path, train=False)
 
 
-def test_checksums_reject_corrupted_downloads(tmp_path):
-    path = tmp_path / "archive.tar.gz"
-    path.write_bytes(b"the real bytes")
-    md5 = hashlib.md5(b"the real bytes").hexdigest()
-    sha = hashlib.sha256(b"the real bytes").hexdigest()
-    D.verify_checksum(path, md5=md5, sha256=sha)
-    assert D.check_integrity(path, md5=md5)
-    path.write_bytes(b"the real bytez")
-    with pytest.raises(RuntimeError, match="md5 checksum is .* but expected " + md5):
-        D.verify_checksum(path, md5=md5)
-    with pytest.raises(RuntimeError, match="sha256 checksum"):
-        D.verify_checksum(path, sha256=sha)
-    assert not D.check_integrity(path, md5=md5)
-    assert not D.check_integrity(tmp_path / "missing", md5=md5)
-
-
-def test_download_keeps_nothing_when_the_checksum_fails(tmp_path):
-    source = tmp_path / "served.bin"
-    source.write_bytes(b"tampered")
-    target = tmp_path / "out" / "file.bin"
-    with pytest.raises(RuntimeError, match="md5 checksum"):
-        D.download_url(source.as_uri(), target, md5="0" * 32)  # a file:// URL: no network
-    assert not target.exists() and not (tmp_path / "out" / "file.bin.part").exists()
-    D.download_url(source.as_uri(), target, md5=hashlib.md5(b"tampered").hexdigest())
-    assert target.read_bytes() == b"tampered"
-
-
 def test_digits():
     pytest.importorskip("sklearn")
     full = D.Digits()
@@ -194,6 +170,17 @@ def test_synthetic_classification_is_deterministic():
         ds[20]
 
 
+def make_cifar10_archive(path, rng, records=2):
+    """A cifar-10-binary.tar.gz of the real layout, `records` images per batch file."""
+    staging = path.parent / "staging" / "cifar-10-batches-bin"
+    staging.mkdir(parents=True)
+    for name in D.CIFAR10.train_list + D.CIFAR10.test_list:
+        (staging / name).write_bytes(cifar_records([k % 10 for k in range(records)], rng)[0])
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(staging, arcname="cifar-10-batches-bin")
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def test_download_fetches_verifies_and_extracts(tmp_path):
     """download=True end to end, served from file:// URLs (no network)."""
     served = tmp_path / "served"
@@ -203,29 +190,50 @@ def test_download_fetches_verifies_and_extracts(tmp_path):
             for f, _ in D.MNIST.resources]
 
     class LocalMNIST(D.MNIST):
-        mirrors = ["file:///nonexistent/", mirror]  # the first mirror fails, the second works
         resources = sums
 
-    got = LocalMNIST(tmp_path / "root", download=True)
+    # The first mirror fails, the second works.
+    got = LocalMNIST(tmp_path / "root", download=True, mirrors=["file:///nonexistent/", mirror])
     assert len(got) == 5 and (tmp_path / "root" / "LocalMNIST" / "raw").is_dir()
+    assert len(LocalMNIST(tmp_path / "root", train=False, download=True, mirrors=[])) == 3
 
-    staging = tmp_path / "staging" / "cifar-10-batches-bin"
-    staging.mkdir(parents=True)
-    rng = np.random.default_rng(3)
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        (staging / name).write_bytes(cifar_records([1, 2], rng)[0])
     archive = tmp_path / "cifar-10-binary.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(staging, arcname="cifar-10-batches-bin")
+    md5 = make_cifar10_archive(archive, np.random.default_rng(3))
+    ds = D.CIFAR10(tmp_path / "croot", download=True, url=archive.as_uri(), md5=md5)
+    assert len(ds) == 10 and ds.url == archive.as_uri() and D.CIFAR10.url.startswith("https")
+    assert sorted(os.listdir(tmp_path / "croot")) == [
+        "cifar-10-batches-bin", "cifar-10-binary.tar.gz", "cifar-10-binary.tar.gz.lock"]
+    with pytest.raises(RuntimeError, match="cifar-10-binary.tar.gz should have 0+ "):
+        D.CIFAR10(tmp_path / "other", download=True, url=archive.as_uri(), md5="0" * 32)
+    with pytest.raises(RuntimeError, match="does not hold .*train.bin: it is not the binary "
+                       "version of CIFAR100"):
+        D.CIFAR100(tmp_path / "wrong", download=True, url=archive.as_uri(), md5=md5)
 
-    class LocalCIFAR10(D.CIFAR10):
-        url = archive.as_uri()
-        md5 = hashlib.md5(archive.read_bytes()).hexdigest()
 
-    assert len(LocalCIFAR10(tmp_path / "croot", download=True)) == 10
+def _load_cifar10(root, url, md5):
+    assert len(D.CIFAR10(root, download=True, url=url, md5=md5)) == 10
 
-    class CorruptCIFAR10(LocalCIFAR10):
-        md5 = "0" * 32
 
-    with pytest.raises(RuntimeError, match="md5 checksum"):
-        CorruptCIFAR10(tmp_path / "other", download=True)
+def test_concurrent_first_downloads_fetch_once(tmp_path, monkeypatch):
+    """Processes starting together on an empty root: one downloads, the others wait for it."""
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    md5 = make_cifar10_archive(archive, np.random.default_rng(4))
+    log = tmp_path / "downloads.log"
+    real = D.download_url
+
+    def slow_download(url, path, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.3)  # the others reach the lock meanwhile
+        real(url, path, **kwargs)
+
+    monkeypatch.setattr(D, "download_url", slow_download)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_load_cifar10, args=(tmp_path / "root", archive.as_uri(), md5))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert len(log.read_text().split()) == 1

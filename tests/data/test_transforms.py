@@ -91,3 +91,52 @@ def test_compose_pipeline():
     assert isinstance(out, dt.Tensor) and out.shape == (3, 2, 2)
     assert set(np.unique(out.numpy())) <= {-1.0, 1.0}
     assert "RandomCrop" in repr(pipeline)
+
+
+def cifar_like(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+def test_crop_and_flip_take_decoded_hwc_images():
+    """uint8 arrays are (H, W, C): crops and flips move rows and columns, never channels."""
+    img = cifar_like()
+    g = gen(3)
+    crop = T.RandomCrop(24, padding=4, fill=7, generator=gen(3))(img)
+    i, j = (dt.randint(0, 17, (1,), generator=g).item() for _ in range(2))
+    padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), constant_values=7)
+    assert crop.dtype == np.uint8 and np.array_equal(crop, padded[i:i + 24, j:j + 24])
+    assert np.array_equal(T.RandomHorizontalFlip(p=1.0)(img), img[:, ::-1])
+    edge = T.RandomCrop((2, 4), padding=(1, 0), padding_mode="edge")(img[:2, :2])
+    assert np.array_equal(edge, img[:2, [0, 0, 1, 1]])
+    gray = img[..., 0]  # (H, W): the same in both layouts
+    assert np.array_equal(T.RandomCrop(32, padding=2, generator=gen(1))(gray),
+                          T.RandomCrop(32, padding=2, generator=gen(1))(img)[..., 0])
+    with pytest.raises(ValueError, match=r"uint8 array is a decoded image.*\(2, 32, 32, 3\)"):
+        T.RandomCrop(8)(np.stack([img, img]))
+    with pytest.raises(ValueError, match=r"larger than input image size \(32, 3\)"):
+        T.RandomCrop(32)(img.astype(np.float32))  # a float array is (..., C, H, W)
+
+
+def test_augmentations_agree_on_hwc_arrays_and_chw_tensors():
+    """The config's order (crop, flip, to_tensor) on a decoded image equals torchvision's
+    tensor order (to_tensor, crop, flip) with the same random draws, and NumPy slicing."""
+    img = cifar_like(1)
+    norm = T.Normalize([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+    flipped = set()
+    for seed in range(8):
+        hwc = T.Compose([T.RandomCrop(32, padding=4, generator=gen(seed)),
+                         T.RandomHorizontalFlip(generator=gen(seed + 100)), T.ToTensor(), norm])
+        chw = T.Compose([T.ToTensor(), T.RandomCrop(32, padding=4, generator=gen(seed)),
+                         T.RandomHorizontalFlip(generator=gen(seed + 100)), norm])
+        a, b = hwc(img), chw(img)
+        assert isinstance(a, dt.Tensor) and a.shape == (3, 32, 32) and a.dtype == dt.float32
+        assert isinstance(b, dt.Tensor) and np.array_equal(a.numpy(), b.numpy())
+        g = gen(seed)
+        i, j = (dt.randint(0, 9, (1,), generator=g).item() for _ in range(2))
+        flip = dt.rand(1, generator=gen(seed + 100), dtype=dt.float64).item() < 0.5
+        want = np.pad(img, ((4, 4), (4, 4), (0, 0)))[i:i + 32, j:j + 32]
+        want = want[:, ::-1] if flip else want
+        want = norm(want.transpose(2, 0, 1).astype(np.float32) / np.float32(255))
+        assert np.allclose(a.numpy(), want, atol=1e-6)
+        flipped.add(flip)
+    assert flipped == {True, False}
