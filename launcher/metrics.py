@@ -1,41 +1,144 @@
-"""Run metrics: `metrics.jsonl` (one record a line) and `metrics.csv`; `dtrain plot`."""
+"""Run metrics: `metrics.jsonl` (one JSON record a line, the source of truth) and
+`metrics.csv` (the same values, one column per field of `COLUMNS`); `dtrain plot`.
+
+JSON has no NaN or infinity, so a non-finite value is written as `null` and the record
+names it under `nonfinite`, with what it was (the spelling `float()` reads back):
+`{"step": 70, "split": "train", "loss": null, "nonfinite": {"loss": "nan"}, ...}`. The CSV
+leaves such a cell empty. A killed job can leave a torn last line; `read` skips it.
+"""
 import csv
 import json
+import math
+import numbers
+import os
 import sys
 from pathlib import Path
 
-COLUMNS = ["step", "epoch", "split", "loss", "accuracy", "lr", "samples_per_s", "elapsed_s"]
+# The fields a record may hold, in CSV column order (the CSV header is this list).
+COLUMNS = ["step", "epoch", "split", "loss", "accuracy", "grad_norm", "lr", "samples_per_s",
+           "elapsed_s"]
+SPLITS = ("train", "val", "test")
+
+
+def _clean(record):
+    """`record` with numpy scalars (or one-element tensors) as Python numbers, and non-finite
+    numbers as None, named under `nonfinite`."""
+    out, bad = {}, {}
+    for key, value in record.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, numbers.Real) and not math.isfinite(value):
+            bad[key], value = str(value), None
+        out[key] = value
+    return {**out, "nonfinite": bad} if bad else out
+
+
+def _json(record):
+    return json.dumps(record, allow_nan=False)
+
+
+def _csv_row(record):
+    return ["" if record.get(c) is None else record[c] for c in COLUMNS]
+
+
+def _replace(path, write):
+    """Write a file through `write(f)` into a temporary sibling, then rename it over `path`
+    (a reader or a kill never sees half of it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class MetricsWriter:
-    """Append records to both files of a run directory (rank 0 only writes)."""
+    """Append records to both files of a run directory (only an enabled writer, rank 0,
+    touches them). Opening an existing run rewrites both files from the readable JSONL
+    records, so what a killed job left (a torn line, a CSV row short, an older CSV header)
+    is repaired before new records follow."""
 
     def __init__(self, run_dir, enabled=True):
         self.enabled = enabled
         self.jsonl = Path(run_dir) / "metrics.jsonl"
         self.csv = Path(run_dir) / "metrics.csv"
-        if enabled and not self.csv.exists():
-            with self.csv.open("w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+        if not enabled:
+            return
+        if self.jsonl.exists():
+            self._rewrite(read(run_dir))
+        else:
+            _replace(self.csv, lambda f: csv.writer(f).writerow(COLUMNS))
 
-    def write(self, **record):
+    def _rewrite(self, records):
+        _replace(self.jsonl, lambda f: f.writelines(_json(r) + "\n" for r in records))
+
+        def write_csv(f):
+            out = csv.writer(f)
+            out.writerow(COLUMNS)
+            out.writerows(_csv_row(r) for r in records)
+        _replace(self.csv, write_csv)
+
+    def write(self, step, split, **values):
+        """One record: `step`, `split` (one of SPLITS) and any other fields of COLUMNS."""
+        if split not in SPLITS:
+            raise ValueError(f"metrics: split {split!r} is not one of {', '.join(SPLITS)}")
+        unknown = sorted(set(values) - set(COLUMNS))
+        if unknown:
+            raise ValueError(f"metrics: unknown field(s) {', '.join(unknown)}; the fields are "
+                             f"{', '.join(COLUMNS)} (add new ones to metrics.COLUMNS)")
         if not self.enabled:
             return
+        given = {"step": step, "split": split, **values}
+        record = _clean({c: given[c] for c in COLUMNS if c in given})
+        line = _json(record) + "\n"
         with self.jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(line)
         with self.csv.open("a", newline="") as f:
-            csv.writer(f).writerow([record.get(c, "") for c in COLUMNS])
+            csv.writer(f).writerow(_csv_row(record))
+
+    def truncate_after(self, step):
+        """Keep only the records of steps <= `step` in both files (each replaced atomically):
+        a run resumed from the checkpoint of `step` then writes the later steps once."""
+        if self.enabled and self.jsonl.exists():
+            self._rewrite([r for r in read(self.jsonl.parent) if r.get("step", 0) <= step])
 
 
 def read(run_dir):
+    """The records of RUN_DIR/metrics.jsonl (non-finite values as None, see above). A line
+    that is not JSON, such as the torn last line of a killed job, is skipped with a warning
+    on stderr."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics in this run directory")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    lines = path.read_text(errors="replace").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            what = "torn last line (a killed job?)" if n == len(lines) else "line that is not " \
+                "a JSON record"
+            sys.stderr.write(f"dtrain: {path}:{n}: skipping a {what}: {line[:60]!r}\n")
+            continue
+        records.append(_clean(record))  # files of older versions hold bare NaN
+    return records
+
+
+def nonfinite_loss_step(records):
+    """(step, split) of the first record whose loss was not finite, or None."""
+    for r in records:
+        if "loss" in r.get("nonfinite", {}) or ("loss" in r and r["loss"] is None):
+            return r.get("step"), r.get("split")
+    return None
 
 
 def plot(run_dir):
-    """Draw loss and accuracy curves to RUN_DIR/curves.png (needs matplotlib)."""
+    """Draw loss and accuracy curves to RUN_DIR/curves.png (needs matplotlib); a vertical
+    line marks the step of the first non-finite loss."""
     try:
         import matplotlib
 
@@ -49,20 +152,26 @@ def plot(run_dir):
     except FileNotFoundError as err:
         sys.stderr.write(f"dtrain plot: {err}\n")
         return 2
+    if not records:
+        sys.stderr.write(f"dtrain plot: {Path(run_dir) / 'metrics.jsonl'}: no records yet\n")
+        return 2
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for split, style in (("train", "-"), ("test", "o-")):
-        rows = [r for r in records if r["split"] == split]
-        if rows:
-            axes[0].plot([r["step"] for r in rows], [r["loss"] for r in rows], style,
-                         label=split)
-            acc = [r for r in rows if r.get("accuracy") is not None]
-            if acc:
-                axes[1].plot([r["step"] for r in acc], [r["accuracy"] for r in acc], style,
-                             label=split)
+    for i, (split, style) in enumerate(zip(SPLITS, ("-", "s-", "o-"))):
+        rows = [r for r in records if r.get("split") == split and r.get("step") is not None]
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), style, color=f"C{i}", label=split)
+    bad = nonfinite_loss_step(records)
+    if bad is not None:
+        label = f"non-finite loss at step {bad[0]} ({bad[1]})"
+        axes[0].axvline(bad[0], color="red", linestyle="--", label=label)
+        print(label)
     for ax, name in zip(axes, ("loss", "accuracy")):
         ax.set_xlabel("step")
         ax.set_ylabel(name)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     out = Path(run_dir) / "curves.png"
     fig.tight_layout()
     fig.savefig(out, dpi=100)

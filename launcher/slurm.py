@@ -1,10 +1,19 @@
 """`dtrain slurm CONFIG`: write an sbatch script from the config's `slurm:` block and submit
-it. The script runs `dtrain launch` inside the allocation (which then uses srun), asks for
-SIGUSR2 before the time limit (the trainer checkpoints and requeues the job)."""
+it. The script runs `dtrain launch` inside the allocation (its ranks start there through
+mpiexec or srun, `distributed.launcher`) and asks for SIGUSR2 before the time limit (the
+trainer checkpoints and requeues the job).
+
+Each submission gets its own folder, `<output_dir>/submit-<YYYYmmdd-HHMMSS>/`, holding the
+resolved `config.yaml` the job launches and `job.sbatch`; the job's run directory is
+`<output_dir>/slurm-<jobid>/` (from DTRAIN_RUN_ID), which a requeued job continues, and its
+log `<output_dir>/slurm-<jobid>.out` is appended to, so each requeue's output stays.
+"""
+import itertools
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dtrain.launcher import config as cfgmod
@@ -21,6 +30,7 @@ def script(cfg, config_path):
              f"#SBATCH --ntasks-per-node={per_node}",
              f"#SBATCH --time={s['time']}",
              f"#SBATCH --output={out_dir}/slurm-%j.out",
+             "#SBATCH --open-mode=append",
              f"#SBATCH --signal=USR2@{s['signal_before_s']}"]
     if s["gpus_per_node"]:
         lines.append(f"#SBATCH --gpus-per-node={s['gpus_per_node']}")
@@ -41,25 +51,40 @@ def script(cfg, config_path):
     return "\n".join(lines)
 
 
+def _submit_dir(out_dir, stamp):
+    """A new folder `submit-<stamp>` in `out_dir` (`-2`, `-3`... when taken)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = out_dir / (f"submit-{stamp}" if n == 1 else f"submit-{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            pass
+
+
 def submit(cfg, dry_run=False):
-    out_dir = Path(cfg["experiment"]["output_dir"])
-    config_path = out_dir.resolve() / "config.yaml"
-    text = script(cfg, config_path)
+    """Write the resolved config and the script into a new submission folder and sbatch it
+    (`dry_run`: print the script, write nothing)."""
+    out_dir = Path(cfg["experiment"]["output_dir"]).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     if dry_run:
-        sys.stdout.write(text)
+        sys.stdout.write(script(cfg, out_dir / f"submit-{stamp}" / "config.yaml"))
         return 0
     if shutil.which("sbatch") is None:
         sys.stderr.write("dtrain slurm: sbatch not found: run this on a Slurm login node (or "
                          "use --dry-run to see the script)\n")
         return 2
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = _submit_dir(out_dir, stamp)
+    config_path = folder / "config.yaml"
     config_path.write_text(cfgmod.dump(cfg))
-    path = out_dir / "job.sbatch"
-    path.write_text(text)
+    path = folder / "job.sbatch"
+    path.write_text(script(cfg, config_path))
     proc = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(f"dtrain slurm: sbatch failed: {proc.stderr.strip()}\n")
         return proc.returncode
     job = proc.stdout.strip().split(";")[0]
-    print(f"submitted job {job}; logs: {out_dir.resolve()}/slurm-{job}.out")
+    print(f"submitted job {job} ({folder}); logs: {out_dir}/slurm-{job}.out; "
+          f"run directory: {out_dir}/slurm-{job}")
     return 0

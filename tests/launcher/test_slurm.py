@@ -1,12 +1,15 @@
 """`dtrain slurm`: the generated sbatch script, and real jobs on the two-node test cluster
 (../shared/slurm/local-cluster.sh, started by .ci/run); skipped where Slurm is absent."""
-import json
+import os
 import re
 import shutil
 import subprocess
 import time
 
 import pytest
+import yaml
+
+from dtrain.launcher import metrics
 
 
 def test_sbatch_script_from_the_config(dtrain_cli, configs):
@@ -17,10 +20,42 @@ def test_sbatch_script_from_the_config(dtrain_cli, configs):
                  "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --time=02:00:00",
                  "#SBATCH --partition=gpu", "#SBATCH --signal=USR2@300", "#SBATCH --requeue",
-                 "#SBATCH --exclusive"]:
+                 "#SBATCH --exclusive", "#SBATCH --open-mode=append",
+                 "export DTRAIN_RUN_ID=slurm-$SLURM_JOB_ID"]:
         assert line in text.splitlines(), line
-    assert re.search(r"-m dtrain\.launcher launch \S+/runs/cifar10_resnet20/config\.yaml "
-                     r"distributed\.nproc_per_node=4 distributed\.nnodes=1", text)
+    assert re.search(r"^#SBATCH --output=/\S+/runs/cifar10_resnet20/slurm-%j\.out$", text, re.M)
+    assert re.search(r"-m dtrain\.launcher launch \S+/runs/cifar10_resnet20/submit-\d{8}-\d{6}/"
+                     r"config\.yaml distributed\.nproc_per_node=4 distributed\.nnodes=1", text)
+
+
+STUB_SBATCH = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+echo "4242;ci"
+"""
+
+
+def test_each_submission_gets_its_own_folder(dtrain_cli, configs, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(STUB_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = tmp_path / "out"
+    for lr in ("0.05", "0.2"):                      # two submissions, most likely in one second
+        proc = dtrain_cli("slurm", configs / "digits_mlp.yaml", f"experiment.output_dir={out}",
+                          f"optimizer.lr={lr}", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert f"submitted job 4242 ({out}/submit-" in proc.stdout
+        assert f"logs: {out}/slurm-4242.out; run directory: {out}/slurm-4242" in proc.stdout
+    folders = sorted(out.iterdir())
+    assert len(folders) == 2 and not (out / "config.yaml").exists()
+    assert all(re.fullmatch(r"submit-\d{8}-\d{6}(-2)?", f.name) for f in folders), folders
+    calls = (bin_dir / "calls").read_text().splitlines()
+    for folder, lr, call in zip(folders, (0.05, 0.2), calls):
+        assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "job.sbatch"]
+        assert yaml.safe_load((folder / "config.yaml").read_text())["optimizer"]["lr"] == lr
+        assert f" launch {folder}/config.yaml " in (folder / "job.sbatch").read_text()
+        assert call == f"--parsable {folder}/job.sbatch"
 
 
 def test_launch_command_inside_an_allocation(dtrain_cli, configs):
@@ -46,11 +81,15 @@ slurm_cluster = pytest.mark.skipif(not _cluster_up(), reason="no Slurm cluster w
                                    " (start ../shared/slurm/local-cluster.sh as root)")
 
 
+def _job(job):
+    return subprocess.run(["scontrol", "show", "job", job], capture_output=True,
+                          text=True).stdout
+
+
 def _wait(job, timeout=180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True,
-                             text=True).stdout
+        out = _job(job)
         state = re.search(r"JobState=(\w+)", out).group(1)
         if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
             return state, re.search(r"ExitCode=(\S+)", out).group(1)
@@ -59,35 +98,80 @@ def _wait(job, timeout=180):
     raise AssertionError(f"job {job} did not finish in {timeout} s")
 
 
-def _submit(dtrain_cli, configs, run_dir, *overrides, env=None):
+def _submit(dtrain_cli, configs, out_dir, *overrides, env=None):
+    """Submit digits_mlp on the two nodes; returns the job id (its run directory is
+    out_dir/slurm-<id>, its log out_dir/slurm-<id>.out)."""
     proc = dtrain_cli("slurm", configs / "digits_mlp.yaml", "slurm.nodes=2",
                       "slurm.ntasks_per_node=1", "slurm.time=00:05:00",
-                      f"experiment.output_dir={run_dir}", *overrides, env=env)
+                      f"experiment.output_dir={out_dir}", *overrides, env=env)
     assert proc.returncode == 0, proc.stderr
     job = re.search(r"submitted job (\d+)", proc.stdout).group(1)
-    assert f"logs: {run_dir}/slurm-{job}.out" in proc.stdout
+    assert f"logs: {out_dir}/slurm-{job}.out" in proc.stdout
     return job
 
 
 @slurm_cluster
 def test_slurm_job_runs_one_mpi_world_over_two_nodes(dtrain_cli, configs, tmp_path):
-    run_dir = tmp_path / "run"
-    job = _submit(dtrain_cli, configs, run_dir)
+    out_dir = tmp_path / "run"
+    job = _submit(dtrain_cli, configs, out_dir)
     state, code = _wait(job)
-    log = (run_dir / f"slurm-{job}.out").read_text()
+    log = (out_dir / f"slurm-{job}.out").read_text()
     assert (state, code) == ("COMPLETED", "0:0"), log
     assert "world: 2 ranks on nodes ['node1', 'node2']" in log
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = metrics.read(out_dir / f"slurm-{job}")
     assert [r for r in records if r["split"] == "test"][-1]["accuracy"] >= 0.95
 
 
 @slurm_cluster
 def test_failing_slurm_job_reports_its_failure(dtrain_cli, configs, tmp_path):
     (tmp_path / "broken.py").write_text("def build():\n    raise ValueError('no such model')\n")
-    run_dir = tmp_path / "run"
-    job = _submit(dtrain_cli, configs, run_dir, "model.name=null", "model.target=broken:build",
+    out_dir = tmp_path / "run"
+    job = _submit(dtrain_cli, configs, out_dir, "model.name=null", "model.target=broken:build",
                   "model.args={}", env={"PYTHONPATH": str(tmp_path)})
     state, code = _wait(job)
-    log = (run_dir / f"slurm-{job}.out").read_text()
+    log = (out_dir / f"slurm-{job}.out").read_text()
     assert state == "FAILED" and code != "0:0", log
     assert "Root cause: rank" in log and "ValueError: no such model" in log
+
+
+def _start_requeued_now(job, timeout=60):
+    """Slurm holds a requeued job for ~2 min (EligibleTime); make it eligible at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = _job(job)
+        if "Restarts=1" in out and "JobState=PENDING" in out:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+            return
+        assert "JobState=COMPLETED" not in out, "the job completed without being requeued"
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} was not requeued in {timeout} s")
+
+
+@slurm_cluster
+@pytest.mark.parametrize("launcher", ["mpiexec", "srun"])
+def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_path, launcher):
+    out_dir = tmp_path / "run"
+    # signal_before_s=10: no time-limit USR2 of Slurm's own within this test
+    job = _submit(dtrain_cli, configs, out_dir, "trainer.epochs=60",
+                  "trainer.checkpoint_every=1000000", "slurm.requeue=true",
+                  "slurm.signal_before_s=10", f"distributed.launcher={launcher}")
+    run_dir = out_dir / f"slurm-{job}"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # what --signal=USR2@T does before the time limit: USR2 to the job's steps
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    _start_requeued_now(job)
+    state, code = _wait(job)
+    log = (out_dir / f"slurm-{job}.out").read_text()       # both runs: --open-mode=append
+    assert (state, code) == ("COMPLETED", "0:0"), log
+    assert "Restarts=1" in _job(job), log
+    first, second = log.split(f"run directory {run_dir} (continuing it)")
+    step = int(re.search(r"resumed from step (\d+) of 1380", second).group(1))
+    assert f"preempted at step {step}: checkpoint written" in first, log
+    records = metrics.read(run_dir)
+    train = [r["step"] for r in records if r["split"] == "train"]
+    assert train == sorted(set(train)) and train[-1] == 1380     # no step written twice
+    assert [r for r in records if r["split"] == "test"][-1]["accuracy"] >= 0.95
+    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir() and p.name != "latest") == \
+        [f"slurm-{job}", next(out_dir.glob("submit-*")).name]
