@@ -184,6 +184,13 @@ def load(f, map_location=None, *, weights_only=None):
         raise RuntimeError(f"dt.load: {name} is malformed ({type(err).__name__}: {err})") from None
 
 
+def verify(f):
+    """Check that `f` (a path or binary file) is a complete dtrain file whose checksum
+    matches, without decoding it; raises RuntimeError naming the problem."""
+    name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else getattr(f, "name", repr(f))
+    _verify(_read(f), name)
+
+
 def _read(f):
     if isinstance(f, (str, os.PathLike)):
         with open(f, "rb") as src:

@@ -1,9 +1,14 @@
 """The `dtrain` command line (also `python -m dtrain.launcher`)."""
 import argparse
+import contextlib
+import dataclasses
+import hashlib
 import sys
 from pathlib import Path
 
+from dtrain.launcher import checks, rundir
 from dtrain.launcher import config as cfgmod
+from dtrain.launcher.exit_codes import MEANING, SIGNAL_MEANING, ExitCode
 
 EXAMPLES = """examples:
   dtrain launch configs/digits_mlp.yaml                      train from a YAML config
@@ -12,7 +17,41 @@ EXAMPLES = """examples:
   dtrain launch configs/digits_mlp.yaml --dry-run            print the mpiexec command
   dtrain config configs/digits_mlp.yaml data.batch_size=32   print the resolved config
   dtrain slurm configs/cifar10_resnet20.yaml --dry-run       print the sbatch script
-  dtrain plot runs/digits_mlp                                loss/accuracy curves to PNG
+  dtrain plot runs/digits_mlp                                curves of the newest run, PNG
+"""
+
+
+def _launch_epilog():
+    """`dtrain launch --help`'s tail: the override grammar, run folders, the built-in names a
+    config can use and the exit codes, read from where they are declared."""
+    from dtrain.launcher import registry
+    from dtrain.launcher.models import MODELS
+
+    def names(table):
+        return ", ".join(table)
+    codes = "\n".join(f"  {int(c):<6}{MEANING[c]}" for c in ExitCode)
+    return f"""{EXAMPLES}
+overrides (Hydra's grammar; values are YAML):
+  key.path=value      set a key              optimizer.lr=1e-3  model.args={{hidden: [64]}}
+  +key.path=value     add a key the config lacks (error if it has it)
+  ++key.path=value    add or set
+  ~key.path           delete a key           optimizer.name=adam ~optimizer.momentum
+
+runs: each launch writes to a new folder OUTPUT_DIR/version_N (OUTPUT_DIR/latest links the
+newest); trainer.resume=auto|latest|PATH continues a run from its newest checkpoint, and is
+refused (exit 2) when keys that change the result differ, unless
+trainer.resume_allow_changes=true. SIGTERM/SIGHUP/SIGINT stop every rank (the trainer
+checkpoints first) within --grace-period seconds.
+
+built-in models: {names(MODELS)}
+data sets: {names(registry.DATASETS)}
+transforms: {names(registry.TRANSFORMS)}
+optimizers: {names(registry.OPTIMIZERS)}
+schedulers: {names(registry.SCHEDULERS)}
+
+exit codes:
+{codes}
+  128+N {SIGNAL_MEANING}
 """
 
 
@@ -52,7 +91,7 @@ def build_parser():
         description="Start the ranks of a job under mpiexec (srun inside a Slurm allocation). "
                     "TARGET is a YAML config (followed by key.path=value overrides) or a "
                     "Python script (followed by its own arguments).",
-        epilog=EXAMPLES)
+        epilog=_launch_epilog())
     launch.add_argument("target", help="CONFIG.yaml or SCRIPT.py")
     launch.add_argument("rest", nargs=argparse.REMAINDER,
                         help="config overrides (key.path=value) or the script's arguments")
@@ -77,79 +116,148 @@ def build_parser():
 
 def _config_error(err):
     sys.stderr.write(f"dtrain: config error: {err}\n")
-    return 2
+    return ExitCode.USAGE
 
 
 def _load(path, overrides):
-    """The validated config, registry names checked too (raises ConfigError)."""
-    from dtrain.launcher.trainer import check_config
-
+    """The validated config with its registry names checked, and key origins (raises
+    ConfigError)."""
     cfg, where = cfgmod.load_config(path, overrides)
-    check_config(cfg, where)
-    return cfg
+    checks.check_names(cfg, where)
+    return cfg, where
+
+
+def _cli_overrides(args):
+    """Command-line options that set config keys, as overrides (so the resolved config that a
+    run records is the one it ran with)."""
+    pairs = (("nproc_per_node", "distributed.nproc_per_node"), ("nnodes", "distributed.nnodes"),
+             ("hostfile", "distributed.hostfile"))
+    return [f"{key}={getattr(args, opt)}" for opt, key in pairs if getattr(args, opt) is not None]
+
+
+def _check_counts(args):
+    for opt in ("nproc_per_node", "nnodes"):
+        value = getattr(args, opt)
+        if value is not None and value < 1:
+            sys.stderr.write(f"dtrain launch: --{opt.replace('_', '-')}: must be >= 1, got "
+                             f"{value}\n")
+            return False
+    return True
+
+
+def _launch_config(args):
+    from dtrain.launcher import run
+
+    late, overrides = _launch_options().parse_known_args(args.rest)
+    for key, value in vars(late).items():
+        if value is not None:
+            setattr(args, key, value)
+    if not _check_counts(args):
+        return ExitCode.USAGE
+    try:
+        cfg, where = _load(args.target, [*overrides, *_cli_overrides(args)])
+        cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(
+            cfg.experiment, output_dir=str(Path(cfg.experiment.output_dir).resolve())))
+        if args.dry_run:
+            return _dry_run(cfg, args)
+        checks.check_launch(cfg, where)
+        plan = rundir.plan(cfg)
+        resume = str(plan.resume_from) if plan.resume_from else None
+        cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, resume=resume))
+        try:
+            rundir.check_resume(plan, cfg.to_dict(), log=lambda s: print(s, file=sys.stderr))
+        except cfgmod.ConfigError:
+            if not plan.continuing:
+                with contextlib.suppress(OSError):  # the new folder of a run that never was
+                    plan.run_dir.rmdir()
+            raise
+    except cfgmod.ConfigError as err:
+        return _config_error(err)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    (plan.run_dir / "config.yaml").write_text(cfgmod.dump(cfg))
+    rundir.link_latest(plan.run_dir)
+    print(f"dtrain launch: run directory {plan.run_dir} ("
+          f"{'continuing it' if plan.continuing else 'a new run'})", flush=True)
+    return run.launch(_spec(cfg, args, plan.run_dir / "config.yaml", plan.run_id),
+                      max_restarts=args.max_restarts or 0)
+
+
+def _spec(cfg, args, config_path, run_id):
+    from dtrain.launcher import run
+
+    dist = cfg.distributed
+    return run.JobSpec(["trainer", str(config_path)], nproc_per_node=dist.nproc_per_node,
+                       nnodes=dist.nnodes, hostfile=dist.hostfile, mpiexec=dist.mpiexec,
+                       launcher=dist.launcher, rank0_only=args.rank0_only,
+                       env={rundir.RUN_ID_ENV: run_id} if run_id else {})
+
+
+def _dry_run(cfg, args):
+    """Print the command that runs exactly this resolved config: it is written, content-
+    addressed, next to the runs (so the printed command can never refer to a stale one)."""
+    from dtrain.launcher import run
+
+    text = cfgmod.dump(cfg)
+    out = Path(cfg.experiment.output_dir)
+    path = out / f"resolved-{hashlib.sha256(text.encode()).hexdigest()[:10]}.yaml"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        raise cfgmod.ConfigError(f"experiment.output_dir: cannot write to {out}: "
+                                 f"{err.strerror or err}") from None
+    print(f"# the resolved config: {path}\n"
+          f"# each run writes to {out}/$DTRAIN_RUN_ID (the same id continues that run)\n"
+          f'export {rundir.RUN_ID_ENV}="${{{rundir.RUN_ID_ENV}:-run-$(date +%Y%m%d-%H%M%S)}}"')
+    print(run.dry_run_text(_spec(cfg, args, path, None)))
+    return ExitCode.OK
 
 
 def cmd_launch(args):
     from dtrain.launcher import run
 
     if _is_config(args.target):
-        late, overrides = _launch_options().parse_known_args(args.rest)
-        for key, value in vars(late).items():
-            if value is not None:
-                setattr(args, key, value)
-        try:
-            cfg = _load(args.target, overrides)
-        except cfgmod.ConfigError as err:
-            return _config_error(err)
-        dist = cfg["distributed"]
-        out_dir = Path(cfg["experiment"]["output_dir"])
-        spec = run.JobSpec(["trainer", str(out_dir / "config.yaml")],
-                           nproc_per_node=args.nproc_per_node or dist["nproc_per_node"],
-                           nnodes=args.nnodes or dist["nnodes"],
-                           hostfile=args.hostfile or dist["hostfile"],
-                           mpiexec=dist["mpiexec"], launcher=dist["launcher"],
-                           rank0_only=args.rank0_only)
-        if args.dry_run:
-            print(run.dry_run_text(spec))
-            return 0
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(cfgmod.dump(cfg))
-    else:
-        if not Path(args.target).is_file():
-            sys.stderr.write(f"dtrain launch: no such script or config: {args.target}\n")
-            return 2
-        spec = run.JobSpec([args.target, *args.rest], nproc_per_node=args.nproc_per_node or 1,
-                           nnodes=args.nnodes or 1, hostfile=args.hostfile,
-                           rank0_only=args.rank0_only)
-        if args.dry_run:
-            print(run.dry_run_text(spec))
-            return 0
+        return _launch_config(args)
+    if not _check_counts(args):
+        return ExitCode.USAGE
+    if not Path(args.target).is_file():
+        sys.stderr.write(f"dtrain launch: no such script or config: {args.target}\n")
+        return ExitCode.USAGE
+    spec = run.JobSpec([args.target, *args.rest], nproc_per_node=args.nproc_per_node or 1,
+                       nnodes=args.nnodes or 1, hostfile=args.hostfile,
+                       rank0_only=args.rank0_only)
+    if args.dry_run:
+        print(run.dry_run_text(spec))
+        return ExitCode.OK
     return run.launch(spec, max_restarts=args.max_restarts or 0)
 
 
 def cmd_config(args):
     try:
-        cfg = _load(args.config, args.overrides)
+        cfg, _ = _load(args.config, args.overrides)
     except cfgmod.ConfigError as err:
         return _config_error(err)
     sys.stdout.write(cfgmod.dump(cfg))
-    return 0
+    return ExitCode.OK
 
 
 def cmd_slurm(args):
     from dtrain.launcher import slurm
 
     try:
-        cfg = _load(args.config, args.overrides)
+        cfg, _ = _load(args.config, args.overrides)
     except cfgmod.ConfigError as err:
         return _config_error(err)
-    return slurm.submit(cfg, dry_run=args.dry_run)
+    return slurm.submit(cfg.to_dict(), dry_run=args.dry_run)
 
 
 def cmd_plot(args):
     from dtrain.launcher.metrics import plot
 
-    return plot(args.run_dir)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "metrics.jsonl").exists() and (run_dir / "latest").is_dir():
+        run_dir = run_dir / "latest"  # an experiment's folder: its newest run
+    return plot(run_dir)
 
 
 def main(argv=None):

@@ -1,18 +1,49 @@
 """Experiment configs: YAML files with `defaults:` includes, `${env:VAR,default}`
-interpolation and `a.b=value` overrides, validated before any rank starts.
+interpolation and Hydra-style overrides, validated before any rank starts into frozen,
+typed sections.
 
-Every error names the file, the line and the key path (with the closest valid key for a
-typo) and is a `ConfigError`; the CLI turns it into exit code 2.
+The section dataclasses below are the schema: each key's types, default, value check, help
+and whether it changes the numbers a run computes (`result`, read when a resume compares
+configs) are declared once, in the field's metadata. Every error names the file, the line
+and the key path (with the closest valid key for a typo) and is a `ConfigError`; the CLI
+turns it into exit code 2.
+
+Override grammar (Hydra's): `key.path=value` sets a key (an unknown one is then reported by
+validation, with the closest valid key); `+key.path=value` adds a key the file lacks and
+refuses to replace one it has; `++key.path=value` adds or sets; `~key.path` (or
+`~key.path=value`, only if it has that value) deletes a key. Values are YAML: `1e-3`,
+`[64, 32]`, `{hidden: [32]}`, `null`.
 """
 import copy
+import dataclasses
 import difflib
 import inspect
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's numbers: `1e-3` and `5E+2` are floats (PyYAML's YAML 1.1 resolver needs a
+    dot and reads them as strings; OmegaConf and Hydra accept them)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse(text):
+    """One YAML document with `_Loader`'s numbers."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(Exception):
@@ -49,8 +80,8 @@ def _read(path):
         raise ConfigError(f"{path}: config file not found")
     text = path.read_text()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = parse(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -106,24 +137,44 @@ def load(path, overrides=(), _seen=None):
 
 
 def _apply_override(data, where, item):
-    key, sep, raw = item.partition("=")
+    """Apply one override (grammar in the module docstring) to the merged dict."""
     origin = Where(f"command line override '{item}'", 0)
-    if not sep or not key:
-        raise ConfigError(f"{origin.file}: expected key.path=value")
+    mode = "delete" if item.startswith("~") else "force" if item.startswith("++") else \
+        "add" if item.startswith("+") else "set"
+    body = item.lstrip("~+")
+    key, sep, raw = body.partition("=")
+    if not key or (not sep and mode != "delete"):
+        raise ConfigError(f"{origin.file}: expected key.path=value, +key.path=value, "
+                          "++key.path=value or ~key.path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    parts = key.split(".")
+    *parents, last = key.split(".")
     node = data
-    for part in parts[:-1]:
+    for i, part in enumerate(parents):
         child = node.get(part)
-        if child is None:
+        if child is None and mode != "delete":
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"{origin.file}: '{part}' is not a section")
+            what = "has no key" if child is None else "is not a section"
+            raise ConfigError(f"{origin.file}: '{'.'.join(parents[:i + 1])}' {what}")
         node = child
-    node[parts[-1]] = value
+    present = last in node
+    if mode == "delete":
+        if not present:
+            raise ConfigError(f"{origin.file}: cannot delete {key}: no such key in the config")
+        if sep and node[last] != value:
+            raise ConfigError(f"{origin.file}: cannot delete {key}: its value is "
+                              f"{node[last]!r}, not {value!r}")
+        del node[last]
+        for k in [k for k in where if k == key or k.startswith(key + ".")]:
+            del where[k]
+        return
+    if mode == "add" and present:
+        raise ConfigError(f"{origin.file}: cannot add {key}: it is already set (to "
+                          f"{node[last]!r}); write {key}=... or ++{key}=...")
+    node[last] = value
     where[key] = origin
 
 
@@ -156,24 +207,15 @@ def _substitute(text, origin, path):
     full = _ENV.fullmatch(text)
     if full:  # a whole-value interpolation is typed like a YAML scalar
         try:
-            return yaml.safe_load(out)
+            return parse(out)
         except yaml.YAMLError:
             return out
     return out
 
 
-# -- validation -----------------------------------------------------------------------------
-class Field:
-    """One config key: its type(s), default (`REQUIRED` if none) and a value check."""
-
-    def __init__(self, types, default=None, check=None, help=""):
-        self.types = types if isinstance(types, tuple) else (types,)
-        self.default = default
-        self.check = check
-        self.help = help
-
-
+# -- the schema: frozen, typed sections ---------------------------------------------------
 REQUIRED = object()
+NONE = type(None)
 
 
 def positive(v):
@@ -190,80 +232,187 @@ def one_of(*choices):
     return check
 
 
-SCHEMA = {
-    "experiment": {
-        "name": Field(str, "experiment"),
-        "seed": Field(int, 0),
-        "output_dir": Field(str, None, help="default: runs/<name>"),
-    },
-    "model": {
-        "name": Field((str, type(None)), None),
-        "target": Field((str, type(None)), None, help="package.module:Callable"),
-        "args": Field(dict, {}),
-    },
-    "data": {
-        "dataset": Field(str, REQUIRED),
-        "root": Field(str, "data"),
-        "batch_size": Field(int, 64, positive),
-        "eval_batch_size": Field((int, type(None)), None),
-        "num_workers": Field(int, 0, non_negative),
-        "transforms": Field(list, []),
-        "val_split": Field((int, float), 0.0, lambda v: None if 0 <= v < 1 else
-                           "must be in [0, 1)"),
-        "download": Field(bool, False),
-        "args": Field(dict, {}),
-    },
-    "optimizer": {
-        "name": Field(str, "sgd"),
-        "lr": Field((int, float), REQUIRED, positive),
-        "*": Field(object, None, help="any keyword argument of the optimizer"),
-    },
-    "scheduler": {
-        "name": Field(str, REQUIRED),
-        "interval": Field(str, "epoch", one_of("epoch", "step")),
-        "*": Field(object, None, help="any keyword argument of the scheduler"),
-    },
-    "trainer": {
-        "epochs": Field((int, type(None)), None),
-        "max_steps": Field((int, type(None)), None),
-        "grad_accum_steps": Field(int, 1, positive),
-        "clip_grad_norm": Field((int, float, type(None)), None),
-        "amp": Field(bool, False),
-        "eval_every": Field((int, type(None)), None),
-        "log_every": Field(int, 10, positive),
-        "checkpoint_every": Field((int, type(None)), None),
-        "keep_last": Field(int, 3, positive),
-        "resume": Field((str, type(None)), "auto"),
-        "device": Field(str, "auto", help="auto | cpu | cuda"),
-        "progress": Field(bool, True),
-        "target_accuracy": Field((int, float, type(None)), None),
-    },
-    "distributed": {
-        "backend": Field((str, type(None)), None, one_of("mpi", "nccl")),
-        "nproc_per_node": Field(int, 1, positive),
-        "nnodes": Field(int, 1, positive),
-        "hostfile": Field((str, type(None)), None),
-        "bucket_cap_mb": Field((int, float), 25, positive),
-        "timeout_s": Field((int, float), 1800, positive),
-        "mpiexec": Field((str, type(None)), None),
-        "launcher": Field(str, "mpiexec", one_of("mpiexec", "srun"),
-                          help="how ranks start inside a Slurm allocation"),
-    },
-    "slurm": {
-        "nodes": Field(int, 1, positive),
-        "ntasks_per_node": Field((int, type(None)), None),
-        "gpus_per_node": Field(int, 0, non_negative),
-        "cpus_per_task": Field((int, type(None)), None),
-        "time": Field(str, "01:00:00"),
-        "partition": Field((str, type(None)), None),
-        "account": Field((str, type(None)), None),
-        "job_name": Field((str, type(None)), None),
-        "requeue": Field(bool, True),
-        "signal_before_s": Field(int, 120, positive),
-        "extra": Field(list, []),
-    },
-}
+def key(types, default=None, check=None, help="", result=True):
+    """A config key: accepted `types`, `default` (REQUIRED: none), a value `check` returning
+    a problem or None, and `result`: whether changing it changes what the run computes (a
+    resume with such a change is refused unless trainer.resume_allow_changes)."""
+    types = types if isinstance(types, tuple) else (types,)
+    meta = {"types": types, "check": check, "help": help, "result": result,
+            "required": default is REQUIRED}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=None if default is REQUIRED else default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str = key(str, "experiment", result=False)
+    seed: int = key(int, 0)
+    output_dir: str = key((str, NONE), None, result=False,
+                          help="where runs go, one folder each (default runs/<name>)")
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str | None = key((str, NONE), None, help="a built-in model")
+    target: str | None = key((str, NONE), None, help="package.module:Callable")
+    args: dict = key(dict, {})
+
+
+@dataclass(frozen=True)
+class Data:
+    dataset: str = key(str, REQUIRED)
+    root: str = key(str, "data", result=False)
+    batch_size: int = key(int, 64, positive, help="per rank")
+    eval_batch_size: int | None = key((int, NONE), None, positive, result=False)
+    num_workers: int = key(int, 0, non_negative, result=False)
+    transforms: list = key(list, [])
+    val_split: float = key((int, float), 0.0, lambda v: None if 0 <= v < 1 else
+                           "must be in [0, 1)", help="fraction of the training set held out "
+                           "for validation")
+    download: bool = key(bool, False, result=False)
+    args: dict = key(dict, {})
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str = key(str, "sgd")
+    lr: float = key((int, float), REQUIRED, positive)
+    kwargs: dict = key(dict, {}, help="any other keyword argument of the optimizer")
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    name: str = key(str, REQUIRED)
+    interval: str = key(str, "epoch", one_of("epoch", "step"))
+    kwargs: dict = key(dict, {}, help="any other keyword argument of the scheduler")
+
+
+@dataclass(frozen=True)
+class Trainer:
+    epochs: int | None = key((int, NONE), None, positive, result=False)
+    max_steps: int | None = key((int, NONE), None, positive, result=False)
+    grad_accum_steps: int = key(int, 1, positive)
+    clip_grad_norm: float | None = key((int, float, NONE), None, positive)
+    amp: bool = key(bool, False)
+    eval_every: int | None = key((int, NONE), None, positive, result=False,
+                                 help="steps between evaluations (default: each epoch)")
+    log_every: int = key(int, 10, positive, result=False)
+    checkpoint_every: int | None = key((int, NONE), None, positive, result=False)
+    keep_last: int = key(int, 3, positive, result=False)
+    resume: str | None = key((str, NONE), None, result=False,
+                             help="null (a fresh run) | auto | latest | PATH")
+    resume_allow_changes: bool = key(bool, False, result=False,
+                                     help="resume even when keys that change the result "
+                                          "differ from the checkpoint's config")
+    on_nonfinite: str = key(str, "stop", one_of("stop", "skip_step", "ignore"), result=False)
+    target_accuracy: float | None = key((int, float, NONE), None, lambda v: None if 0 < v <= 1
+                                        else "must be in (0, 1]", result=False,
+                                        help="stop once evaluation accuracy reaches it")
+    device: str = key(str, "auto", one_of("auto", "cpu", "cuda"), result=False)
+    progress: bool = key(bool, True, result=False)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    backend: str | None = key((str, NONE), None, one_of("mpi", "nccl"), result=False)
+    nproc_per_node: int = key(int, 1, positive)
+    nnodes: int = key(int, 1, positive)
+    hostfile: str | None = key((str, NONE), None, result=False)
+    bucket_cap_mb: float = key((int, float), 25, positive, result=False)
+    timeout_s: float = key((int, float), 1800, positive, result=False)
+    mpiexec: str | None = key((str, NONE), None, result=False)
+    launcher: str = key(str, "mpiexec", one_of("mpiexec", "srun"), result=False,
+                        help="how ranks start inside a Slurm allocation")
+
+
+@dataclass(frozen=True)
+class Slurm:
+    nodes: int = key(int, 1, positive, result=False)
+    ntasks_per_node: int | None = key((int, NONE), None, positive, result=False)
+    gpus_per_node: int = key(int, 0, non_negative, result=False)
+    cpus_per_task: int | None = key((int, NONE), None, positive, result=False)
+    time: str = key(str, "01:00:00", result=False)
+    partition: str | None = key((str, NONE), None, result=False)
+    account: str | None = key((str, NONE), None, result=False)
+    job_name: str | None = key((str, NONE), None, result=False)
+    requeue: bool = key(bool, True, result=False)
+    signal_before_s: int = key(int, 120, positive, result=False)
+    extra: list = key(list, [], result=False)
+
+
+SECTIONS = {"experiment": Experiment, "model": Model, "data": Data, "optimizer": Optimizer,
+            "scheduler": Scheduler, "trainer": Trainer, "distributed": Distributed,
+            "slurm": Slurm}
 OPTIONAL_SECTIONS = {"scheduler", "slurm"}
+OPEN_SECTIONS = {"optimizer", "scheduler"}  # other keys go to `kwargs` (checked by the class)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config: one frozen section each (`scheduler`/`slurm` may be None)."""
+
+    experiment: Experiment
+    model: Model
+    data: Data
+    optimizer: Optimizer
+    scheduler: Scheduler | None
+    trainer: Trainer
+    distributed: Distributed
+    slurm: Slurm | None
+
+    def to_dict(self):
+        """The plain nested dict (open sections' kwargs inline), as written to YAML."""
+        out = {}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            if section is None:
+                out[name] = None
+                continue
+            values = {f.name: copy.deepcopy(getattr(section, f.name))
+                      for f in dataclasses.fields(section)}
+            if name in OPEN_SECTIONS:
+                values.update(values.pop("kwargs"))
+            out[name] = values
+        return out
+
+
+def result_keys(cfg_dict):
+    """{"section.key": value} for every key that changes what a run computes (open sections'
+    keywords included), from a config dict (`Config.to_dict()` or a checkpoint's copy)."""
+    out = {}
+    for name, cls in SECTIONS.items():
+        section = cfg_dict.get(name) or {}
+        declared = {f.name: f for f in dataclasses.fields(cls)}
+        for k, value in section.items():
+            f = declared.get(k)
+            if f is None and name in OPEN_SECTIONS or f is not None and f.metadata["result"]:
+                out[f"{name}.{k}"] = value
+    return out
+
+
+def config_changes(saved, current):
+    """Lines `key: saved -> current` for result-changing keys that differ between two config
+    dicts (a key missing on one side counts as its schema default)."""
+    old, new = result_keys(saved), result_keys(current)
+    lines = []
+    for k in sorted(old.keys() | new.keys()):
+        a, b = old.get(k, _default(k)), new.get(k, _default(k))
+        if a != b:
+            lines.append(f"{k}: {a!r} -> {b!r}")
+    return lines
+
+
+def _default(path):
+    section, _, name = path.partition(".")
+    f = {f.name: f for f in dataclasses.fields(SECTIONS[section])}.get(name)
+    return None if f is None else _field_default(f)
+
+
+def _field_default(f):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def _type_name(types):
@@ -286,75 +435,81 @@ def _suggest(key, valid):
 
 
 def validate(data, where, source):
-    """Check `data` against SCHEMA; return a new dict with every default filled in."""
+    """Check `data` against the schema; return a `Config` with every default filled in."""
     def at(path):
         w = where.get(path)
         return str(w) if w else f"{source}"
-    out = {}
-    for key in data:
-        if key not in SCHEMA:
-            raise ConfigError(f"{at(key)}: {key}: unknown section{_suggest(key, list(SCHEMA))}")
-    for section, fields in SCHEMA.items():
+    for k in data:
+        if k not in SECTIONS:
+            raise ConfigError(f"{at(k)}: {k}: unknown section{_suggest(k, list(SECTIONS))}")
+    sections = {}
+    for section, cls in SECTIONS.items():
         raw = data.get(section)
-        if raw is None:
-            if section in OPTIONAL_SECTIONS:
-                out[section] = None
-                continue
-            raw = {}
+        if raw is None and section in OPTIONAL_SECTIONS:
+            sections[section] = None
+            continue
+        raw = {} if raw is None else raw
         if not isinstance(raw, dict):
             raise ConfigError(f"{at(section)}: {section}: expected a mapping of keys, got "
                               f"{type(raw).__name__}")
-        values = {}
-        for key, value in raw.items():
-            path = f"{section}.{key}"
-            spec = fields.get(key) or fields.get("*")
-            if spec is None:
-                valid = [k for k in fields if k != "*"]
-                raise ConfigError(f"{at(path)}: {path}: unknown key{_suggest(str(key), valid)}")
-            if not _is_type(value, spec.types):
-                raise ConfigError(f"{at(path)}: {path}: expected {_type_name(spec.types)}, got "
-                                  f"{value!r}")
-            problem = spec.check(value) if spec.check and value is not None else None
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "kwargs"
+                  or section not in OPEN_SECTIONS}
+        values, extra = {}, {}
+        for k, value in raw.items():
+            path = f"{section}.{k}"
+            f = fields.get(k)
+            if f is None:
+                if section in OPEN_SECTIONS:
+                    extra[k] = value
+                    continue
+                raise ConfigError(f"{at(path)}: {path}: unknown key"
+                                  f"{_suggest(str(k), list(fields))}")
+            meta = f.metadata
+            if not _is_type(value, meta["types"]):
+                raise ConfigError(f"{at(path)}: {path}: expected {_type_name(meta['types'])}, "
+                                  f"got {value!r}")
+            problem = meta["check"](value) if meta["check"] and value is not None else None
             if problem:
                 raise ConfigError(f"{at(path)}: {path}: {value!r} {problem}")
-            values[key] = value
-        for key, spec in fields.items():
-            if key == "*" or key in values:
-                continue
-            if spec.default is REQUIRED:
-                raise ConfigError(f"{at(section)}: {section}.{key}: missing required value"
-                                  + (f" ({spec.help})" if spec.help else ""))
-            values[key] = copy.deepcopy(spec.default)
-        out[section] = values
-    _cross_checks(out, at)
-    return out
+            values[k] = value
+        for k, f in fields.items():
+            if k not in values and f.metadata["required"]:
+                raise ConfigError(f"{at(section)}: {section}.{k}: missing required value"
+                                  + (f" ({f.metadata['help']})" if f.metadata["help"] else ""))
+        if section in OPEN_SECTIONS:
+            values["kwargs"] = extra
+        sections[section] = cls(**values)
+    _cross_checks(sections, at)
+    return Config(**sections)
 
 
-def _cross_checks(cfg, at):
-    model = cfg["model"]
-    if (model["name"] is None) == (model["target"] is None):
+def _cross_checks(s, at):
+    model = s["model"]
+    if (model.name is None) == (model.target is None):
         raise ConfigError(f"{at('model')}: model: give exactly one of model.name (a built-in "
                           "model) or model.target ('package.module:Callable')")
-    trainer = cfg["trainer"]
-    if trainer["epochs"] is None and trainer["max_steps"] is None:
+    if model.target is not None and not re.fullmatch(r"[\w.]+:[\w.]+", model.target):
+        raise ConfigError(f"{at('model.target')}: model.target: {model.target!r} is not "
+                          "'package.module:Callable'")
+    if s["trainer"].epochs is None and s["trainer"].max_steps is None:
         raise ConfigError(f"{at('trainer')}: trainer: set trainer.epochs or trainer.max_steps")
-    if cfg["experiment"]["output_dir"] is None:
-        cfg["experiment"]["output_dir"] = f"runs/{cfg['experiment']['name']}"
+    if s["experiment"].output_dir is None:
+        s["experiment"] = dataclasses.replace(s["experiment"],
+                                              output_dir=f"runs/{s['experiment'].name}")
 
 
 def defaults(section):
     """A section's keys with their default values (for an optional section left out)."""
-    return {k: copy.deepcopy(f.default) for k, f in SCHEMA[section].items() if k != "*"}
+    return {f.name: _field_default(f) for f in dataclasses.fields(SECTIONS[section])
+            if f.name != "kwargs"}
 
 
-def check_kwargs(cfg_section, cls, path, where, skip=("name", "interval")):
-    """Check a section's extra keys against `cls`'s keyword parameters (optimizer or
+def check_kwargs(kwargs, cls, path, where):
+    """Check an open section's other keys against `cls`'s keyword parameters (optimizer or
     scheduler classes)."""
     params = inspect.signature(cls).parameters
     valid = [p for p in params if p not in ("params", "optimizer")]
-    for key in cfg_section:
-        if key in skip:
-            continue
+    for key in kwargs:
         if key not in params:
             w = where.get(f"{path}.{key}")
             raise ConfigError(f"{w or path}: {path}.{key}: unknown key for "
@@ -362,10 +517,11 @@ def check_kwargs(cfg_section, cls, path, where, skip=("name", "interval")):
 
 
 def load_config(path, overrides=()):
-    """Load, merge, interpolate and validate: (config dict, key origins)."""
+    """Load, merge, interpolate and validate: (`Config`, key origins)."""
     data, where = load(path, overrides)
     return validate(data, where, str(path)), where
 
 
 def dump(cfg):
-    return yaml.safe_dump(cfg, sort_keys=False)
+    """YAML text of a `Config` (or of a config dict)."""
+    return yaml.safe_dump(cfg.to_dict() if isinstance(cfg, Config) else cfg, sort_keys=False)

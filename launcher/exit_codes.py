@@ -7,12 +7,22 @@ import signal
 
 
 class ExitCode(enum.IntEnum):
-    """What the job's exit status means."""
+    """What the job's exit status means (MEANING says it in words)."""
 
-    OK = 0  # every rank exited 0
-    RANK_FAILED = 1  # a rank raised, exited non-zero or was killed; the report names it
-    USAGE = 2  # bad command line or config, found before any rank started
-    NONFINITE = 3  # the trainer stopped on a NaN/inf loss or gradient norm
+    OK = 0
+    RANK_FAILED = 1
+    USAGE = 2
+    NONFINITE = 3
+
+
+MEANING = {
+    ExitCode.OK: "success: every rank exited 0",
+    ExitCode.RANK_FAILED: "a rank raised, exited non-zero or was killed; the report names it",
+    ExitCode.USAGE: "bad command line or config, found before training started",
+    ExitCode.NONFINITE: "the trainer stopped on a NaN/inf loss or gradient norm",
+}
+SIGNAL_MEANING = "the launcher got signal N and stopped every rank (130 SIGINT, 143 SIGTERM, " \
+    "129 SIGHUP)"
 
 
 def for_signal(signum):

@@ -1,7 +1,10 @@
 """Built-in models of the launcher (`model.name` in a config): mlp, lenet, resnet,
 lstm_classifier, transformer_lm. Each builder takes the data set's `in_shape` and
 `num_classes` plus the config's `model.args`."""
+import importlib
 import math
+import os
+import sys
 
 import dtrain as dt
 from dtrain import nn
@@ -135,3 +138,23 @@ def transformer_lm(in_shape, num_classes, **kwargs):
 
 MODELS = {"mlp": mlp, "lenet": lenet, "resnet": resnet, "lstm_classifier": lstm_classifier,
           "transformer_lm": transformer_lm}
+
+
+def build_model(mcfg, in_shape, num_classes):
+    """The model of a config's `model` section: a built-in one (`name`, given the data's
+    shape and classes) or `target`'s callable called with `args`."""
+    if mcfg.name is not None:
+        return MODELS[mcfg.name](in_shape, num_classes, **mcfg.args)
+    return import_target(mcfg.target)(**mcfg.args)
+
+
+def import_target(target):
+    """The object named by 'package.module:attribute' (the current folder importable, as for
+    the ranks that `python -m` starts there)."""
+    module, _, attr = target.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

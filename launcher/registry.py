@@ -33,11 +33,11 @@ def _image_info(ds):
     return tuple(np.shape(x.data if hasattr(x, "data") else x))
 
 
-def build_datasets(cfg_data, seed):
+def build_datasets(data, seed):
     """(train, test, in_shape, num_classes, task) for the config's `data` section."""
-    name, args, root = cfg_data["dataset"], dict(cfg_data["args"]), cfg_data["root"]
-    train_tf = build_transforms(cfg_data["transforms"], train=True)
-    test_tf = build_transforms(cfg_data["transforms"], train=False)
+    name, args, root = data.dataset, dict(data.args), data.root
+    train_tf = build_transforms(data.transforms, train=True)
+    test_tf = build_transforms(data.transforms, train=False)
     if name == "digits":
         train = datasets.Digits(train=True, transform=train_tf, split_seed=seed, **args)
         test = datasets.Digits(train=False, transform=test_tf, split_seed=seed, **args)
@@ -47,8 +47,8 @@ def build_datasets(cfg_data, seed):
                "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
         train_tf = train_tf or transforms.ToTensor()
         test_tf = test_tf or transforms.ToTensor()
-        train = cls(root, train=True, transform=train_tf, download=cfg_data["download"])
-        test = cls(root, train=False, transform=test_tf, download=cfg_data["download"])
+        train = cls(root, train=True, transform=train_tf, download=data.download, **args)
+        test = cls(root, train=False, transform=test_tf, download=data.download, **args)
         classes = {"cifar100": 100}.get(name, 10)
         return train, test, _image_info(train), classes, "classify"
     if name == "synthetic":

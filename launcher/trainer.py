@@ -1,6 +1,14 @@
-"""The trainer each rank runs for a config: model, data, optimizer and scheduler from the
-registries; DDP when there are several ranks; evaluation that counts every test sample
-exactly once; metrics, atomic checkpoints (newest K kept) and exact resume."""
+"""The trainer each rank runs for a config, in small units: `build` (model, data, optimizer,
+scheduler, DDP from the registries), `resume` (a checkpoint's full state), `train_step`,
+`evaluate` (every sample counted exactly once across ranks), `save_checkpoint`, and `fit`,
+the loop that orders them and decides when to stop.
+
+Stops are agreed by all ranks at a step boundary with one all-reduce per step: a stop signal
+(SIGTERM/SIGHUP/SIGINT from `dtrain launch`, SIGUSR2 from Slurm before the time limit) ends
+the run with a checkpoint; a non-finite loss or gradient norm follows
+`trainer.on_nonfinite`. `main` returns an `ExitCode`.
+"""
+import contextlib
 import math
 import os
 import signal
@@ -8,55 +16,32 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 import dtrain as dt
 from dtrain import distributed as dist
 from dtrain import nn
-from dtrain.data import DataLoader, DistributedSampler
+from dtrain.data import DataLoader, DistributedSampler, random_split
 from dtrain.data.sampler import Sampler
+from dtrain.launcher import config as cfgmod
 from dtrain.launcher import registry
-from dtrain.launcher.config import ConfigError, check_kwargs
+from dtrain.launcher.exit_codes import ExitCode
 from dtrain.launcher.metrics import MetricsWriter
-from dtrain.launcher.models import MODELS
+from dtrain.launcher.models import build_model
+from dtrain.launcher.progress import Progress
+from dtrain.launcher.rundir import RUN_ID_ENV, Checkpoints, link_latest
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)
 
 
-def check_config(cfg, where):
-    """Name checks that need the registries (run before any rank starts)."""
-    def at(path):
-        return where.get(path) or path
-    model = cfg["model"]
-    if model["name"] is not None and model["name"] not in MODELS:
-        raise ConfigError(f"{at('model.name')}: model.name: unknown model {model['name']!r}; "
-                          f"built-in models: {', '.join(MODELS)}")
-    if cfg["data"]["dataset"] not in registry.DATASETS:
-        raise ConfigError(f"{at('data.dataset')}: data.dataset: unknown data set "
-                          f"{cfg['data']['dataset']!r}; built-in: "
-                          f"{', '.join(registry.DATASETS)}")
-    for i, spec in enumerate(cfg["data"]["transforms"]):
-        name = spec if isinstance(spec, str) else (next(iter(spec)) if isinstance(spec, dict)
-                                                   and len(spec) == 1 else None)
-        if name not in registry.TRANSFORMS:
-            raise ConfigError(f"{at(f'data.transforms.{i}')}: data.transforms.{i}: unknown "
-                              f"transform {spec!r}; built-in: "
-                              f"{', '.join(registry.TRANSFORMS)}")
-    for section, table in (("optimizer", registry.OPTIMIZERS),
-                           ("scheduler", registry.SCHEDULERS)):
-        sec = cfg.get(section)
-        if sec is None:
-            continue
-        try:
-            cls = registry.lookup(table, sec["name"])
-        except KeyError:
-            raise ConfigError(f"{at(section + '.name')}: {section}.name: unknown {section} "
-                              f"{sec['name']!r}; built-in: {', '.join(table)}") from None
-        check_kwargs(sec, cls, section, where)
+class UsageError(Exception):
+    """A problem of the config or the machine found as the run starts (exit code 2)."""
 
 
-# -- distributed helpers -----------------------------------------------------------------
+# -- samplers ------------------------------------------------------------------------------------
 class _Resume(Sampler):
     """A sampler's indices from position `skip` on (resuming in the middle of an epoch)."""
 
@@ -86,250 +71,472 @@ class _Shard(Sampler):
         return len(self.indices)
 
 
-def _sum_over_ranks(values, world):
-    t = dt.tensor(np.asarray(values, dtype=np.float64))
-    if world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
+# -- what build() makes -------------------------------------------------------------------------
+@dataclass
+class World:
+    rank: int
+    size: int
+    device: object
+
+    def sum(self, values):
+        """Element-wise sum of a list of floats over the ranks."""
+        t = dt.tensor(np.asarray(values, dtype=np.float64))
+        if self.size > 1:
+            dist.all_reduce(t)
+        return t.tolist()
 
 
-# -- checkpoints ------------------------------------------------------------------------------
-def _checkpoints(run_dir):
-    return sorted(Path(run_dir).glob("checkpoint_*.dtrain"))
+@dataclass
+class Job:
+    """Everything a run trains with, and where it is."""
+
+    cfg: cfgmod.Config
+    world: World
+    run_dir: Path
+    model: nn.Module
+    wrapped: nn.Module  # DDP around `model` on several ranks
+    optimizer: object
+    scheduler: object
+    scaler: object
+    train_ds: object
+    val_ds: object  # None without data.val_split
+    test_ds: object
+    task: str
+    sampler: DistributedSampler
+    steps_per_epoch: int
+    total: int
+    step: int = 0
+    saved_step: int | None = None  # the step of this run's newest checkpoint
+    best: dict = field(default_factory=dict)  # the best evaluation: step, split, accuracy, loss
+    last_eval: dict = field(default_factory=dict)
+
+    @property
+    def eval_split(self):
+        """What training-time evaluations measure: the validation split when there is one."""
+        return "val" if self.val_ds is not None else "test"
 
 
-def _save_checkpoint(run_dir, state, step, keep_last):
-    path = Path(run_dir) / f"checkpoint_{step:09d}.dtrain"
-    dt.save(state, path)
-    for old in _checkpoints(run_dir)[:-keep_last]:
-        old.unlink(missing_ok=True)
-
-
-def _load_checkpoint(run_dir, resume):
-    """The newest complete checkpoint (`auto`), a given path, or None."""
-    if resume is None:
-        return None
-    if resume != "auto":
-        return dt.load(resume)
-    for path in reversed(_checkpoints(run_dir)):
-        try:
-            return dt.load(path)
-        except Exception as err:  # a torn or corrupt file: fall back to the previous one
-            print(f"skipping unreadable checkpoint {path}: {err}", file=sys.stderr)
-    return None
-
-
-# -- progress --------------------------------------------------------------------------------
-class Progress:
-    """One status line on rank 0: step/total, loss, samples/s, ETA."""
-
-    def __init__(self, total, enabled):
-        self.total, self.enabled = total, enabled
-        self.tty = enabled and sys.stdout.isatty()
-        self.start = time.monotonic()
-
-    def update(self, step, loss, rate, done):
-        if not self.enabled:
-            return
-        eta = (self.total - step) / max(rate, 1e-9) if self.total else 0
-        bar = f"step {step}/{self.total} loss {loss:.4f} {rate:,.0f} samples/s ETA {eta:.0f}s"
-        if self.tty:
-            sys.stdout.write("\r" + bar + (" " * 10) + ("\n" if done else ""))
-            sys.stdout.flush()
-        elif done or step % max(1, self.total // 10) == 0:
-            print(bar, flush=True)
-
-
-# -- the run ------------------------------------------------------------------------------------
-class _Preempted(Exception):
-    pass
-
-
-def main(config_path):
-    cfg = yaml.safe_load(Path(config_path).read_text())
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    exp, tcfg, dcfg = cfg["experiment"], cfg["trainer"], cfg["distributed"]
-    run_dir = Path(exp["output_dir"])
-    if world > 1:
-        dist.init_process_group(dcfg["backend"], timeout=dcfg["timeout_s"])
-        nodes = [None] * world
-        dist.all_gather_object(nodes, os.environ.get("SLURMD_NODENAME") or socket.gethostname())
-        if rank == 0:
-            print(f"world: {world} ranks on nodes {sorted(set(nodes))}", flush=True)
-    device = _device(tcfg["device"], int(os.environ.get("LOCAL_RANK", "0")))
-    dt.manual_seed(exp["seed"])
-    train_ds, test_ds, in_shape, num_classes, task = registry.build_datasets(cfg["data"],
-                                                                             exp["seed"])
-    model = _model(cfg["model"], in_shape, num_classes).to(device)
-    optimizer = registry.lookup(registry.OPTIMIZERS, cfg["optimizer"]["name"])(
-        model.parameters(), **{k: v for k, v in cfg["optimizer"].items() if k != "name"})
-    scheduler, interval = _scheduler(cfg.get("scheduler"), optimizer)
-    scaler = dt.amp.GradScaler(device.type, enabled=tcfg["amp"])
-    wrapped = dist.DistributedDataParallel(model, bucket_cap_mb=dcfg["bucket_cap_mb"]) \
-        if world > 1 else model
-
-    batch = cfg["data"]["batch_size"]
-    sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=exp["seed"])
-    steps_per_epoch = math.ceil(len(sampler) / batch)
-    total = tcfg["max_steps"] or tcfg["epochs"] * steps_per_epoch
-
-    state = _load_checkpoint(run_dir, tcfg["resume"])
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        dt.set_rng_state(state["rng"])
-        step = state["step"]
-        if rank == 0:
-            print(f"resumed from step {step} of {total}", flush=True)
-
-    preempted = []
-    signal.signal(signal.SIGUSR2, lambda *_: preempted.append(True))
-    metrics = MetricsWriter(run_dir, enabled=rank == 0)
-    progress = Progress(total, rank == 0 and tcfg["progress"])
-    loss_fn = nn.CrossEntropyLoss()
-    start, seen = time.monotonic(), 0
-
-    def checkpoint():
-        if rank == 0:
-            _save_checkpoint(run_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(), "rng": dt.get_rng_state(), "step": step,
-                "config": cfg}, step, tcfg["keep_last"])
-        if world > 1:
-            dist.barrier()
-
-    try:
-        while step < total:
-            epoch, pos = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_size=batch, num_workers=cfg["data"]["num_workers"],
-                                sampler=_Resume(sampler, pos * batch) if pos else sampler)
-            wrapped.train()
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                with dt.autocast(device.type, enabled=tcfg["amp"]):
-                    out = wrapped(x)
-                    loss = _loss(loss_fn, out, y, task)
-                optimizer.zero_grad()
-                scaler.scale(loss).backward()
-                if tcfg["clip_grad_norm"]:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), tcfg["clip_grad_norm"])
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                seen += x.shape[0] * world
-                if scheduler is not None and interval == "step":
-                    scheduler.step()
-                rate = seen / (time.monotonic() - start)
-                progress.update(step, loss.item(), rate, step == total)
-                if step % tcfg["log_every"] == 0 or step == total:
-                    metrics.write(step=step, epoch=epoch, split="train", loss=loss.item(),
-                                  lr=optimizer.param_groups[0]["lr"], samples_per_s=rate,
-                                  elapsed_s=time.monotonic() - start)
-                if tcfg["checkpoint_every"] and step % tcfg["checkpoint_every"] == 0:
-                    checkpoint()
-                if _stop_requested(preempted, world):
-                    raise _Preempted
-                end_of_epoch = step % steps_per_epoch == 0
-                eval_now = (step % tcfg["eval_every"] == 0) if tcfg["eval_every"] else \
-                    end_of_epoch
-                if eval_now or step == total:
-                    _evaluate(wrapped, test_ds, cfg, rank, world, device, task, loss_fn,
-                              metrics, step, epoch, start)
-                if end_of_epoch and scheduler is not None and interval == "epoch":
-                    _epoch_step(scheduler)
-                if step >= total:
-                    break
-    except _Preempted:
-        checkpoint()
-        if rank == 0:
-            print(f"preempted at step {step}: checkpoint written", flush=True)
-            job = os.environ.get("SLURM_JOB_ID")
-            if job:
-                subprocess.run(["scontrol", "requeue", job], check=False)
-        return 0
-    checkpoint()
-    if world > 1:
-        dist.destroy_process_group()
-    return 0
-
-
-def _stop_requested(flags, world):
-    """Every rank stops at the same step once any rank got the preemption signal."""
-    if world == 1:
-        return bool(flags)
-    return _sum_over_ranks([1.0 if flags else 0.0], world)[0] > 0
-
-
-def _device(name, local_rank):
+def device_for(name, local_rank):
     if name == "auto":
         name = "cuda" if dt.cuda.is_available() else "cpu"
     if name == "cuda":
+        if not dt.cuda.is_available():
+            raise UsageError("trainer.device: cuda asked for, but no CUDA GPU is visible on "
+                             f"{socket.gethostname()} (CuPy absent or no device); use "
+                             "trainer.device=cpu or auto")
         return dt.device("cuda", local_rank % dt.cuda.device_count())
     return dt.device(name)
 
 
-def _model(mcfg, in_shape, num_classes):
-    if mcfg["name"] is not None:
-        return MODELS[mcfg["name"]](in_shape, num_classes, **mcfg["args"])
-    module, _, attr = mcfg["target"].partition(":")
-    import importlib
+def build(cfg, world, run_dir):
+    """The Job of a validated config on this rank (seeded by experiment.seed)."""
+    exp, data, tcfg = cfg.experiment, cfg.data, cfg.trainer
+    dt.manual_seed(exp.seed)
+    train_ds, test_ds, in_shape, num_classes, task = registry.build_datasets(data, exp.seed)
+    val_ds = None
+    if data.val_split:
+        n_val = max(1, int(round(len(train_ds) * data.val_split)))
+        split_rng = dt.Generator().manual_seed(exp.seed)
+        train_ds, val_ds = random_split(train_ds, [len(train_ds) - n_val, n_val],
+                                        generator=split_rng)
+    model = build_model(cfg.model, in_shape, num_classes).to(world.device)
+    optimizer = registry.lookup(registry.OPTIMIZERS, cfg.optimizer.name)(
+        model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.kwargs)
+    scheduler = None
+    if cfg.scheduler is not None:
+        scheduler = registry.lookup(registry.SCHEDULERS, cfg.scheduler.name)(
+            optimizer, **cfg.scheduler.kwargs)
+    scaler = dt.amp.GradScaler(world.device.type, enabled=tcfg.amp)
+    wrapped = dist.DistributedDataParallel(model, bucket_cap_mb=cfg.distributed.bucket_cap_mb) \
+        if world.size > 1 else model
+    sampler = DistributedSampler(train_ds, world.size, world.rank, shuffle=True, seed=exp.seed)
+    batches = math.ceil(len(sampler) / data.batch_size)
+    steps_per_epoch = math.ceil(batches / tcfg.grad_accum_steps)
+    total = tcfg.max_steps or tcfg.epochs * steps_per_epoch
+    return Job(cfg, world, run_dir, model, wrapped, optimizer, scheduler, scaler, train_ds,
+               val_ds, test_ds, task, sampler, steps_per_epoch, total)
 
-    factory = getattr(importlib.import_module(module), attr)
-    return factory(**mcfg["args"])
+
+# -- checkpoints -------------------------------------------------------------------------------
+def state_of(job):
+    """The full training state of a job, as a checkpoint holds it."""
+    return {"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
+            "scheduler": job.scheduler.state_dict() if job.scheduler is not None else None,
+            "scaler": job.scaler.state_dict(), "rng": dt.get_rng_state(), "step": job.step,
+            "best": job.best, "config": job.cfg.to_dict()}
 
 
-def _scheduler(scfg, optimizer):
-    if scfg is None:
-        return None, "epoch"
-    cls = registry.lookup(registry.SCHEDULERS, scfg["name"])
-    kwargs = {k: v for k, v in scfg.items() if k not in ("name", "interval")}
-    return cls(optimizer, **kwargs), scfg["interval"]
+def resume(job, state, log=print):
+    """Continue from a checkpoint's state: weights, optimizer, scheduler, scaler, RNG, step.
+    An optimizer or scheduler that the config replaced (trainer.resume_allow_changes)
+    starts afresh instead of reading another class's state."""
+    saved = state.get("config") or {}
+    job.model.load_state_dict(state["model"])
+    if _same(saved, job.cfg, "optimizer"):
+        job.optimizer.load_state_dict(state["optimizer"])
+    else:
+        log(f"resume: optimizer {job.cfg.optimizer.name!r} replaces the checkpoint's; its state "
+            "starts afresh")
+    if job.scheduler is not None and state.get("scheduler") is not None:
+        if _same(saved, job.cfg, "scheduler"):
+            job.scheduler.load_state_dict(state["scheduler"])
+        else:
+            log("resume: the scheduler changed; it starts afresh")
+    job.scaler.load_state_dict(state["scaler"])
+    dt.set_rng_state(state["rng"])
+    job.step = state["step"]
+    job.best = dict(state.get("best") or {})
 
 
-def _epoch_step(scheduler):
-    if isinstance(scheduler, dt.optim.lr_scheduler.ReduceLROnPlateau):
-        return  # stepped with the validation loss in _evaluate
-    scheduler.step()
+def _same(saved_cfg, cfg, section):
+    """Whether the checkpoint's config names the same optimizer/scheduler class."""
+    old = (saved_cfg.get(section) or {}).get("name")
+    new = getattr(cfg, section).name
+    table = registry.OPTIMIZERS if section == "optimizer" else registry.SCHEDULERS
+    return old is None or registry.lookup(table, old) is registry.lookup(table, new)
 
 
+def save_checkpoint(job, log):
+    """Rank 0 writes the state (refused when a parameter is non-finite: it would rotate good
+    checkpoints out); every rank waits for it. Returns the path, or None."""
+    path = None
+    job.saved_step = job.step
+    if job.world.rank == 0:
+        if all(bool(dt.isfinite(p).all()) for p in job.model.parameters()):
+            path = Checkpoints(job.run_dir).save(state_of(job), job.step,
+                                                 job.cfg.trainer.keep_last)
+        else:
+            log(f"step {job.step}: not writing a checkpoint: the model has non-finite "
+                "parameters")
+    if job.world.size > 1:
+        dist.barrier()
+    return path
+
+
+# -- one step -------------------------------------------------------------------------------------
 def _loss(loss_fn, out, y, task):
     if task == "lm":
         return loss_fn(out.reshape(-1, out.shape[-1]), y.reshape(-1))
     return loss_fn(out, y)
 
 
-def _evaluate(model, test_ds, cfg, rank, world, device, task, loss_fn, metrics, step, epoch,
-              start):
-    """Loss and accuracy over the test set, each sample counted exactly once across ranks."""
+def forward_backward(job, micro_batches, loss_fn):
+    """Forward and backward over the micro-batches of one optimizer step (gradients
+    accumulated locally, reduced across ranks on the last); returns (mean loss, samples)."""
+    device, amp = job.world.device, job.cfg.trainer.amp
+    job.optimizer.zero_grad()
+    total, samples = 0.0, 0
+    for i, (x, y) in enumerate(micro_batches):
+        x, y = x.to(device), y.to(device)
+        last = i == len(micro_batches) - 1
+        sync = last or job.world.size == 1
+        with contextlib.nullcontext() if sync else job.wrapped.no_sync():
+            with dt.autocast(device.type, enabled=amp):
+                loss = _loss(loss_fn, job.wrapped(x), y, job.task)
+            job.scaler.scale(loss / len(micro_batches)).backward()
+        total += loss.item()
+        samples += x.shape[0]
+    return total / len(micro_batches), samples
+
+
+def grad_norm(job):
+    """The global gradient norm (clipped to trainer.clip_grad_norm when set), or None where
+    it is not needed (no clipping and non-finite checks off, or AMP, whose scaler skips
+    non-finite steps itself)."""
+    tcfg = job.cfg.trainer
+    params = [p for p in job.model.parameters() if p.grad is not None]
+    if tcfg.clip_grad_norm:
+        job.scaler.unscale_(job.optimizer)
+        return nn.utils.clip_grad_norm_(params, tcfg.clip_grad_norm).item()
+    if tcfg.on_nonfinite == "ignore" or tcfg.amp:
+        return None
+    return nn.utils.get_total_norm([p.grad for p in params]).item()
+
+
+def first_nonfinite(loss, norm):
+    """The name of the first non-finite value of a step ("loss", "grad_norm"), or None."""
+    if not math.isfinite(loss):
+        return "loss"
+    if norm is not None and not math.isfinite(norm):
+        return "grad_norm"
+    return None
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+def evaluate(job, dataset, split, loss_fn):
+    """(loss, accuracy, count) over `dataset`, each sample counted once across ranks."""
+    world, model = job.world, job.model
     model.eval()
-    loader = DataLoader(test_ds, batch_size=cfg["data"]["eval_batch_size"] or
-                        cfg["data"]["batch_size"], sampler=_Shard(len(test_ds), rank, world))
+    loader = DataLoader(dataset, batch_size=job.cfg.data.eval_batch_size or
+                        job.cfg.data.batch_size, sampler=_Shard(len(dataset), world.rank,
+                                                                world.size))
     total_loss = correct = count = 0.0
     with dt.no_grad():
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            out = model.module(x) if hasattr(model, "module") else model(x)
+            x, y = x.to(world.device), y.to(world.device)
+            out = model(x)
             n = y.numel()
-            total_loss += _loss(loss_fn, out, y, task).item() * n
+            total_loss += _loss(loss_fn, out, y, job.task).item() * n
             correct += (out.argmax(-1) == y).sum().item()
             count += n
-    total_loss, correct, count = _sum_over_ranks([total_loss, correct, count], world)
-    acc = correct / max(count, 1)
-    metrics.write(step=step, epoch=epoch, split="test", loss=total_loss / max(count, 1),
-                  accuracy=acc, elapsed_s=time.monotonic() - start)
-    if rank == 0:
-        print(f"step {step}: test loss {total_loss / max(count, 1):.4f} accuracy {acc:.4f} "
-              f"({int(count)} samples)", flush=True)
+    total_loss, correct, count = world.sum([total_loss, correct, count])
     model.train()
+    return total_loss / max(count, 1), correct / max(count, 1), int(count)
+
+
+# -- stopping ----------------------------------------------------------------------------------
+class StopFlags:
+    """Stop signals only set a flag here; `agree` turns the flags of every rank into one
+    decision at a step boundary (one all-reduce per step)."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, frame):
+        self.signal = self.signal or signal.Signals(signum)
+
+    def agree(self, world, nonfinite):
+        """(stop, nonfinite) as decided by all ranks: any rank's flag counts for all."""
+        votes = [1.0 if self.signal else 0.0, 1.0 if nonfinite else 0.0]
+        if world.size > 1:
+            votes = world.sum(votes)
+        return votes[0] > 0, votes[1] > 0
+
+
+# -- the loop -------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    code: ExitCode
+    reason: str  # "completed", "target accuracy", "signal SIGTERM", "non-finite loss", ...
+    checkpoint: Path | None = None
+
+
+def fit(job, flags, metrics, progress, log):
+    """Train from job.step to job.total; returns an Outcome."""
+    tcfg, world = job.cfg.trainer, job.world
+    loss_fn = nn.CrossEntropyLoss()
+    k = tcfg.grad_accum_steps
+    start, seen = time.monotonic(), 0
+    checkpoint = None
+    while job.step < job.total:
+        epoch, pos = divmod(job.step, job.steps_per_epoch)
+        job.sampler.set_epoch(epoch)
+        skip = pos * k * job.cfg.data.batch_size
+        loader = DataLoader(job.train_ds, batch_size=job.cfg.data.batch_size,
+                            num_workers=job.cfg.data.num_workers,
+                            sampler=_Resume(job.sampler, skip) if skip else job.sampler)
+        job.wrapped.train()
+        batches = iter(loader)
+        while job.step < job.total:
+            group = [b for _, b in zip(range(k), batches)]
+            if not group:
+                break
+            loss, samples = forward_backward(job, group, loss_fn)
+            norm = grad_norm(job)
+            bad = first_nonfinite(loss, norm) if tcfg.on_nonfinite != "ignore" else None
+            stop, any_bad = flags.agree(world, bad)
+            if any_bad and tcfg.on_nonfinite == "stop":
+                bad = bad or "loss or gradient norm on another rank"
+                metrics.write(step=job.step + 1, epoch=epoch, split="train", loss=loss,
+                              grad_norm=norm, elapsed_s=time.monotonic() - start)
+                log(f"non-finite {bad} at step {job.step + 1} (epoch {epoch}): loss={loss}, "
+                    f"grad_norm={norm}; stopping without a checkpoint "
+                    "(trainer.on_nonfinite=stop; skip_step or ignore to go on)", err=True)
+                return Outcome(ExitCode.NONFINITE, f"non-finite {bad} at step {job.step + 1}")
+            if any_bad:  # skip_step: drop this step's gradients, keep the data position
+                job.optimizer.zero_grad()
+                log(f"step {job.step + 1}: non-finite {bad or 'value on another rank'}: step "
+                    "skipped (trainer.on_nonfinite=skip_step)", err=True)
+            else:
+                job.scaler.step(job.optimizer)
+            job.scaler.update()
+            job.step += 1
+            seen += samples * world.size
+            if job.scheduler is not None and job.cfg.scheduler.interval == "step":
+                job.scheduler.step()
+            elapsed = time.monotonic() - start
+            rate = seen / max(elapsed, 1e-9)
+            progress.update(job.step, epoch, loss, rate)
+            if job.step % tcfg.log_every == 0 or job.step == job.total:
+                metrics.write(step=job.step, epoch=epoch, split="train", loss=loss,
+                              grad_norm=norm, lr=job.optimizer.param_groups[0]["lr"],
+                              samples_per_s=rate, elapsed_s=elapsed)
+            if tcfg.checkpoint_every and job.step % tcfg.checkpoint_every == 0:
+                checkpoint = save_checkpoint(job, log) or checkpoint
+            if stop:
+                checkpoint = save_checkpoint(job, log) or checkpoint
+                return _stopped(job, flags.signal, checkpoint, log)
+            end_of_epoch = job.step % job.steps_per_epoch == 0
+            due = job.step % tcfg.eval_every == 0 if tcfg.eval_every else end_of_epoch
+            if due or job.step == job.total:
+                acc = _evaluate_and_record(job, loss_fn, metrics, epoch, start, log)
+                if tcfg.target_accuracy is not None and acc >= tcfg.target_accuracy:
+                    log(f"target accuracy {tcfg.target_accuracy} reached at step {job.step} "
+                        f"({job.eval_split} accuracy {acc:.4f})")
+                    return _finish(job, "target accuracy", checkpoint, metrics, log)
+            if end_of_epoch and job.scheduler is not None and \
+                    job.cfg.scheduler.interval == "epoch" and not _plateau(job.scheduler):
+                job.scheduler.step()
+            if end_of_epoch:
+                break
+    return _finish(job, "completed", checkpoint, metrics, log)
+
+
+def _plateau(scheduler):
+    return isinstance(scheduler, dt.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def _evaluate_and_record(job, loss_fn, metrics, epoch, start, log):
+    split = job.eval_split
+    dataset = job.val_ds if split == "val" else job.test_ds
+    loss, acc, count = evaluate(job, dataset, split, loss_fn)
+    metrics.write(step=job.step, epoch=epoch, split=split, loss=loss, accuracy=acc,
+                  elapsed_s=time.monotonic() - start)
+    log(f"step {job.step}: {split} loss {loss:.4f} accuracy {acc:.4f} ({count} samples)")
+    job.last_eval = {"step": job.step, "split": split, "loss": loss, "accuracy": acc}
+    if not job.best or acc > job.best["accuracy"]:
+        job.best = dict(job.last_eval)
+    if job.scheduler is not None and _plateau(job.scheduler):
+        job.scheduler.step(loss)
     return acc
+
+
+def _finish(job, reason, checkpoint, metrics, log):
+    """The final checkpoint (unless this step has one) and, with a validation split, the
+    test set's figures."""
+    if job.saved_step != job.step:  # the same decision on every rank
+        checkpoint = save_checkpoint(job, log) or checkpoint
+    if job.val_ds is not None:
+        loss, acc, count = evaluate(job, job.test_ds, "test", nn.CrossEntropyLoss())
+        metrics.write(step=job.step, epoch=job.step // job.steps_per_epoch, split="test",
+                      loss=loss, accuracy=acc)
+        log(f"step {job.step}: test loss {loss:.4f} accuracy {acc:.4f} ({count} samples)")
+        job.last_eval = {"step": job.step, "split": "test", "loss": loss, "accuracy": acc}
+    return Outcome(ExitCode.OK, reason, checkpoint)
+
+
+def _stopped(job, signum, checkpoint, log):
+    name = signal.Signals(signum).name if signum else "a signal on another rank"
+    if signum == signal.SIGUSR2:
+        log(f"preempted at step {job.step}: checkpoint written ({name})")
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if job_id and job.world.rank == 0:
+            subprocess.run(["scontrol", "requeue", job_id], check=False)
+    else:
+        log(f"stopped by {name} at step {job.step}: checkpoint written")
+    return Outcome(ExitCode.OK, f"stopped by {name}", checkpoint)
+
+
+# -- the rank's entry point ---------------------------------------------------------------------
+def run_dir_of(cfg):
+    """This run's folder: output_dir/<DTRAIN_RUN_ID> (dtrain launch and job scripts set it)."""
+    run_id = os.environ.get(RUN_ID_ENV)
+    if not run_id:
+        raise UsageError(f"{RUN_ID_ENV} is not set: start the trainer with `dtrain launch "
+                         "CONFIG.yaml`, or export it in a job script (it names the run folder)")
+    return Path(cfg.experiment.output_dir).resolve() / run_id
+
+
+def start(config_path, rank):
+    """The Job of the resolved config at `config_path` on this rank, its process group up
+    and its run folder made (raises UsageError/ConfigError)."""
+    cfg, _ = cfgmod.load_config(config_path)
+    run_dir = run_dir_of(cfg)
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1:
+        dist.init_process_group(cfg.distributed.backend, timeout=cfg.distributed.timeout_s)
+    world = World(rank, size, device_for(cfg.trainer.device,
+                                         int(os.environ.get("LOCAL_RANK", "0"))))
+    job = build(cfg, world, run_dir)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "config.yaml").exists():
+            (run_dir / "config.yaml").write_text(cfgmod.dump(cfg))
+        link_latest(run_dir)
+    return job
+
+
+def restore(job, metrics, log):
+    """Resume from this run's newest checkpoint (a restart, or a continued run), else from
+    trainer.resume's checkpoint file (a new run branching from it); returns the checkpoint's
+    path, or None for a fresh start. Raises UsageError when it is past the schedule."""
+    state, path = Checkpoints(job.run_dir).newest(log)
+    own = state is not None
+    if state is None and job.cfg.trainer.resume not in (None, "auto", "latest"):
+        path = Path(job.cfg.trainer.resume)
+        state = dt.load(path)
+    if state is None:
+        return None
+    resume(job, state, log)
+    job.saved_step = job.step if own else None
+    if job.step > job.total:
+        raise UsageError(f"nothing to train: {path} is at step {job.step}, past the "
+                         f"{job.total} steps this config asks for (raise trainer.epochs or "
+                         "trainer.max_steps)")
+    metrics.truncate_after(job.step)
+    log(f"resumed from step {job.step} of {job.total} ({path})")
+    return path
+
+
+def main(config_path):
+    """Train the resolved config at `config_path` on this rank; returns an ExitCode."""
+    rank = int(os.environ.get("RANK", "0"))
+    progress = None
+
+    def log(text, err=False):
+        """Rank 0's messages (through the progress bar while it is shown)."""
+        if rank != 0:
+            return
+        if progress is not None and not err:
+            progress.write(text)
+        else:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    try:
+        flags = StopFlags()
+        job = start(config_path, rank)
+        world = job.world
+        if world.size > 1:
+            nodes = [None] * world.size
+            dist.all_gather_object(nodes, os.environ.get("SLURMD_NODENAME") or
+                                   socket.gethostname())
+            log(f"world: {world.size} ranks on nodes {sorted(set(nodes))}")
+        metrics = MetricsWriter(job.run_dir, enabled=rank == 0)
+        path = restore(job, metrics, log)
+    except (UsageError, cfgmod.ConfigError) as err:
+        log(f"dtrain trainer: {err}", err=True)
+        return ExitCode.USAGE
+    progress = Progress(job.total, job.steps_per_epoch,
+                        enabled=rank == 0 and job.cfg.trainer.progress)
+    began = time.monotonic()
+    try:
+        outcome = fit(job, flags, metrics, progress, log) if job.step < job.total else \
+            _finish(job, "already complete", path, metrics, log)
+    finally:
+        progress.close()
+        progress = None
+    if rank == 0:
+        _summary(job, outcome, time.monotonic() - began, log)
+    if world.size > 1:
+        dist.destroy_process_group()
+    return outcome.code
+
+
+def _summary(job, outcome, wall, log):
+    """The closing lines: why it ended, the last and best evaluation, the checkpoint, time."""
+    lines = [f"summary: {outcome.reason} at step {job.step}/{job.total} in {wall:.2f} s; "
+             f"run directory {job.run_dir}"]
+    if job.last_eval:
+        e = job.last_eval
+        lines.append(f"  last {e['split']}: loss {e['loss']:.4f} accuracy {e['accuracy']:.4f}"
+                     f" (step {e['step']})")
+    if job.best:
+        b = job.best
+        lines.append(f"  best {b['split']}: accuracy {b['accuracy']:.4f} at step {b['step']}")
+    if outcome.checkpoint is not None:
+        lines.append(f"  checkpoint: {outcome.checkpoint}")
+    log("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -169,6 +169,11 @@ class Optimizer:
                              f"({len(saved_groups)}) than the optimizer "
                              f"({len(self.param_groups)})")
         for i, (g, s) in enumerate(zip(self.param_groups, saved_groups)):
+            missing = sorted(k for k in self.defaults if k not in s)
+            if missing:
+                raise ValueError(f"loaded state dict lacks {type(self).__name__}'s "
+                                 f"hyperparameters {missing} (group {i}): it was saved by "
+                                 "another optimizer class")
             if len(g["params"]) != len(s["params"]):
                 raise ValueError(f"loaded state dict contains a parameter group that doesn't "
                                  f"match the size of optimizer's group (group {i}: "

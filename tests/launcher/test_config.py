@@ -1,4 +1,6 @@
 """Config loading and validation: errors name the file, line and key path; exit code 2."""
+import dataclasses
+
 import pytest
 
 from dtrain.launcher import config as cfgmod
@@ -29,9 +31,11 @@ trainer:
 
 def test_valid_config_gets_defaults(tmp_path):
     cfg, _ = cfgmod.load_config(write(tmp_path, "c.yaml", BASE))
-    assert cfg["data"]["batch_size"] == 16 and cfg["data"]["num_workers"] == 0
-    assert cfg["experiment"]["output_dir"] == "runs/t" and cfg["scheduler"] is None
-    assert cfg["distributed"]["bucket_cap_mb"] == 25 and cfg["trainer"]["resume"] == "auto"
+    assert cfg.data.batch_size == 16 and cfg.data.num_workers == 0
+    assert cfg.experiment.output_dir == "runs/t" and cfg.scheduler is None
+    assert cfg.distributed.bucket_cap_mb == 25 and cfg.trainer.resume is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.trainer.epochs = 3
 
 
 @pytest.mark.parametrize("text, message", [
@@ -65,11 +69,11 @@ def test_includes_env_interpolation_and_typed_overrides(tmp_path, monkeypatch):
                                            "trainer.clip_grad_norm=null",
                                            "data.transforms=[to_tensor]",
                                            "trainer.amp=true"])
-    assert cfg["data"]["root"] == "/x" and cfg["data"]["num_workers"] == 2
-    assert cfg["data"]["batch_size"] == 16   # from the included file
-    assert cfg["trainer"]["epochs"] == 3 and cfg["optimizer"]["momentum"] == 0.9
-    assert cfg["trainer"]["clip_grad_norm"] is None and cfg["trainer"]["amp"] is True
-    assert cfg["data"]["transforms"] == ["to_tensor"]
+    assert cfg.data.root == "/x" and cfg.data.num_workers == 2
+    assert cfg.data.batch_size == 16   # from the included file
+    assert cfg.trainer.epochs == 3 and cfg.optimizer.kwargs == {"momentum": 0.9}
+    assert cfg.trainer.clip_grad_norm is None and cfg.trainer.amp is True
+    assert cfg.data.transforms == ["to_tensor"]
     assert str(where["data.batch_size"]).endswith("base.yaml:7")
     with pytest.raises(cfgmod.ConfigError, match="environment variable NOPE_X is not set"):
         cfgmod.load_config(write(tmp_path, "d.yaml", BASE + "slurm:\n  partition: "

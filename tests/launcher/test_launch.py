@@ -17,10 +17,13 @@ def final_accuracy(run_dir):
 
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_digits_mlp_reaches_95_percent(dtrain_cli, configs, tmp_path, nproc):
-    run_dir = tmp_path / "run"
-    proc = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={run_dir}",
+    proc = dtrain_cli("launch", configs / "digits_mlp.yaml",
+                      f"experiment.output_dir={tmp_path / 'runs'}",
                       f"distributed.nproc_per_node={nproc}", "--rank0-only", timeout=300)
     assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "runs" / "version_0"
+    assert f"run directory {run_dir} (a new run)" in proc.stdout
+    assert (tmp_path / "runs" / "latest").resolve() == run_dir
     assert final_accuracy(run_dir) >= 0.95
     assert "[rank 0]" in proc.stdout and "[rank 1]" not in proc.stdout
     assert (f"world: {nproc} ranks" in proc.stdout) == (nproc > 1)
@@ -124,7 +127,7 @@ def build(hidden):
 
 
 def _weights(run_dir):
-    newest = sorted(run_dir.glob("checkpoint_*.dtrain"))[-1]
+    newest = sorted(run_dir.glob("*/checkpoint_*.dtrain"))[-1]
     return {k: v.numpy() for k, v in dt.load(newest)["model"].items()}
 
 
@@ -171,9 +174,10 @@ def test_ctrl_c_stops_every_rank(tmp_path):
 def test_preemption_signal_checkpoints_then_resume_continues(dtrain_cli, configs, tmp_path):
     import signal
     import sys
-    run_dir = tmp_path / "run"
+    out_dir = tmp_path / "runs"
+    run_dir = out_dir / "version_0"
     args = [sys.executable, "-m", "dtrain.launcher", "launch", str(configs / "digits_mlp.yaml"),
-            f"experiment.output_dir={run_dir}", "trainer.epochs=200",
+            f"experiment.output_dir={out_dir}", "trainer.epochs=200",
             "trainer.checkpoint_every=1000000"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path)
@@ -187,7 +191,8 @@ def test_preemption_signal_checkpoints_then_resume_continues(dtrain_cli, configs
     assert proc.returncode == 0, err
     step = int(out.split("preempted at step ")[1].split(":")[0])
     assert (run_dir / f"checkpoint_{step:09d}.dtrain").exists()
-    again = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={run_dir}",
-                       "trainer.epochs=200", f"trainer.max_steps={step + 5}", timeout=120)
+    again = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={out_dir}",
+                       "trainer.epochs=200", f"trainer.max_steps={step + 5}",
+                       "trainer.resume=latest", timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"resumed from step {step} of {step + 5}" in again.stdout

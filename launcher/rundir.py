@@ -1,0 +1,188 @@
+"""Run directories and their checkpoints.
+
+An experiment's `output_dir` holds one folder per run: `version_N` for each fresh launch (N
+taken atomically, so concurrent launches never share one), or the name given by
+`DTRAIN_RUN_ID` (Slurm jobs use `slurm-<job id>`, so a requeued job continues its own run).
+`output_dir/latest` links to the newest run. A run's checkpoints are listed, in write order,
+in its `checkpoints.json`; rotation and resume read only that list, so files of other runs,
+stray files and files that failed verification are never loaded, kept or deleted by mistake.
+"""
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dtrain as dt
+from dtrain.core.serialization import verify
+from dtrain.launcher.config import ConfigError, config_changes
+
+MANIFEST = "checkpoints.json"
+RUN_ID_ENV = "DTRAIN_RUN_ID"
+
+
+# -- checkpoints of one run ---------------------------------------------------------------------
+class Checkpoints:
+    """The checkpoints of the run in `run_dir`, oldest first."""
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.manifest = self.run_dir / MANIFEST
+
+    def entries(self):
+        """[{"file", "step", "time"}] in write order ([] for a run without checkpoints)."""
+        try:
+            return json.loads(self.manifest.read_text())["checkpoints"]
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError) as err:
+            raise RuntimeError(f"{self.manifest} is unreadable ({err}); move it away to start "
+                               "this run's checkpoint list anew") from None
+
+    def _write(self, entries):
+        tmp = self.manifest.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"checkpoints": entries}, indent=1) + "\n")
+        os.replace(tmp, self.manifest)
+
+    def save(self, state, step, keep_last):
+        """Write `state` as this run's checkpoint of `step` (atomically), verify it, list it,
+        then delete the oldest listed ones beyond `keep_last`. Returns its path."""
+        name = f"checkpoint_{step:09d}.dtrain"
+        path = self.run_dir / name
+        dt.save(state, path)
+        verify(path)
+        entries = [e for e in self.entries() if e["file"] != name]
+        entries.append({"file": name, "step": step, "time": time.time()})
+        old, keep = entries[:-keep_last], entries[-keep_last:]
+        self._write(keep)
+        for e in old:
+            (self.run_dir / e["file"]).unlink(missing_ok=True)
+        return path
+
+    def newest(self, log=print):
+        """(state, path) of the newest listed checkpoint that loads, or (None, None). Torn or
+        corrupt files are reported through `log` and skipped."""
+        for e in reversed(self.entries()):
+            path = self.run_dir / e["file"]
+            try:
+                return dt.load(path), path
+            except (OSError, RuntimeError) as err:
+                log(f"skipping unreadable checkpoint {path}: {err}")
+        return None, None
+
+    def newest_time(self):
+        entries = self.entries()
+        return entries[-1]["time"] if entries else None
+
+
+# -- choosing the run directory of a launch -----------------------------------------------------
+@dataclass(frozen=True)
+class RunPlan:
+    """Where a launch writes (`run_dir`, named `run_id`) and what it starts from: its own
+    newest checkpoint when `continuing`, else the checkpoint file `resume_from`, else fresh."""
+
+    run_dir: Path
+    run_id: str
+    continuing: bool
+    resume_from: Path | None
+
+
+def runs(output_dir):
+    """The run directories under `output_dir` (folders holding a config.yaml)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
+            and (p / "config.yaml").exists()]
+
+
+def _new_version(output_dir):
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
+    n = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{n}").mkdir()  # exclusive: a concurrent launch takes the next
+            return root / f"version_{n}"
+        except FileExistsError:
+            n += 1
+
+
+def link_latest(run_dir):
+    """Point `output_dir/latest` at `run_dir` (replaced atomically)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
+
+
+def _newest_with_checkpoint(output_dir):
+    timed = [(Checkpoints(r).newest_time(), r) for r in runs(output_dir)]
+    timed = [(t, r) for t, r in timed if t is not None]
+    return max(timed, key=lambda tr: tr[0])[1] if timed else None
+
+
+def plan(cfg, environ=os.environ):
+    """The RunPlan for a validated config (raises ConfigError, before any rank starts)."""
+    output_dir = Path(cfg.experiment.output_dir).resolve()
+    resume = cfg.trainer.resume
+    where = "trainer.resume"
+    if environ.get(RUN_ID_ENV):
+        run_dir = output_dir / environ[RUN_ID_ENV]
+        if Checkpoints(run_dir).entries():
+            return RunPlan(run_dir, run_dir.name, True, None)
+        return RunPlan(run_dir, run_dir.name, False, _resume_file(resume, output_dir, where))
+    if resume in ("auto", "latest"):
+        found = _newest_with_checkpoint(output_dir)
+        if found is not None:
+            return RunPlan(found, found.name, True, None)
+        if resume == "latest":
+            raise ConfigError(f"{where}: latest: no run under {output_dir} has a checkpoint "
+                              "to resume from (trainer.resume=auto starts fresh instead)")
+        resume = None
+    elif resume is not None:
+        path = Path(resume).expanduser().resolve()
+        if path.is_dir():
+            if not Checkpoints(path).entries():
+                raise ConfigError(f"{where}: {resume}: this run directory has no checkpoint "
+                                  f"(no {MANIFEST})")
+            return RunPlan(path, path.name, True, None)
+    resume_from = _resume_file(resume, output_dir, where)
+    run_dir = _new_version(output_dir)
+    return RunPlan(run_dir, run_dir.name, False, resume_from)
+
+
+def _resume_file(resume, output_dir, where):
+    if resume in (None, "auto", "latest"):
+        return None
+    path = Path(resume).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{where}: {resume}: no such checkpoint file or run directory")
+    return path
+
+
+def check_resume(plan_, cfg_dict, log=print):
+    """Refuse (ConfigError) to resume when keys that change the result differ from the config
+    the checkpoint was written with, unless trainer.resume_allow_changes; returns the
+    checkpoint's step (None when starting fresh)."""
+    if plan_.continuing:
+        state, path = Checkpoints(plan_.run_dir).newest(log)
+        if state is None:
+            raise ConfigError(f"trainer.resume: no checkpoint of {plan_.run_dir} loads")
+    elif plan_.resume_from is not None:
+        path = plan_.resume_from
+        try:
+            state = dt.load(path)
+        except (OSError, RuntimeError) as err:
+            raise ConfigError(f"trainer.resume: {err}") from None
+    else:
+        return None
+    changes = config_changes(state.get("config") or {}, cfg_dict)
+    if changes and not cfg_dict["trainer"]["resume_allow_changes"]:
+        raise ConfigError(
+            f"trainer.resume: {path} was written with a different config; these keys change "
+            "the result:\n  " + "\n  ".join(changes) + "\nstart a fresh run (trainer.resume="
+            "null), or resume anyway with trainer.resume_allow_changes=true")
+    return state["step"]
