@@ -9,7 +9,7 @@ from dtrain.distributed.process_group import (ProcessGroup, destroy_process_grou
                                               get_local_world_size, get_rank, get_world_size,
                                               init_process_group, is_available, is_initialized,
                                               new_group)
-from dtrain.distributed.work import DistTimeoutError, Work  # noqa: F401
+from dtrain.distributed.work import CollectiveMismatchError, DistTimeoutError, Work  # noqa: F401
 from dtrain.distributed import comm_hooks  # noqa: F401,E402
 from dtrain.distributed.ddp import DistributedDataParallel  # noqa: F401,E402
 from dtrain.distributed.sync_batchnorm import SyncBatchNorm  # noqa: F401,E402

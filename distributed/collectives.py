@@ -1,15 +1,17 @@
 """Collectives and point-to-point ops on tensors, in place, with torch.distributed's names.
 
 Ranks given as `src`/`dst` are global ranks, as in PyTorch. Every call has the group's
-timeout; `async_op=True` returns a `Work`. With DTRAIN_DISTRIBUTED_DEBUG=1 each collective
-first checks that all ranks of the group call the same collective on the same shapes.
+timeout; `async_op=True` returns a `Work`. Every collective is checked to be the same call
+(collective, op, root, dtypes, shapes) on all ranks of the group, alongside the transfer
+(`call_check`); a mismatch raises CollectiveMismatchError on every rank. Point-to-point
+transfers are not matched that way; a receive checks the size of what arrived.
 """
-import zlib
-
 import numpy as np
 
 from dtrain.core import backend
 from dtrain.core.tensor import Tensor
+from dtrain.distributed import call_check
+from dtrain.distributed.call_check import render as _render
 from dtrain.distributed.process_group import resolve
 from dtrain.distributed.work import Work
 
@@ -25,6 +27,7 @@ class ReduceOp:
 
 
 _OPS = {ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT, ReduceOp.MIN, ReduceOp.MAX}
+_WIDER = {np.dtype(np.float16): np.float32, np.dtype(np.bool_): np.uint8}  # no MPI type/op
 
 
 # -- buffers ----------------------------------------------------------------------------------
@@ -49,17 +52,18 @@ class _Buffer:
 
 
 def _reducible(arr, op, what):
-    """The array that MPI/NCCL reduce (upcast where they have no type or op) and a function
-    turning the reduced array back into `arr`'s dtype in place."""
+    """The array that MPI/NCCL reduce (upcast where they have no type or op), the transport's
+    op, and a function turning the reduced array back into `arr`'s dtype in place (None when
+    there is nothing to do)."""
     if op not in _OPS:
         raise ValueError(f"{what}: unknown reduce op {op!r}; use dt.distributed.ReduceOp")
     kind = arr.dtype
     if op == ReduceOp.AVG and kind.kind != "f":
         raise TypeError(f"{what}: ReduceOp.AVG needs a floating point tensor, got {kind}")
-    if kind == np.float16 or kind == np.bool_:
-        work = arr.astype(np.float32 if kind == np.float16 else np.uint8)
-    else:
-        work = arr
+    wider = _WIDER.get(kind)
+    if wider is None and op != ReduceOp.AVG:
+        return arr, op, None
+    work = arr if wider is None else arr.astype(wider)
 
     def back(size):
         if op == ReduceOp.AVG:
@@ -69,44 +73,21 @@ def _reducible(arr, op, what):
     return work, ("sum" if op == ReduceOp.AVG else op), back
 
 
-def _fingerprint(call):
-    """"name(dtype[shape], ...)" of a (name, tensor) call, for debug-mode checks."""
-    name, *tensors = call
-    return f"{name}(" + ", ".join(f"{t.dtype.name}{list(t.data.shape)}" for t in tensors) + ")"
-
-
-def _launch(group, name, start, finish, async_op, call):
-    """Sequence-number the call, optionally verify it across ranks, start it, and wait
-    (or hand back the Work). `call` is (name, tensors...), described only in debug mode."""
-    group.seq += 1
-    if group.debug:
-        _check_same_call(group, call if isinstance(call, str) else _fingerprint(call))
-    work = Work(group, name, group.seq, start(), finish)
+def _launch(group, name, start, finish, async_op, *fields):
+    """Number the call and post its check, start it, and wait (or hand back the Work).
+    `fields` describe the call for the check: strings ("op=sum") and arrays (dtype, shape)."""
+    check = call_check.begin(group, name, fields)
+    work = Work(group, name, group.seq, start(), finish, check)
     if async_op:
         return work
     work.wait()
     return None
 
 
-def _check_same_call(group, fingerprint):
-    """Debug mode: all ranks must be in the same collective (same seq, op, shapes, dtypes)."""
-    mine = np.array([group.seq, zlib.crc32(fingerprint.encode())], dtype=np.int64)
-    every = np.empty((group.size(), 2), dtype=np.int64)
-    ctrl = group.watchdog_comm
-    Work(group, "debug check of " + fingerprint, group.seq,
-         _mpi_pending(ctrl.Iallgather(mine, every))).wait()
-    if (every == mine).all():
-        return
-    calls = ctrl.allgather(f"#{group.seq} {fingerprint}")
-    lines = "\n".join(f"  rank {r}: {c}" for r, c in zip(group.ranks, calls))
-    raise RuntimeError(f"dtrain.distributed debug: ranks disagree on collective "
-                       f"#{group.seq} (first mismatch):\n{lines}")
-
-
-def _mpi_pending(request):
-    from dtrain.distributed.mpi_comm import MPIPending
-
-    return MPIPending(request, [])
+def _agree(group, name, *fields):
+    """Check a call on all ranks before a transfer that cannot run alongside its check."""
+    check = call_check.begin(group, name, fields)
+    Work(group, name, group.seq, None, None, check).wait()
 
 
 def _member(group):
@@ -124,10 +105,11 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     work, mpi_op, back = _reducible(buf.array, op, "all_reduce")
 
     def finish():
-        back(g.size())
+        if back is not None:
+            back(g.size())
         buf.done()
     return _launch(g, "all_reduce", lambda: g.comm_for(work).Iallreduce(work, mpi_op), finish,
-                   async_op, (f"all_reduce[{op}]", tensor))
+                   async_op, "op=" + op, tensor.data)
 
 
 def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
@@ -142,11 +124,11 @@ def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
         work = work.copy()  # MPI reads it; keep the caller's tensor untouched
 
     def finish():
-        if g.rank() == root:
+        if back is not None and g.rank() == root:
             back(g.size())
         buf.done()
     return _launch(g, "reduce", lambda: g.comm_for(work).Ireduce(work, root, mpi_op), finish,
-                   async_op, (f"reduce[{op}]->{dst}", tensor))
+                   async_op, "op=" + op, f"dst={dst}", tensor.data)
 
 
 def broadcast(tensor, src, group=None, async_op=False):
@@ -158,7 +140,7 @@ def broadcast(tensor, src, group=None, async_op=False):
     buf = _Buffer(tensor, "broadcast", writes=g.rank() != root)
     arr = _raw(buf.array)
     return _launch(g, "broadcast", lambda: g.comm_for(arr).Ibcast(arr, root), buf.done,
-                   async_op, (f"broadcast<-{src}", tensor))
+                   async_op, f"src={src}", tensor.data)
 
 
 def _raw(arr):
@@ -185,7 +167,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     inp = _Buffer(input_tensor, "all_gather_into_tensor", writes=False)
     send, recv = _raw(inp.array), _raw(out.array)
     return _launch(g, "all_gather", lambda: g.comm_for(send).Iallgather(send, recv), out.done,
-                   async_op, ("all_gather", input_tensor))
+                   async_op, input_tensor.data)
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -235,11 +217,12 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     recv, _, back = _reducible(out.array, op, "reduce_scatter_tensor")
 
     def finish():
-        back(g.size())
+        if back is not None:
+            back(g.size())
         out.done()
     return _launch(g, "reduce_scatter",
                    lambda: g.comm_for(send).Ireduce_scatter(send, recv, mpi_op), finish,
-                   async_op, (f"reduce_scatter[{op}]", input))
+                   async_op, "op=" + op, input.data)
 
 
 def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
@@ -266,7 +249,7 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
     return _launch(g, "gather",
                    lambda: g.comm_for(send).Igather(send, None if recv is None else _raw(recv),
                                                     root),
-                   finish, async_op, (f"gather->{dst}", tensor))
+                   finish, async_op, f"dst={dst}", tensor.data)
 
 
 def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
@@ -285,7 +268,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
     out = _Buffer(tensor, "scatter")
     recv = _raw(out.array)
     return _launch(g, "scatter", lambda: g.comm_for(recv).Iscatter(send, recv, root), out.done,
-                   async_op, (f"scatter<-{src}", tensor))
+                   async_op, f"src={src}", tensor.data)
 
 
 def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None,
@@ -309,15 +292,20 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
     return _launch(g, "all_to_all",
                    lambda: g.comm_for(send).Ialltoallv(send, [s * row_in for s in in_sizes],
                                                        recv, [s * row_out for s in out_sizes]),
-                   out.done, async_op, ("all_to_all", input))
+                   out.done, async_op, _rows(input.data))
+
+
+def _rows(arr):
+    """"dtype[*, d1, ...]": the check's view of an all_to_all input, whose first dimension
+    may differ between ranks."""
+    return f"{arr.dtype.name}[{', '.join(['*'] + [str(d) for d in arr.shape[1:]])}]"
 
 
 def barrier(group=None, async_op=False, device_ids=None):
     g = _member(group)
     if g is None:
         return None
-    return _launch(g, "barrier", lambda: g.comm_for(np.empty(0)).Ibarrier(), None, async_op,
-                   "barrier()")
+    return _launch(g, "barrier", lambda: g.comm_for(np.empty(0)).Ibarrier(), None, async_op)
 
 
 # -- point to point ---------------------------------------------------------------------------
@@ -330,12 +318,21 @@ def isend(tensor, dst, group=None, tag=0):
 
 
 def irecv(tensor, src=None, group=None, tag=0):
+    """Receive into `tensor`; the message must fill it exactly (MPI reports its size)."""
     g = resolve(group)
     out = _Buffer(tensor, "irecv")
     arr = _raw(out.array)
     peer = None if src is None else g.group_rank(src, "irecv")
-    work = Work(g, f"recv<-{src}", None, g.comm_for(arr).Irecv(arr, peer, tag), out.done)
-    return work
+    pending = g.comm_for(arr).Irecv(arr, peer, tag)
+
+    def finish():
+        if pending.received not in (None, arr.nbytes):
+            raise RuntimeError(f"recv: the message from rank {g.ranks[pending.source]} has "
+                               f"{pending.received} bytes but the tensor "
+                               f"{_render(tensor.data)} has {arr.nbytes}; send and recv must "
+                               "use tensors of the same dtype and shape")
+        out.done()
+    return Work(g, f"recv<-{src}", None, pending, finish)
 
 
 def send(tensor, dst, group=None, tag=0):
@@ -351,19 +348,24 @@ def recv(tensor, src=None, group=None, tag=0):
 
 
 # -- Python objects (pickled, as torch does; for small metadata, never for checkpoints) ------
+# NOTE: mpi4py's pickling collectives block, so their call check passes before they start.
 def broadcast_object_list(object_list, src=0, group=None, device=None):
+    """Replace every rank's `object_list` by global rank `src`'s (lists of equal length)."""
     g = _member(group)
     if g is None:
         return
     root = g.group_rank(src, "broadcast_object_list")
-    values = g.watchdog_comm.bcast(list(object_list) if g.rank() == root else None, root=root)
+    _agree(g, "broadcast_object_list", f"src={src}", f"{len(object_list)} objects")
+    values = g.mpi_comm.bcast(list(object_list) if g.rank() == root else None, root=root)
     object_list[:] = values
 
 
 def all_gather_object(object_list, obj, group=None):
+    """Fill `object_list[i]` with rank i's picklable `obj`."""
     g = _member(group)
     if g is None:
         return
     if len(object_list) != g.size():
         raise ValueError(f"all_gather_object: object_list must have {g.size()} entries")
-    object_list[:] = g.watchdog_comm.allgather(obj)
+    _agree(g, "all_gather_object")
+    object_list[:] = g.mpi_comm.allgather(obj)

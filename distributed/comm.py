@@ -17,10 +17,11 @@ def launched_by_mpi():
 
 class Pending:
     """An operation in flight: `test()` polls completion (driving progress), `finish()` runs
-    once after completion (e.g. copies staged results back), `source` is the sender rank of
-    a completed receive."""
+    once after completion (e.g. copies staged results back); after it, `source` and
+    `received` are the sender rank and byte count of a receive (None where unknown)."""
 
     source = None
+    received = None
 
     def test(self):
         raise NotImplementedError
@@ -67,6 +68,9 @@ class Communicator:
 
     def Ibarrier(self):
         raise NotImplementedError
+
+    def abort(self):
+        """Give up on the transfers in flight (after a mismatched call); MPI cannot."""
 
 
 def make_communicator(backend, mpi_comm):

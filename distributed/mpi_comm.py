@@ -2,6 +2,8 @@
 
 CUDA arrays are staged through host memory (a CUDA-aware MPI is not assumed).
 """
+import functools
+
 import numpy as np
 from mpi4py import MPI
 
@@ -25,16 +27,20 @@ class _Staged:
 
 
 class MPIPending(Pending):
-    def __init__(self, request, staged):
-        self.request = request
-        self.staged = staged
-        self.status = MPI.Status()
+    """A request (and its staged copies); receives pass a `status` for source and size."""
 
-    def test(self):
-        return self.request.Test(self.status)
+    def __init__(self, request, staged, status=None):
+        self.request, self.staged, self.status = request, staged, status
+        # NOTE: test is MPI's own Test (no Python frame per poll of a busy-wait)
+        self.test = request.Test if status is None else functools.partial(request.Test, status)
+
+    @property
+    def received(self):
+        return None if self.status is None else self.status.Get_count(MPI.BYTE)
 
     def finish(self):
-        self.source = self.status.Get_source()
+        if self.status is not None:
+            self.source = self.status.Get_source()
         for s in self.staged:
             s.finish()
 
@@ -104,7 +110,7 @@ class MPICommunicator(Communicator):
     def Irecv(self, buf, source, tag):
         (h,), staged = self._host([buf], {0})
         src = MPI.ANY_SOURCE if source is None else source
-        return MPIPending(self.comm.Irecv(h, source=src, tag=tag), staged)
+        return MPIPending(self.comm.Irecv(h, source=src, tag=tag), staged, MPI.Status())
 
     def Ibarrier(self):
         return MPIPending(self.comm.Ibarrier(), [])

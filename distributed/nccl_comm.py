@@ -123,3 +123,7 @@ class NCCLCommunicator(Communicator):
         cp = backend.require_cuda()
         token = cp.zeros(1, dtype=cp.float32)
         return self.Iallreduce(token, "sum")
+
+    def abort(self):
+        """ncclCommAbort: frees kernels stuck in a mismatched collective."""
+        self.comm.abort()

@@ -2,15 +2,19 @@
 
 MPI is the control plane: ranks are started by an MPI launcher (mpiexec, srun) and find
 each other through it. Each group owns an MPI communicator for CPU arrays, a NCCL one for
-CUDA arrays when NCCL is in use, and a duplicate "control" communicator for the watchdog
-and the debug checks (so they never interfere with user traffic).
+CUDA arrays when NCCL is in use, and a duplicate "control" communicator for the call checks
+(`call_check`) and the watchdog (so they never interfere with user traffic).
 """
 import os
 import sys
 import traceback
+from collections import deque
 from datetime import timedelta
 
+import numpy as np
+
 from dtrain.core import backend as array_backend
+from dtrain.distributed.call_check import rank_list
 from dtrain.distributed.comm import launched_by_mpi, make_communicator
 from dtrain.distributed.work import _seconds, abort_job
 
@@ -20,20 +24,28 @@ DEFAULT_TIMEOUT = timedelta(minutes=30)
 class ProcessGroup:
     """A set of global ranks with its communicators (`None` comms where not a member)."""
 
-    def __init__(self, mpi_comm, ranks, backend, timeout, watchdog_comm, global_rank):
+    def __init__(self, mpi_comm, ranks, backend, timeout, control_comm, global_rank):
         self.ranks = tuple(ranks)
         self.mpi_comm = mpi_comm
         self.requested_backend = backend
         self.timeout = timeout
-        self.watchdog_comm = watchdog_comm
+        self.control_comm = control_comm
         self.global_rank = global_rank
-        self.seq = 0
+        self.seq = 0                # collective calls made on this group
+        self.unverified = deque()   # their posted call checks not yet seen to pass
+        self.check_slots = []       # (buffer, persistent request) pairs, see call_check
+        self.broken = None          # the mismatch that made the group unusable
+        # DTRAIN_DISTRIBUTED_DEBUG=1: call checks compare the call sites too
         self.debug = os.environ.get("DTRAIN_DISTRIBUTED_DEBUG", "0") not in ("", "0")
         self._comms = {}
 
     @property
     def is_member(self):
         return self.mpi_comm is not None
+
+    @property
+    def is_world(self):
+        return self is state.world
 
     def rank(self):
         return self.ranks.index(self.global_rank) if self.is_member else -1
@@ -55,7 +67,7 @@ class ProcessGroup:
         return "mpi"
 
     def comm_for(self, arr):
-        name = self.backend_for(arr)
+        name = "mpi" if type(arr) is np.ndarray else self.backend_for(arr)
         comm = self._comms.get(name)
         if comm is None:
             comm = self._comms[name] = make_communicator(name, self.mpi_comm)
@@ -66,11 +78,21 @@ class ProcessGroup:
             return self.requested_backend
         return "nccl" if array_backend.cuda_is_available() and nccl_available() else "mpi"
 
+    def abort_transfers(self):
+        """After a mismatched call: abort the communicators whose transfers may be stuck."""
+        for comm in self._comms.values():
+            comm.abort()
+
     def free(self):
-        for c in (self.mpi_comm, self.watchdog_comm):
+        in_flight = {id(c.request) for c in self.unverified}
+        for _, request in self.check_slots:
+            if id(request) not in in_flight:  # an active collective request cannot be freed
+                request.Free()
+        self.check_slots = []
+        for c in (self.mpi_comm, self.control_comm):
             if c is not None:
                 c.Free()
-        self.mpi_comm = self.watchdog_comm = None
+        self.mpi_comm = self.control_comm = None
 
 
 def nccl_available():
@@ -117,6 +139,7 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD.Dup()
+    _check_identity_environment(world)
     if world_size not in (-1, world.Get_size()) or rank not in (-1, world.Get_rank()):
         raise ValueError(f"init_process_group: world_size={world_size}, rank={rank} disagree "
                          f"with the MPI launcher's {world.Get_size()} ranks (this is rank "
@@ -133,6 +156,27 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
                        ("LOCAL_WORLD_SIZE", state.local_size)):
         os.environ.setdefault(key, str(value))
     _install_abort_on_crash()
+
+
+def _check_identity_environment(world):
+    """RANK/WORLD_SIZE already in the environment (left over from an old torchrun session or
+    a Kubeflow shell) must match MPI's; if they do not on some rank, every rank fails."""
+    rank, size = world.Get_rank(), world.Get_size()
+    given = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE") if k in os.environ}
+    expected = {"RANK": rank, "WORLD_SIZE": size}
+    wrong = any(not v.strip().isdigit() or int(v) != expected[k] for k, v in given.items())
+    bad = [r for r, w in enumerate(world.allgather(wrong)) if w]
+    if not bad:
+        return
+    world.Free()
+    if wrong:
+        shown = " ".join(f"{k}={v}" for k, v in given.items())
+        verb, them = ("disagree", "them") if len(given) > 1 else ("disagrees", "it")
+        raise RuntimeError(f"init_process_group: {shown} from the environment {verb} with MPI "
+                           f"(rank {rank} of {size}): unset {them} or start with dtrain launch")
+    raise RuntimeError(f"init_process_group: RANK/WORLD_SIZE from the environment disagree "
+                       f"with MPI on {rank_list(bad)} (see the error there): unset them or "
+                       "start with dtrain launch")
 
 
 def _env_timeout():

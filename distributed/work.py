@@ -6,33 +6,59 @@ import time
 
 WATCHDOG_TAG = 0x7D7  # control-communicator tag of watchdog status messages
 GRACE_S = 2.0         # how long a timed-out rank listens for the other ranks' status
+SPIN = 32             # polls between two looks at the clock in wait()
+# wait() looks at a call check once the transfer is done, or earlier when the transfer runs
+# this long: it may be a mismatched one that never ends
+CHECK_AFTER_S = 1e-3
 
 
 class DistTimeoutError(RuntimeError):
     """A collective or transfer did not complete within the process group's timeout."""
 
 
-class Work:
-    """Handle of an asynchronous operation (`async_op=True`): `wait()`, `is_completed()`."""
+class CollectiveMismatchError(RuntimeError):
+    """The ranks of a group made different collective calls (see `call_check`)."""
 
-    def __init__(self, group, name, seq, pending, finish=None):
+
+class Work:
+    """Handle of an asynchronous operation (`async_op=True`): `wait()`, `is_completed()`.
+
+    A collective completes only once all ranks were found to make the same call; both
+    methods raise CollectiveMismatchError when they did not."""
+
+    def __init__(self, group, name, seq, pending, finish=None, check=None):
         self.group, self.name, self.seq = group, name, seq
-        self._pending = pending
+        self._pending = pending  # None: nothing to transfer (only the check)
         self._finish = finish
+        self._check = check
+        self._transferred = pending is None
         self._done = False
         self.source = None
 
+    def _progress(self):
+        """Drive the transfer, then look at the call check; True once both are through."""
+        if not self._transferred:
+            self._transferred = self._pending.test()
+        return self._transferred and self._checked()
+
+    def _checked(self):
+        """Poll the call check (raises on a mismatch); True once it passed."""
+        if self._check is not None and self._check.passed():
+            self._check = None
+        return self._check is None
+
     def is_completed(self):
-        if not self._done and self._pending.test():
+        if not self._done and self._progress():
             self._complete()
         return self._done
 
     def _complete(self):
-        self._done = True
-        self._pending.finish()
-        self.source = self._pending.source
+        if self._pending is not None:
+            self._pending.finish()
+            self.source = self._pending.source
         if self._finish is not None:
             self._finish()
+        self._done = True
 
     def wait(self, timeout=None):
         """Block until done; past the timeout, report on every waiting rank and raise."""
@@ -40,16 +66,32 @@ class Work:
             return True
         limit = self.group.timeout if timeout is None else _seconds(timeout)
         start = time.monotonic()
-        deadline = start + limit
-        test = self._pending.test
-        while not test():  # MPI progresses only inside test(): busy-poll like blocking MPI
-            now = time.monotonic()
-            if now > deadline:
-                raise DistTimeoutError(timeout_report(self.group, self.name, self.seq, limit))
-            if now - start > 0.05:  # a long wait: stop burning the core
-                time.sleep(1e-4)
+        if not self._transferred:
+            self._poll(self._pending.test, start, limit)
+            self._transferred = True
+        self._poll(self._checked, start, limit)
         self._complete()
         return True
+
+    def _poll(self, test, start, limit):
+        """Call `test()` until it is true (MPI progresses only inside tests: busy-poll like
+        blocking MPI), with the bookkeeping of `_idle` every SPIN polls."""
+        while True:
+            for _ in range(SPIN):
+                if test():
+                    return
+            self._idle(start, limit)
+
+    def _idle(self, start, limit):
+        """Between two polls: time out, look at the call check of a long transfer, and stop
+        burning the core in a long wait."""
+        waited = time.monotonic() - start
+        if waited > limit:
+            raise DistTimeoutError(timeout_report(self.group, self.name, self.seq, limit))
+        if waited > CHECK_AFTER_S:
+            self._checked()
+            if waited > 0.05:
+                time.sleep(1e-4)
 
 
 def _seconds(t):
@@ -62,7 +104,7 @@ def timeout_report(group, name, seq, limit):
 
     me = group.global_rank
     status = (me, name, seq, group.ranks)
-    ctrl = group.watchdog_comm
+    ctrl = group.control_comm
     others = [r for r in range(ctrl.Get_size()) if r != ctrl.Get_rank()]
     for r in others:
         ctrl.isend(status, dest=r, tag=WATCHDOG_TAG)
@@ -85,7 +127,7 @@ def timeout_report(group, name, seq, limit):
     return (f"dtrain.distributed: collective {name} #{seq} on group {list(group.ranks)} timed "
             f"out after {limit:g} s on rank {me}; rank(s) that did not join: {missing}"
             + (f" ({detail})" if detail else "") + ". Check that every rank calls the same "
-            "collectives in the same order (set DTRAIN_DISTRIBUTED_DEBUG=1 to verify).")
+            "collectives in the same order.")
 
 
 def abort_job(message, code=1):

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# a shell's leftover torchrun identity would (rightly) fail init_process_group: tests that
+# want these variables pass them in `env`
+IDENTITY_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
 
 def _mpiexec():
     local = Path(sys.executable).parent / "mpiexec"
@@ -23,7 +27,8 @@ def mpirun(tmp_path):
     def run(n, code, timeout=90, env=None, check=True):
         script = tmp_path / "rank_script.py"
         script.write_text(textwrap.dedent(code))
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        inherited = {k: v for k, v in os.environ.items() if k not in IDENTITY_VARS}
+        full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run([exe, "-n", str(n), sys.executable, str(script)],
                               capture_output=True, text=True, timeout=timeout, env=full_env,
                               cwd=tmp_path)

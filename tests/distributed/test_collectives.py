@@ -87,8 +87,8 @@ dist.all_reduce(view)
 expected = np.arange(12.0).reshape(3, 4) * sum(range(1, n + 1))
 np.testing.assert_array_equal(base.cpu().numpy(), expected)
 
-# async: several in flight, waited in any order
-ts = [dt.full((1000,), float(r + k)) for k in range(3)]
+# async: more in flight than call-check slots, waited in any order
+ts = [dt.full((1000,), float(r + k)) for k in range(100)]
 works = [dist.all_reduce(t, async_op=True) for t in ts]
 for w in reversed(works):
     w.wait()
@@ -155,13 +155,17 @@ def test_init_without_a_launcher_says_what_to_do(tmp_path):
 
 def test_init_twice_and_uninitialized_use_are_clear_errors(mpirun):
     out = mpirun(2, r'''
+    import os
     import dtrain as dt
     import dtrain.distributed as dist
     try:
         dist.all_reduce(dt.ones(1))
     except RuntimeError as e:
         assert "has not been initialized" in str(e), e
+    os.environ["RANK"] = os.environ["PMI_RANK"]  # identities that agree with MPI's are fine
+    os.environ["WORLD_SIZE"] = os.environ["PMI_SIZE"]
     dist.init_process_group()
+    assert dist.get_rank() == int(os.environ["RANK"])
     try:
         dist.init_process_group()
     except RuntimeError as e:
@@ -169,3 +173,24 @@ def test_init_twice_and_uninitialized_use_are_clear_errors(mpirun):
         print("OK")
     ''').stdout
     assert out.count("OK") == 2
+
+
+@pytest.mark.parametrize("stale", ["RANK=0 WORLD_SIZE=1", "RANK=0 WORLD_SIZE=2"])
+def test_stale_rank_variables_fail_on_every_rank(mpirun, stale):
+    # e.g. left in the shell by an old torchrun session, then `mpiexec -n 2 python script.py`
+    env = dict(kv.split("=") for kv in stale.split())
+    proc = mpirun(2, """
+    import dtrain.distributed as dist
+    dist.init_process_group()
+    print("INITIALIZED")
+    """, timeout=30, check=False, env=env)
+    assert proc.returncode != 0 and "INITIALIZED" not in proc.stdout, proc.stdout
+    fix = "unset them or start with dtrain launch"
+    assert (f"{stale} from the environment disagree with MPI (rank 1 of 2): {fix}"
+            in proc.stderr), proc.stderr
+    if env["WORLD_SIZE"] == "1":  # rank 0 disagrees too
+        assert f"{stale} from the environment disagree with MPI (rank 0 of 2): {fix}" in \
+            proc.stderr
+    else:                         # rank 0 agrees, but fails with rank 1 instead of hanging
+        assert ("RANK/WORLD_SIZE from the environment disagree with MPI on rank 1 (see the "
+                f"error there): {fix}") in proc.stderr, proc.stderr
