@@ -70,6 +70,9 @@ def _launch_options():
                       help="start a failed job again up to R times (resumes from checkpoints)")
     opts.add_argument("--rank0-only", action="store_true", default=None,
                       help="show only rank 0's standard output")
+    opts.add_argument("--grace-period", type=float, default=None, metavar="SECONDS",
+                      help="on SIGTERM/SIGHUP/SIGINT, the ranks get this long to stop before "
+                           "SIGKILL (default 10)")
     opts.add_argument("--dry-run", action="store_true", default=None,
                       help="print the exact command and environment, then exit")
     return opts
@@ -189,6 +192,7 @@ def _spec(cfg, args, config_path, run_id):
     return run.JobSpec(["trainer", str(config_path)], nproc_per_node=dist.nproc_per_node,
                        nnodes=dist.nnodes, hostfile=dist.hostfile, mpiexec=dist.mpiexec,
                        launcher=dist.launcher, rank0_only=args.rank0_only,
+                       grace_period=args.grace_period,
                        env={rundir.RUN_ID_ENV: run_id} if run_id else {})
 
 
@@ -225,7 +229,7 @@ def cmd_launch(args):
         return ExitCode.USAGE
     spec = run.JobSpec([args.target, *args.rest], nproc_per_node=args.nproc_per_node or 1,
                        nnodes=args.nnodes or 1, hostfile=args.hostfile,
-                       rank0_only=args.rank0_only)
+                       rank0_only=args.rank0_only, grace_period=args.grace_period)
     if args.dry_run:
         print(run.dry_run_text(spec))
         return ExitCode.OK

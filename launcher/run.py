@@ -1,10 +1,12 @@
 """Start the ranks of a job (mpiexec locally or with a hostfile, srun inside a Slurm
-allocation), watch them, stop the whole job when one fails, and report the root cause."""
-import json
+allocation), watch them, stop the whole job when one fails or when `dtrain launch` gets
+SIGTERM, SIGHUP, SIGINT or SIGUSR2 (Slurm's warning before the time limit: the job is then
+requeued), and report how it ended with a stable exit code (launcher/exit_codes.py)."""
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,9 +15,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dtrain.launcher import records
+from dtrain.launcher.exit_codes import ExitCode, for_signal, job_code
 from dtrain.launcher.hostlist import expand
+from dtrain.launcher.identity import stale_variables
 
-KILL_GRACE_S = 3.0
+DEFAULT_GRACE_S = 10.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)
 
 
 @dataclass
@@ -30,6 +36,12 @@ class JobSpec:
     launcher: str = "mpiexec"  # or "srun": start ranks with srun inside a Slurm allocation
     rank0_only: bool = False
     env: dict = field(default_factory=dict)
+    # seconds the ranks get to stop (a checkpoint, say) before SIGKILL; None: DEFAULT_GRACE_S
+    grace_period: float | None = None
+
+    def __post_init__(self):
+        if self.grace_period is None:
+            self.grace_period = DEFAULT_GRACE_S
 
 
 def in_slurm_allocation():
@@ -90,44 +102,102 @@ def dry_run_text(spec):
     return "\n".join(lines)
 
 
-def _records(control_dir):
-    out = []
-    for path in Path(control_dir).glob("rank_*.json"):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return sorted(out, key=lambda r: r["time"])
+class StopRequests:
+    """The stop signals `dtrain launch` got (SIGTERM, SIGHUP, SIGINT, SIGUSR2), in order.
+    While jobs run, these handlers replace the defaults (so Ctrl-C raises no
+    KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.signals = []
+        self._previous = {}
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._note) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _note(self, signum, frame):
+        self.signals.append(signal.Signals(signum))
 
 
-def _stop(proc):
-    """End the whole job: its process group gets SIGTERM, then SIGKILL after a grace period."""
-    if proc.poll() is not None:
+def _deliver(proc, spec, signum):
+    """Ask every rank to stop, through mpiexec (or srun).
+
+    NOTE: measured with MPICH's hydra (5.0.2): mpiexec passes SIGTERM and SIGINT on to every
+    rank on every node (its proxy signals each rank's process group: the supervisor and the
+    process that runs the rank) and keeps waiting for them: a rank that handles the signal
+    runs on and exits normally, none is killed. But mpiexec dies of SIGHUP and SIGUSR2
+    itself, orphaning the ranks, so SIGHUP and SIGUSR2 are delivered as SIGTERM. Signalling
+    the ranks directly would reach only this node's, and mpiexec's process group does not
+    hold them (hydra gives each rank a session of its own). srun cancels the step on SIGTERM
+    (its tasks were killed before the trainer could checkpoint, seen here) and only prints
+    the tasks' state on a single SIGINT, but passes SIGUSR2 on to every task: it gets that,
+    which the trainer treats as a stop and a script's default handling as termination."""
+    if spec.launcher == "srun" and in_slurm_allocation():
+        proc.send_signal(signal.SIGUSR2)
         return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + KILL_GRACE_S
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if proc.poll() is None:
-        try:
+    proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+
+def _kill(proc, control_dir):
+    """The grace period is over: SIGKILL the ranks still running and end mpiexec (or srun).
+    Returns those ranks.
+
+    This host's ranks are killed by process group (each has its own: the supervisor and the
+    process that runs the rank). Ranks on other hosts are left to mpiexec's or srun's force
+    abort, a second SIGINT: hydra SIGKILLs every rank on every node, srun cancels the step."""
+    late = [r for r in records.read_all(control_dir) if not r.ended]
+    here = socket.gethostname()
+    for r in late:
+        if r.host == here and r.pgid > 1 and r.pgid != os.getpgrp():
+            try:
+                os.killpg(r.pgid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended meanwhile
+                pass
+    if not _exits(proc, 1.0):  # ranks elsewhere still run
+        for _ in range(2):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        if not _exits(proc, 3.0):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    proc.wait()
+    return sorted(r.rank for r in late)
 
 
-def report(records, code):
+def _exits(proc, seconds):
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _environment(spec, run_id, control_dir, out):
+    """The launcher's environment: this one, less torchrun's identity variables (a stale
+    RANK=0 WORLD_SIZE=1 would make every rank a 1-rank job), plus the job's own."""
+    stale = stale_variables(os.environ)
+    if stale:
+        out.write(f"dtrain launch: ignoring {', '.join(stale)} from the environment (each "
+                  "rank's identity comes from the MPI launcher)\n")
+    env = {k: v for k, v in os.environ.items() if k not in stale}
+    env.update(environment(spec, run_id, control_dir))
+    if sys.stdout.isatty():  # the ranks' output reaches a terminal through their supervisors
+        env["DTRAIN_TTY"] = "1"
+    return env
+
+
+def report(failed, code):
     """The root-cause report: the first rank that failed, with its traceback or signal."""
-    first = records[0]
-    others = [r["rank"] for r in records[1:]]
+    first = failed[0]
+    others = [r.rank for r in failed[1:]]
     lines = ["", "=" * 78,
-             f"dtrain launch: job failed (exit code {code}). Root cause: rank {first['rank']} "
-             f"on host {first['host']} (pid {first['pid']}) {_what(first)}"]
-    if first["kind"] == "exception":
-        lines += ["", first["text"].rstrip()]
+             f"dtrain launch: job failed (exit code {int(code)}). Root cause: rank {first.rank} "
+             f"on host {first.host} (pid {first.pid}) {_what(first)}"]
+    if first.kind is records.Kind.EXCEPTION:
+        lines += ["", first.text.rstrip()]
     if others:
         lines.append(f"(ranks {others} ended after it)")
     lines.append("=" * 78)
@@ -135,46 +205,85 @@ def report(records, code):
 
 
 def _what(rec):
-    if rec["kind"] == "exception":
+    if rec.kind is records.Kind.EXCEPTION:
         return "raised an exception:"
-    return rec["text"]
+    return rec.text
 
 
-def run_job(spec, out=sys.stderr):
-    """Run the job once; returns its exit code (0 on success)."""
+def _stopped(signum, killed, grace):
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
+    late = (f" (ranks {killed} did not stop within the {grace:g} s grace period and were "
+            "killed)") if killed else ""
+    return f"dtrain launch: {what}; every rank was stopped{late}"
+
+
+def _requeue(out):
+    """Preempted under Slurm (`#SBATCH --signal=B:USR2@T` reaches only this process): once
+    every rank has checkpointed and stopped, put the job back in the queue; its next start
+    continues the same run folder (DTRAIN_RUN_ID=slurm-<job id>)."""
+    job = os.environ["SLURM_JOB_ID"]
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode == 0:
+        out.write(f"dtrain launch: preempted: Slurm job {job} requeued\n")
+    else:
+        out.write(f"dtrain launch: preempted, but `scontrol requeue {job}` failed: "
+                  f"{done.stderr.strip()}\n")
+    out.flush()
+
+
+def run_job(spec, stop, out=sys.stderr):
+    """Run the job once, stopping it on a rank's failure or a signal noted in `stop`; returns
+    its exit code: 128+N when signal N stopped it, else `job_code` of the ranks that failed,
+    root cause first (1 also when mpiexec failed with no rank to blame)."""
     run_id = os.environ.get("DTRAIN_RUN_ID") or uuid.uuid4().hex[:12]
     control_dir = tempfile.mkdtemp(prefix="dtrain-control-")
-    env = {**os.environ, **environment(spec, run_id, control_dir)}
-    proc = subprocess.Popen(command(spec), env=env, start_new_session=True)
     try:
+        proc = subprocess.Popen(command(spec), start_new_session=True,
+                                env=_environment(spec, run_id, control_dir, out))
+        stopped_by, deadline, asked, killed = None, None, 0, []
         while proc.poll() is None:
-            if any(r["code"] for r in _records(control_dir)):
-                _stop(proc)  # one rank failed: do not wait for the others to hang
-                break
+            if deadline is None and (stop.signals or
+                                     any(r.failed for r in records.read_all(control_dir))):
+                # a failed rank's peers would wait for it forever: stop them too
+                stopped_by = stop.signals[0] if stop.signals else None
+                _deliver(proc, spec, stopped_by or signal.SIGTERM)
+                deadline, asked = time.monotonic() + spec.grace_period, len(stop.signals)
+            elif deadline is not None and (time.monotonic() >= deadline or
+                                           len(stop.signals) > asked):  # asked again: now
+                killed = _kill(proc, control_dir)
             time.sleep(0.1)
-    except KeyboardInterrupt:
-        _stop(proc)
-        out.write("\ndtrain launch: interrupted; every rank was stopped\n")
-        return 130
-    code = proc.wait()
-    records = [r for r in _records(control_dir) if r["code"]]
-    shutil.rmtree(control_dir, ignore_errors=True)
-    if records:
-        code = code or records[0]["code"] or 1
-        out.write(report(records, code) + "\n")
-        out.flush()
+        ended = records.read_all(control_dir)
+    finally:
+        shutil.rmtree(control_dir, ignore_errors=True)
+    if stopped_by:
+        out.write(_stopped(stopped_by, killed, spec.grace_period) + "\n")
+        if stopped_by == signal.SIGUSR2 and in_slurm_allocation():
+            _requeue(out)
+        return for_signal(stopped_by)
+    failed = [r for r in ended if r.failed]
+    if failed:
+        code = job_code([r.code for r in failed])
+        out.write(report(failed, code) + "\n")
+    elif proc.returncode:
+        code = ExitCode.RANK_FAILED
+        out.write(f"dtrain launch: job failed (exit code {int(code)}): {Path(proc.args[0]).name} "
+                  f"exited with code {proc.returncode} and no rank reported a failure (see "
+                  "its messages above)\n")
+    else:
+        code = ExitCode.OK
+    out.flush()
     return code
 
 
 def launch(spec, max_restarts=0, out=sys.stderr):
     """Run the job, starting it again up to `max_restarts` times after a failure (the
-    trainer resumes from its newest complete checkpoint)."""
-    code = 0
-    for attempt in range(max_restarts + 1):
-        if attempt:
-            out.write(f"dtrain launch: restarting the job (restart {attempt} of "
-                      f"{max_restarts})\n")
-        code = run_job(spec, out)
-        if code in (0, 130):
-            return code
+    trainer resumes from its newest complete checkpoint); a stop signal ends it for good."""
+    with StopRequests() as stop:
+        for attempt in range(max_restarts + 1):
+            if attempt:
+                out.write(f"dtrain launch: restarting the job (restart {attempt} of "
+                          f"{max_restarts})\n")
+            code = run_job(spec, stop, out)
+            if code == ExitCode.OK or stop.signals:
+                break
     return code
