@@ -1,7 +1,8 @@
 """`dtrain slurm CONFIG`: write an sbatch script from the config's `slurm:` block and submit
 it. The script runs `dtrain launch` inside the allocation (its ranks start there through
-mpiexec or srun, `distributed.launcher`) and asks for SIGUSR2 before the time limit (the
-trainer checkpoints and requeues the job).
+mpiexec or srun, `distributed.launcher`) and asks for SIGUSR2 before the time limit, sent
+to the batch shell only (`B:`; hydra's proxies die of SIGUSR2): `dtrain launch`, exec'd by
+it, has every rank checkpoint and stop within the time left, then requeues the job.
 
 Each submission gets its own folder, `<output_dir>/submit-<YYYYmmdd-HHMMSS>/`, holding the
 resolved `config.yaml` the job launches and `job.sbatch`; the job's run directory is
@@ -31,7 +32,7 @@ def script(cfg, config_path):
              f"#SBATCH --time={s['time']}",
              f"#SBATCH --output={out_dir}/slurm-%j.out",
              "#SBATCH --open-mode=append",
-             f"#SBATCH --signal=USR2@{s['signal_before_s']}"]
+             f"#SBATCH --signal=B:USR2@{s['signal_before_s']}"]
     if s["gpus_per_node"]:
         lines.append(f"#SBATCH --gpus-per-node={s['gpus_per_node']}")
     if s["cpus_per_task"]:
@@ -43,7 +44,8 @@ def script(cfg, config_path):
         lines.append("#SBATCH --requeue")
     lines += [str(line) for line in s["extra"]]
     launch = [sys.executable, "-m", "dtrain.launcher", "launch", str(config_path),
-              f"distributed.nproc_per_node={per_node}", f"distributed.nnodes={s['nodes']}"]
+              f"distributed.nproc_per_node={per_node}", f"distributed.nnodes={s['nodes']}",
+              f"--grace-period={max(1, s['signal_before_s'] - 5)}"]
     lines += ["", "# srun starts the ranks; each takes its identity from SLURM_PROCID / PMI.",
               "export DTRAIN_RUN_ID=slurm-$SLURM_JOB_ID",
               f"cd {shlex.quote(str(Path.cwd()))}",

@@ -4,7 +4,7 @@ scheduler, DDP from the registries), `resume` (a checkpoint's full state), `trai
 the loop that orders them and decides when to stop.
 
 Stops are agreed by all ranks at a step boundary with one all-reduce per step: a stop signal
-(SIGTERM/SIGHUP/SIGINT from `dtrain launch`, SIGUSR2 from Slurm before the time limit) ends
+(SIGTERM/SIGINT from `dtrain launch`, SIGHUP, SIGUSR2 from Slurm before the time limit) ends
 the run with a checkpoint; a non-finite loss or gradient norm follows
 `trainer.on_nonfinite`. `main` returns an `ExitCode`.
 """
@@ -13,7 +13,6 @@ import math
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -418,12 +417,11 @@ def _finish(job, reason, checkpoint, metrics, log):
 
 
 def _stopped(job, signum, checkpoint, log):
+    """A stop signal (from `dtrain launch`, which requeues a preempted Slurm job itself, or
+    Slurm's SIGUSR2 sent to the ranks) ended the run at a checkpoint."""
     name = signal.Signals(signum).name if signum else "a signal on another rank"
     if signum == signal.SIGUSR2:
         log(f"preempted at step {job.step}: checkpoint written ({name})")
-        job_id = os.environ.get("SLURM_JOB_ID")
-        if job_id and job.world.rank == 0:
-            subprocess.run(["scontrol", "requeue", job_id], check=False)
     else:
         log(f"stopped by {name} at step {job.step}: checkpoint written")
     return Outcome(ExitCode.OK, f"stopped by {name}", checkpoint)

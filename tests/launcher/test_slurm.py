@@ -19,7 +19,7 @@ def test_sbatch_script_from_the_config(dtrain_cli, configs):
     for line in ["#SBATCH --job-name=cifar10_resnet20", "#SBATCH --nodes=1",
                  "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --time=02:00:00",
-                 "#SBATCH --partition=gpu", "#SBATCH --signal=USR2@300", "#SBATCH --requeue",
+                 "#SBATCH --partition=gpu", "#SBATCH --signal=B:USR2@300", "#SBATCH --requeue",
                  "#SBATCH --exclusive", "#SBATCH --open-mode=append",
                  "export DTRAIN_RUN_ID=slurm-$SLURM_JOB_ID"]:
         assert line in text.splitlines(), line
@@ -134,12 +134,20 @@ def test_failing_slurm_job_reports_its_failure(dtrain_cli, configs, tmp_path):
     assert "Root cause: rank" in log and "ValueError: no such model" in log
 
 
+def _nodes_idle():
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True)
+    return set(out.stdout.split()) == {"idle"}
+
+
 def _start_requeued_now(job, timeout=60):
     """Slurm holds a requeued job for ~2 min (EligibleTime); make it eligible at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = _job(job)
-        if "Restarts=1" in out and "JobState=PENDING" in out:
+        if "Restarts=1" in out and "JobState=PENDING" in out and _nodes_idle():
+            # the first run's job credential must be gone first, or slurmctld kills the new
+            # start ("Job credential revoked", seen here when it was started at once)
+            time.sleep(2)
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
             return
         assert "JobState=COMPLETED" not in out, "the job completed without being requeued"
@@ -159,8 +167,9 @@ def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_p
     deadline = time.monotonic() + 120
     while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    # what --signal=USR2@T does before the time limit: USR2 to the job's steps
-    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    # what --signal=B:USR2@T does before the time limit: USR2 to the batch shell, that is
+    # to `dtrain launch` (exec'd by it)
+    subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)
     _start_requeued_now(job)
     state, code = _wait(job)
     log = (out_dir / f"slurm-{job}.out").read_text()       # both runs: --open-mode=append
@@ -168,7 +177,10 @@ def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_p
     assert "Restarts=1" in _job(job), log
     first, second = log.split(f"run directory {run_dir} (continuing it)")
     step = int(re.search(r"resumed from step (\d+) of 1380", second).group(1))
-    assert f"preempted at step {step}: checkpoint written" in first, log
+    # the ranks' stop request: SIGTERM through mpiexec, SIGUSR2 through srun
+    assert re.search(rf"(stopped by SIGTERM|preempted) at step {step}: checkpoint written",
+                     first), log
+    assert f"dtrain launch: preempted: Slurm job {job} requeued" in first, log
     records = metrics.read(run_dir)
     train = [r["step"] for r in records if r["split"] == "train"]
     assert train == sorted(set(train)) and train[-1] == 1380     # no step written twice
