@@ -73,9 +73,18 @@ def _reducible(arr, op, what):
     return work, ("sum" if op == ReduceOp.AVG else op), back
 
 
-def _launch(group, name, start, finish, async_op, *fields):
+def _launch(group, name, start, finish, async_op, *fields, blocking=None):
     """Number the call and post its check, start it, and wait (or hand back the Work).
-    `fields` describe the call for the check: strings ("op=sum") and arrays (dtype, shape)."""
+    `fields` describe the call for the check: strings ("op=sum") and arrays (dtype, shape).
+
+    A synchronous call with a `blocking` form waits for its check first, then transfers
+    with that: once the check passed, every rank is inside this same call, so the transfer
+    needs no timeout of its own and a mismatched one never starts."""
+    if blocking is not None and not async_op:
+        _agree(group, name, *fields)
+        blocking()
+        finish()
+        return None
     check = call_check.begin(group, name, fields)
     work = Work(group, name, group.seq, start(), finish, check)
     if async_op:
@@ -87,7 +96,8 @@ def _launch(group, name, start, finish, async_op, *fields):
 def _agree(group, name, *fields):
     """Check a call on all ranks before a transfer that cannot run alongside its check."""
     check = call_check.begin(group, name, fields)
-    Work(group, name, group.seq, None, None, check).wait()
+    if check is not None:
+        check.wait()
 
 
 def _member(group):
@@ -108,8 +118,10 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
         if back is not None:
             back(g.size())
         buf.done()
-    return _launch(g, "all_reduce", lambda: g.comm_for(work).Iallreduce(work, mpi_op), finish,
-                   async_op, "op=" + op, tensor.data)
+    comm = g.comm_for(work)
+    blocking = comm.Allreduce and (lambda: comm.Allreduce(work, mpi_op))
+    return _launch(g, "all_reduce", lambda: comm.Iallreduce(work, mpi_op), finish, async_op,
+                   "op=" + op, tensor.data, blocking=blocking)
 
 
 def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):

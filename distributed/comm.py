@@ -1,8 +1,8 @@
 """The communicator interface and its factory; backends are imported lazily.
 
-A communicator moves backend arrays between the ranks of one group. Every method is
+A communicator moves backend arrays between the ranks of one group. Every `I...` method is
 non-blocking and returns a `Pending` (`Work` turns it into a user handle with timeouts);
-buffers are contiguous arrays that the caller prepared.
+buffers are contiguous arrays that the caller prepared. A backend may add blocking forms.
 """
 import os
 
@@ -71,6 +71,10 @@ class Communicator:
 
     def abort(self):
         """Give up on the transfers in flight (after a mismatched call); MPI cannot."""
+
+    # Blocking forms, for synchronous calls once the call check has passed (every rank is
+    # then inside the same call, so they need no timeout). None where a backend has none.
+    Allreduce = None
 
 
 def make_communicator(backend, mpi_comm):

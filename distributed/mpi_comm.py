@@ -68,6 +68,11 @@ class MPICommunicator(Communicator):
         (h,), staged = self._host([buf], {0})
         return MPIPending(self.comm.Iallreduce(MPI.IN_PLACE, h, op=OPS[op]), staged)
 
+    def Allreduce(self, buf, op):
+        """Blocking, on a host array. NOTE: MPICH's blocking Allreduce beat Iallreduce
+        polled with Test by ~10 % at 1 MiB here (and by ~1 us on tiny messages)."""
+        self.comm.Allreduce(MPI.IN_PLACE, buf, op=OPS[op])
+
     def Ibcast(self, buf, root):
         (h,), staged = self._host([buf], {0})
         return MPIPending(self.comm.Ibcast(h, root=root), staged)
