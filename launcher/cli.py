@@ -139,10 +139,13 @@ def _cli_overrides(args):
 
 
 def _check_counts(args):
-    for opt in ("nproc_per_node", "nnodes"):
+    """The launch options' values (argparse checks only their types)."""
+    limits = (("nproc_per_node", 1, ">= 1"), ("nnodes", 1, ">= 1"),
+              ("grace_period", 0, ">= 0 seconds"))
+    for opt, low, what in limits:
         value = getattr(args, opt)
-        if value is not None and value < 1:
-            sys.stderr.write(f"dtrain launch: --{opt.replace('_', '-')}: must be >= 1, got "
+        if value is not None and not value >= low:  # NaN too
+            sys.stderr.write(f"dtrain launch: --{opt.replace('_', '-')}: must be {what}, got "
                              f"{value}\n")
             return False
     return True

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtrain.launcher import records
-from dtrain.launcher.exit_codes import ExitCode, for_signal, job_code
+from dtrain.launcher.exit_codes import MEANING, ExitCode, for_signal, job_code
 from dtrain.launcher.hostlist import expand
 from dtrain.launcher.identity import stale_variables
 
@@ -192,6 +192,9 @@ def _environment(spec, run_id, control_dir, out):
 def report(failed, code):
     """The root-cause report: the first rank that failed, with its traceback or signal."""
     first = failed[0]
+    if code in (ExitCode.USAGE, ExitCode.NONFINITE):  # the trainer's own, deliberate stop
+        return (f"dtrain launch: job ended with exit code {int(code)}: {MEANING[code]} "
+                f"(rank {first.rank} on host {first.host} said why above)")
     others = [r.rank for r in failed[1:]]
     lines = ["", "=" * 78,
              f"dtrain launch: job failed (exit code {int(code)}). Root cause: rank {first.rank} "

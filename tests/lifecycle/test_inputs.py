@@ -20,6 +20,7 @@ README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
                                   "data.eval_batch_size: -1 must be > 0"),
     (["--nproc-per-node", "0"], "--nproc-per-node: must be >= 1, got 0"),
     (["--nproc-per-node", "-2"], "--nproc-per-node: must be >= 1, got -2"),
+    (["--grace-period", "-1"], "--grace-period: must be >= 0 seconds, got -1.0"),
     (["trainer.device=cuda"], "trainer.device: cuda asked for, but no CUDA GPU is visible"),
     (["model.name=null", "model.target=no_such_module:build"],
      "model.target: cannot import 'no_such_module:build': ModuleNotFoundError"),

@@ -129,6 +129,26 @@ def test_rotation_keeps_this_runs_newest_checkpoints(tmp_path):
     assert state["step"] == 20 and "skipping unreadable checkpoint" in said[0]
 
 
+def test_a_continued_run_ignores_and_keeps_files_that_are_not_its_checkpoints(
+        dtrain_cli, configs, tmp_path):
+    """Today: a stale higher-numbered file was resumed from, and keep_last deleted each new
+    checkpoint as soon as it was written (newest *names* kept), exit 0."""
+    out = tmp_path / "runs"
+    assert launch(dtrain_cli, configs, out, "trainer.max_steps=20").returncode == 0
+    run = out / "version_0"
+    (run / "checkpoint_000000675.dtrain").write_bytes(b"torn")
+    dt.save({"step": 999}, run / "checkpoint_000000999.dtrain")
+    more = launch(dtrain_cli, configs, out, "trainer.max_steps=50", "trainer.checkpoint_every=10",
+                  "trainer.keep_last=2", "trainer.resume=latest")
+    assert more.returncode == 0, more.stderr
+    assert "resumed from step 20 of 50" in more.stdout
+    assert [e["step"] for e in Checkpoints(run).entries()] == [40, 50]
+    assert dt.load(run / "checkpoint_000000050.dtrain")["step"] == 50
+    assert not (run / "checkpoint_000000030.dtrain").exists()
+    assert (run / "checkpoint_000000675.dtrain").exists() and \
+        (run / "checkpoint_000000999.dtrain").exists()
+
+
 def test_nonfinite_loss_stops_with_exit_3_and_no_checkpoint(dtrain_cli, configs, tmp_path):
     out = tmp_path / "runs"
     proc = launch(dtrain_cli, configs, out, "optimizer.lr=1e6", "trainer.checkpoint_every=1")
