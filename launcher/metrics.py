@@ -128,17 +128,20 @@ def read(run_dir):
     return records
 
 
-def nonfinite_loss_step(records):
-    """(step, split) of the first record whose loss was not finite, or None."""
+def first_nonfinite(records):
+    """(step, split, names) of the first record holding a non-finite value, or None."""
     for r in records:
-        if "loss" in r.get("nonfinite", {}) or ("loss" in r and r["loss"] is None):
-            return r.get("step"), r.get("split")
+        names = sorted(r.get("nonfinite") or {})
+        if not names and "loss" in r and r["loss"] is None:
+            names = ["loss"]
+        if names:
+            return r.get("step"), r.get("split"), names
     return None
 
 
 def plot(run_dir):
     """Draw loss and accuracy curves to RUN_DIR/curves.png (needs matplotlib); a vertical
-    line marks the step of the first non-finite loss."""
+    line marks the step of the first non-finite value (loss or gradient norm)."""
     try:
         import matplotlib
 
@@ -162,11 +165,14 @@ def plot(run_dir):
             points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), style, color=f"C{i}", label=split)
-    bad = nonfinite_loss_step(records)
+    bad = first_nonfinite(records)
     if bad is not None:
-        label = f"non-finite loss at step {bad[0]} ({bad[1]})"
+        label = f"non-finite {', '.join(bad[2])} at step {bad[0]} ({bad[1]})"
         axes[0].axvline(bad[0], color="red", linestyle="--", label=label)
         print(label)
+    losses = [r["loss"] for r in records if r.get("loss") is not None]
+    if losses and min(losses) > 0 and max(losses) > 1e3 * min(losses):
+        axes[0].set_yscale("log")  # a blow-up would flatten the rest of the curve
     for ax, name in zip(axes, ("loss", "accuracy")):
         ax.set_xlabel("step")
         ax.set_ylabel(name)

@@ -308,7 +308,7 @@ class StopFlags:
 @dataclass
 class Outcome:
     code: ExitCode
-    reason: str  # "completed", "target accuracy", "signal SIGTERM", "non-finite loss", ...
+    reason: str  # "completed", "target accuracy reached", "stopped by SIGTERM", ...
     checkpoint: Path | None = None
 
 
@@ -343,7 +343,8 @@ def fit(job, flags, metrics, progress, log):
                 log(f"non-finite {bad} at step {job.step + 1} (epoch {epoch}): loss={loss}, "
                     f"grad_norm={norm}; stopping without a checkpoint "
                     "(trainer.on_nonfinite=stop; skip_step or ignore to go on)", err=True)
-                return Outcome(ExitCode.NONFINITE, f"non-finite {bad} at step {job.step + 1}")
+                return Outcome(ExitCode.NONFINITE,
+                               f"stopped on a non-finite {bad} in step {job.step + 1}")
             if any_bad:  # skip_step: drop this step's gradients, keep the data position
                 job.optimizer.zero_grad()
                 log(f"step {job.step + 1}: non-finite {bad or 'value on another rank'}: step "
@@ -374,7 +375,7 @@ def fit(job, flags, metrics, progress, log):
                 if tcfg.target_accuracy is not None and acc >= tcfg.target_accuracy:
                     log(f"target accuracy {tcfg.target_accuracy} reached at step {job.step} "
                         f"({job.eval_split} accuracy {acc:.4f})")
-                    return _finish(job, "target accuracy", checkpoint, metrics, log)
+                    return _finish(job, "target accuracy reached", checkpoint, metrics, log)
             if end_of_epoch and job.scheduler is not None and \
                     job.cfg.scheduler.interval == "epoch" and not _plateau(job.scheduler):
                 job.scheduler.step()
@@ -523,8 +524,8 @@ def main(config_path):
 
 def _summary(job, outcome, wall, log):
     """The closing lines: why it ended, the last and best evaluation, the checkpoint, time."""
-    lines = [f"summary: {outcome.reason} at step {job.step}/{job.total} in {wall:.2f} s; "
-             f"run directory {job.run_dir}"]
+    lines = [f"summary: {outcome.reason}; {job.step}/{job.total} steps in {wall:.2f} s; run "
+             f"directory {job.run_dir}"]
     if job.last_eval:
         e = job.last_eval
         lines.append(f"  last {e['split']}: loss {e['loss']:.4f} accuracy {e['accuracy']:.4f}"

@@ -68,7 +68,7 @@ def test_digits_trainer_on_four_ranks_exits_0(dtrain_cli, configs, tmp_path):
                       "trainer.max_steps=3", f"experiment.output_dir={tmp_path / 'run'}",
                       "--rank0-only", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "completed at step 3/3" in proc.stdout
+    assert "summary: completed; 3/3 steps" in proc.stdout
     assert "BAD TERMINATION" not in proc.stdout + proc.stderr
 
 

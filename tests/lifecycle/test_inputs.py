@@ -122,6 +122,6 @@ def test_dry_run_command_reproduces_this_resolved_config(dtrain_cli, configs, tm
     ran = subprocess.run(["bash", "-c", dry.stdout], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path, env={**env, "DTRAIN_RUN_ID": "job-1"})
     assert ran.returncode == 0, ran.stderr
-    assert "summary: completed at step 7/7" in ran.stdout
+    assert "summary: completed; 7/7 steps" in ran.stdout
     saved = yaml.safe_load((out / "job-1" / "config.yaml").read_text())
     assert saved["optimizer"]["lr"] == 0.05

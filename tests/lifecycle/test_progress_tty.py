@@ -33,4 +33,4 @@ def test_progress_bar_reaches_a_terminal_through_dtrain_launch(configs, tmp_path
     redraws = [part for part in text.split("\r") if part.startswith("[rank 0] epoch ")]
     assert len(redraws) >= 3, text                   # the bar redrawn in place, with the prefix
     assert "epoch 2/2" in text and "90/90" in text   # tqdm's n/total, and the epoch shown
-    assert "summary: completed at step 90/90" in text
+    assert "summary: completed; 90/90 steps" in text

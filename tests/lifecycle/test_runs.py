@@ -39,7 +39,7 @@ def test_each_launch_gets_a_fresh_run_folder_and_resuming_is_explicit(dtrain_cli
     assert "resumed" not in second.stdout
     assert [r["step"] for r in records(out / "version_1") if r["split"] == "train"] == [20]
     assert (out / "latest").resolve() == out / "version_1"
-    assert "summary: completed at step 20/20" in second.stdout
+    assert "summary: completed; 20/20 steps" in second.stdout
     assert f"checkpoint: {out / 'version_1' / 'checkpoint_000000020.dtrain'}" in second.stdout
 
     # resuming version_1 with a longer schedule continues it (its config differs only in
@@ -222,7 +222,7 @@ def test_validation_split_and_early_stop_at_target_accuracy(dtrain_cli, configs,
     # 1437 training images of digits, 20 % held out: 1150 left, 36 steps of 32 per epoch
     assert val[0]["step"] == 36
     assert val[-1]["step"] < 15 * 36
-    assert "summary: target accuracy at step" in proc.stdout
+    assert "summary: target accuracy reached; " in proc.stdout
     assert "test loss" in proc.stdout.split("target accuracy 0.9 reached")[1]
 
 
