@@ -1,7 +1,7 @@
 """Checks a config must pass before any rank starts, beyond the schema's types and values:
 the names it gives (models, data sets, transforms, optimizers, schedulers and their
-keywords), `model.target`'s import, the device, and a writable output folder. Every failure
-is a `ConfigError` naming `file:line: key: problem` (exit code 2)."""
+keywords), `model.target`'s import, the device, the resume path and a writable output
+folder. Every failure is a `ConfigError` naming `file:line: key: problem` (exit code 2)."""
 import os
 import traceback
 from pathlib import Path
@@ -61,6 +61,18 @@ def check_launch(cfg, where):
     if cfg.trainer.device == "cuda" and not dt.cuda.is_available():
         raise ConfigError(f"{at('trainer.device')}: trainer.device: cuda asked for, but no "
                           "CUDA GPU is visible here (CuPy absent or no device); use cpu or auto")
+    check_paths(cfg, where)
+
+
+def check_paths(cfg, where):
+    """A resume path that exists and a writable output folder (also before `dtrain slurm`
+    submits: the job would fail on them after waiting in the queue)."""
+    def at(path):
+        return where.get(path) or path
+    resume = cfg.trainer.resume
+    if resume not in (None, "auto", "latest") and not Path(resume).expanduser().exists():
+        raise ConfigError(f"{at('trainer.resume')}: trainer.resume: {resume}: no such "
+                          "checkpoint file or run directory")
     out = Path(cfg.experiment.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

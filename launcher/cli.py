@@ -252,7 +252,9 @@ def cmd_slurm(args):
     from dtrain.launcher import slurm
 
     try:
-        cfg, _ = _load(args.config, args.overrides)
+        cfg, where = _load(args.config, args.overrides)
+        if not args.dry_run:
+            checks.check_paths(cfg, where)
     except cfgmod.ConfigError as err:
         return _config_error(err)
     return slurm.submit(cfg.to_dict(), dry_run=args.dry_run)

@@ -55,10 +55,17 @@ def test_unwritable_output_dir_is_one_line(dtrain_cli, configs, tmp_path):
         proc.stderr and "Not a directory" in proc.stderr
 
 
-def test_slurm_submission_is_validated_before_sbatch(dtrain_cli, configs):
+def test_slurm_submission_is_validated_before_sbatch(dtrain_cli, configs, tmp_path):
     proc = dtrain_cli("slurm", configs / "cifar10_resnet20.yaml", "trainer.epochs=-1",
                       "--dry-run")
     assert proc.returncode == 2 and "trainer.epochs: -1 must be > 0" in proc.stderr
+    (tmp_path / "a-file").write_text("")
+    for bad, message in [(f"experiment.output_dir={tmp_path / 'a-file' / 'x'}",
+                          "experiment.output_dir: cannot write to"),
+                         ("trainer.resume=/no/such.dtrain", "trainer.resume: /no/such.dtrain: "
+                                                            "no such checkpoint file")]:
+        proc = dtrain_cli("slurm", configs / "digits_mlp.yaml", bad)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
 def test_yaml_1_2_numbers(tmp_path):
