@@ -185,7 +185,8 @@ def test_preemption_signal_checkpoints_then_resume_continues(dtrain_cli, configs
     while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     # to the rank processes (not mpiexec), as Slurm's --signal=USR2@T does to job steps
-    for pid in _leftover(r"^\S*python\S* -m dtrain\.launcher\.rank trainer"):
+    # this job's ranks only (another job on the machine must not get the signal)
+    for pid in _leftover(rf"^\S*python\S* -m dtrain\.launcher\.rank trainer {run_dir}/"):
         os.kill(int(pid), signal.SIGUSR2)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
