@@ -10,6 +10,7 @@ import os
 import pickle
 import queue
 import random
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -185,10 +186,21 @@ def make_fetcher(dataset, is_iterable, auto_collation, collate_fn, drop_last):
     return fetch
 
 
+def _reset_signals():
+    """Handlers the parent installed (e.g. the trainer's stop flags) mean nothing in a
+    forked worker, and would keep `terminate()` from ending it: stop signals get their
+    default action back, except Ctrl-C's SIGINT, which the terminal sends to the whole
+    process group: the main process decides, and shuts the workers down."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def worker_loop(dataset, is_iterable, index_queue, result_queue, done_event, auto_collation,
                 collate_fn, drop_last, base_seed, init_fn, worker_id, num_workers, parent_pid):
     """The body of worker process `worker_id` (see the module docstring for the protocol)."""
     global _worker_info
+    _reset_signals()
     seed = base_seed + worker_id
     seed_worker(seed)
     _worker_info = WorkerInfo(worker_id, num_workers, seed, dataset)
@@ -200,43 +212,40 @@ def worker_loop(dataset, is_iterable, index_queue, result_queue, done_event, aut
     except Exception:
         init_error = ExceptionWrapper(f"in DataLoader worker process {worker_id}")
     iteration_end = False
-    try:
-        while True:
-            try:
-                task = index_queue.get(timeout=POLL_INTERVAL)
-            except queue.Empty:
-                # Also leave when the main process died, or asked us to stop without being
-                # able to send None (e.g. its iterator was freed by the garbage collector).
-                if done_event.is_set() or os.getppid() != parent_pid:
-                    break
-                continue
-            if task is None:
+    while True:
+        try:
+            task = index_queue.get(timeout=POLL_INTERVAL)
+        except queue.Empty:
+            # Also leave when the main process died, or asked us to stop without being
+            # able to send None (e.g. its iterator was freed by the garbage collector).
+            if done_event.is_set() or os.getppid() != parent_pid:
                 break
-            if isinstance(task, ResumeIteration):
-                if init_error is None:
-                    fetch = make_fetcher(dataset, is_iterable, auto_collation, collate_fn,
-                                         drop_last)
-                iteration_end = False
-                result_queue.put((task, None))
-                continue
-            if done_event.is_set() or iteration_end:
-                continue
-            idx, index = task
-            if init_error is not None:  # every task reports the failed start-up
-                data = init_error
-            else:
-                try:
-                    data = share_arrays(fetch(index))
-                except Exception as exc:
-                    if isinstance(exc, StopIteration) and is_iterable:
-                        data = IterableDatasetStopIteration(worker_id)
-                        iteration_end = True
-                    else:
-                        data = ExceptionWrapper(f"in DataLoader worker process {worker_id}")
-            result_queue.put((idx, data))
-            del data
-    except KeyboardInterrupt:  # the main process handles Ctrl-C
-        pass
+            continue
+        if task is None:
+            break
+        if isinstance(task, ResumeIteration):
+            if init_error is None:
+                fetch = make_fetcher(dataset, is_iterable, auto_collation, collate_fn,
+                                     drop_last)
+            iteration_end = False
+            result_queue.put((task, None))
+            continue
+        if done_event.is_set() or iteration_end:
+            continue
+        idx, index = task
+        if init_error is not None:  # every task reports the failed start-up
+            data = init_error
+        else:
+            try:
+                data = share_arrays(fetch(index))
+            except Exception as exc:
+                if isinstance(exc, StopIteration) and is_iterable:
+                    data = IterableDatasetStopIteration(worker_id)
+                    iteration_end = True
+                else:
+                    data = ExceptionWrapper(f"in DataLoader worker process {worker_id}")
+        result_queue.put((idx, data))
+        del data
     if done_event.is_set():  # don't block exit on results that nobody will read
         result_queue.cancel_join_thread()
         result_queue.close()

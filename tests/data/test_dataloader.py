@@ -402,3 +402,28 @@ def test_large_batches_through_shared_memory_are_exact_and_leak_nothing():
     del loader
     gc.collect()
     assert no_children()
+
+
+class _Stuck(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        time.sleep(3600)
+
+
+def test_a_stuck_worker_is_terminated_even_under_a_parents_sigterm_handler():
+    """The trainer installs Python handlers for its stop signals; forked workers must not
+    inherit them, or `terminate()` at shutdown would leave a stuck worker running."""
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        it = iter(DataLoader(_Stuck(), num_workers=1, timeout=0.5))
+        with pytest.raises(RuntimeError, match="timed out"):
+            next(it)
+        worker = it._workers[0]
+        start = time.monotonic()
+        it._shutdown_workers()
+        assert not worker.is_alive() and time.monotonic() - start < 30
+        assert worker.exitcode == -signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,14 +12,18 @@ import pytest
 from dtrain.launcher.rundir import Checkpoints
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2])
-def test_signal_to_the_launcher_checkpoints_then_stops(dtrain_cli, configs, tmp_path, sig):
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 0), (signal.SIGHUP, 0),
+                                          (signal.SIGUSR2, 0), (signal.SIGTERM, 2)])
+def test_signal_to_the_launcher_checkpoints_then_stops(dtrain_cli, configs, tmp_path, sig,
+                                                       workers):
+    """With DataLoader workers too: they get the signal with their rank's process group."""
     out = tmp_path / "runs"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KMP_")}
     proc = subprocess.Popen([sys.executable, "-m", "dtrain.launcher", "launch",
                              str(configs / "digits_mlp.yaml"), f"experiment.output_dir={out}",
                              "trainer.epochs=500", "trainer.checkpoint_every=100000",
-                             "trainer.progress=false", "distributed.nproc_per_node=2"],
+                             "trainer.progress=false", "distributed.nproc_per_node=2",
+                             f"data.num_workers={workers}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path, env=env)
     run = out / "version_0"
