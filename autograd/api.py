@@ -18,16 +18,16 @@ def _root_grads(outputs, grads, create_graph):
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
                                "a grad_fn")
         if g is None:
-            if t.data.size != 1:
+            if t._data.size != 1:
                 raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
-                                   f"(output {i} has shape {list(t.data.shape)})")
+                                   f"(output {i} has shape {list(t._data.shape)})")
             g = creation.ones_like(t)
         elif not isinstance(g, Tensor):
             g = creation.tensor(g, dtype=t.dtype, device=t.device)
-        elif g.data.shape != t.data.shape:
+        elif g._data.shape != t._data.shape:
             raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "
-                               f"{list(g.data.shape)} and output[{i}] has a shape of "
-                               f"{list(t.data.shape)}.")
+                               f"{list(g._data.shape)} and output[{i}] has a shape of "
+                               f"{list(t._data.shape)}.")
         elif not create_graph:
             g = g.detach()
         out.append(g)

@@ -93,7 +93,7 @@ def autocast_args(*args):
 
 
 def _cast(a):
-    if not isinstance(a, Tensor) or a.data.dtype != dtypes.float32.np:
+    if not isinstance(a, Tensor) or a._data.dtype != dtypes.float32.np:
         return a
-    target = _state.dtype["cuda" if backend.is_cuda_array(a.data) else "cpu"]
+    target = _state.dtype["cuda" if backend.is_cuda_array(a._data) else "cpu"]
     return a if target is None else a.to(target)

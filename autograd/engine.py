@@ -95,15 +95,15 @@ class _Run:
                 hook(leaf)
 
     def _accumulate_grad(self, leaf, g):
-        if g.data.shape != leaf.data.shape:
-            raise RuntimeError(f"gradient of shape {tuple(g.data.shape)} computed for a leaf of "
-                               f"shape {tuple(leaf.data.shape)}")
+        if g._data.shape != leaf._data.shape:
+            raise RuntimeError(f"gradient of shape {tuple(g._data.shape)} computed for a leaf of "
+                               f"shape {tuple(leaf._data.shape)}")
         if self.create_graph:
             leaf.grad = g if leaf.grad is None else leaf.grad + g
             return
-        arr = g.data
+        arr = g._data
         if leaf.grad is not None:
-            leaf.grad.data += arr
+            leaf.grad._data += arr
             return
         base = arr.base
         if id(arr) in self.stored or (base is not None and id(base) in self.stored):
@@ -120,7 +120,7 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
     run = _Run(create_graph, capture, accumulate)
     grads = {}
     for g in grad_roots:
-        run.stored.add(id(g.data))
+        run.stored.add(id(g._data))
     nodes = [t.grad_fn for t in roots if t.grad_fn is not None]
     deps = _dependencies(nodes)
     for t, g in zip(roots, grad_roots):
@@ -160,7 +160,7 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
                     if obj.n_outputs == 1:
                         old = grads.get(obj)
                         grads[obj] = ig if old is None else (
-                            Tensor._make(old.data + ig.data) if raw_sum else old + ig)
+                            Tensor._make(old._data + ig._data) if raw_sum else old + ig)
                     else:
                         _add(grads, obj, e[1], ig)
                 n = deps[obj] - 1

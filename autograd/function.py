@@ -91,9 +91,9 @@ class FunctionCtx(Node):
                 if not isinstance(g, Tensor):
                     raise TypeError(f"function {self.name()} returned a gradient of type "
                                     f"{type(g).__name__} at index {i}; expected a Tensor")
-                if g.data.shape != shape:
+                if g._data.shape != shape:
                     raise RuntimeError(f"Function {self.name()} returned an invalid gradient at "
-                                       f"index {i} - got {list(g.data.shape)} but expected shape "
+                                       f"index {i} - got {list(g._data.shape)} but expected shape "
                                        f"compatible with {list(shape)}")
         return result
 
@@ -123,17 +123,17 @@ class Function:
         if not (state.enabled and any(ctx.needs_input_grad)):
             return outputs
         ctx._record(args)
-        ctx._in_shapes = tuple(a.data.shape if isinstance(a, Tensor) else () for a in args)
-        ctx._out_meta = tuple((o.data.shape, o.dtype, o.device) for o in outs)
+        ctx._in_shapes = tuple(a._data.shape if isinstance(a, Tensor) else () for a in args)
+        ctx._out_meta = tuple((o._data.shape, o.dtype, o.device) for o in outs)
         wrapped = []
         for i, o in enumerate(outs):
             if not isinstance(o, Tensor):
                 wrapped.append(o)
                 continue
-            if id(o) in ctx._non_diff or o.data.dtype.kind != "f":
+            if id(o) in ctx._non_diff or o._data.dtype.kind != "f":
                 wrapped.append(o)
                 continue
-            w = Tensor._make(o.data, True, ctx, i, o._version)
+            w = Tensor._make(o._data, True, ctx, i, o._version)
             wrapped.append(w)
         ctx._saved = tuple(_saved_ref(t, outs, wrapped) for t in ctx._saved)
         return wrapped[0] if single else tuple(wrapped)
@@ -147,7 +147,7 @@ def _saved_ref(t, outs, wrapped):
     for i, o in enumerate(outs):
         if t is o and isinstance(wrapped[i], Tensor) and wrapped[i].grad_fn is not None:
             w = wrapped[i]
-            return ((w.data, w._version, i), w._version[0])
+            return ((w._data, w._version, i), w._version[0])
     return (t, t._version[0])
 
 

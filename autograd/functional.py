@@ -45,9 +45,9 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
         xs = _prepare(inputs)
         vs = _tuple(v) if v is not None else tuple(creation.ones_like(x) for x in xs)
         for x, t in zip(xs, vs):
-            if x.data.shape != t.data.shape:
-                raise RuntimeError(f"jvp: tangent of shape {list(t.data.shape)} for an input of "
-                                   f"shape {list(x.data.shape)}")
+            if x._data.shape != t._data.shape:
+                raise RuntimeError(f"jvp: tangent of shape {list(t._data.shape)} for an input of "
+                                   f"shape {list(x._data.shape)}")
         out = func(*xs)
         outs = _tuple(out)
         us = tuple(creation.zeros_like(o).requires_grad_(True) for o in outs)
@@ -73,14 +73,14 @@ def jacobian(func, inputs, create_graph=False):
         for o in outs:
             per_input = [[] for _ in xs]
             flat = o.reshape(-1)
-            for k in range(flat.data.shape[0]):
+            for k in range(flat._data.shape[0]):
                 gs = grad([flat[k]], xs, retain_graph=True, create_graph=create_graph,
                           allow_unused=True, materialize_grads=True)
                 for i, g in enumerate(gs):
                     per_input[i].append(g)
             blocks = []
             for x, gs in zip(xs, per_input):
-                j = stack(gs) if gs else creation.zeros(0, *x.data.shape, dtype=x.dtype)
-                blocks.append(j.reshape(*o.data.shape, *x.data.shape))
+                j = stack(gs) if gs else creation.zeros(0, *x._data.shape, dtype=x.dtype)
+                blocks.append(j.reshape(*o._data.shape, *x._data.shape))
             rows.append(blocks[0] if single_in else tuple(blocks))
     return rows[0] if isinstance(out, Tensor) else tuple(rows)

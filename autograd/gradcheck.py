@@ -25,7 +25,7 @@ def _outputs(fn, inputs):
 def _diff_inputs(inputs):
     diff = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
     for t in diff:
-        if t.data.dtype != np.float64:
+        if t._data.dtype != np.float64:
             raise GradcheckError(f"gradcheck expects float64 inputs that require grad, got "
                                  f"{t.dtype}: float32 finite differences are too noisy")
     if not diff:
@@ -37,16 +37,16 @@ def _numerical_jacobian(fn, inputs, diff, eps):
     """J[k][i]: d out_k / d diff_i as a (out_k.size, diff_i.size) array, by central differences."""
     with no_grad():
         outs0 = _outputs(fn, inputs)
-        jac = [[np.zeros((o.data.size, t.data.size)) for t in diff] for o in outs0]
+        jac = [[np.zeros((o._data.size, t._data.size)) for t in diff] for o in outs0]
         for i, t in enumerate(diff):
-            flat = t.data.reshape(-1)  # a view: perturb in place
+            flat = t._data.reshape(-1)  # a view: perturb in place
             for j in range(flat.size):
                 orig = flat[j].item()
                 flat[j] = orig + eps
-                plus = [backend.to_device(o.data, backend.CPU).astype(np.float64).ravel()
+                plus = [backend.to_device(o._data, backend.CPU).astype(np.float64).ravel()
                         for o in _outputs(fn, inputs)]
                 flat[j] = orig - eps
-                minus = [backend.to_device(o.data, backend.CPU).astype(np.float64).ravel()
+                minus = [backend.to_device(o._data, backend.CPU).astype(np.float64).ravel()
                          for o in _outputs(fn, inputs)]
                 flat[j] = orig
                 for k, (p, m) in enumerate(zip(plus, minus)):
@@ -56,18 +56,18 @@ def _numerical_jacobian(fn, inputs, diff, eps):
 
 def _analytical_jacobian(fn, inputs, diff):
     outs = _outputs(fn, inputs)
-    jac = [[np.zeros((o.data.size, t.data.size)) for t in diff] for o in outs]
+    jac = [[np.zeros((o._data.size, t._data.size)) for t in diff] for o in outs]
     for k, o in enumerate(outs):
         if not o.requires_grad:
             continue
-        for r in range(o.data.size):
-            seed = np.zeros(o.data.size)
+        for r in range(o._data.size):
+            seed = np.zeros(o._data.size)
             seed[r] = 1.0
-            g_out = Tensor._make(seed.reshape(o.data.shape).astype(o.data.dtype))
+            g_out = Tensor._make(seed.reshape(o._data.shape).astype(o._data.dtype))
             gs = grad([o], diff, [g_out], retain_graph=True, allow_unused=True)
             for i, g in enumerate(gs):
                 if g is not None:
-                    jac[k][i][r] = backend.to_device(g.data, backend.CPU).ravel()
+                    jac[k][i][r] = backend.to_device(g._data, backend.CPU).ravel()
     return jac
 
 
@@ -97,7 +97,7 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=Tr
     rng = np.random.default_rng(seed)
     with no_grad():
         outs = _outputs(fn, inputs)
-    vs = [Tensor._make(rng.standard_normal(o.data.shape)) for o in outs]
+    vs = [Tensor._make(rng.standard_normal(o._data.shape)) for o in outs]
 
     def first_order(*xs):
         with enable_grad():
@@ -116,7 +116,7 @@ def jvpcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     inputs = tuple(inputs)
     diff = _diff_inputs(inputs)
     rng = np.random.default_rng(seed)
-    tangents = [Tensor._make(rng.standard_normal(t.data.shape)) for t in diff]
+    tangents = [Tensor._make(rng.standard_normal(t._data.shape)) for t in diff]
     pos = [i for i, t in enumerate(inputs) if any(t is d for d in diff)]
 
     def on_diff(*xs):
@@ -129,11 +129,11 @@ def jvpcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
 
     def shifted(sign):
         with no_grad():
-            xs = [Tensor._make(d.data + sign * eps * t.data) for d, t in zip(diff, tangents)]
-            return [o.data.astype(np.float64) for o in _outputs(on_diff, xs)]
+            xs = [Tensor._make(d._data + sign * eps * t._data) for d, t in zip(diff, tangents)]
+            return [o._data.astype(np.float64) for o in _outputs(on_diff, xs)]
     numeric = [(p - m) / (2 * eps) for p, m in zip(shifted(1), shifted(-1))]
     for k, (a, n) in enumerate(zip(jv, numeric)):
-        a = backend.to_device(a.data, backend.CPU)
+        a = backend.to_device(a._data, backend.CPU)
         if not np.allclose(a, n, rtol=rtol, atol=atol):
             raise GradcheckError(f"JVP mismatch for output {k}:\nnumerical:\n{n}\n"
                                  f"forward mode:\n{a}")

@@ -30,7 +30,7 @@ def edge_of(t):
 def version_error(t, node, expected):
     return RuntimeError(
         f"one of the variables needed for gradient computation has been modified by an "
-        f"inplace operation: [{t.dtype} {list(t.data.shape)}], saved by {node.name()}, is at "
+        f"inplace operation: [{t.dtype} {list(t._data.shape)}], saved by {node.name()}, is at "
         f"version {t._version[0]}; expected version {expected} instead. Hint: replace the "
         f"in-place operation (e.g. `x += y`, `x.mul_(2)`, `x[i] = v`) by an out-of-place one.")
 
@@ -135,7 +135,7 @@ class Op(Node):
     def apply(cls, *args, **params):
         node = object.__new__(cls)
         if not (state.enabled and cls.differentiable):  # nothing is recorded (e.g. in backward)
-            arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+            arrays = [a._data if isinstance(a, Tensor) else a for a in args]
             try:
                 out = node.forward(*arrays, **params)
             except (ValueError, TypeError) as err:
@@ -161,7 +161,7 @@ class Op(Node):
         record = False
         for a in args:
             if isinstance(a, Tensor):
-                d = a.data
+                d = a._data
                 arrays.append(d)
                 shapes.append(d.shape)
                 if a.requires_grad:
@@ -201,7 +201,7 @@ class Op(Node):
                 node._in_versions = [a._version[0] if isinstance(a, Tensor) else 0
                                      for a in args]
             if cls.saves_output:
-                node._out = (t.data, t._version, t._version[0])
+                node._out = (t._data, t._version, t._version[0])
         if tracer is not None:  # dtrain.jit is recording this call (jit/tracer.py)
             tracer.record(node, args, params, result)
         return result
@@ -230,7 +230,7 @@ class Op(Node):
 
 def _mark_view(t, src):
     if isinstance(src, Tensor):
-        owner, d = t.data.base, src.data
+        owner, d = t._data.base, src._data
         if owner is not None and (owner is d or owner is d.base):
             t._version = src._version
             t._base = src if src._base is None else src._base
@@ -239,7 +239,7 @@ def _mark_view(t, src):
 def _forward_error(node, args, err):
     """The error to raise for a backend failure in `node.forward`: mixed devices, or the
     backend's message with the op and its inputs named."""
-    if len({type(a.data) for a in args if isinstance(a, Tensor)}) > 1:
+    if len({type(a._data) for a in args if isinstance(a, Tensor)}) > 1:
         return _device_error(type(node), args)
     if isinstance(err, TypeError):
         return err
@@ -247,7 +247,7 @@ def _forward_error(node, args, err):
 
 
 def _describe(args):
-    return ", ".join(f"{a.dtype.name}{list(a.data.shape)}" if isinstance(a, Tensor)
+    return ", ".join(f"{a.dtype.name}{list(a._data.shape)}" if isinstance(a, Tensor)
                      else repr(a) for a in args)
 
 

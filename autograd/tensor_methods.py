@@ -35,8 +35,8 @@ METHODS = {
                                            "masked_fill")},
     **{name: getattr(L, name) for name in ("matmul", "mm", "bmm", "dot", "outer")},
     "where": lambda self, condition, other: P.where(condition, self, other),
-    "view_as": lambda self, other: S.view(self, other.data.shape),
-    "reshape_as": lambda self, other: S.reshape(self, other.data.shape),
+    "view_as": lambda self, other: S.view(self, other._data.shape),
+    "reshape_as": lambda self, other: S.reshape(self, other._data.shape),
 }
 
 OPERATORS = {
@@ -67,7 +67,7 @@ OPERATORS = {
 # -- in-place operations ---------------------------------------------------------------------
 def _write(self, result):
     """Copy `result` (an array) into `self` in place, with PyTorch's dtype/shape rules."""
-    data = self.data
+    data = self._data
     if result.shape != data.shape:
         raise RuntimeError(f"output with shape {list(data.shape)} doesn't match the broadcast "
                            f"shape {list(result.shape)}")
@@ -107,37 +107,37 @@ def inplace(self, fn, args, kwargs=None, reads_self=True):
     kwargs = kwargs or {}
     if not _recording(self, args):
         with no_grad():
-            _write(self, fn(self, *args, **kwargs).data)
+            _write(self, fn(self, *args, **kwargs)._data)
         return self
     _check_inplace(self)
-    old = Tensor._make(self.data.copy() if reads_self else self.data, self.requires_grad,
+    old = Tensor._make(self._data.copy() if reads_self else self._data, self.requires_grad,
                        self.grad_fn, self._output_nr)
     if reads_self and _node.tracer is not None:  # dtrain.jit: the snapshot is a graph value
         _node.tracer.on_copy(self, old)
     res = fn(old, *args, **kwargs)
-    _write(self, res.data)
+    _write(self, res._data)
     self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, res._output_nr, True
     return self
 
 
 def setitem(self, key, value):
     """`self[key] = value`, recorded as an IndexPut node when gradients flow."""
-    xp = backend.array_module(self.data)
+    xp = backend.array_module(self._data)
     key = index.normalize_key(key, xp)
     if not _recording(self, (value,)):
         try:
-            v = value.data if isinstance(value, Tensor) else value
-            self.data[key] = index.fit_value(v, self.data[key])
+            v = value._data if isinstance(value, Tensor) else value
+            self._data[key] = index.fit_value(v, self._data[key])
         except ValueError as err:
-            raise RuntimeError(f"setitem: {err} (tensor {list(self.data.shape)})") from None
+            raise RuntimeError(f"setitem: {err} (tensor {list(self._data.shape)})") from None
         self._version[0] += 1
         if _node.tracer is not None:  # dtrain.jit records the write as a graph effect
             _node.tracer.on_setitem(self, key, value)
         return
     _check_inplace(self)
-    old = Tensor._make(self.data, self.requires_grad, self.grad_fn, self._output_nr)
+    old = Tensor._make(self._data, self.requires_grad, self.grad_fn, self._output_nr)
     res = index.IndexPut.apply(old, value, key)
-    _write(self, res.data)
+    _write(self, res._data)
     self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, 0, True
 
 
@@ -183,11 +183,11 @@ def _random_fill(sample):
         dev = self.device
         gen = generator or rnd.default_generator(dev)
         with backend.device_context(dev):
-            values = sample(gen.rng, self.data.shape, *args)
+            values = sample(gen.rng, self._data.shape, *args)
         if self.requires_grad and self.grad_fn is None and state.enabled:
             _check_inplace(self)  # as torch: a leaf that requires grad is filled under no_grad
         with no_grad():
-            _write(self, values.astype(self.data.dtype, copy=False))
+            _write(self, values.astype(self._data.dtype, copy=False))
         return self
     return method
 
@@ -217,7 +217,7 @@ def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
             t = convert.ToDevice.apply(t, dev)
     if dtype is not None:
         npd = dtypes.to_np(dtype)
-        if npd != t.data.dtype:
+        if npd != t._data.dtype:
             if npd.kind != "f":  # integer results never carry gradients
                 with no_grad():  # an op (not a bare astype) so that dtrain.jit records it
                     return convert.Cast.apply(t, npd)
@@ -306,7 +306,7 @@ def retains_grad(self):
 
 
 def _iter(self):
-    if self.data.ndim == 0:
+    if self._data.ndim == 0:
         raise TypeError("iteration over a 0-d tensor")
     return iter(S.unbind(self, 0))
 
@@ -339,7 +339,7 @@ def install():
     Tensor.new_ones = _new(creation.ones)
     Tensor.new_empty = _new(creation.empty)
     Tensor.new_full, Tensor.new_tensor = new_full, new_tensor
-    Tensor.T = property(lambda self: S.permute(self, *reversed(range(self.data.ndim))))
+    Tensor.T = property(lambda self: S.permute(self, *reversed(range(self._data.ndim))))
     Tensor.mT = property(lambda self: S.transpose(self, -2, -1))
     Tensor.backward = backward
     Tensor.register_hook = register_hook

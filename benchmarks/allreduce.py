@@ -46,7 +46,7 @@ def main():
     for mb, repeats in REPEATS.items():
         count = mb * 1024 * 1024 // 4
         t = dt.ones(count)
-        raw = t.data
+        raw = t._data
         rounds = [(round_time(lambda: comm.Allreduce(MPI.IN_PLACE, raw, op=MPI.SUM), repeats),
                    round_time(lambda: dist.all_reduce(t), repeats)) for _ in range(ROUNDS)]
         best = {"mpi4py": min(r[0] for r in rounds), "dtrain": min(r[1] for r in rounds)}

@@ -44,7 +44,7 @@ def _infer_array(data, dtype=None):
     """A NumPy/CuPy array for `data`, with PyTorch's dtype inference for Python values
     (Python floats become the default dtype unless `dtype` says otherwise)."""
     if isinstance(data, Tensor):
-        return data.data
+        return data._data
     if isinstance(data, np.ndarray) or backend.is_cuda_array(data):
         arr = data
     else:
@@ -74,7 +74,7 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False):
     out = backend.to_device(arr, dev)
     if dtype is not None:
         out = out.astype(dtypes.to_np(dtype), copy=False)
-    if out is arr or (isinstance(data, Tensor) and out is data.data):
+    if out is arr or (isinstance(data, Tensor) and out is data._data):
         out = out.copy()
     return _finish(out, requires_grad)
 
@@ -206,7 +206,7 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 def _like(factory):
     def like(input, *, dtype=None, device=None, requires_grad=False):
-        return factory(input.data.shape, dtype=dtype or input.dtype,
+        return factory(input._data.shape, dtype=dtype or input.dtype,
                        device=device or input.device, requires_grad=requires_grad)
     like.__name__ = factory.__name__ + "_like"
     like.__doc__ = f"`{factory.__name__}` with the shape, dtype and device of `input`."
@@ -221,10 +221,10 @@ randn_like = _like(randn)
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
-    return full(input.data.shape, fill_value, dtype=dtype or input.dtype,
+    return full(input._data.shape, fill_value, dtype=dtype or input.dtype,
                 device=device or input.device, requires_grad=requires_grad)
 
 
 def randint_like(input, low, high=None, *, dtype=None, device=None, requires_grad=False):
-    return randint(low, high, input.data.shape, dtype=dtype or input.dtype,
+    return randint(low, high, input._data.shape, dtype=dtype or input.dtype,
                    device=device or input.device, requires_grad=requires_grad)

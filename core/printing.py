@@ -30,10 +30,10 @@ def _format_array(arr):
 
 
 def tensor_repr(t):
-    arr = backend.to_device(t.data, backend.CPU)
+    arr = backend.to_device(t._data, backend.CPU)
     parts = [_format_array(arr)]
-    if t.data.size == 0 and t.data.ndim != 1:
-        parts.append(f"size={tuple(t.data.shape)}")
+    if t._data.size == 0 and t._data.ndim != 1:
+        parts.append(f"size={tuple(t._data.shape)}")
     if t.is_cuda:
         parts.append(f"device='{t.device}'")
     dt = t.dtype

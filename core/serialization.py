@@ -71,7 +71,7 @@ def _encode(obj, arrays, tensors, where):
     if isinstance(obj, Tensor):
         if id(obj) not in tensors:
             tensors[id(obj)] = len(arrays)
-            arrays.append((obj.data, {"device": str(obj.device),
+            arrays.append((obj._data, {"device": str(obj.device),
                                       "requires_grad": bool(obj.requires_grad)}))
         return {"t": "tensor", "i": tensors[id(obj)]}
     if isinstance(obj, (np.ndarray, np.generic)):

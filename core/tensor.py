@@ -31,24 +31,24 @@ class Size(tuple):
 class Tensor:
     """An n-dimensional array on a device, optionally recording operations for autograd.
 
-    Fields: `data` (numpy/cupy array), `requires_grad`, `grad`, `grad_fn` (the graph node
+    Fields: `_data` (numpy/cupy array), `requires_grad`, `grad`, `grad_fn` (the graph node
     that made it, None for leaves), and a version counter shared with its views so that
     in-place changes to tensors saved for backward are detected.
     """
 
-    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_output_nr", "_version",
+    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_output_nr", "_version",
                  "_base", "_hooks", "_post_hooks", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Tensor` defer to Tensor.__rmul__
     __hash__ = object.__hash__
 
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         elif not hasattr(data, "__array_interface__") and not backend.is_cuda_array(data):
             data = np.asarray(data)
             if data.dtype == np.float64:
                 data = data.astype(dtypes.get_default_dtype().np)
-        self.data = data
+        self._data = data
         self.requires_grad = False
         self.grad = self.grad_fn = self._base = self._hooks = self._post_hooks = None
         self._output_nr = 0
@@ -62,7 +62,7 @@ class Tensor:
         if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars
             data = np.asarray(data)
         t = object.__new__(cls)
-        t.data = data
+        t._data = data
         t.requires_grad = requires_grad
         t.grad_fn = grad_fn
         t._output_nr = output_nr
@@ -73,58 +73,58 @@ class Tensor:
     # -- metadata ---------------------------------------------------------------------------
     @property
     def shape(self):
-        return Size(self.data.shape)
+        return Size(self._data.shape)
 
     def size(self, dim=None):
         if dim is None:
-            return Size(self.data.shape)
-        return self.data.shape[self._wrap_dim(dim)]
+            return Size(self._data.shape)
+        return self._data.shape[self._wrap_dim(dim)]
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     def dim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     def numel(self):
-        return int(self.data.size)
+        return int(self._data.size)
 
     nelement = numel
 
     @property
     def dtype(self):
-        return dtypes.from_np(self.data.dtype)
+        return dtypes.from_np(self._data.dtype)
 
     @property
     def device(self):
-        return backend.device_of(self.data)
+        return backend.device_of(self._data)
 
     @property
     def is_cuda(self):
-        return backend.is_cuda_array(self.data)
+        return backend.is_cuda_array(self._data)
 
     @property
     def is_leaf(self):
         return self.grad_fn is None
 
     def is_floating_point(self):
-        return self.data.dtype.kind == "f"
+        return self._data.dtype.kind == "f"
 
     def is_contiguous(self):
-        return bool(self.data.flags.c_contiguous)
+        return bool(self._data.flags.c_contiguous)
 
     def element_size(self):
-        return self.data.itemsize
+        return self._data.itemsize
 
     def data_ptr(self):
-        if backend.is_cuda_array(self.data):
-            return self.data.data.ptr
-        return self.data.__array_interface__["data"][0]
+        if backend.is_cuda_array(self._data):
+            return self._data.data.ptr
+        return self._data.__array_interface__["data"][0]
 
     def _wrap_dim(self, dim, ndim=None):
         """Turn a possibly negative `dim` into an index, with torch's range error."""
-        n = self.data.ndim if ndim is None else ndim
+        n = self._data.ndim if ndim is None else ndim
         lo, hi = (-1, 0) if n == 0 else (-n, n - 1)
         if not isinstance(dim, (int, np.integer)) or not lo <= dim <= hi:
             raise IndexError(f"Dimension out of range (expected to be in range of [{lo}, {hi}],"
@@ -140,7 +140,7 @@ class Tensor:
                                    "doesn't require differentiation use "
                                    "var_no_grad = var.detach().")
             return self
-        if requires_grad and self.data.dtype.kind != "f":
+        if requires_grad and self._data.dtype.kind != "f":
             raise RuntimeError(f"only Tensors of floating point dtype can require gradients "
                                f"(got {self.dtype})")
         self.requires_grad = bool(requires_grad)
@@ -148,7 +148,7 @@ class Tensor:
 
     def detach(self):
         """A tensor sharing data (and version counter) with this one, outside the graph."""
-        t = Tensor._make(self.data, version=self._version)
+        t = Tensor._make(self._data, version=self._version)
         t._base = self._base if self._base is not None else self
         return t
 
@@ -166,12 +166,12 @@ class Tensor:
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
-        if backend.is_cuda_array(self.data):
+        if backend.is_cuda_array(self._data):
             if not force:
                 raise TypeError(f"can't convert {self.device} device type tensor to numpy. "
                                 "Use Tensor.cpu() to copy the tensor to host memory first.")
-            return self.data.get()
-        return self.data
+            return self._data.get()
+        return self._data
 
     def __array__(self, dtype=None, copy=None):
         arr = self.numpy()
@@ -180,25 +180,25 @@ class Tensor:
     def item(self):
         if host_read_hook is not None:
             host_read_hook(self, "item")
-        if self.data.size != 1:
-            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted "
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
                                "to Scalar")
-        return self.data.reshape(()).item()
+        return self._data.reshape(()).item()
 
     def tolist(self):
         if host_read_hook is not None:
             host_read_hook(self, "tolist")
-        return backend.to_device(self.data, backend.CPU).tolist()
+        return backend.to_device(self._data, backend.CPU).tolist()
 
     def __len__(self):
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous"
-                               f" (shape {tuple(self.data.shape)})")
+                               f" (shape {tuple(self._data.shape)})")
         return bool(self.item())
 
     def __float__(self):
@@ -208,7 +208,7 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an "
                             "index")
         return int(self.item())

@@ -44,7 +44,7 @@ def default_collate(batch):
             return stack(batch, 0)
         # NOTE: samples rarely need gradients; stacking their arrays skips one graph node
         # per sample.
-        return Tensor._make(array_module(elem.data).stack([t.data for t in batch], 0))
+        return Tensor._make(array_module(elem._data).stack([t._data for t in batch], 0))
     if isinstance(elem, (str, bytes)):
         return batch
     if _is_numeric_array(elem):

@@ -42,7 +42,7 @@ def _row(tensor, index):
     """`tensor[index]`; for an int index of a tensor without grad, a plain view of its array
     (the same values and memory, without the cost of an autograd op per sample)."""
     if isinstance(index, int) and not tensor.requires_grad:
-        return Tensor._make(tensor.data[index])
+        return Tensor._make(tensor._data[index])
     return tensor[index]
 
 

@@ -149,7 +149,7 @@ class MNIST(_ImageDataset):
                                 os.path.join(self.raw_folder, name), md5)
 
     def _sample(self, index):
-        return self.data.data[index], int(self.targets.data[index])
+        return self.data._data[index], int(self.targets._data[index])
 
 
 class FashionMNIST(MNIST):

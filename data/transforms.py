@@ -20,7 +20,7 @@ from dtrain.core.tensor import Tensor
 
 
 def _array(img):
-    return img.data if isinstance(img, Tensor) else img
+    return img._data if isinstance(img, Tensor) else img
 
 
 def _like(arr, img):

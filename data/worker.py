@@ -130,8 +130,8 @@ def _map_leaves(data, fn):
 
 
 def _share_leaf(x):
-    if isinstance(x, Tensor) and not x.requires_grad and isinstance(x.data, np.ndarray):
-        arr, is_tensor = x.data, True
+    if isinstance(x, Tensor) and not x.requires_grad and isinstance(x._data, np.ndarray):
+        arr, is_tensor = x._data, True
     elif isinstance(x, np.ndarray):
         arr, is_tensor = x, False
     else:

@@ -39,15 +39,15 @@ class _Buffer:
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{what}: expected a dtrain Tensor, got {type(tensor).__name__}")
         self.tensor = tensor
-        data = tensor.data
+        data = tensor._data
         self.array = data if data.flags.c_contiguous else backend.array_module(data) \
             .ascontiguousarray(data)
         self.writes = writes
 
     def done(self):
         if self.writes:
-            if self.array is not self.tensor.data:
-                self.tensor.data[...] = self.array
+            if self.array is not self.tensor._data:
+                self.tensor._data[...] = self.array
             self.tensor._version[0] += 1
 
 
@@ -121,7 +121,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     comm = g.comm_for(work)
     blocking = comm.Allreduce and (lambda: comm.Allreduce(work, mpi_op))
     return _launch(g, "all_reduce", lambda: comm.Iallreduce(work, mpi_op), finish, async_op,
-                   "op=" + op, tensor.data, blocking=blocking)
+                   "op=" + op, tensor._data, blocking=blocking)
 
 
 def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
@@ -140,7 +140,7 @@ def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
             back(g.size())
         buf.done()
     return _launch(g, "reduce", lambda: g.comm_for(work).Ireduce(work, root, mpi_op), finish,
-                   async_op, "op=" + op, f"dst={dst}", tensor.data)
+                   async_op, "op=" + op, f"dst={dst}", tensor._data)
 
 
 def broadcast(tensor, src, group=None, async_op=False):
@@ -152,7 +152,7 @@ def broadcast(tensor, src, group=None, async_op=False):
     buf = _Buffer(tensor, "broadcast", writes=g.rank() != root)
     arr = _raw(buf.array)
     return _launch(g, "broadcast", lambda: g.comm_for(arr).Ibcast(arr, root), buf.done,
-                   async_op, f"src={src}", tensor.data)
+                   async_op, f"src={src}", tensor._data)
 
 
 def _raw(arr):
@@ -161,12 +161,12 @@ def _raw(arr):
 
 
 def _check_like(what, out, inp, rows):
-    xp_dtype = inp.data.dtype
-    if out.data.dtype != xp_dtype:
+    xp_dtype = inp._data.dtype
+    if out._data.dtype != xp_dtype:
         raise TypeError(f"{what}: output dtype {out.dtype} differs from input dtype {inp.dtype}")
-    if out.data.size != inp.data.size * rows:
-        raise ValueError(f"{what}: output has {out.data.size} elements; expected "
-                         f"{rows} x {inp.data.size} (input shape {list(inp.data.shape)})")
+    if out._data.size != inp._data.size * rows:
+        raise ValueError(f"{what}: output has {out._data.size} elements; expected "
+                         f"{rows} x {inp._data.size} (input shape {list(inp._data.shape)})")
 
 
 def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False):
@@ -179,7 +179,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     inp = _Buffer(input_tensor, "all_gather_into_tensor", writes=False)
     send, recv = _raw(inp.array), _raw(out.array)
     return _launch(g, "all_gather", lambda: g.comm_for(send).Iallgather(send, recv), out.done,
-                   async_op, input_tensor.data)
+                   async_op, input_tensor._data)
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -191,15 +191,15 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors; the group "
                          f"has {g.size()} ranks")
     for t in tensor_list:
-        if t.data.shape != tensor.data.shape or t.data.dtype != tensor.data.dtype:
+        if t._data.shape != tensor._data.shape or t._data.dtype != tensor._data.dtype:
             raise ValueError(f"all_gather: every output must be {tensor.dtype}"
-                             f"{list(tensor.data.shape)}, got {t.dtype}{list(t.data.shape)}")
-    xp = backend.array_module(tensor.data)
-    flat = Tensor._make(xp.empty((g.size(),) + tensor.data.shape, dtype=tensor.data.dtype))
+                             f"{list(tensor._data.shape)}, got {t.dtype}{list(t._data.shape)}")
+    xp = backend.array_module(tensor._data)
+    flat = Tensor._make(xp.empty((g.size(),) + tensor._data.shape, dtype=tensor._data.dtype))
 
     def scatter_out():
         for i, t in enumerate(tensor_list):
-            t.data[...] = flat.data[i]
+            t._data[...] = flat._data[i]
             t._version[0] += 1
     work = all_gather_into_tensor(flat, tensor, group, async_op=True)
     work._finish = _chain(work._finish, scatter_out)
@@ -234,7 +234,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
         out.done()
     return _launch(g, "reduce_scatter",
                    lambda: g.comm_for(send).Ireduce_scatter(send, recv, mpi_op), finish,
-                   async_op, "op=" + op, input.data)
+                   async_op, "op=" + op, input._data)
 
 
 def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
@@ -243,25 +243,25 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
     if g is None:
         return None
     root = g.group_rank(dst, "gather")
-    xp = backend.array_module(tensor.data)
+    xp = backend.array_module(tensor._data)
     inp = _Buffer(tensor, "gather", writes=False)
     recv = None
     if g.rank() == root:
         if gather_list is None or len(gather_list) != g.size():
             raise ValueError(f"gather: the destination rank needs gather_list with "
                              f"{g.size()} tensors")
-        recv = xp.empty((g.size(),) + tensor.data.shape, dtype=tensor.data.dtype)
+        recv = xp.empty((g.size(),) + tensor._data.shape, dtype=tensor._data.dtype)
 
     def finish():
         if recv is not None:
             for i, t in enumerate(gather_list):
-                t.data[...] = recv[i]
+                t._data[...] = recv[i]
                 t._version[0] += 1
     send = _raw(inp.array)
     return _launch(g, "gather",
                    lambda: g.comm_for(send).Igather(send, None if recv is None else _raw(recv),
                                                     root),
-                   finish, async_op, f"dst={dst}", tensor.data)
+                   finish, async_op, f"dst={dst}", tensor._data)
 
 
 def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
@@ -270,17 +270,17 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
     if g is None:
         return None
     root = g.group_rank(src, "scatter")
-    xp = backend.array_module(tensor.data)
+    xp = backend.array_module(tensor._data)
     send = None
     if g.rank() == root:
         if scatter_list is None or len(scatter_list) != g.size():
             raise ValueError(f"scatter: the source rank needs scatter_list with "
                              f"{g.size()} tensors")
-        send = _raw(xp.ascontiguousarray(xp.stack([t.data for t in scatter_list])))
+        send = _raw(xp.ascontiguousarray(xp.stack([t._data for t in scatter_list])))
     out = _Buffer(tensor, "scatter")
     recv = _raw(out.array)
     return _launch(g, "scatter", lambda: g.comm_for(recv).Iscatter(send, recv, root), out.done,
-                   async_op, f"src={src}", tensor.data)
+                   async_op, f"src={src}", tensor._data)
 
 
 def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None,
@@ -290,21 +290,21 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
     if g is None:
         return None
     n = g.size()
-    row_in = int(np.prod(input.data.shape[1:]))
-    row_out = int(np.prod(output.data.shape[1:]))
-    in_sizes = input_split_sizes or [input.data.shape[0] // n] * n
-    out_sizes = output_split_sizes or [output.data.shape[0] // n] * n
-    if sum(in_sizes) != input.data.shape[0] or sum(out_sizes) != output.data.shape[0]:
+    row_in = int(np.prod(input._data.shape[1:]))
+    row_out = int(np.prod(output._data.shape[1:]))
+    in_sizes = input_split_sizes or [input._data.shape[0] // n] * n
+    out_sizes = output_split_sizes or [output._data.shape[0] // n] * n
+    if sum(in_sizes) != input._data.shape[0] or sum(out_sizes) != output._data.shape[0]:
         raise ValueError(f"all_to_all_single: split sizes {in_sizes} / {out_sizes} do not add "
-                         f"up to the input/output first dims {input.data.shape[0]} / "
-                         f"{output.data.shape[0]}")
+                         f"up to the input/output first dims {input._data.shape[0]} / "
+                         f"{output._data.shape[0]}")
     inp = _Buffer(input, "all_to_all_single", writes=False)
     out = _Buffer(output, "all_to_all_single")
     send, recv = _raw(inp.array), _raw(out.array)
     return _launch(g, "all_to_all",
                    lambda: g.comm_for(send).Ialltoallv(send, [s * row_in for s in in_sizes],
                                                        recv, [s * row_out for s in out_sizes]),
-                   out.done, async_op, _rows(input.data))
+                   out.done, async_op, _rows(input._data))
 
 
 def _rows(arr):
@@ -341,7 +341,7 @@ def irecv(tensor, src=None, group=None, tag=0):
         if pending.received not in (None, arr.nbytes):
             raise RuntimeError(f"recv: the message from rank {g.ranks[pending.source]} has "
                                f"{pending.received} bytes but the tensor "
-                               f"{_render(tensor.data)} has {arr.nbytes}; send and recv must "
+                               f"{_render(tensor._data)} has {arr.nbytes}; send and recv must "
                                "use tensors of the same dtype and shape")
         out.done()
     return Work(g, f"recv<-{src}", None, pending, finish)

@@ -50,7 +50,7 @@ def allreduce_hook(process_group, bucket):
 
     def average():
         with no_grad():
-            buf.data /= size
+            buf._data /= size
         return buf
     return Future(work, average)
 
@@ -66,7 +66,7 @@ def fp16_compress_hook(process_group, bucket):
 
     def decompress():
         with no_grad():
-            buf.data[...] = half.data
-            buf.data /= size
+            buf._data[...] = half._data
+            buf._data /= size
         return buf
     return Future(work, decompress)

@@ -36,7 +36,7 @@ class _Bucket:
             xp = backend.module_for(self.device)
             with backend.device_context(self.device):
                 self.flat = xp.zeros(self.numel, dtype=self.dtype)
-            self.views = [self.flat[off:off + p.data.size].reshape(p.data.shape)
+            self.views = [self.flat[off:off + p._data.size].reshape(p._data.shape)
                           for p, off in zip(self.params, self.offsets)]
 
 
@@ -113,9 +113,9 @@ class DistributedDataParallel(Module):
         bucket.allocate()
         view = bucket.views[i]
         if self._hook is allreduce_hook:  # NOTE: the average's 1/world rides on this pass
-            backend.array_module(view).multiply(p.grad.data, self._inv_world, out=view)
-        elif p.grad.data is not view:
-            view[...] = p.grad.data
+            backend.array_module(view).multiply(p.grad._data, self._inv_world, out=view)
+        elif p.grad._data is not view:
+            view[...] = p.grad._data
         bucket.ready.add(i)
         self._launch_ready()
         for b in self._buckets[:self._next_launch]:  # give MPI a chance to progress
@@ -163,7 +163,7 @@ class DistributedDataParallel(Module):
                 if used is not None and not used[id(p)]:
                     continue
                 view = b.views[i]
-                if p.grad is None or p.grad.data is not view:
+                if p.grad is None or p.grad._data is not view:
                     p.grad = Tensor._make(view)
             b.reset()
         self._next_launch = 0
@@ -172,11 +172,11 @@ class DistributedDataParallel(Module):
         """{param id: used on some rank} (one small all-reduce of a usage map)."""
         params = [p for b in self._buckets for p in b.params]
         unused_here = {id(b.params[i]) for b, i in missing}
-        xp = backend.array_module(params[0].data) if params else None
+        xp = backend.array_module(params[0]._data) if params else None
         flags = Tensor._make(xp.array([0 if id(p) in unused_here else 1 for p in params],
                                       dtype="int32"))
         collectives.all_reduce(flags, group=self.process_group)
-        return {id(p): bool(f) for p, f in zip(params, flags.data.tolist())}
+        return {id(p): bool(f) for p, f in zip(params, flags._data.tolist())}
 
 
 FIRST_BUCKET_BYTES = 1024 * 1024  # as PyTorch: a small first bucket starts talking early
@@ -193,14 +193,14 @@ def _make_buckets(params, cap_mb):
             offsets, total = [], 0
             for p in current:
                 offsets.append(total)
-                total += p.data.size
+                total += p._data.size
             first = current[0]
             buckets.append(_Bucket(len(buckets), list(current), offsets, total,
-                                   first.data.dtype, first.device))
+                                   first._data.dtype, first.device))
     for p in params:
-        nbytes = p.data.nbytes
+        nbytes = p._data.nbytes
         cap = min(cap_all, FIRST_BUCKET_BYTES) if not buckets else cap_all
-        if current and (size + nbytes > cap or p.data.dtype != current[0].data.dtype
+        if current and (size + nbytes > cap or p._data.dtype != current[0]._data.dtype
                         or p.device != current[0].device):
             close()
             current, size = [], 0
@@ -212,7 +212,7 @@ def _make_buckets(params, cap_mb):
 
 def _verify_same_model(module, group):
     """Every rank must hold the same parameter names, shapes and dtypes."""
-    mine = [(n, tuple(p.data.shape), p.dtype.name) for n, p in module.named_parameters()]
+    mine = [(n, tuple(p._data.shape), p.dtype.name) for n, p in module.named_parameters()]
     everyone = [None] * group.size()
     collectives.all_gather_object(everyone, mine, group=group)
     reference = everyone[0]

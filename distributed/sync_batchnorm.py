@@ -21,7 +21,7 @@ def _axes(x):
 class _SyncBatchNormFunction(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, group):
-        arr = x.data
+        arr = x._data
         xp = backend.array_module(arr)
         axes, c = _axes(arr), arr.shape[1]
         n = arr.size // c
@@ -31,17 +31,17 @@ class _SyncBatchNormFunction(Function):
         mine = Tensor._make(xp.concatenate([xp.array([n], dtype=xp.float64), mean, m2]))
         every = Tensor._make(xp.empty((group.size(), 2 * c + 1), dtype=xp.float64))
         collectives.all_gather_into_tensor(every, mine, group=group)
-        counts, means, m2s = every.data[:, :1], every.data[:, 1:c + 1], every.data[:, c + 1:]
+        counts, means, m2s = every._data[:, :1], every._data[:, 1:c + 1], every._data[:, c + 1:]
         total = counts.sum()
         gmean = (counts * means).sum(axis=0) / total
         gvar = (m2s.sum(axis=0) + (counts * (means - gmean) ** 2).sum(axis=0)) / total
         if running_mean is not None:
             with no_grad():
-                running_mean.data *= 1 - momentum
-                running_mean.data += momentum * gmean.astype(running_mean.data.dtype)
-                running_var.data *= 1 - momentum
-                running_var.data += momentum * (gvar * total / max(total - 1, 1)).astype(
-                    running_var.data.dtype)
+                running_mean._data *= 1 - momentum
+                running_mean._data += momentum * gmean.astype(running_mean._data.dtype)
+                running_var._data *= 1 - momentum
+                running_var._data += momentum * (gvar * total / max(total - 1, 1)).astype(
+                    running_var._data.dtype)
                 running_mean._version[0] += 1
                 running_var._version[0] += 1
         shape = _shape(arr)
@@ -51,9 +51,9 @@ class _SyncBatchNormFunction(Function):
         ctx.save_for_backward(weight)
         out = xhat
         if weight is not None:
-            out = out * weight.data.reshape(shape)
+            out = out * weight._data.reshape(shape)
         if bias is not None:
-            out = out + bias.data.reshape(shape)
+            out = out + bias._data.reshape(shape)
         return Tensor._make(out)
 
     @staticmethod
@@ -61,7 +61,7 @@ class _SyncBatchNormFunction(Function):
     def backward(ctx, g):
         xhat, invstd, total, group = ctx.saved
         (weight,) = ctx.saved_tensors
-        garr = g.data
+        garr = g._data
         xp = backend.array_module(garr)
         axes, c = _axes(garr), garr.shape[1]
         sum_g = garr.sum(axis=axes)
@@ -71,9 +71,9 @@ class _SyncBatchNormFunction(Function):
         both = Tensor._make(xp.concatenate([sum_g, sum_gx]))
         collectives.all_reduce(both, group=group)
         shape = _shape(garr)
-        scale = invstd if weight is None else invstd * weight.data.reshape(shape)
-        gx = (garr - (both.data[:c] / total).reshape(shape)
-              - xhat * (both.data[c:] / total).reshape(shape)) * scale
+        scale = invstd if weight is None else invstd * weight._data.reshape(shape)
+        gx = (garr - (both._data[:c] / total).reshape(shape)
+              - xhat * (both._data[c:] / total).reshape(shape)) * scale
         return Tensor._make(gx.astype(garr.dtype)), grads_w, grad_b, None, None, None, None, None
 
 
@@ -101,7 +101,7 @@ class SyncBatchNorm(_NormBase):
             return super().forward(input)
         factor = self.momentum
         if self.track_running_stats:
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked._data += 1
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked.item())
         running = (self.running_mean, self.running_var) if self.track_running_stats else \

@@ -35,7 +35,7 @@ def flatten(obj, leaves):
 
 def _leaf_key(x, seen):
     if isinstance(x, Tensor):
-        d = x.data
+        d = x._data
         return (d.shape, d.dtype, type(d), x.requires_grad, seen.setdefault(id(d), len(seen)))
     try:
         hash(x)
@@ -68,12 +68,12 @@ class _Entry:
         else:
             self.runner = ArrayRunner(graph, optimize(graph, passes))
         self.graph = graph
-        self.guards = [(t, t.data.shape, t.data.dtype, type(t.data), t.requires_grad)
+        self.guards = [(t, t._data.shape, t._data.dtype, type(t._data), t.requires_grad)
                        for t in captured]
 
     def guards_hold(self):
         for t, shape, dtype, kind, rg in self.guards:
-            d = t.data
+            d = t._data
             if d.shape != shape or d.dtype != dtype or type(d) is not kind \
                     or t.requires_grad != rg:
                 return False

@@ -69,9 +69,9 @@ class ArrayRunner(_Runner):
         self.tensors = tensors
         env = [None] * self.n
         for vid, t in zip(self.graph.inputs, tensors):
-            env[vid] = t.data
+            env[vid] = t._data
         for vid, t in self.tensor_loads:
-            env[vid] = t.data
+            env[vid] = t._data
         for vid, a in self.array_loads:
             env[vid] = a
         for vid, a, mutated in self.consts:
@@ -152,7 +152,7 @@ class ArrayRunner(_Runner):
             with no_grad():
                 accumulate(self.run, leaf, Tensor._make(arr.copy() if shared and leaf.grad is None
                                                         else arr))
-            env[o] = leaf.grad.data
+            env[o] = leaf.grad._data
         return step
 
     def _callbacks(self, n):
@@ -342,7 +342,7 @@ class TensorRunner(_Runner):
 
         def get(ref):
             t = env[ref.vid]
-            return t if ref.tensor else t.data
+            return t if ref.tensor else t._data
         for n in g.nodes:
             if n.kind == "op":
                 out = n.op.apply(*map_refs(n.args, get), **map_refs(n.params, get))
@@ -350,7 +350,7 @@ class TensorRunner(_Runner):
                     env[o] = t
             elif n.kind == "copy":
                 s = env[n.args[0].vid]
-                env[n.outs[0]] = Tensor._make(s.data.copy(), s.requires_grad, s.grad_fn,
+                env[n.outs[0]] = Tensor._make(s._data.copy(), s.requires_grad, s.grad_fn,
                                               s._output_nr)
             elif n.kind == "write":
                 _write_tensor(env[n.args[0].vid], env[n.args[1].vid])
@@ -366,12 +366,12 @@ class TensorRunner(_Runner):
 
     @staticmethod
     def as_output(t, shared):
-        return Tensor._make(t.data.copy()) if shared else t
+        return Tensor._make(t._data.copy()) if shared else t
 
 
 def _write_tensor(dst, src):
     """What `Tensor._write` plus the in-place rebinding of the graph do, on replay."""
-    backend.array_module(dst.data).copyto(dst.data, src.data, casting="unsafe")
+    backend.array_module(dst._data).copyto(dst._data, src._data, casting="unsafe")
     dst._version[0] += 1
     if src.requires_grad:
         dst.grad_fn, dst._output_nr, dst.requires_grad = src.grad_fn, src._output_nr, True
@@ -380,4 +380,4 @@ def _write_tensor(dst, src):
 def empty_buffer(value):
     """A new array for a planned buffer of `value`'s shape, dtype and device."""
     return creation.empty(value.shape, dtype=dtypes.from_np(value.dtype),
-                          device=value.device).data
+                          device=value.device)._data

@@ -82,7 +82,7 @@ def load(f, map_location=None, passes=PASSES):
         if g.values[vid].kind == CAPTURED:
             g.captured[vid] = t
         else:
-            g.consts[vid] = t.data
+            g.consts[vid] = t._data
     return LoadedGraph(g, check_passes(passes))
 
 
@@ -105,7 +105,7 @@ class LoadedGraph:
             raise TypeError(f"this graph takes {len(g.inputs)} tensors, got {len(tensors)}")
         for i, (t, vid) in enumerate(zip(tensors, g.inputs)):
             v = g.values[vid]
-            if not isinstance(t, Tensor) or t.data.shape != v.shape or t.data.dtype != v.dtype:
+            if not isinstance(t, Tensor) or t._data.shape != v.shape or t._data.dtype != v.dtype:
                 got = (f"{t.dtype.name}{list(t.shape)}" if isinstance(t, Tensor)
                        else type(t).__name__)
                 raise RuntimeError(f"input {i}: the graph was traced for {v.describe()}, got "

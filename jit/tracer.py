@@ -65,8 +65,8 @@ class Tracer:
         self._frame = None     # the frame of the opaque call being run
         self.thread = threading.get_ident()  # ops of other threads are not recorded
         for t in inputs:
-            vid = self.ids.get(id(t.data))
-            self.graph.inputs.append(self._define(t.data, INPUT) if vid is None else vid)
+            vid = self.ids.get(id(t._data))
+            self.graph.inputs.append(self._define(t._data, INPUT) if vid is None else vid)
 
     # -- activation -------------------------------------------------------------------------
     def __enter__(self):
@@ -108,7 +108,7 @@ class Tracer:
         return vid
 
     def ref(self, x, tensor=True):
-        arr = x.data if tensor else x
+        arr = x._data if tensor else x
         vid = self.ids.get(id(arr))
         if vid is None:
             vid = self._define(arr, CAPTURED)
@@ -170,11 +170,11 @@ class Tracer:
         n = Node("op", cls, self.lift(args), self.lift(params))
         n.multi = isinstance(result, tuple)
         outs = result if n.multi else (result,)
-        in_arrays = [(i, a.data if isinstance(a, Tensor) else a) for i, a in enumerate(args)
+        in_arrays = [(i, a._data if isinstance(a, Tensor) else a) for i, a in enumerate(args)
                      if isinstance(a, Tensor) or is_array(a)]
         n.aliases = tuple(i for i, a in in_arrays
-                          if any(_may_share(o.data, a) for o in outs))
-        n.outs = tuple(self._define(o.data, OP) for o in outs)
+                          if any(_may_share(o._data, a) for o in outs))
+        n.outs = tuple(self._define(o._data, OP) for o in outs)
         n.stash = {k: self._define(v, STASH) for k, v in node.__dict__.items()
                    if is_array(v) and id(v) not in self.ids}
         self.graph.nodes.append(n)
@@ -187,7 +187,7 @@ class Tracer:
         n = Node("accumulate", args=(self.ref(g),), target=self.ref(leaf))
         with self.paused():
             accumulate(run, leaf, g)
-        n.outs = (self._define(leaf.grad.data, EFFECT),)
+        n.outs = (self._define(leaf.grad._data, EFFECT),)
         self.graph.nodes.append(n)
 
     def on_callbacks(self, run):
@@ -220,13 +220,13 @@ class Tracer:
         if self._off():
             return
         n = Node("copy", args=(self.ref(src),))
-        n.outs = (self._define(copy.data, OP),)
+        n.outs = (self._define(copy._data, OP),)
         self.graph.nodes.append(n)
 
     def host_read(self, tensor, what):
         if self._off():
             return
-        vid = self.ids.get(id(tensor.data))
+        vid = self.ids.get(id(tensor._data))
         if vid is None:
             # Never seen by the trace: state of the compiled module, or something computed
             # from traced data outside the op registry (NumPy code on tensor data).
@@ -319,7 +319,7 @@ def settle(tracer, other=None):
                     f"same signature (e.g. a random mask drawn with NumPy, NumPy code on the "
                     f"data, or a tensor built from Python values); it cannot be a constant of "
                     f"the graph")
-            g.consts[vid] = obj.data if isinstance(obj, Tensor) else obj
+            g.consts[vid] = obj._data if isinstance(obj, Tensor) else obj
             g.values[vid].kind = CONST
         else:
             g.captured[vid] = obj
@@ -373,8 +373,8 @@ def _same_target(x, y):
 def _equal_data(x, y):
     if x is None or y is None:
         return False
-    a = x.data if isinstance(x, Tensor) else x
-    b = y.data if isinstance(y, Tensor) else y
+    a = x._data if isinstance(x, Tensor) else x
+    b = y._data if isinstance(y, Tensor) else y
     if a.shape != b.shape or a.dtype != b.dtype or type(a) is not type(b):
         return False
     return bool(backend.array_module(a).array_equal(a, b, equal_nan=a.dtype.kind in "fc"))

@@ -2,6 +2,7 @@
 import numpy as np
 
 from dtrain import optim
+from dtrain.core.tensor import Tensor
 from dtrain.data import datasets, transforms
 from dtrain.data.dataset import Dataset
 from dtrain.optim import lr_scheduler
@@ -30,7 +31,7 @@ class SyntheticLM(Dataset):
 
 def _image_info(ds):
     x, _ = ds[0]
-    return tuple(np.shape(x.data if hasattr(x, "data") else x))
+    return tuple(np.shape(x._data if isinstance(x, Tensor) else x))
 
 
 def build_datasets(data, seed):

@@ -29,11 +29,11 @@ from dtrain.nn.parameter import Parameter
 def _additive(mask, dtype, masked_when):
     """A float mask to add to attention scores: `mask` itself when it is float, else -inf
     where the boolean mask equals `masked_when` and 0 elsewhere."""
-    if mask.data.dtype.kind == "b":
-        xp = array_module(mask.data)
-        hit = mask.data if masked_when else ~mask.data
+    if mask._data.dtype.kind == "b":
+        xp = array_module(mask._data)
+        hit = mask._data if masked_when else ~mask._data
         return Tensor._make(xp.where(hit, -xp.inf, 0.0).astype(dtype))
-    if mask.data.dtype.kind != "f":
+    if mask._data.dtype.kind != "f":
         raise RuntimeError(f"attention masks must be bool or float, got {mask.dtype}")
     return mask
 
@@ -61,22 +61,22 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     A boolean `attn_mask` is True where attention may happen; a float one is added."""
     if enable_gqa:
         raise NotImplementedError("scaled_dot_product_attention: enable_gqa=True")
-    if query.data.ndim < 2 or key.data.ndim < 2 or value.data.ndim < 2:
+    if query._data.ndim < 2 or key._data.ndim < 2 or value._data.ndim < 2:
         raise RuntimeError("scaled_dot_product_attention: query, key and value must be at "
                            "least 2-D (..., L, E)")
-    if query.data.shape[-1] != key.data.shape[-1] or key.data.shape[-2] != value.data.shape[-2]:
+    if query._data.shape[-1] != key._data.shape[-1] or key._data.shape[-2] != value._data.shape[-2]:
         raise RuntimeError(f"scaled_dot_product_attention: incompatible shapes query "
                            f"{list(query.data.shape)}, key {list(key.data.shape)}, value "
-                           f"{list(value.data.shape)}")
-    n_query, n_key = query.data.shape[-2], key.data.shape[-2]
-    scale = 1.0 / math.sqrt(query.data.shape[-1]) if scale is None else scale
-    dtype = query.data.dtype
+                           f"{list(value._data.shape)}")
+    n_query, n_key = query._data.shape[-2], key._data.shape[-2]
+    scale = 1.0 / math.sqrt(query._data.shape[-1]) if scale is None else scale
+    dtype = query._data.dtype
     mask = None
     if is_causal:
         if attn_mask is not None:
             raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be "
                                "set when is_causal=True")
-        mask = _causal(array_module(query.data), n_query, n_key, dtype)
+        mask = _causal(array_module(query._data), n_query, n_key, dtype)
     elif attn_mask is not None:
         mask = _additive(attn_mask, dtype, masked_when=False)
     return _attend(query, key, value, mask, dropout_p, scale)[0]
@@ -85,7 +85,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 def _sdpa_samples():
     s = SampleMaker("scaled_dot_product_attention")
     allowed = Tensor._make(s.rng.random((3, 4)) > 0.3)
-    allowed.data[:, 0] = True  # every query sees at least one key
+    allowed._data[:, 0] = True  # every query sees at least one key
     float_mask = s(3, 4, grad=False)
     return [Sample(scaled_dot_product_attention, (s(2, 3, 4), s(2, 4, 4), s(2, 4, 3))),
             Sample(lambda q, k, v: scaled_dot_product_attention(q, k, v, allowed),
@@ -167,27 +167,27 @@ class MultiheadAttention(Module):
                                "the Transformer module method `generate_square_subsequent_mask`"
                                " to create this mask.")
         same = query is key and key is value  # self-attention: one fused in-projection
-        unbatched = query.data.ndim == 2
+        unbatched = query._data.ndim == 2
         if unbatched:  # (L, E) -> (1, L, E)
             query, key, value = (t.unsqueeze(0) for t in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        elif query.data.ndim != 3:
+        elif query._data.ndim != 3:
             raise AssertionError(f"query should be unbatched 2D or batched 3D tensor but "
-                                 f"received {query.data.ndim}-D query tensor")
+                                 f"received {query._data.ndim}-D query tensor")
         elif not self.batch_first:  # work in (N, L, E)
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if same:
             key = value = query
-        n, n_query, e = query.data.shape
+        n, n_query, e = query._data.shape
         if e != self.embed_dim:
             raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, but "
                                  f"got {e}")
-        n_key = key.data.shape[1]
+        n_key = key._data.shape[1]
         q, k, v = self._project(query, key, value)
         h, hd = self.num_heads, self.head_dim
         q, k, v = (t.reshape(n, -1, h, hd).transpose(1, 2) for t in (q, k, v))
-        mask = self._mask(key_padding_mask, attn_mask, n, n_query, n_key, query.data.dtype)
+        mask = self._mask(key_padding_mask, attn_mask, n, n_query, n_key, query._data.dtype)
         p = self.dropout if self.training else 0.0
         out, weights = _attend(q, k, v, mask, p, 1.0 / math.sqrt(hd))
         out = self.out_proj(out.transpose(1, 2).reshape(n, n_query, e))
@@ -203,7 +203,7 @@ class MultiheadAttention(Module):
         mask = None
         if attn_mask is not None:
             mask = _additive(attn_mask, dtype, masked_when=True)
-            shape = tuple(mask.data.shape)
+            shape = tuple(mask._data.shape)
             if shape == (n * self.num_heads, n_query, n_key):
                 mask = mask.reshape(n, self.num_heads, n_query, n_key)
             elif shape != (n_query, n_key):
@@ -211,9 +211,9 @@ class MultiheadAttention(Module):
                                    f"{[n_query, n_key]} or "
                                    f"{[n * self.num_heads, n_query, n_key]}.")
         if key_padding_mask is not None:
-            if tuple(key_padding_mask.data.shape) != (n, n_key):
+            if tuple(key_padding_mask._data.shape) != (n, n_key):
                 raise AssertionError(f"expecting key_padding_mask shape of {(n, n_key)}, but "
-                                     f"got {tuple(key_padding_mask.data.shape)}")
+                                     f"got {tuple(key_padding_mask._data.shape)}")
             kpm = _additive(key_padding_mask, dtype, masked_when=True).reshape(n, 1, 1, n_key)
             mask = kpm if mask is None else mask + kpm
         return mask
@@ -223,7 +223,7 @@ def _mha_samples():
     s = SampleMaker("multihead_attention")
     mha = MultiheadAttention(4, 2, batch_first=True).to(dtypes.float64)
     kpm = Tensor._make(s.rng.random((2, 3)) > 0.6)
-    kpm.data[:, 0] = False  # every query keeps a key
+    kpm._data[:, 0] = False  # every query keeps a key
     causal = Tensor._make(~np.tril(np.ones((3, 3), dtype=bool)))
     mha.requires_grad_(False)  # the projections' gradients are checked by linear/matmul
     return [Sample(lambda x: mha(x, x, x, key_padding_mask=kpm)[0], (s(2, 3, 4),)),

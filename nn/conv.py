@@ -169,11 +169,11 @@ class ConvNd(Op):
     def backward(self, g):
         x, w, _ = self.inputs
         nx, nw, nb = self.needs_input_grad
-        nd = g.data.ndim - 2
-        gt = _channels_first(self, g.data, self.geom["groups"]) if nx or nw else None  # shared
-        gx = ConvTransposeNd.apply(g, w, None, out_size=x.data.shape[2:], gt=gt, **self.geom) \
+        nd = g._data.ndim - 2
+        gt = _channels_first(self, g._data, self.geom["groups"]) if nx or nw else None  # shared
+        gx = ConvTransposeNd.apply(g, w, None, out_size=x._data.shape[2:], gt=gt, **self.geom) \
             if nx else None
-        gw = ConvWeightNd.apply(x, g, ksize=w.data.shape[2:], cols=self.cols, gt=gt,
+        gw = ConvWeightNd.apply(x, g, ksize=w._data.shape[2:], cols=self.cols, gt=gt,
                                 **self.geom) if nw else None
         return gx, gw, _grad_bias(g, nd) if nb else None
 
@@ -226,14 +226,14 @@ class ConvTransposeNd(Op):
     def backward(self, gg):
         g, w, _ = self.inputs
         ng, nw, nb = self.needs_input_grad
-        nd = gg.data.ndim - 2
+        nd = gg._data.ndim - 2
         gg_in = None
         if ng:
             gg_in = ConvNd.apply(gg, w, None, **self.geom)
-            in_size = g.data.shape[2:]
-            if gg_in.data.shape[2:] != in_size:  # output_padding >= stride (dilated kernels)
+            in_size = g._data.shape[2:]
+            if gg_in._data.shape[2:] != in_size:  # output_padding >= stride (dilated kernels)
                 gg_in = gg_in[(slice(None), slice(None)) + tuple(slice(0, m) for m in in_size)]
-        gw = ConvWeightNd.apply(gg, g, ksize=w.data.shape[2:], **self.geom) if nw else None
+        gw = ConvWeightNd.apply(gg, g, ksize=w._data.shape[2:], **self.geom) if nw else None
         return gg_in, gw, _grad_bias(gg, nd) if nb else None
 
 
@@ -276,7 +276,7 @@ class ConvWeightNd(Op):
     def backward(self, ggw):
         x, g = self.inputs
         nx, ng = self.needs_input_grad
-        gx = ConvTransposeNd.apply(g, ggw, None, out_size=x.data.shape[2:], **self.geom) \
+        gx = ConvTransposeNd.apply(g, ggw, None, out_size=x._data.shape[2:], **self.geom) \
             if nx else None
         gg = ConvNd.apply(x, ggw, None, **self.geom) if ng else None
         return gx, gg
@@ -293,27 +293,27 @@ def as_tuple(v, nd, name):
 def _check_common(op, input, weight, bias, nd, groups):
     if not isinstance(groups, int) or groups < 1:
         raise RuntimeError(f"{op}: non-positive groups is not supported, got {groups}")
-    if weight.data.ndim != nd + 2:
-        raise RuntimeError(f"{op}: expected a {nd + 2}-D weight, got {weight.data.ndim}-D "
-                           f"{list(weight.data.shape)}")
-    if input.data.ndim not in (nd + 1, nd + 2):
+    if weight._data.ndim != nd + 2:
+        raise RuntimeError(f"{op}: expected a {nd + 2}-D weight, got {weight._data.ndim}-D "
+                           f"{list(weight._data.shape)}")
+    if input._data.ndim not in (nd + 1, nd + 2):
         raise RuntimeError(f"{op}: Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input, "
-                           f"but got input of size: {list(input.data.shape)}")
-    if bias is not None and bias.data.shape != (_bias_len(op, weight, groups),):
+                           f"but got input of size: {list(input._data.shape)}")
+    if bias is not None and bias._data.shape != (_bias_len(op, weight, groups),):
         raise RuntimeError(f"{op}: expected bias of shape [{_bias_len(op, weight, groups)}], "
-                           f"got {list(bias.data.shape)}")
-    if input.data.dtype != weight.data.dtype:
+                           f"got {list(bias._data.shape)}")
+    if input._data.dtype != weight._data.dtype:
         raise RuntimeError(f"{op}: Input type ({input.dtype}) and weight type ({weight.dtype}) "
                            "should be the same")
 
 
 def _bias_len(op, weight, groups):
-    return weight.data.shape[1] * groups if "transpose" in op else weight.data.shape[0]
+    return weight._data.shape[1] * groups if "transpose" in op else weight._data.shape[0]
 
 
 def with_batch_dim(input, nd):
     """(input with a batch dim, whether one was added) — torch accepts unbatched inputs."""
-    if input.data.ndim == nd + 1:
+    if input._data.ndim == nd + 1:
         return input.unsqueeze(0), True
     return input, False
 
@@ -323,13 +323,13 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, nd):
     _check_common(op, input, weight, bias, nd, groups)
     stride = as_tuple(stride, nd, "stride")
     dilation = as_tuple(dilation, nd, "dilation")
-    ksize = weight.data.shape[2:]
+    ksize = weight._data.shape[2:]
     x, unbatched = with_batch_dim(input, nd)
-    o, cg = weight.data.shape[:2]
-    if x.data.shape[1] != cg * groups:
-        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.data.shape)}, "
-                           f"expected input{list(x.data.shape)} to have {cg * groups} channels, "
-                           f"but got {x.data.shape[1]} channels instead")
+    o, cg = weight._data.shape[:2]
+    if x._data.shape[1] != cg * groups:
+        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight._data.shape)}, "
+                           f"expected input{list(x._data.shape)} to have {cg * groups} channels, "
+                           f"but got {x._data.shape[1]} channels instead")
     if o % groups:
         raise RuntimeError(f"{op}: out_channels ({o}) must be divisible by groups ({groups})")
     if any(s < 1 for s in stride) or any(d < 1 for d in dilation):
@@ -351,7 +351,7 @@ def _conv(op, input, weight, bias, stride, padding, dilation, groups, nd):
         pads = tuple((p, p) for p in as_tuple(padding, nd, "padding"))
         if any(p < 0 for p, _ in pads):
             raise RuntimeError(f"{op}: negative padding is not supported, got {padding}")
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(x.data.shape[2:], pads))
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(x._data.shape[2:], pads))
     if any(p < d * (k - 1) + 1 for p, d, k in zip(padded, dilation, ksize)):
         raise RuntimeError(f"{op}: Calculated padded input size per channel: "
                            f"({' x '.join(map(str, padded))}). Kernel size: "
@@ -371,25 +371,25 @@ def _conv_transpose(op, input, weight, bias, stride, padding, output_padding, gr
     padding = as_tuple(padding, nd, "padding")
     output_padding = as_tuple(output_padding, nd, "output_padding")
     x, unbatched = with_batch_dim(input, nd)
-    if x.data.shape[1] != weight.data.shape[0]:
-        raise RuntimeError(f"Given transposed=1, weight of size {list(weight.data.shape)}, "
-                           f"expected input{list(x.data.shape)} to have "
-                           f"{weight.data.shape[0]} channels, but got {x.data.shape[1]} "
+    if x._data.shape[1] != weight._data.shape[0]:
+        raise RuntimeError(f"Given transposed=1, weight of size {list(weight._data.shape)}, "
+                           f"expected input{list(x._data.shape)} to have "
+                           f"{weight._data.shape[0]} channels, but got {x._data.shape[1]} "
                            "channels instead")
-    if weight.data.shape[0] % groups:
-        raise RuntimeError(f"{op}: in_channels ({weight.data.shape[0]}) must be divisible by "
+    if weight._data.shape[0] % groups:
+        raise RuntimeError(f"{op}: in_channels ({weight._data.shape[0]}) must be divisible by "
                            f"groups ({groups})")
     for op_, s, d in zip(output_padding, stride, dilation):
         if op_ >= max(s, d):
             raise RuntimeError(f"{op}: output padding must be smaller than either stride or "
                                f"dilation, but got output_padding={output_padding}, "
                                f"stride={stride}, dilation={dilation}")
-    ksize = weight.data.shape[2:]
+    ksize = weight._data.shape[2:]
     out_size = tuple((n - 1) * s - 2 * p + d * (k - 1) + op_ + 1 for n, s, p, d, k, op_ in
-                     zip(x.data.shape[2:], stride, padding, dilation, ksize, output_padding))
+                     zip(x._data.shape[2:], stride, padding, dilation, ksize, output_padding))
     if any(m < 1 for m in out_size):
         raise RuntimeError(f"{op}: the output size {list(out_size)} is too small (input "
-                           f"{list(x.data.shape)}, padding {padding})")
+                           f"{list(x._data.shape)}, padding {padding})")
     pads = tuple((p, p) for p in padding)
     y = ConvTransposeNd.apply(x, weight, bias, stride=stride, padding=pads, dilation=dilation,
                               groups=groups, out_size=out_size)
@@ -533,7 +533,7 @@ class _ConvTransposeNd(_ConvNd):
     def _output_padding(self, input, output_size):
         """The output_padding that gives `output_size` (torch's `output_size=` argument)."""
         nd = self._nd
-        size, in_size = tuple(output_size)[-nd:], input.data.shape[-nd:]
+        size, in_size = tuple(output_size)[-nd:], input._data.shape[-nd:]
         smallest = tuple((n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
                          zip(in_size, self.stride, self.padding, self.dilation,
                              self.kernel_size))

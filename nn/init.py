@@ -114,11 +114,11 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """N(mean, std^2) restricted to [a, b]: values outside are drawn again until none is."""
     with no_grad():
         tensor.normal_(mean, std, generator=generator)
-        data = tensor.data
+        data = tensor._data
         outside = (data < a) | (data > b)
         while bool(outside.any()):
             redraw = creation.empty(int(outside.sum()), dtype=tensor.dtype, device=tensor.device)
-            data[outside] = redraw.normal_(mean, std, generator=generator).data
+            data[outside] = redraw.normal_(mean, std, generator=generator)._data
             outside = (data < a) | (data > b)
         tensor._version[0] += 1
     return tensor
@@ -134,7 +134,7 @@ def orthogonal_(tensor, gain=1, generator=None):
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
     flat = creation.empty(rows, cols, dtype=tensor.dtype, device=tensor.device)
-    a = flat.normal_(generator=generator).data
+    a = flat.normal_(generator=generator)._data
     xp = array_module(a)
     if rows < cols:
         a = a.T

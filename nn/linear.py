@@ -42,9 +42,9 @@ class Addmm(Op):
         gx = g @ w if nx else None
         gw = gb = None
         if nw or nb:
-            g2 = g.reshape(-1, w.data.shape[0])
+            g2 = g.reshape(-1, w._data.shape[0])
             if nw:
-                gw = g2.mT @ x.reshape(-1, w.data.shape[1])
+                gw = g2.mT @ x.reshape(-1, w._data.shape[1])
             if nb:
                 gb = g2.sum(0)
         return gx, gw, gb

@@ -99,7 +99,7 @@ def _nll_samples():
     s = SampleMaker("nll_loss")
     t1 = s.ints(4, 3)
     t2 = s.ints(3, 2, 2)
-    t2.data[0, 1] = -100
+    t2._data[0, 1] = -100
     w = Tensor._make(s.rng.uniform(0.5, 2.0, 4))
     return [Sample(lambda x: nll_loss(x, t1), (s(3, 4),)),
             Sample(lambda x: nll_loss(x, t1, w, reduction="sum"), (s(3, 4),)),
@@ -121,18 +121,18 @@ class NllLoss(Op):
         return -(w * picked)
 
     def backward(self, g):
-        xp = array_module(g.data)
+        xp = array_module(g._data)
         t = self.target[:, None]
         classes = xp.arange(self.in_shapes[0][1]).reshape((1, -1) + (1,) * (t.ndim - 2))
         coef = (t == classes) * -self.w[:, None]
-        return g.unsqueeze(1) * Tensor._make(coef.astype(g.data.dtype)), None, None
+        return g.unsqueeze(1) * Tensor._make(coef.astype(g._data.dtype)), None, None
 
 
 def _class_weights(input, target, weight, ignore_index):
     """(target with ignored entries set to class 0, per-element weights: weight[target],
     0 where ignored), computed with registry ops (graph mode records them instead of
     freezing them); checks shapes, dtypes and the range of targets."""
-    t = target.data
+    t = target._data
     if t.dtype.kind not in "iu":
         raise RuntimeError(f"expected scalar type Long but found {target.dtype} (class index "
                            f"targets must be integers; pass probabilities as floats)")
@@ -238,7 +238,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                          reduction="mean"):
     """-(t log p + (1 - t) log(1 - p)) for probabilities p; logs clamped at -100 (as torch)."""
     _check_binary_shapes(input, target)
-    x = input.data
+    x = input._data
     if bool(((x < 0) | (x > 1)).any()):
         raise RuntimeError("all elements of input should be between 0 and 1")
     # log(clamp(p, e^-100)) equals max(log p, -100), with a finite, zero gradient at p = 0.
@@ -275,7 +275,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     if log_target:
         loss = target.exp() * (target - input)
     else:
-        tiny = float(np.finfo(target.data.dtype).tiny)
+        tiny = float(np.finfo(target._data.dtype).tiny)
         # target * log(target), 0 where target is 0 (xlogy), without 0 * -inf.
         loss = target * target.clamp(min=tiny).log() - target * input
     if reduction == "batchmean":
@@ -291,12 +291,12 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
 def _loss_samples():
     s = SampleMaker("losses")
     t_idx = s.ints(4, 3)
-    t_idx.data[1] = 2
+    t_idx._data[1] = 2
     t_prob = Tensor._make(s.rng.dirichlet([1.0] * 4, 3))
     w = Tensor._make(s.rng.uniform(0.5, 2.0, 4))
     y = Tensor._make(s.rng.uniform(0, 1, (3, 4)))
     pw = Tensor._make(s.rng.uniform(0.5, 3.0, 4))
-    t_ign = Tensor._make(t_idx.data.copy())
+    t_ign = Tensor._make(t_idx._data.copy())
     t_ign[0] = 1
     return [Sample(lambda a, b: mse_loss(a, b), (s(3, 4), s(3, 4))),
             Sample(lambda a: l1_loss(a, y, reduction="sum"), (s(3, 4, low=-2, high=2),)),

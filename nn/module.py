@@ -283,7 +283,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad.data[...] = 0
+                p.grad._data[...] = 0
 
     def apply(self, fn):
         """Call `fn(module)` on every submodule (children first) and on self."""
@@ -300,7 +300,7 @@ class Module:
                 for name, p in m._parameters.items():
                     if p is None:
                         continue
-                    p.data = fn(p).data
+                    p._data = fn(p)._data
                     if p.grad is not None:
                         p.grad = fn(p.grad)
                 for name, b in m._buffers.items():
@@ -360,10 +360,10 @@ class Module:
             if k in state_dict:
                 value = state_dict[k]
                 shape = tuple(getattr(value, "shape", ()))
-                if shape != tuple(target.data.shape):
+                if shape != tuple(target._data.shape):
                     mismatched.append(f"size mismatch for {k}: copying a param with shape "
                                       f"{list(shape)} from checkpoint, the shape in current "
-                                      f"model is {list(target.data.shape)}.")
+                                      f"model is {list(target._data.shape)}.")
         errors = list(mismatched)
         if strict:
             if missing:

@@ -175,18 +175,18 @@ def _flat_indices(taps, in_size, ksize, stride, padding, dilation):
 def _max_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
               nd):
     x, unbatched = with_batch_dim(input, nd)
-    if x.data.ndim != nd + 2:
+    if x._data.ndim != nd + 2:
         raise RuntimeError(f"{op}: Expected {nd + 1}D or {nd + 2}D input, got "
-                           f"{list(input.data.shape)}")
-    ksize, stride, pads, dil, out = _pool_geometry(op, x.data, kernel_size, stride, padding,
+                           f"{list(input._data.shape)}")
+    ksize, stride, pads, dil, out = _pool_geometry(op, x._data, kernel_size, stride, padding,
                                                    dilation, ceil_mode, nd)
     geom = dict(ksize=ksize, stride=stride, padding=pads, dilation=dil, out_size=out)
     if not return_indices:
         y = MaxPoolNd.apply(x, **geom)
         return y.squeeze(0) if unbatched else y
-    taps = _window_max(MaxPoolNd(), x.data, **geom, out=None)[1]  # a node for its scratch
+    taps = _window_max(MaxPoolNd(), x._data, **geom, out=None)[1]  # a node for its scratch
     y = MaxPoolNd.apply(x, taps=taps, **geom)
-    idx = _flat_indices(taps, x.data.shape[2:], ksize, stride, pads, dil)
+    idx = _flat_indices(taps, x._data.shape[2:], ksize, stride, pads, dil)
     return (y.squeeze(0), idx.squeeze(0)) if unbatched else (y, idx)
 
 
@@ -219,22 +219,22 @@ def _divisor(xp, sizes, ksize, stride, pads, out, count_include_pad, dtype):
 def _avg_pool(op, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override, nd):
     x, unbatched = with_batch_dim(input, nd)
-    if x.data.ndim != nd + 2:
+    if x._data.ndim != nd + 2:
         raise RuntimeError(f"{op}: Expected {nd + 1}D or {nd + 2}D input, got "
-                           f"{list(input.data.shape)}")
-    ksize, stride, pads, dil, out = _pool_geometry(op, x.data, kernel_size, stride, padding, 1,
+                           f"{list(input._data.shape)}")
+    ksize, stride, pads, dil, out = _pool_geometry(op, x._data, kernel_size, stride, padding, 1,
                                                    ceil_mode, nd)
-    xp = array_module(x.data)
-    n, c, *sizes = x.data.shape
+    xp = array_module(x._data)
+    n, c, *sizes = x._data.shape
     # Window sums as a one-channel convolution with a kernel of ones over all N*C planes.
-    ones = Tensor._make(xp.ones((1, 1) + ksize, dtype=x.data.dtype))
+    ones = Tensor._make(xp.ones((1, 1) + ksize, dtype=x._data.dtype))
     sums = ConvNd.apply(x.reshape((n * c, 1) + tuple(sizes)), ones, None, stride=stride,
                         padding=pads, dilation=dil, groups=1).reshape((n, c) + out)
     if divisor_override:
         y = sums / divisor_override
     else:
         y = sums * Tensor._make(_divisor(xp, sizes, ksize, stride, pads, out,
-                                         count_include_pad, x.data.dtype))
+                                         count_include_pad, x._data.dtype))
     return y.squeeze(0) if unbatched else y
 
 
@@ -278,16 +278,16 @@ def adaptive_avg_pool2d(input, output_size):
     """Average pooling to a fixed (H_out, W_out) (None keeps that input size), as two
     products with averaging matrices: rows (H_out, H) @ x @ columns (W, W_out)."""
     x, unbatched = with_batch_dim(input, 2)
-    if x.data.ndim != 4:
+    if x._data.ndim != 4:
         raise RuntimeError(f"adaptive_avg_pool2d: Expected 3D or 4D input, got "
-                           f"{list(input.data.shape)}")
-    h, w = x.data.shape[2:]
+                           f"{list(input._data.shape)}")
+    h, w = x._data.shape[2:]
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
     oh, ow = h if oh is None else oh, w if ow is None else ow
     if oh < 1 or ow < 1:
         raise RuntimeError(f"adaptive_avg_pool2d: output_size must be positive, got "
                            f"{output_size}")
-    xp, dtype = array_module(x.data), x.data.dtype
+    xp, dtype = array_module(x._data), x._data.dtype
     if (oh, ow) == (1, 1):
         y = x.mean((2, 3), keepdim=True)
     else:
@@ -315,13 +315,13 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if align_corners is not None:
         raise ValueError("align_corners option can only be set with the interpolating modes: "
                          "linear | bilinear | bicubic | trilinear")
-    nd = input.data.ndim - 2
+    nd = input._data.ndim - 2
     if nd < 1:
         raise ValueError(f"interpolate: expected a 3-D, 4-D or 5-D input, got "
-                         f"{list(input.data.shape)}")
+                         f"{list(input._data.shape)}")
     if (size is None) == (scale_factor is None):
         raise ValueError("only one of size or scale_factor should be defined")
-    in_size = input.data.shape[2:]
+    in_size = input._data.shape[2:]
     if size is not None:
         out_size = as_tuple(size, nd, "size")
         scales = [n / o for n, o in zip(in_size, out_size)]
@@ -334,12 +334,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         out_size = tuple(math.floor(n * f) for n, f in zip(in_size, factors))
         scales = [n / o if recompute_scale_factor else 1.0 / f
                   for n, o, f in zip(in_size, out_size, factors)]
-    xp = array_module(input.data)
+    xp = array_module(input._data)
     y = input
     for d, (n, o, scale) in enumerate(zip(in_size, out_size, scales)):
         axis = 2 + d
         if o % n == 0 and scale == n / o:  # whole repeats: a broadcast, summed back in backward
-            shape = y.data.shape
+            shape = y._data.shape
             y = y.unsqueeze(axis + 1).expand(shape[:axis + 1] + (o // n,) + shape[axis + 1:])
             y = y.reshape(shape[:axis] + (o,) + shape[axis + 1:])
         else:

@@ -114,22 +114,22 @@ class RNNBase(Module):
     def _check_hidden(self, h, n, unbatched, what="hidden"):
         expected = (self.num_layers * self._dirs,) + (() if unbatched else (n,)) + \
             (self.hidden_size,)
-        if tuple(h.data.shape) != expected:
-            raise RuntimeError(f"Expected {what} size {expected}, got {list(h.data.shape)}")
+        if tuple(h._data.shape) != expected:
+            raise RuntimeError(f"Expected {what} size {expected}, got {list(h._data.shape)}")
 
     def forward(self, input, hx=None):
         is_lstm = self.mode == "LSTM"
-        nd = input.data.ndim
+        nd = input._data.ndim
         if nd not in (2, 3):
             raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
                              f"{nd}D instead")
         unbatched = nd == 2
         x = input.unsqueeze(1) if unbatched else \
             input.transpose(0, 1) if self.batch_first else input  # (L, N, in)
-        if x.data.shape[-1] != self.input_size:
+        if x._data.shape[-1] != self.input_size:
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
-                               f"{self.input_size}, got {x.data.shape[-1]}")
-        n = x.data.shape[1]
+                               f"{self.input_size}, got {x._data.shape[-1]}")
+        n = x._data.shape[1]
         if hx is None:
             zeros = creation.zeros(self.num_layers * self._dirs, n, self.hidden_size,
                                    dtype=input.dtype, device=input.device)
@@ -234,16 +234,16 @@ class RNNCellBase(Module):
 
     def forward(self, input, hx=None):
         is_lstm = self.mode == "LSTM"
-        if input.data.ndim not in (1, 2):
+        if input._data.ndim not in (1, 2):
             raise ValueError(f"{type(self).__name__}: Expected input to be 1D or 2D, got "
-                             f"{input.data.ndim}D instead")
-        if input.data.shape[-1] != self.input_size:
-            raise RuntimeError(f"input has inconsistent input_size: got {input.data.shape[-1]} "
+                             f"{input._data.ndim}D instead")
+        if input._data.shape[-1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input._data.shape[-1]} "
                                f"expected {self.input_size}")
-        unbatched = input.data.ndim == 1
+        unbatched = input._data.ndim == 1
         x = input.unsqueeze(0) if unbatched else input
         if hx is None:
-            zeros = creation.zeros(x.data.shape[0], self.hidden_size, dtype=input.dtype,
+            zeros = creation.zeros(x._data.shape[0], self.hidden_size, dtype=input.dtype,
                                    device=input.device)
             hx = (zeros, zeros) if is_lstm else zeros
         elif unbatched:

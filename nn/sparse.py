@@ -14,7 +14,7 @@ from dtrain.nn.parameter import Parameter
 def _embedding_samples():
     s = SampleMaker("embedding")
     idx = Tensor._make(s.rng.integers(0, 3, (2, 3)))
-    idx.data[0, 0] = idx.data[1, 2] = 1  # repeated rows accumulate
+    idx._data[0, 0] = idx._data[1, 2] = 1  # repeated rows accumulate
     # The padding row gets no gradient by design (not the true derivative), so it is left
     # out of the indices here; tests/nn checks that it stays without gradient.
     return [Sample(lambda w: embedding(idx, w), (s(4, 3),)),
@@ -36,12 +36,12 @@ class EmbeddingLookup(Op):
     def backward(self, g):
         if self.padding_idx is not None:
             keep = (self.indices != self.padding_idx)[..., None]
-            g = g * Tensor._make(keep.astype(g.data.dtype))
+            g = g * Tensor._make(keep.astype(g._data.dtype))
         return IndexGrad.apply(g, self.w_shape, self.indices), None, None
 
 
 def _check_indices(input, num):
-    idx = input.data
+    idx = input._data
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the "
                            f"following scalar types: Long, Int; but got {input.dtype} instead")
@@ -64,23 +64,23 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
         padding_idx %= num
     if max_norm is not None:
         _renorm_rows(weight, input, max_norm, norm_type)
-    return EmbeddingLookup.apply(weight, input.data, padding_idx)
+    return EmbeddingLookup.apply(weight, input._data, padding_idx)
 
 
 def _renorm_rows(weight, input, max_norm, norm_type):
     """Rescale in place the looked-up rows whose norm exceeds max_norm (as torch)."""
-    xp = array_module(weight.data)
-    rows = xp.unique(input.data.reshape(-1))
-    w = weight.data[rows]
+    xp = array_module(weight._data)
+    rows = xp.unique(input._data.reshape(-1))
+    w = weight._data[rows]
     norms = (xp.abs(w) ** norm_type).sum(axis=1, keepdims=True) ** (1.0 / norm_type)
     scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
-    weight.data[rows] = w * scale.astype(w.dtype)
+    weight._data[rows] = w * scale.astype(w.dtype)
     weight._version[0] += 1
 
 
 def one_hot(tensor, num_classes=-1):
     """int64 tensor of shape (*, num_classes) with a 1 at each index of `tensor`."""
-    idx = tensor.data
+    idx = tensor._data
     if idx.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
     xp = array_module(idx)

@@ -21,18 +21,18 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     if not tensors:
         return Tensor(0.0)
     norm_type = float(norm_type)
-    xp = array_module(tensors[0].data)
+    xp = array_module(tensors[0]._data)
     if math.isinf(norm_type):
-        total = xp.max(xp.stack([xp.abs(t.data).max() for t in tensors]))
+        total = xp.max(xp.stack([xp.abs(t._data).max() for t in tensors]))
     else:
-        parts = [(xp.abs(t.data) ** norm_type).sum() for t in tensors]
+        parts = [(xp.abs(t._data) ** norm_type).sum() for t in tensors]
         total = xp.sum(xp.stack(parts)) ** (1.0 / norm_type)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from "
                            "`parameters` is non-finite, so it cannot be clipped. To disable this "
                            "error and scale the gradients by the non-finite norm anyway, set "
                            "`error_if_nonfinite=False`")
-    return Tensor._make(xp.asarray(total, dtype=tensors[0].data.dtype))
+    return Tensor._make(xp.asarray(total, dtype=tensors[0]._data.dtype))
 
 
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
@@ -79,5 +79,5 @@ def vector_to_parameters(vec, parameters):
     offset = 0
     for p in params:
         n = p.numel()
-        p.data = vec.data[offset:offset + n].reshape(p.data.shape)
+        p._data = vec._data[offset:offset + n].reshape(p._data.shape)
         offset += n

@@ -56,7 +56,7 @@ class Adagrad(Optimizer):
     def _update(self, param, state, group):
         state_sum = self._init_state(state, param, group)
         step = count_step(state)
-        adagrad_update(param.data, param.grad.data, state_sum, step, self._scratch(param.data),
+        adagrad_update(param._data, param.grad._data, state_sum, step, self._scratch(param._data),
                        lr=group["lr"], lr_decay=group["lr_decay"],
                        weight_decay=group["weight_decay"], eps=group["eps"],
                        maximize=group["maximize"])

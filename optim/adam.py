@@ -58,8 +58,8 @@ class Adam(Optimizer):
         exp_avg = buffer(state, "exp_avg", param)
         exp_avg_sq = buffer(state, "exp_avg_sq", param)
         max_sq = buffer(state, "max_exp_avg_sq", param) if group["amsgrad"] else None
-        adam_update(param.data, param.grad.data, exp_avg, exp_avg_sq, max_sq, step,
-                    self._scratch(param.data), lr=group["lr"], betas=group["betas"],
+        adam_update(param._data, param.grad._data, exp_avg, exp_avg_sq, max_sq, step,
+                    self._scratch(param._data), lr=group["lr"], betas=group["betas"],
                     eps=group["eps"], weight_decay=group["weight_decay"],
                     amsgrad=group["amsgrad"], maximize=group["maximize"],
                     decoupled_weight_decay=group["decoupled_weight_decay"])

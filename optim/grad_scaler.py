@@ -93,7 +93,7 @@ class GradScaler:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.data
+                g = p.grad._data
                 if g.dtype == dtypes.float16.np:
                     raise ValueError("Attempting to unscale FP16 gradients.")
                 xp = backend.array_module(g)

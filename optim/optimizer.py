@@ -129,7 +129,7 @@ class Optimizer:
         return loss
 
     def _update(self, param, state, group):
-        """Update `param.data` in place from `param.grad`, with `group`'s hyperparameters."""
+        """Update `param._data` in place from `param.grad`, with `group`'s hyperparameters."""
         raise NotImplementedError(f"{type(self).__name__} must implement step() or _update()")
 
     def _scratch(self, like):
@@ -210,7 +210,7 @@ def _cast_state(param, value, key=None):
             return value.clone()
         cast = param.is_floating_point() and value.is_floating_point()
         out = value.to(device=param.device, dtype=param.dtype if cast else None)
-        return out.clone() if out.data is value.data else out
+        return out.clone() if out._data is value._data else out
     if isinstance(value, dict):
         return {k: _cast_state(param, v, k) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -251,14 +251,14 @@ def step_tensor(state):
 def count_step(state):
     """Increment `state["step"]` and return its new value as a float."""
     t = step_tensor(state)
-    t.data += 1
-    return float(t.data)
+    t._data += 1
+    return float(t._data)
 
 
 def buffer(state, name, param, fill=0.0):
     """The array of `state[name]`, created like `param` and filled with `fill` on first use."""
     t = state.get(name)
     if t is None:
-        data = array_module(param.data).full_like(param.data, fill)
+        data = array_module(param._data).full_like(param._data, fill)
         t = state[name] = Tensor._make(data)
-    return t.data
+    return t._data

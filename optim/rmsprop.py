@@ -57,8 +57,8 @@ class RMSprop(Optimizer):
         square_avg = buffer(state, "square_avg", param)
         mom = buffer(state, "momentum_buffer", param) if group["momentum"] > 0 else None
         grad_avg = buffer(state, "grad_avg", param) if group["centered"] else None
-        rmsprop_update(param.data, param.grad.data, square_avg, grad_avg, mom,
-                       self._scratch(param.data), lr=group["lr"], alpha=group["alpha"],
+        rmsprop_update(param._data, param.grad._data, square_avg, grad_avg, mom,
+                       self._scratch(param._data), lr=group["lr"], alpha=group["alpha"],
                        eps=group["eps"], weight_decay=group["weight_decay"],
                        momentum=group["momentum"], centered=group["centered"],
                        maximize=group["maximize"])

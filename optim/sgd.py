@@ -50,8 +50,8 @@ class SGD(Optimizer):
 
     def _update(self, param, state, group):
         old = state.get("momentum_buffer")
-        buf = sgd_update(param.data, param.grad.data, None if old is None else old.data,
-                         self._scratch(param.data), lr=group["lr"], momentum=group["momentum"],
+        buf = sgd_update(param._data, param.grad._data, None if old is None else old._data,
+                         self._scratch(param._data), lr=group["lr"], momentum=group["momentum"],
                          dampening=group["dampening"], weight_decay=group["weight_decay"],
                          nesterov=group["nesterov"], maximize=group["maximize"])
         if old is None and buf is not None:

@@ -81,9 +81,9 @@ def keep_shape(shape, axes):
 
 def as_array_arg(v):
     """Unwrap a Tensor used as a constant (index, mask, bound) into its array."""
-    return v.data if isinstance(v, Tensor) else v
+    return v._data if isinstance(v, Tensor) else v
 
 
 def float_dtype_of(t, op):
-    if t.data.dtype.kind != "f":
+    if t._data.dtype.kind != "f":
         raise RuntimeError(f"{op}(): expected a floating point input, got {t.dtype}")

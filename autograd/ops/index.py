@@ -19,7 +19,7 @@ def normalize_key(key, xp):
 
 def _key_item(k, xp):
     if isinstance(k, Tensor):
-        k = k.data
+        k = k._data
     elif isinstance(k, list):
         k = xp.asarray(k)
     else:
@@ -63,7 +63,7 @@ class Index(Op):
 def _index_grad_samples():
     s = SampleMaker("index_grad")
     idx = Tensor._make(s.rng.integers(0, 4, (6,)))
-    return [Sample(lambda g: IndexGrad.apply(g, (4, 3), idx.data), (s(6, 3),)),
+    return [Sample(lambda g: IndexGrad.apply(g, (4, 3), idx._data), (s(6, 3),)),
             Sample(lambda g: IndexGrad.apply(g, (4, 3), (slice(1, 3), 2)), (s(2),))]
 
 
@@ -119,7 +119,7 @@ class IndexPut(Op):
         gv = None
         if nv:
             gv = g[self.key]
-            extra = len(self.v_shape) - gv.data.ndim  # leading size-1 dims of the value
+            extra = len(self.v_shape) - gv._data.ndim  # leading size-1 dims of the value
             gv = sum_to(gv, self.v_shape[max(extra, 0):]).reshape(self.v_shape)
         return gx, gv, None
 
@@ -134,7 +134,7 @@ def fit_value(v, target):
 
 
 def _check_gather_index(op, input, dim, index, src=None):
-    x, idx = input.data, index.data
+    x, idx = input._data, index._data
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"{op}(): Expected dtype int64 for index, got {index.dtype}")
     if idx.ndim != x.ndim:
@@ -145,9 +145,9 @@ def _check_gather_index(op, input, dim, index, src=None):
             raise RuntimeError(f"Size does not match at dimension {d} expected index "
                                f"{list(idx.shape)} to be smaller than self {list(x.shape)} "
                                f"apart from dimension {dim}")
-    if src is not None and any(i > s for i, s in zip(idx.shape, src.data.shape)):
+    if src is not None and any(i > s for i, s in zip(idx.shape, src._data.shape)):
         raise RuntimeError(f"Expected index {list(idx.shape)} to be smaller than src "
-                           f"{list(src.data.shape)} in every dimension ({op})")
+                           f"{list(src._data.shape)} in every dimension ({op})")
 
 
 def _along(xp, index, dim):
@@ -173,7 +173,7 @@ class Gather(Op):
         return x[_along(xp, index, dim)]
 
     def backward(self, g):
-        zeros = Tensor._make(array_module(g.data).zeros(self.in_shape, dtype=g.data.dtype))
+        zeros = Tensor._make(array_module(g._data).zeros(self.in_shape, dtype=g._data.dtype))
         return (ScatterAdd.apply(zeros, self.dim, Tensor._make(self.index), g), None, None)
 
 
@@ -207,31 +207,31 @@ class ScatterAdd(Op):
 
 # -- public functions ---------------------------------------------------------------------
 def getitem(input, key):
-    return Index.apply(input, normalize_key(key, array_module(input.data)))
+    return Index.apply(input, normalize_key(key, array_module(input._data)))
 
 
 def gather(input, dim, index):
-    d = norm_dim(dim, input.data.ndim, "gather")
+    d = norm_dim(dim, input._data.ndim, "gather")
     _check_gather_index("gather", input, d, index)
     return Gather.apply(input, d, index)
 
 
 def scatter_add(input, dim, index, src):
-    d = norm_dim(dim, input.data.ndim, "scatter_add")
+    d = norm_dim(dim, input._data.ndim, "scatter_add")
     _check_gather_index("scatter_add", input, d, index, src)
     return ScatterAdd.apply(input, d, index, src)
 
 
 def index_select(input, dim, index):
-    if index.data.ndim > 1:
+    if index._data.ndim > 1:
         raise IndexError("index_select(): Index is supposed to be a vector")
-    d = norm_dim(dim, input.data.ndim, "index_select")
+    d = norm_dim(dim, input._data.ndim, "index_select")
     return getitem(input, (slice(None),) * d + (index,))
 
 
 def masked_fill(input, mask, value):
     """`input` with `value` where the boolean `mask` (broadcastable) is True."""
-    if mask.data.dtype.kind != "b":
+    if mask._data.dtype.kind != "b":
         raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
                            f"{mask.dtype}")
     return where(mask, value, input)

@@ -34,14 +34,14 @@ class Matmul(Op):
         a, b = self.inputs
         na, nb = self.needs_input_grad
         # Treat 1-D operands as matrices (a row, b a column) and g accordingly.
-        a2 = a.unsqueeze(0) if a.data.ndim == 1 else a
-        b2 = b.unsqueeze(-1) if b.data.ndim == 1 else b
-        if b.data.ndim == 1:
+        a2 = a.unsqueeze(0) if a._data.ndim == 1 else a
+        b2 = b.unsqueeze(-1) if b._data.ndim == 1 else b
+        if b._data.ndim == 1:
             g = g.unsqueeze(-1)
-        if a.data.ndim == 1:
+        if a._data.ndim == 1:
             g = g.unsqueeze(-2)
-        ga = (g @ b2.mT).sum_to_size(a2.data.shape).reshape(a.data.shape) if na else None
-        gb = (a2.mT @ g).sum_to_size(b2.data.shape).reshape(b.data.shape) if nb else None
+        ga = (g @ b2.mT).sum_to_size(a2._data.shape).reshape(a._data.shape) if na else None
+        gb = (a2.mT @ g).sum_to_size(b2._data.shape).reshape(b._data.shape) if nb else None
         return ga, gb
 
 
@@ -50,26 +50,26 @@ def matmul(input, other):
 
 
 def mm(input, mat2):
-    if input.data.ndim != 2 or mat2.data.ndim != 2:
-        raise RuntimeError(f"mm: expected 2-D tensors, got {input.data.ndim}-D and "
-                           f"{mat2.data.ndim}-D")
+    if input._data.ndim != 2 or mat2._data.ndim != 2:
+        raise RuntimeError(f"mm: expected 2-D tensors, got {input._data.ndim}-D and "
+                           f"{mat2._data.ndim}-D")
     return Matmul.apply(*autocast_args(input, mat2))
 
 
 def bmm(input, mat2):
-    if input.data.ndim != 3 or mat2.data.ndim != 3:
-        raise RuntimeError(f"bmm: expected 3-D tensors, got {input.data.ndim}-D and "
-                           f"{mat2.data.ndim}-D")
-    if input.data.shape[0] != mat2.data.shape[0]:
-        raise RuntimeError(f"bmm: batch sizes differ: {input.data.shape[0]} and "
-                           f"{mat2.data.shape[0]}")
+    if input._data.ndim != 3 or mat2._data.ndim != 3:
+        raise RuntimeError(f"bmm: expected 3-D tensors, got {input._data.ndim}-D and "
+                           f"{mat2._data.ndim}-D")
+    if input._data.shape[0] != mat2._data.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {input._data.shape[0]} and "
+                           f"{mat2._data.shape[0]}")
     return Matmul.apply(*autocast_args(input, mat2))
 
 
 def dot(input, other):
-    if input.data.ndim != 1 or other.data.ndim != 1:
+    if input._data.ndim != 1 or other._data.ndim != 1:
         raise RuntimeError("1D tensors expected, but got "
-                           f"{input.data.ndim}D and {other.data.ndim}D tensors")
+                           f"{input._data.ndim}D and {other._data.ndim}D tensors")
     return Matmul.apply(input, other)
 
 

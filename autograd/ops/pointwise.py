@@ -563,23 +563,23 @@ bitwise_not = _nondiff("bitwise_not", "invert", 1, ints=True)
 
 def nonzero(input, *, as_tuple=False):
     """Indices of non-zero elements: an (n, ndim) int64 tensor, or a tuple of 1-D tensors."""
-    xp = array_module(input.data)
-    idx = xp.nonzero(input.data)
+    xp = array_module(input._data)
+    idx = xp.nonzero(input._data)
     if as_tuple:
         return tuple(Tensor._make(i) for i in idx)
     return Tensor._make(xp.stack(idx, axis=1) if idx else xp.zeros((0, 0), dtype="int64"))
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-    xp = array_module(input.data)
-    return bool(xp.allclose(input.data, as_array_arg(other), rtol, atol, equal_nan))
+    xp = array_module(input._data)
+    return bool(xp.allclose(input._data, as_array_arg(other), rtol, atol, equal_nan))
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-    xp = array_module(input.data)
-    return Tensor._make(xp.isclose(input.data, as_array_arg(other), rtol, atol, equal_nan))
+    xp = array_module(input._data)
+    return Tensor._make(xp.isclose(input._data, as_array_arg(other), rtol, atol, equal_nan))
 
 
 def equal(input, other):
     """True when both tensors have the same shape and elements."""
-    return input.data.shape == other.data.shape and bool((input.data == other.data).all())
+    return input._data.shape == other._data.shape and bool((input._data == other._data).all())

@@ -61,13 +61,13 @@ class Prod(_Reduction):
 
     def backward(self, g):
         x = self.inputs[0]
-        xp = array_module(x.data)
+        xp = array_module(x._data)
         out = self._expand_grad(self.output, self.keepdim)
-        if not bool(xp.any(x.data == 0)):
+        if not bool(xp.any(x._data == 0)):
             return (self._expand_grad(g, self.keepdim) * out / x, None, None)
         # NOTE: with zeros, the product of the *other* elements comes from exclusive
         # cumulative products (no division by zero); this path is first-order only.
-        moved = xp.moveaxis(x.data, self.axes, range(-len(self.axes), 0))
+        moved = xp.moveaxis(x._data, self.axes, range(-len(self.axes), 0))
         flat = moved.reshape(moved.shape[:moved.ndim - len(self.axes)] + (-1,))
         ones = xp.ones_like(flat[..., :1])
         left = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], -1), -1)
@@ -167,22 +167,22 @@ class LogSoftmax(Op):
 def sum(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
-    elif input.data.dtype.kind in "bi" and input.data.dtype.itemsize < 8:
+    elif input._data.dtype.kind in "bi" and input._data.dtype.itemsize < 8:
         input = input.to(dtypes.int64)  # torch sums small ints and bools in int64
     return Sum.apply(input, dim, keepdim)
 
 
 def _count(input, dim):
     n = 1
-    for a in norm_dims(dim, input.data.ndim, "mean"):
-        n *= input.data.shape[a]
+    for a in norm_dims(dim, input._data.ndim, "mean"):
+        n *= input._data.shape[a]
     return n
 
 
 def mean(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
-    if input.data.dtype.kind != "f":
+    if input._data.dtype.kind != "f":
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a "
                            f"floating point or complex dtype. Got: {input.dtype}")
     return Sum.apply(input, dim, keepdim) / _count(input, dim)
@@ -242,9 +242,9 @@ def _extreme(input, dim, keepdim, other, reduce_all, pairwise, arg):
     if dim is None:
         return reduce_all(input, None, False)
     idx = arg(input, dim, keepdim=True)
-    d = norm_dim(dim, input.data.ndim, "max")
-    values = input.gather(d, idx) if input.data.ndim else input
-    if not keepdim and input.data.ndim:
+    d = norm_dim(dim, input._data.ndim, "max")
+    values = input.gather(d, idx) if input._data.ndim else input
+    if not keepdim and input._data.ndim:
         values, idx = values.squeeze(d), idx.squeeze(d)
     return ValuesIndices(values, idx)
 
@@ -274,12 +274,12 @@ register_composite("max_dim", _max_dim_samples)
 
 def _arg(fn):
     def arg(input, dim=None, keepdim=False):
-        xp = array_module(input.data)
+        xp = array_module(input._data)
         if dim is None:
-            out = getattr(xp, fn)(input.data.reshape(-1))
-            return Tensor._make(out.reshape((1,) * input.data.ndim) if keepdim else out)
-        d = norm_dim(dim, input.data.ndim, fn)
-        return Tensor._make(getattr(xp, fn)(input.data, axis=d, keepdims=keepdim))
+            out = getattr(xp, fn)(input._data.reshape(-1))
+            return Tensor._make(out.reshape((1,) * input._data.ndim) if keepdim else out)
+        d = norm_dim(dim, input._data.ndim, fn)
+        return Tensor._make(getattr(xp, fn)(input._data, axis=d, keepdims=keepdim))
     arg.__name__ = fn
     arg.__doc__ = f"Indices of the {fn[3:]}imum values (no gradient)."
     return arg
@@ -297,7 +297,7 @@ def _check_dim(input, dim, name):
     if dim is None:
         raise TypeError(f"{name}() missing required argument 'dim' (implicit dim is deprecated "
                         "in PyTorch and not supported)")
-    return norm_dim(dim, input.data.ndim, name)
+    return norm_dim(dim, input._data.ndim, name)
 
 
 def softmax(input, dim, dtype=None):
@@ -313,15 +313,15 @@ def log_softmax(input, dim, dtype=None):
 
 
 def all(input, dim=None, keepdim=False):
-    xp = array_module(input.data)
-    return Tensor._make(xp.all(input.data, axis=dim, keepdims=keepdim))
+    xp = array_module(input._data)
+    return Tensor._make(xp.all(input._data, axis=dim, keepdims=keepdim))
 
 
 def any(input, dim=None, keepdim=False):
-    xp = array_module(input.data)
-    return Tensor._make(xp.any(input.data, axis=dim, keepdims=keepdim))
+    xp = array_module(input._data)
+    return Tensor._make(xp.any(input._data, axis=dim, keepdims=keepdim))
 
 
 def count_nonzero(input, dim=None):
-    xp = array_module(input.data)
-    return Tensor._make(xp.asarray(xp.count_nonzero(input.data, axis=dim), dtype="int64"))
+    xp = array_module(input._data)
+    return Tensor._make(xp.asarray(xp.count_nonzero(input._data, axis=dim), dtype="int64"))

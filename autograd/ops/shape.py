@@ -81,7 +81,7 @@ class SumToSize(Op):
 
 def sum_to(g, shape):
     """`g` summed down to `shape` (undoes broadcasting); `g` itself when already that shape."""
-    return g if g.data.shape == shape else SumToSize.apply(g, shape)
+    return g if g._data.shape == shape else SumToSize.apply(g, shape)
 
 
 def _cat_samples():
@@ -133,7 +133,7 @@ class Split(Op):
 
     def backward(self, *grads):
         present = next(g for g in grads if g is not None)
-        xp = array_module(present.data)
+        xp = array_module(present._data)
         parts = []
         for g, n in zip(grads, self.sizes):
             if g is None:
@@ -181,7 +181,7 @@ def _size_args(shape):
 
 def reshape(input, *shape):
     shape = _size_args(shape)
-    if shape == input.data.shape:
+    if shape == input._data.shape:
         return input
     return Reshape.apply(input, shape)
 
@@ -189,8 +189,8 @@ def reshape(input, *shape):
 def view(input, *shape):
     """Reshape without copying; an error (as in PyTorch) when the strides do not allow it."""
     out = reshape(input, *shape)
-    owner, d = out.data.base, input.data
-    if out is not input and out.data.size and not (owner is d or (owner is not None
+    owner, d = out._data.base, input._data
+    if out is not input and out._data.size and not (owner is d or (owner is not None
                                                                   and owner is d.base)):
         raise RuntimeError("view size is not compatible with input tensor's size and stride (at "
                            "least one dimension spans across two contiguous subspaces). Use "
@@ -199,34 +199,34 @@ def view(input, *shape):
 
 
 def flatten(input, start_dim=0, end_dim=-1):
-    nd = input.data.ndim
+    nd = input._data.ndim
     if nd == 0:
         return reshape(input, 1)
     s, e = norm_dim(start_dim, nd, "flatten"), norm_dim(end_dim, nd, "flatten")
     if s > e:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
-    shape = input.data.shape
+    shape = input._data.shape
     return reshape(input, shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
 
 
 def unflatten(input, dim, sizes):
-    d = norm_dim(dim, input.data.ndim, "unflatten")
-    shape = input.data.shape
+    d = norm_dim(dim, input._data.ndim, "unflatten")
+    shape = input._data.shape
     return reshape(input, shape[:d] + tuple(sizes) + shape[d + 1:])
 
 
 def permute(input, *dims):
     dims = _size_args(dims)
-    if len(dims) != input.data.ndim:
+    if len(dims) != input._data.ndim:
         raise RuntimeError(f"permute(): number of dims don't match: input.dim() = "
-                           f"{input.data.ndim} is not equal to len(dims) = {len(dims)}")
-    norm_dims(dims, input.data.ndim, "permute")  # range and repeats
-    dims = tuple(norm_dim(d, input.data.ndim, "permute") for d in dims)
+                           f"{input._data.ndim} is not equal to len(dims) = {len(dims)}")
+    norm_dims(dims, input._data.ndim, "permute")  # range and repeats
+    dims = tuple(norm_dim(d, input._data.ndim, "permute") for d in dims)
     return Permute.apply(input, dims)
 
 
 def transpose(input, dim0, dim1):
-    nd = input.data.ndim
+    nd = input._data.ndim
     if nd < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return input
     d0, d1 = norm_dim(dim0, nd, "transpose"), norm_dim(dim1, nd, "transpose")
@@ -239,29 +239,29 @@ swapaxes = swapdims = transpose
 
 
 def t(input):
-    if input.data.ndim > 2:
+    if input._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
-                           f"{input.data.ndim}D")
-    return transpose(input, 0, -1) if input.data.ndim == 2 else input
+                           f"{input._data.ndim}D")
+    return transpose(input, 0, -1) if input._data.ndim == 2 else input
 
 
 def squeeze(input, dim=None):
-    shape = input.data.shape
+    shape = input._data.shape
     if dim is None:
         return reshape(input, tuple(s for s in shape if s != 1))
-    dims = norm_dims(dim, input.data.ndim, "squeeze")
+    dims = norm_dims(dim, input._data.ndim, "squeeze")
     return reshape(input, tuple(s for i, s in enumerate(shape) if not (i in dims and s == 1)))
 
 
 def unsqueeze(input, dim):
-    d = norm_dim(dim, input.data.ndim + 1, "unsqueeze")
-    shape = input.data.shape
+    d = norm_dim(dim, input._data.ndim + 1, "unsqueeze")
+    shape = input._data.shape
     return reshape(input, shape[:d] + (1,) + shape[d:])
 
 
 def expand(input, *sizes):
     sizes = _size_args(sizes)
-    shape = input.data.shape
+    shape = input._data.shape
     if len(sizes) < len(shape):
         raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater "
                            f"or equal to the number of dimensions in the tensor ({len(shape)})")
@@ -284,14 +284,14 @@ def broadcast_to(input, size):
 
 
 def expand_as(input, other):
-    return expand(input, *other.data.shape)
+    return expand(input, *other._data.shape)
 
 
 def sum_to_size(input, *size):
     size = _size_args(size)
-    if size == input.data.shape:
+    if size == input._data.shape:
         return input
-    shape = input.data.shape
+    shape = input._data.shape
     if len(size) > len(shape) or any(s not in (1, shape[len(shape) - len(size) + i])
                                      for i, s in enumerate(size)):
         raise RuntimeError(f"size {list(size)} is not expandable to size {list(shape)}")
@@ -302,10 +302,10 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("cat(): expected a non-empty list of Tensors")
-    ref = tensors[0].data
+    ref = tensors[0]._data
     d = norm_dim(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors[1:], 1):
-        s = t.data.shape
+        s = t._data.shape
         if len(s) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(s, ref.shape))
                                      if j != d):
             raise RuntimeError(f"cat(): Sizes of tensors must match except in dimension {d}. "
@@ -321,24 +321,24 @@ def stack(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
-    shape = tensors[0].data.shape
+    shape = tensors[0]._data.shape
     for i, t in enumerate(tensors):
-        if t.data.shape != shape:
+        if t._data.shape != shape:
             raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shape)}"
-                               f" at entry 0 and {list(t.data.shape)} at entry {i}")
+                               f" at entry 0 and {list(t._data.shape)} at entry {i}")
     d = norm_dim(dim, len(shape) + 1, "stack")
     return cat([unsqueeze(t, d) for t in tensors], d)
 
 
 def narrow(input, dim, start, length):
-    d = norm_dim(dim, input.data.ndim, "narrow")
+    d = norm_dim(dim, input._data.ndim, "narrow")
     return input[(slice(None),) * d + (slice(start, start + length),)]
 
 
 def split(tensor, split_size_or_sections, dim=0):
     """Views of consecutive pieces along `dim`: equal pieces of a size, or given sizes."""
-    d = norm_dim(dim, tensor.data.ndim, "split")
-    n = tensor.data.shape[d]
+    d = norm_dim(dim, tensor._data.ndim, "split")
+    n = tensor._data.shape[d]
     if isinstance(split_size_or_sections, int):
         step = split_size_or_sections
         sizes = [min(step, n - i) for i in range(0, n, step)] if step else [0]
@@ -352,24 +352,24 @@ def split(tensor, split_size_or_sections, dim=0):
 
 
 def chunk(input, chunks, dim=0):
-    d = norm_dim(dim, input.data.ndim, "chunk")
-    n = input.data.shape[d]
+    d = norm_dim(dim, input._data.ndim, "chunk")
+    n = input._data.shape[d]
     return split(input, max(1, -(-n // chunks)), d)
 
 
 def unbind(input, dim=0):
     """The slices along `dim`, each without that dim."""
-    d = norm_dim(dim, input.data.ndim, "unbind")
-    shape = input.data.shape[:d] + input.data.shape[d + 1:]
+    d = norm_dim(dim, input._data.ndim, "unbind")
+    shape = input._data.shape[:d] + input._data.shape[d + 1:]
     return tuple(p.reshape(shape) for p in split(input, 1, d))
 
 
 def pad(input, pad, mode="constant", value=None):
     """Constant padding, last dim first: `pad=(left, right, top, bottom, ...)`."""
-    if len(pad) % 2 or len(pad) // 2 > input.data.ndim:
+    if len(pad) % 2 or len(pad) // 2 > input._data.ndim:
         raise RuntimeError(f"Padding length must be divisible by 2 and at most twice the number "
                            f"of dimensions of the input; got {len(pad)} for a "
-                           f"{input.data.ndim}-d input")
+                           f"{input._data.ndim}-d input")
     if mode != "constant":
         raise NotImplementedError(f"pad mode {mode!r} (only 'constant' in dtrain.pad)")
     if any(p < 0 for p in pad):
@@ -382,4 +382,4 @@ def clone(input):
 
 
 def contiguous(input):
-    return input if input.data.flags.c_contiguous else Clone.apply(input)
+    return input if input._data.flags.c_contiguous else Clone.apply(input)

@@ -76,7 +76,7 @@ def test_grad_modes_as_context_managers_and_decorators():
 def test_detach_shares_data_and_stops_gradients():
     x = leaf(1.0, 2.0)
     d = x.detach()
-    assert not d.requires_grad and d.data is x.data
+    assert not d.requires_grad and d._data is x._data
     (x * d).sum().backward()
     assert x.grad.tolist() == [1.0, 2.0]
 
@@ -200,7 +200,7 @@ def test_post_accumulate_grad_hook_sees_the_accumulated_grad():
 def test_leaf_gradients_never_share_memory():
     a, b = leaf(1.0, 2.0), leaf(3.0, 4.0)
     (a + b).sum().backward()
-    a.grad.data[0] = 99.0
+    a.grad._data[0] = 99.0
     assert b.grad.tolist() == [1.0, 1.0]
 
 

@@ -38,7 +38,7 @@ for dtype in (np.float32, np.float64, np.int64, np.int32, np.float16, bool):
             tol = 1e-3 if dtype == np.float16 else 1e-7
             np.testing.assert_allclose(t.cpu().numpy(), expected, rtol=tol,
                                        err_msg=f"all_reduce {name} {dtype} {shape}")
-            assert t.data.dtype == np.dtype(dtype)
+            assert t._data.dtype == np.dtype(dtype)
 
         t = dt.tensor(rank_values(r, shape, dtype))
         dist.broadcast(t, src=n - 1)

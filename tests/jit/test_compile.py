@@ -21,7 +21,7 @@ def test_guards_record_again_for_a_new_batch_size():
     with dt.no_grad():
         for n in (5, 5, 5, 7, 7, 7, 5):
             x = _t(n, 3, seed=n)
-            np.testing.assert_allclose(compiled(x).data, model(x).data, rtol=1e-12)
+            np.testing.assert_allclose(compiled(x)._data, model(x)._data, rtol=1e-12)
     assert sorted(g.values[g.inputs[0]].shape for g in compiled.graphs) == [(5, 3), (7, 3)]
 
 
@@ -49,8 +49,8 @@ def test_fallback_eager_runs_the_call_eagerly_and_warns_once():
     with pytest.warns(RuntimeWarning,
                       match=r"running eagerly .*Tensor.item\(\) was called on a traced tensor"):
         got = compiled(x)
-    np.testing.assert_allclose(got.data, f(x).data)
-    np.testing.assert_allclose(compiled(z).data, f(z).data)  # no warning, no graph
+    np.testing.assert_allclose(got._data, f(x)._data)
+    np.testing.assert_allclose(compiled(z)._data, f(z)._data)  # no warning, no graph
     assert compiled.graphs == []
 
 
@@ -70,7 +70,7 @@ def test_constants_made_inside_the_function_are_folded():
     compiled = dt.compile(f)
     for seed in range(3):
         x = _t(4, seed=seed)
-        np.testing.assert_allclose(compiled(x).data, f(x).data)
+        np.testing.assert_allclose(compiled(x)._data, f(x)._data)
     graph, = compiled.graphs
     assert [n.name() for n in graph.nodes] == ["mul"]  # ones * 3 and exp folded
 
@@ -85,11 +85,11 @@ def test_cse_and_dce():
     compiled = dt.compile(f, passes=("cse", "dce"))
     x = _t(3)
     for _ in range(3):
-        np.testing.assert_allclose(compiled(x).data, f(x).data)
+        np.testing.assert_allclose(compiled(x)._data, f(x)._data)
     assert [n.name() for n in compiled.graphs[0].nodes] == ["mul", "tanh", "add"]
     plain = dt.compile(f, passes=())
     for _ in range(3):
-        np.testing.assert_array_equal(plain(x).data, compiled(x).data)
+        np.testing.assert_array_equal(plain(x)._data, compiled(x)._data)
     assert len(plain.graphs[0].nodes) == 7
 
 
@@ -104,7 +104,7 @@ def test_print_graph_and_trace():
         "  %4 = sum(%3, -1, False)  # float64[3]",
         "  return %4"]
     x = _t(3, 2, seed=5)
-    np.testing.assert_allclose(traced(x).data, (x @ w).relu().sum(-1).data)
+    np.testing.assert_allclose(traced(x)._data, (x @ w).relu().sum(-1)._data)
     with pytest.raises(RuntimeError, match=r"traced for inputs \[3, 2\] float64, got \[4, 2\]"):
         traced(_t(4, 2))
 
@@ -115,13 +115,13 @@ def test_captured_parameters_are_read_live():
     x = dt.tensor([1.0, 1.0], dtype=dt.float64)
     for _ in range(2):
         compiled(x)
-    w.data[:] = [5.0, 7.0]  # in place, as optimizers update
-    np.testing.assert_array_equal(compiled(x).data, [5.0, 7.0])
+    w._data[:] = [5.0, 7.0]  # in place, as optimizers update
+    np.testing.assert_array_equal(compiled(x)._data, [5.0, 7.0])
     w.requires_grad_(True)  # a guard: recorded again, now replayed through autograd
     for _ in range(3):
         out = compiled(x)
     out.sum().backward()
-    np.testing.assert_array_equal(w.grad.data, [1.0, 1.0])
+    np.testing.assert_array_equal(w.grad._data, [1.0, 1.0])
     assert len(compiled.entries) == 1 and len(compiled.graphs) == 1
 
 
@@ -138,8 +138,8 @@ def test_inplace_writes_are_replayed():
     compiled = dt.compile(f)
     for seed in range(5):
         x = _t(3, seed=seed)
-        np.testing.assert_allclose(compiled(x, buf).data, f(x, twin).data)
-    np.testing.assert_allclose(buf.data, twin.data)
+        np.testing.assert_allclose(compiled(x, buf)._data, f(x, twin)._data)
+    np.testing.assert_allclose(buf._data, twin._data)
     assert {"write", "setitem"} <= {n.kind for n in compiled.graphs[0].nodes}
 
 
@@ -149,7 +149,7 @@ def test_hooks_and_backward_callbacks_fire_in_replay():
     events = []
 
     def hook(p):
-        events.append(("hook", p.grad.data.copy()))
+        events.append(("hook", p.grad._data.copy()))
         engine.queue_callback(lambda: events.append(("callback", None)))
     w.register_post_accumulate_grad_hook(hook)
 
@@ -162,7 +162,7 @@ def test_hooks_and_backward_callbacks_fire_in_replay():
         w.grad = None
         compiled(_t(3, seed=seed))
     assert [e[0] for e in events] == ["hook", "callback"] * 4
-    np.testing.assert_array_equal(events[-2][1], _t(3, seed=3).data)
+    np.testing.assert_array_equal(events[-2][1], _t(3, seed=3)._data)
     kinds = [n.kind for n in compiled.graphs[0].nodes]
     assert kinds[-2:] == ["accumulate", "callbacks"]
 
@@ -173,11 +173,11 @@ def test_gradient_accumulation_across_replays():
     xs = [_t(2, seed=s) for s in range(4)]
     for x in xs:
         compiled(x)
-    got = w.grad.data.copy()
+    got = w.grad._data.copy()
     w.grad = None
     for x in xs:
         ((w * x).tanh().sum()).backward()
-    np.testing.assert_allclose(got, w.grad.data, rtol=1e-12)
+    np.testing.assert_allclose(got, w.grad._data, rtol=1e-12)
 
 
 @pytest.mark.parametrize("passes, bound, buffers", [
@@ -197,7 +197,7 @@ def test_replay_after_warm_up_allocates_no_arrays(passes, bound, buffers, extra_
     with dt.no_grad():
         for _ in range(2):
             compiled(x, w)
-        np.testing.assert_allclose(compiled(x, w).data, f(x, w).data, rtol=1e-12)
+        np.testing.assert_allclose(compiled(x, w)._data, f(x, w)._data, rtol=1e-12)
         compiled(x, w)
         peak = extra_peak(lambda: compiled(x, w))
     if passes:
@@ -214,7 +214,7 @@ def test_nested_compiled_functions_are_inlined():
     outer = dt.compile(lambda x: inner(x) + 1)
     x = _t(3)
     for _ in range(3):
-        np.testing.assert_allclose(outer(x).data, np.exp(x.data) + 1)
+        np.testing.assert_allclose(outer(x)._data, np.exp(x._data) + 1)
     assert [n.name() for n in outer.graphs[0].nodes] == ["exp", "add"]
     assert inner.graphs == []
 
@@ -251,7 +251,7 @@ def test_inplace_ops_on_intermediates_keep_gradients():
         x, twin = _t(3, seed=seed, grad=True), _t(3, seed=seed, grad=True)
         compiled(x).backward()
         f(twin).backward()
-        np.testing.assert_allclose(x.grad.data, twin.grad.data, rtol=1e-12)
+        np.testing.assert_allclose(x.grad._data, twin.grad._data, rtol=1e-12)
     kinds = [n.kind for n in compiled.graphs[0].nodes]
     assert kinds.count("copy") == 1 and kinds.count("write") == 2
 
@@ -265,7 +265,7 @@ def test_integer_casts_are_recorded():
     compiled = dt.compile(f)
     for seed in range(4):
         x = dt.tensor(np.random.default_rng(seed).uniform(-1.4, 1.4, 5))
-        np.testing.assert_array_equal(compiled(x).data, f(x).data)
+        np.testing.assert_array_equal(compiled(x)._data, f(x)._data)
     assert "cast" in [n.name() for n in compiled.graphs[0].nodes]
 
 
@@ -310,7 +310,7 @@ def test_custom_functions_replay_without_gradients_only():
     with dt.no_grad():
         for seed in range(3):
             x = _t(3, seed=seed)
-            np.testing.assert_allclose(f(x).data, x.data ** 2 / 2 + 1)
+            np.testing.assert_allclose(f(x)._data, x._data ** 2 / 2 + 1)
     with pytest.raises(dt.jit.TraceError, match="_HalfSquareBackward"):
         for seed in range(2):
             f(_t(3, seed=seed, grad=True))
@@ -328,7 +328,7 @@ def test_ops_of_other_threads_are_not_recorded():
     compiled = dt.compile(f)
     for seed in range(3):
         x = _t(2, seed=seed)
-        np.testing.assert_allclose(compiled(x).data, x.data + 1)
+        np.testing.assert_allclose(compiled(x)._data, x._data + 1)
     assert [n.name() for n in compiled.graphs[0].nodes] == ["add"]
 
 
@@ -342,8 +342,8 @@ def test_replacing_a_parameter_of_a_compiled_module_records_again():
             compiled(x)
         model.weight = nn.Parameter(dt.zeros(2, 3, dtype=dt.float64))
         for _ in range(3):
-            np.testing.assert_allclose(compiled(x).data, model(x).data)
-    np.testing.assert_allclose(compiled(x).data, np.broadcast_to(model.bias.data, (4, 2)))
+            np.testing.assert_allclose(compiled(x)._data, model(x)._data)
+    np.testing.assert_allclose(compiled(x)._data, np.broadcast_to(model.bias._data, (4, 2)))
 
 
 @pytest.mark.parametrize("passes", [dt.jit.PASSES, ()], ids=["memory_plan", "no-passes"])
@@ -356,7 +356,7 @@ def test_inference_mlp_replay_allocates_only_its_output(passes, extra_peak):
     with dt.no_grad():
         for _ in range(2):
             compiled(x)
-        np.testing.assert_allclose(compiled(x).data, model(x).data, rtol=1e-12)
+        np.testing.assert_allclose(compiled(x)._data, model(x)._data, rtol=1e-12)
         peak = extra_peak(lambda: compiled(x))
     if passes:
         # the 8 KB output, and NumPy's transient 64 KB ufunc buffer for the broadcast bias add

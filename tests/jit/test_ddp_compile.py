@@ -52,7 +52,7 @@ graph, = step.graphs
 kinds = [node.kind for node in graph.nodes]
 assert kinds.count("callbacks") == 1 and kinds.count("accumulate") == 4, kinds
 for p, q in zip(ref.parameters(), ddp.module.parameters()):
-    np.testing.assert_allclose(q.data, p.data, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(q._data, p._data, rtol=1e-10, atol=1e-12)
 import sys
 sys.stdout.write(f"<rank {r} ok>\n")
 '''

@@ -57,7 +57,7 @@ def test_round_trip_in_a_fresh_process(tmp_path):
     assert len(got) == 2
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_allclose(g.data, w.data, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(g._data, w._data, rtol=1e-6, atol=1e-7)
 
 
 def test_loaded_graph_in_process_with_gradients_and_checks(tmp_path):
@@ -73,7 +73,7 @@ def test_loaded_graph_in_process_with_gradients_and_checks(tmp_path):
     out.sum().backward()
     twin = x2.detach().requires_grad_()
     model(twin)[0].sum().backward()
-    np.testing.assert_allclose(x2.grad.data, twin.grad.data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x2.grad._data, twin.grad._data, rtol=1e-5, atol=1e-6)
     with pytest.raises(RuntimeError, match=r"traced for float32\[2, 2, 4, 4\], got "
                                            r"float32\[3, 2, 4, 4\]"):
         loaded(dt.zeros(3, 2, 4, 4))

@@ -29,8 +29,8 @@ def _check(runner, fn, inputs):
     got, want = runner(inputs), fn(*inputs)
     for g, w in zip(got if isinstance(got, tuple) else (got,),
                     want if isinstance(want, tuple) else (want,)):
-        assert g.data.dtype == w.data.dtype
-        np.testing.assert_allclose(g.data, w.data, rtol=1e-12, atol=0)
+        assert g._data.dtype == w._data.dtype
+        np.testing.assert_allclose(g._data, w._data, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("fuse", [False, True], ids=["plan", "plan-in-place"])
@@ -55,7 +55,7 @@ def test_a_fused_graph_exports_its_registry_ops(tmp_path):
     dt.jit.save(graph, tmp_path / "fused.dtj")
     loaded = dt.jit.load(tmp_path / "fused.dtj", passes=UNFUSED)
     assert [n.name() for n in loaded.graph.nodes] == ["mul", "add", "tanh", "sub", "exp", "mul"]
-    np.testing.assert_allclose(loaded(*inputs).data, f(*inputs).data, rtol=1e-12)
+    np.testing.assert_allclose(loaded(*inputs)._data, f(*inputs)._data, rtol=1e-12)
 
 
 def test_returned_intermediate_ends_a_group():
@@ -122,8 +122,8 @@ def test_a_group_never_spans_an_in_place_write():
 
     graph, before, runner = _fused(f, (_x(3),))
     assert [n.name() for n in graph.nodes] == ["mul", "mul", "write", "fused[add,mul]"]
-    x, w0 = _x(3), w.data.copy()
-    np.testing.assert_allclose(runner((x,)).data, (x.data * w0 + 1) * (2 * w0), rtol=1e-12)
+    x, w0 = _x(3), w._data.copy()
+    np.testing.assert_allclose(runner((x,))._data, (x._data * w0 + 1) * (2 * w0), rtol=1e-12)
 
 
 def test_compile_fuses_only_on_cuda(device):
@@ -133,7 +133,7 @@ def test_compile_fuses_only_on_cuda(device):
     compiled = dt.compile(f)
     x = dt.randn(5, 4, dtype=dt.float64, device=device)
     for _ in range(2):
-        np.testing.assert_allclose(dt.Tensor.cpu(compiled(x)).data,
-                                   dt.Tensor.cpu(f(x)).data, rtol=1e-12)
+        np.testing.assert_allclose(dt.Tensor.cpu(compiled(x))._data,
+                                   dt.Tensor.cpu(f(x))._data, rtol=1e-12)
     fused = [n.name() for n in compiled.graphs[0].nodes if n.name().startswith("fused[")]
     assert bool(fused) == (device == "cuda")

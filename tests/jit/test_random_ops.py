@@ -146,4 +146,4 @@ def test_training_steps_with_dropout_equal_eager_steps():
     assert graph.has_backward and _mask_ops(compiled) == 2
     np.testing.assert_allclose(got, want, rtol=1e-5)
     for (name, p), q in zip(model.named_parameters(), eager_model.parameters()):
-        np.testing.assert_allclose(p.data, q.data, rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(p._data, q._data, rtol=1e-5, atol=1e-7, err_msg=name)

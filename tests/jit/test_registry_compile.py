@@ -35,7 +35,7 @@ def _new_data(args, scale=0.9):
     out = []
     for a in args:
         if isinstance(a, Tensor):
-            data = a.data * scale if a.data.dtype.kind == "f" else a.data.copy()
+            data = a._data * scale if a._data.dtype.kind == "f" else a._data.copy()
             a = Tensor._make(data).requires_grad_(a.requires_grad)
         out.append(a)
     return out
@@ -44,7 +44,7 @@ def _new_data(args, scale=0.9):
 def _assert_same(got, want):
     for g, w in zip(_outs(got), _outs(want), strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_allclose(g.data, w.data, rtol=1e-12, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(g._data, w._data, rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
 def _leaves(args):
@@ -78,7 +78,7 @@ def _replay(compiled, *args):
 def _check_capturable(compiled, name, expected_not):
     if compiled is None:
         assert name in expected_not, (
-            f"{name} computes arrays outside the op registry (NumPy on .data, or a non-op "
+            f"{name} computes arrays outside the op registry (NumPy on ._data, or a non-op "
             f"function such as a comparison), so dt.compile cannot capture it: use registry "
             f"ops, or list it in NOT_CAPTURABLE")
     else:
@@ -111,7 +111,7 @@ def test_forward_and_grad_match_eager(name, sample, passes):
     for g, w in zip(grads, want):
         assert (g is None) == (w is None)
         if g is not None:
-            np.testing.assert_allclose(g.data, w.data, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(g._data, w._data, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name, sample", CASES)
@@ -140,5 +140,5 @@ def test_captured_backward_matches_eager(name, sample):
     for g, w in zip(got, [a.grad for a in _leaves(fresh)]):
         assert (g is None) == (w is None)
         if g is not None:
-            np.testing.assert_allclose(g.data, w.data, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(g._data, w._data, rtol=1e-12, atol=1e-12)
     assert compiled.graphs[0].has_backward

@@ -89,7 +89,7 @@ def test_compiled_steps_equal_eager_steps(make, shape, opt_name):
     assert sum(n.kind == "call" for n in graph.nodes) == 2  # zero_grad, step
     np.testing.assert_allclose(*zip(*losses), rtol=1e-6)
     for (name, p), q in zip(compiled_model.named_parameters(), eager_model.parameters()):
-        np.testing.assert_allclose(p.data, q.data, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(p._data, q._data, rtol=1e-5, atol=1e-6, err_msg=name)
     assert losses[-1][0] < losses[1][0]  # it trains (the same batch, three steps later)
 
 
@@ -107,7 +107,7 @@ def test_compiled_forward_inside_an_eager_loop_gives_eager_gradients():
             nn.functional.mse_loss(m(x), y).backward()
             opt.step()
     for p, q in zip(model.parameters(), twin.parameters()):
-        np.testing.assert_allclose(p.data, q.data, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p._data, q._data, rtol=1e-6, atol=1e-7)
     assert len(fwd.graphs) == 1
 
 
@@ -131,10 +131,10 @@ def test_batchnorm_training_is_captured_with_its_running_statistics():
     compiled = dt.compile(model)
     with dt.no_grad():
         for x in _inputs(5, seed=1):
-            np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(compiled(x)._data, twin(x)._data, rtol=1e-6, atol=1e-6)
     assert len(compiled.graphs) == 1
     for name in ("running_mean", "running_var"):
-        np.testing.assert_allclose(getattr(model[1], name).data, getattr(twin[1], name).data,
+        np.testing.assert_allclose(getattr(model[1], name)._data, getattr(twin[1], name)._data,
                                    rtol=1e-6)
     assert int(model[1].num_batches_tracked.item()) == 5
 
@@ -146,12 +146,12 @@ def test_eval_mode_is_a_separate_signature():
     compiled = dt.compile(model)
     with dt.no_grad():
         for x in _inputs(4):
-            np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(compiled(x)._data, twin(x)._data, rtol=1e-6, atol=1e-6)
         assert len(compiled.graphs) == 1
         model.train()   # a new signature: train-mode graph, with running-stat updates
         twin.train()
         for x in _inputs(3, seed=5):
-            np.testing.assert_allclose(compiled(x).data, twin(x).data, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(compiled(x)._data, twin(x)._data, rtol=1e-6, atol=1e-6)
         assert len(compiled.graphs) == 2
 
 
@@ -175,7 +175,7 @@ def test_lr_scheduler_step_inside_the_compiled_step():
         steps[0](x, y)
         compiled(x, y)
     for p, q in zip(*(m.parameters() for m in models)):
-        np.testing.assert_allclose(p.data, q.data, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p._data, q._data, rtol=1e-6, atol=1e-7)
     assert [n.target[1] for n in compiled.graphs[0].nodes if n.kind == "call"] == \
         ["zero_grad", "step", "step"]
 
@@ -203,13 +203,13 @@ def test_replayed_training_step_allocates_no_arrays(name, opt_name, extra_peak):
     compiled = dt.compile(step)
     for _ in range(4):  # two recordings, then replays: buffers, workspaces, optimizer scratch
         compiled(x, y)
-    before = [p.data.copy() for p in model.parameters()]
+    before = [p._data.copy() for p in model.parameters()]
     peak = extra_peak(lambda: compiled(x, y))
     assert eager > 1_000_000  # eager allocates every activation and gradient
     # What remains: Python objects, and NumPy's own iteration buffer (8192 elements, at most
     # 64 KiB, whatever the array sizes) that ufuncs use to cast or broadcast operands.
     assert peak < 96_000, f"a replayed step allocated {peak} bytes"
-    assert all(not np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+    assert all(not np.array_equal(p._data, b) for p, b in zip(model.parameters(), before))
 
 
 def test_gradients_and_outputs_that_the_user_keeps_are_never_overwritten(extra_peak):
@@ -231,11 +231,11 @@ def test_gradients_and_outputs_that_the_user_keeps_are_never_overwritten(extra_p
         compiled(x, y)
     kept_out = compiled(*batches[3])
     kept_grad = model[0].weight.grad
-    snapshot = kept_out.data.copy(), kept_grad.data.copy()
+    snapshot = kept_out._data.copy(), kept_grad._data.copy()
     out = compiled(*batches[4])
-    assert out.data is not kept_out.data and model[0].weight.grad.data is not kept_grad.data
-    np.testing.assert_array_equal(kept_out.data, snapshot[0])
-    np.testing.assert_array_equal(kept_grad.data, snapshot[1])
+    assert out._data is not kept_out._data and model[0].weight.grad._data is not kept_grad._data
+    np.testing.assert_array_equal(kept_out._data, snapshot[0])
+    np.testing.assert_array_equal(kept_grad._data, snapshot[1])
     # Once dropped, the arrays are reused: the steady state allocates nothing new.
     del kept_out, kept_grad, snapshot, out
     compiled(*batches[0])

@@ -156,7 +156,7 @@ def test_train_eval_flags_hooks_and_copies():
     pre.remove()
     twin = copy.deepcopy(net)
     assert all(isinstance(p, nn.Parameter) for p in twin.parameters())
-    assert twin[0].weight.data is not net[0].weight.data
+    assert twin[0].weight._data is not net[0].weight._data
     np.testing.assert_array_equal(twin[0].weight.detach().numpy(), net[0].weight.detach().numpy())
     again = pickle.loads(pickle.dumps(net))
     assert isinstance(again[4].bias, nn.Parameter)

@@ -136,11 +136,11 @@ def test_state_dict_holds_no_scratch_and_resumes_identically(cls, kwargs):
     for entry in sd["state"].values():
         assert set(entry) <= STATE_KEYS[cls]
         for value in entry.values():
-            assert not any(np.shares_memory(value.data, w) for w in work)
+            assert not any(np.shares_memory(value._data, w) for w in work)
 
     copies = make_params(shapes, dt.float32)
     for c, p in zip(copies, params):
-        c.data[...] = p.data
+        c._data[...] = p._data
     resumed = cls(copies, **kwargs)
     resumed.load_state_dict(sd)
     assert resumed._scratch_arrays == {}
