@@ -31,9 +31,14 @@ class Size(tuple):
 class Tensor:
     """An n-dimensional array on a device, optionally recording operations for autograd.
 
-    Fields: `_data` (numpy/cupy array), `requires_grad`, `grad`, `grad_fn` (the graph node
-    that made it, None for leaves), and a version counter shared with its views so that
-    in-place changes to tensors saved for backward are detected.
+    Fields: `_data` (the numpy/cupy array; internal), `requires_grad`, `grad`, `grad_fn`
+    (the graph node that made it, None for leaves), and a version counter shared with its
+    views so that in-place changes to tensors saved for backward are detected.
+
+    `data` is torch's: a Tensor on the same array outside autograd (see `Tensor.data`).
+    The backend array itself: `t.numpy()` for a CPU tensor (no copy; `t.detach().numpy()`
+    when it requires grad), or `np.asarray(t)`; a CUDA tensor first goes to the host with
+    `t.cpu()`, as in torch.
     """
 
     __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_output_nr", "_version",
@@ -69,6 +74,26 @@ class Tensor:
         t._version = [0] if version is None else version
         t.grad = t._base = t._hooks = t._post_hooks = None
         return t
+
+    # -- torch's `.data` --------------------------------------------------------------------
+    @property
+    def data(self):
+        """A new leaf Tensor on the same array (no copy), with `requires_grad=False`.
+
+        Unlike `detach()` it has its own version counter: in-place changes made through it
+        (`p.data.add_(...)`, `w.data.uniform_(...)`) are invisible to autograd, so they are
+        allowed on a leaf that requires grad and are not checked against tensors saved for
+        backward. Setting `t.data = other` makes `t` use `other`'s array (its shape, dtype
+        and device follow); `t` keeps its identity, autograd flags and version counter."""
+        return Tensor._make(self._data)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data must be set to a Tensor, got "
+                            f"{type(value).__module__}.{type(value).__name__}: wrap it in a "
+                            f"Tensor first (t.data = dt.as_tensor(array))")
+        self._data = value._data
 
     # -- metadata ---------------------------------------------------------------------------
     @property

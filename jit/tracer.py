@@ -91,8 +91,8 @@ class Tracer:
                 self.unsupported(
                     f"a tensor the function did not create ({t.dtype.name}"
                     f"{list(t.shape)}) was modified in place outside the op registry (e.g. "
-                    f"`t.data += ...`, as BatchNorm's running statistics in training mode); "
-                    f"replay would not repeat it")
+                    f"on its backend array, as SyncBatchNorm's running statistics in "
+                    f"training mode); replay would not repeat it")
                 break
         return self.graph
 

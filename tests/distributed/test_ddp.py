@@ -40,7 +40,7 @@ def sgd(model, lr=0.1):
     with dt.no_grad():
         for p in model.parameters():
             if p.grad is not None:
-                p._data -= lr * p.grad._data
+                p.data -= lr * p.grad.data
 
 def params(model):
     return {k: v.cpu().numpy().copy() for k, v in model.state_dict().items()}

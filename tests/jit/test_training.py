@@ -111,6 +111,34 @@ def test_compiled_forward_inside_an_eager_loop_gives_eager_gradients():
     assert len(fwd.graphs) == 1
 
 
+def _manual_sgd_step(model, update, lr=0.05):
+    def step(x, y):
+        model.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        for p in model.parameters():  # torch-style update through `.data`
+            if update == "add_":
+                p.data.add_(p.grad.data, alpha=-lr)
+            else:
+                p.data -= lr * p.grad.data
+        return loss
+    return step
+
+
+@pytest.mark.parametrize("update", ["add_", "isub"])
+def test_manual_update_through_data_is_captured(update):
+    dt.manual_seed(4)
+    model, twin = _mlp(), _mlp()
+    twin.load_state_dict(model.state_dict())
+    eager = _manual_sgd_step(model, update)
+    compiled = dt.compile(_manual_sgd_step(twin, update))
+    for x, y in _batches((8, 6), 3, seed=5) * 3:
+        np.testing.assert_allclose(float(compiled(x, y)), float(eager(x, y)), rtol=1e-6)
+    assert len(compiled.graphs) == 1
+    for p, q in zip(twin.parameters(), model.parameters()):
+        np.testing.assert_allclose(p.data.numpy(), q.data.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def _bn_pair():
     dt.manual_seed(2)
     model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU())

@@ -35,9 +35,9 @@ def test_mlp_learns_spirals_with_plain_sgd():
         with dt.no_grad():
             for p in model.parameters():  # SGD with momentum 0.9
                 v = velocity.get(p)
-                v = p.grad._data if v is None else 0.9 * v + p.grad._data
+                v = p.grad.data if v is None else 0.9 * v + p.grad.data
                 velocity[p] = v
-                p._data -= lr * v
+                p.data -= lr * v
     model.eval()
     with dt.no_grad():
         accuracy = (model(x).argmax(1).numpy() == y_np).mean()
