@@ -347,7 +347,7 @@ class _MultiProcessIter(_BaseIter):
         return data
 
     def _shutdown_workers(self):
-        """Ask workers to exit, wait a little, terminate stragglers, close the queues."""
+        """Ask workers to exit, wait a little, kill stragglers, close the queues."""
         if getattr(self, "_shutdown", True):
             return
         self._shutdown = True
@@ -359,7 +359,7 @@ class _MultiProcessIter(_BaseIter):
             worker.join(timeout=max(deadline - time.monotonic(), 0))
         for worker in self._workers:
             if worker.is_alive():
-                worker.terminate()
+                worker.kill()  # stuck: workers ignore the stop signals (data/worker.py)
                 worker.join()
         for q in (*self._index_queues, self._result_queue):
             q.cancel_join_thread()

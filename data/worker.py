@@ -186,21 +186,22 @@ def make_fetcher(dataset, is_iterable, auto_collation, collate_fn, drop_last):
     return fetch
 
 
-def _reset_signals():
-    """Handlers the parent installed (e.g. the trainer's stop flags) mean nothing in a
-    forked worker, and would keep `terminate()` from ending it: stop signals get their
-    default action back, except Ctrl-C's SIGINT, which the terminal sends to the whole
-    process group: the main process decides, and shuts the workers down."""
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _ignore_stop_signals():
+    """A worker is stopped by its DataLoader (through its queue, or SIGKILL when stuck), not
+    by signals: those sent to a rank's whole process group (mpiexec passes the launcher's
+    SIGTERM on that way, the terminal sends Ctrl-C's SIGINT) would otherwise end it before
+    the main process reaches its own decision, e.g. the trainer's checkpoint at the next
+    step; handlers inherited from the main process (the trainer's stop flags) mean nothing
+    here."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def worker_loop(dataset, is_iterable, index_queue, result_queue, done_event, auto_collation,
                 collate_fn, drop_last, base_seed, init_fn, worker_id, num_workers, parent_pid):
     """The body of worker process `worker_id` (see the module docstring for the protocol)."""
     global _worker_info
-    _reset_signals()
+    _ignore_stop_signals()
     seed = base_seed + worker_id
     seed_worker(seed)
     _worker_info = WorkerInfo(worker_id, num_workers, seed, dataset)

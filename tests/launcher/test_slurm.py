@@ -139,7 +139,7 @@ def _nodes_idle():
     return set(out.stdout.split()) == {"idle"}
 
 
-def _start_requeued_now(job, timeout=60):
+def _start_requeued_now(job, timeout=150):
     """Slurm holds a requeued job for ~2 min (EligibleTime); make it eligible at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
