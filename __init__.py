@@ -47,6 +47,9 @@ from dtrain.core.random import (Generator, get_rng_state, initial_seed,  # noqa:
                                 manual_seed, set_rng_state)
 from dtrain.core.serialization import load, save  # noqa: F401
 from dtrain.core.tensor import Size, Tensor  # noqa: F401
+from dtrain.core.creation import LEGACY_TYPES as _LEGACY_TYPES
+
+globals().update(_LEGACY_TYPES)  # dt.FloatTensor, dt.LongTensor, ... (torch's legacy types)
 
 from dtrain import data, distributed, nn, optim  # noqa: E402,F401
 from dtrain.optim import amp  # noqa: E402,F401

@@ -227,6 +227,20 @@ def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
     return t
 
 
+def type_(self, dtype=None, non_blocking=False):
+    """No argument: torch's type string, e.g. "torch.FloatTensor" ("torch.cuda.FloatTensor"
+    on a GPU). With one: this tensor converted to a dtype, a type string ("torch.LongTensor",
+    "dtrain.cuda.FloatTensor") or a legacy type (`dt.DoubleTensor`)."""
+    if dtype is None:
+        return dtypes.legacy_type_name(self.dtype, self.is_cuda)
+    if isinstance(dtype, creation.LegacyTensorType):
+        return to(self, "cpu", dtype.dtype)
+    if isinstance(dtype, str) and dtype.endswith("Tensor"):
+        d, cuda = dtypes.parse_legacy_type(dtype)
+        return to(self, "cuda" if cuda else "cpu", d)
+    return to(self, dtype)
+
+
 def _cast(d):
     def method(self):
         return to(self, d)
@@ -334,6 +348,7 @@ def install():
                      (dtypes.uint8, ("byte",))):
         for n in names:
             setattr(Tensor, n, _cast(d))
+    Tensor.type = type_
     Tensor.type_as = lambda self, other: to(self, other.dtype)
     Tensor.new_zeros = _new(creation.zeros)
     Tensor.new_ones = _new(creation.ones)

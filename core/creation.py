@@ -4,7 +4,7 @@ import numpy as np
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
 from dtrain.core import random as rnd
-from dtrain.core.tensor import Tensor
+from dtrain.core.tensor import Size, Tensor
 
 
 def _shape(size):
@@ -15,6 +15,15 @@ def _shape(size):
         if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0:
             raise ValueError(f"sizes must be non-negative integers, got {tuple(size)}")
     return tuple(int(s) for s in size)
+
+
+def _size(sizes, size):
+    """The shape from `f(2, 3)`, `f((2, 3))`, `f([2, 3])` or `f(size=(2, 3))`."""
+    if size is None:
+        return _shape(sizes)
+    if sizes:
+        raise TypeError(f"sizes given both positionally {sizes} and as size={size}")
+    return _shape((size,) if isinstance(size, (tuple, list)) else (size,))
 
 
 _default_device = backend.CPU
@@ -105,18 +114,60 @@ def _fill(value, size, dtype, device, requires_grad, default=None):
         return _finish(xp.full(_shape(size), value, dtype=npd), requires_grad)
 
 
-def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _fill(0, size, dtype, device, requires_grad)
+def zeros(*sizes, size=None, dtype=None, device=None, requires_grad=False):
+    return _fill(0, _size(sizes, size), dtype, device, requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _fill(1, size, dtype, device, requires_grad)
+def ones(*sizes, size=None, dtype=None, device=None, requires_grad=False):
+    return _fill(1, _size(sizes, size), dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False):
+def empty(*sizes, size=None, dtype=None, device=None, requires_grad=False):
+    """Uninitialised: `empty(2, 3)`, `empty((2, 3))` or `empty(size=(2, 3))`."""
     dev, xp, npd = _placement(device, dtype)
     with backend.device_context(dev):
-        return _finish(xp.empty(_shape(size), dtype=npd), requires_grad)
+        return _finish(xp.empty(_size(sizes, size), dtype=npd), requires_grad)
+
+
+def legacy_new(args, dtype, device, name):
+    """The array of torch's legacy constructors (`Tensor(2, 3)`, `FloatTensor([1, 2])`):
+    integer sizes (or one `Size`) give an uninitialised array, one sequence, array or
+    tensor gives a copy of that data, no argument an empty array; all of `dtype`."""
+    dev, xp, npd = _placement(device, dtype)
+    if len(args) == 1 and not isinstance(args[0], (int, np.integer, Size)):
+        data = args[0]
+        if isinstance(data, (float, bool, complex)):
+            raise TypeError(f"{name}(): data must be a sequence (got {type(data).__name__}); "
+                            f"for a 0-d tensor use dt.tensor({data!r})")
+        arr = _infer_array(data)
+        return backend.to_device(arr, dev).astype(npd)  # astype copies
+    if len(args) == 1 and isinstance(args[0], Size):
+        args = tuple(args[0])
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args):
+        raise TypeError(f"{name}(): expected integer sizes or one sequence of data, got "
+                        f"({', '.join(type(a).__name__ for a in args)})")
+    with backend.device_context(dev):
+        return xp.empty(_shape(args) if args else (0,), dtype=npd)
+
+
+class LegacyTensorType(type):
+    """The type of `dt.FloatTensor`, `dt.LongTensor`...: calling one makes a CPU Tensor of
+    its dtype (sizes or data, as `dt.Tensor`); `isinstance(t, dt.FloatTensor)` is true for
+    a CPU float32 Tensor (as torch)."""
+
+    def __call__(cls, *args):
+        return Tensor._make(legacy_new(args, cls.dtype, backend.CPU, cls.__name__))
+
+    def __instancecheck__(cls, obj):
+        return (isinstance(obj, Tensor) and obj._data.dtype == cls.dtype.np
+                and not backend.is_cuda_array(obj._data))
+
+    def __repr__(cls):
+        return f"<class 'dtrain.{cls.__name__}'>"
+
+
+LEGACY_TYPES = {name: LegacyTensorType(name, (), {"dtype": d, "__module__": "dtrain"})
+                for d, name in dtypes.LEGACY_NAMES.items()}
 
 
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
@@ -169,21 +220,24 @@ def _floats(method, size, generator, dtype, device, requires_grad):
     return _finish(arr.astype(npd, copy=False), requires_grad)
 
 
-def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def rand(*sizes, size=None, generator=None, dtype=None, device=None, requires_grad=False):
     """Uniform samples on [0, 1)."""
-    return _floats("random", size, generator, dtype, device, requires_grad)
+    return _floats("random", _size(sizes, size), generator, dtype, device, requires_grad)
 
 
-def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def randn(*sizes, size=None, generator=None, dtype=None, device=None, requires_grad=False):
     """Standard normal samples."""
-    return _floats("standard_normal", size, generator, dtype, device, requires_grad)
+    return _floats("standard_normal", _size(sizes, size), generator, dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
             requires_grad=False):
-    """Integers uniform on [low, high): `randint(high, size)` or `randint(low, high, size)`."""
+    """Integers uniform on [low, high): `randint(high, size)`, `randint(high, size=size)` or
+    `randint(low, high, size)`."""
     if size is None:
         low, high, size = 0, low, high
+    elif high is None:
+        low, high = 0, low
     if size is None:
         raise TypeError("randint() missing required argument 'size'")
     if high <= low:

@@ -100,3 +100,26 @@ def is_dtype_spec(a):
 def to_np(d):
     """The NumPy dtype behind `d` (any form `from_any` accepts)."""
     return from_any(d).np
+
+
+# torch's legacy type names ("torch.FloatTensor"): `Tensor.type()` and `dt.FloatTensor`...
+LEGACY_NAMES = {float32: "FloatTensor", float64: "DoubleTensor", float16: "HalfTensor",
+                int64: "LongTensor", int32: "IntTensor", int16: "ShortTensor",
+                int8: "CharTensor", uint8: "ByteTensor", bool_: "BoolTensor"}
+_BY_LEGACY = {n: d for d, n in LEGACY_NAMES.items()}
+
+
+def legacy_type_name(d, cuda):
+    """torch's type string for dtype `d`: "torch.FloatTensor", "torch.cuda.LongTensor"."""
+    return f"torch.{'cuda.' if cuda else ''}{LEGACY_NAMES[d]}"
+
+
+def parse_legacy_type(name):
+    """(dtype, is_cuda) for a type string: "torch.FloatTensor", "dtrain.cuda.LongTensor"."""
+    rest = name.removeprefix("torch.").removeprefix("dtrain.")
+    cuda = rest.startswith("cuda.")
+    try:
+        return _BY_LEGACY[rest.removeprefix("cuda.")], cuda
+    except KeyError:
+        raise ValueError(f"invalid type: {name!r}; expected a name such as 'torch.FloatTensor',"
+                         f" 'dtrain.LongTensor' or 'torch.cuda.FloatTensor'") from None

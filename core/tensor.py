@@ -46,7 +46,16 @@ class Tensor:
     __array_ufunc__ = None  # make `ndarray * Tensor` defer to Tensor.__rmul__
     __hash__ = object.__hash__
 
-    def __init__(self, data, requires_grad=False):
+    def __init__(self, *args, device=None):
+        """torch's legacy constructor, of the default float dtype: `Tensor(2, 3)` (or a
+        `Size`) is uninitialised of that shape, `Tensor([1, 2])` copies data, `Tensor()` is
+        empty. Use `dt.tensor(data)` to keep the data's dtype."""
+        from dtrain.core.creation import legacy_new
+
+        self._init(legacy_new(args, dtypes.get_default_dtype(), device, "Tensor"))
+
+    def _init(self, data):
+        """Set the fields of a new leaf on `data` (an array; other data goes through NumPy)."""
         if isinstance(data, Tensor):
             data = data._data
         elif not hasattr(data, "__array_interface__") and not backend.is_cuda_array(data):
@@ -58,8 +67,6 @@ class Tensor:
         self.grad = self.grad_fn = self._base = self._hooks = self._post_hooks = None
         self._output_nr = 0
         self._version = [0]
-        if requires_grad:
-            self.requires_grad_(True)
 
     # -- fast constructor used by ops ------------------------------------------------------
     @classmethod
@@ -238,6 +245,17 @@ class Tensor:
                             "index")
         return int(self.item())
 
+    def __format__(self, spec):
+        """`f"{loss:.4f}"`: a 0-d tensor formats its Python scalar; other tensors take only
+        an empty spec (as torch)."""
+        if self._data.ndim == 0:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} passed to Tensor.__format__ "
+                            f"(a tensor of shape {list(self._data.shape)}; only 0-d tensors "
+                            f"take a format spec: use t.item() or t.tolist())")
+        return str(self)
+
     def __repr__(self):
         from dtrain.core.printing import tensor_repr
 
@@ -250,4 +268,5 @@ class Tensor:
 
 def _rebuild(array, device, requires_grad):
     dev = backend.normalize_device(device)
-    return Tensor(backend.to_device(array, dev), requires_grad=requires_grad)
+    t = Tensor._make(backend.to_device(array, dev))
+    return t.requires_grad_(True) if requires_grad else t

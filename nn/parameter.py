@@ -12,7 +12,7 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad=True):
         if data is None:
             data = np.empty(0, dtype=np.float32)
-        super().__init__(data._data if isinstance(data, Tensor) else data)
+        self._init(data)
         if requires_grad:
             self.requires_grad_(True)
 

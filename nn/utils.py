@@ -4,6 +4,7 @@ import math
 from dtrain.autograd.grad_mode import no_grad
 from dtrain.autograd.ops.shape import cat
 from dtrain.core.backend import array_module
+from dtrain.core.creation import zeros
 from dtrain.core.tensor import Tensor
 
 
@@ -19,7 +20,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     """The `norm_type` norm of all `tensors` together, as if concatenated (a 0-d tensor)."""
     tensors = _tensors(tensors)
     if not tensors:
-        return Tensor(0.0)
+        return zeros(())
     norm_type = float(norm_type)
     xp = array_module(tensors[0]._data)
     if math.isinf(norm_type):
