@@ -11,7 +11,8 @@ from dtrain.autograd.autocast import (autocast, get_autocast_dtype,  # noqa: F40
                                      is_autocast_enabled)
 from dtrain.autograd.ops.index import (gather, index_select, masked_fill,  # noqa: F401
                                        scatter_add)
-from dtrain.autograd.ops.linalg import bmm, dot, matmul, mm, outer  # noqa: F401
+from dtrain.autograd.ops.linalg import (bmm, diag, dot, matmul, mm, norm, outer,  # noqa: F401
+                                        tril, triu)
 from dtrain.autograd.ops.pointwise import (abs, add, allclose, bitwise_and,  # noqa: F401
                                            bitwise_not, bitwise_or, ceil, clamp, clip, cos, div,
                                            divide, eq, equal, exp, floor, floor_divide, ge, gt,
@@ -51,7 +52,7 @@ from dtrain.core.creation import LEGACY_TYPES as _LEGACY_TYPES
 
 globals().update(_LEGACY_TYPES)  # dt.FloatTensor, dt.LongTensor, ... (torch's legacy types)
 
-from dtrain import data, distributed, nn, optim  # noqa: E402,F401
+from dtrain import data, distributed, linalg, nn, optim  # noqa: E402,F401
 from dtrain.optim import amp  # noqa: E402,F401
 from dtrain import jit  # noqa: E402,F401
 

@@ -78,19 +78,42 @@ def _renorm_rows(weight, input, max_norm, norm_type):
     weight._version[0] += 1
 
 
+def _one_hot_samples():
+    s = SampleMaker("one_hot")
+    return [Sample(lambda i: one_hot(i, 4), (s.ints(4, 5),)),
+            Sample(lambda i: one_hot(i, 3), (s.ints(3, 2, 3),))]
+
+
+@register("one_hot", _one_hot_samples, differentiable=False)
+class OneHot(Op):
+    """int64 (*, num_classes): 1 where the last index equals the input's value."""
+
+    differentiable = False
+
+    def forward(self, idx, num_classes):
+        xp = array_module(idx)
+        if idx.size:  # checked here, so that graph replays check each call's values too
+            low, high = int(idx.min()), int(idx.max())
+            if low < 0:
+                raise RuntimeError(f"one_hot: Class values must be non-negative (got {low})")
+            if high >= num_classes:
+                raise RuntimeError(f"one_hot: Class values must be smaller than num_classes "
+                                   f"(got {high} with num_classes={num_classes})")
+        return (idx[..., None] == xp.arange(num_classes)).astype("int64")
+
+
 def one_hot(tensor, num_classes=-1):
-    """int64 tensor of shape (*, num_classes) with a 1 at each index of `tensor`."""
-    idx = tensor._data
-    if idx.dtype.kind not in "iu":
-        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
-    xp = array_module(idx)
+    """int64 tensor of shape (*, num_classes) with a 1 at each index of `tensor`; with
+    num_classes=-1, one more than the largest index (no gradient)."""
+    if tensor._data.dtype.kind not in "iu":
+        raise RuntimeError(f"one_hot is only applicable to index tensor of type LongTensor "
+                           f"(got {tensor.dtype})")
     if num_classes == -1:
-        num_classes = int(idx.max()) + 1 if idx.size else 0
-    if idx.size and int(idx.min()) < 0:
-        raise RuntimeError("Class values must be non-negative.")
-    if idx.size and int(idx.max()) >= num_classes:
-        raise RuntimeError("Class values must be smaller than num_classes.")
-    return Tensor._make((idx[..., None] == xp.arange(num_classes)).astype("int64"))
+        if not tensor._data.size:
+            raise RuntimeError("one_hot: Can not infer total number of classes from empty "
+                               "tensor.")
+        num_classes = int(tensor.max()) + 1
+    return OneHot.apply(tensor, int(num_classes))
 
 
 class Embedding(Module):

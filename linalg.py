@@ -1,0 +1,3 @@
+"""`dt.linalg`: torch.linalg's names for the norms and products dtrain has."""
+from dtrain.autograd.ops.linalg import linalg_norm as norm  # noqa: F401
+from dtrain.autograd.ops.linalg import matmul, matrix_norm, vector_norm  # noqa: F401
