@@ -3,13 +3,15 @@ parameter names (`weight_ih_l0`, `bias_hh_l1_reverse`, ...), gate order (LSTM i,
 GRU r, z, n) and initialisation U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
 
 A layer projects the whole input sequence with one GEMM, splits it into time steps with
-`unbind` (one Split node whose backward concatenates the step gradients), then runs a
+`split` (one Split node whose backward concatenates the step gradients), then runs a
 Python loop over time in which each step is one fused matmul for all gates plus pointwise
-ops.
+ops. Inputs are handled in PackedSequence's layout (time-major rows, B_t rows at step t;
+a padded batch is B_t = N), so a packed batch runs each sequence only up to its length.
 """
 import math
 
-from dtrain.autograd.ops.shape import cat, stack, unbind
+from dtrain.autograd.ops.index import index_select
+from dtrain.autograd.ops.shape import cat, split, stack
 from dtrain.autograd.registry import Sample, SampleMaker, register_composite
 from dtrain.core import creation
 from dtrain.nn import init
@@ -17,6 +19,7 @@ from dtrain.nn.dropout import dropout
 from dtrain.nn.linear import linear
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
+from dtrain.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 
 # -- one time step of each cell kind (gx: the input's projection, gates side by side) -------
@@ -52,14 +55,24 @@ _MODES = {"RNN_TANH": (_rnn_tanh_step, 1), "RNN_RELU": (_rnn_relu_step, 1),
           "LSTM": (_lstm_step, 4), "GRU": (_gru_step, 3)}
 
 
-def _run_direction(step, x, state, w_ih, w_hh, b_ih, b_hh, reverse):
-    """One layer in one direction over x (L, N, in): (outputs (L, N, H), final state)."""
-    gxs = unbind(linear(x, w_ih, b_ih), 0)
+def _run_direction(step, gxs, state, w_hh, b_hh, reverse):
+    """One layer in one direction over the input projections of each step, gxs[t] (B_t,
+    gates) with B_t non-increasing (a PackedSequence's batch sizes; all N when not packed):
+    (the outputs, packed as the inputs, final state). Only the first B_t rows step at time
+    t and the rest keep their state, so each sequence ends in its state at its last step."""
+    n = gxs[0]._data.shape[0]
     order = range(len(gxs) - 1, -1, -1) if reverse else range(len(gxs))
     outs = [None] * len(gxs)
     for t in order:
-        outs[t], state = step(gxs[t], state, w_hh, b_hh)
-    return stack(outs), state
+        b = gxs[t]._data.shape[0]
+        if b == n:
+            outs[t], state = step(gxs[t], state, w_hh, b_hh)
+        else:
+            part = tuple(s[:b] for s in state) if isinstance(state, tuple) else state[:b]
+            outs[t], new = step(gxs[t], part, w_hh, b_hh)
+            state = tuple(cat([a, s[b:]]) for a, s in zip(new, state)) \
+                if isinstance(state, tuple) else cat([new, state[b:]])
+    return cat(outs), state
 
 
 class RNNBase(Module):
@@ -117,22 +130,34 @@ class RNNBase(Module):
         if tuple(h._data.shape) != expected:
             raise RuntimeError(f"Expected {what} size {expected}, got {list(h._data.shape)}")
 
+    def flatten_parameters(self):
+        """A no-op: torch packs the weights into one cuDNN buffer here; this backend runs
+        the layers from the parameters as they are, so there is nothing to flatten."""
+
     def forward(self, input, hx=None):
+        """input (L, N, in) ((N, L, in) with batch_first), unbatched (L, in), or a
+        PackedSequence; returns (output of the same kind, h_n or (h_n, c_n) for LSTM)."""
         is_lstm = self.mode == "LSTM"
-        nd = input._data.ndim
-        if nd not in (2, 3):
-            raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
-                             f"{nd}D instead")
-        unbatched = nd == 2
-        x = input.unsqueeze(1) if unbatched else \
-            input.transpose(0, 1) if self.batch_first else input  # (L, N, in)
+        packed = isinstance(input, PackedSequence)
+        if packed:  # work on the packed rows; sequences stop at their own length
+            x, sizes, unbatched = input.data, input.batch_sizes.tolist(), False
+            n = sizes[0]
+        else:
+            nd = input._data.ndim
+            if nd not in (2, 3):
+                raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got "
+                                 f"{nd}D instead")
+            unbatched = nd == 2
+            seq = input.unsqueeze(1) if unbatched else \
+                input.transpose(0, 1) if self.batch_first else input  # (L, N, in)
+            steps, n = seq._data.shape[:2]
+            x, sizes = seq.reshape(steps * n, seq._data.shape[-1]), [n] * steps
         if x._data.shape[-1] != self.input_size:
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
                                f"{self.input_size}, got {x._data.shape[-1]}")
-        n = x._data.shape[1]
         if hx is None:
             zeros = creation.zeros(self.num_layers * self._dirs, n, self.hidden_size,
-                                   dtype=input.dtype, device=input.device)
+                                   dtype=x.dtype, device=x.device)
             hx = (zeros, zeros) if is_lstm else zeros
         else:
             if is_lstm != isinstance(hx, (tuple, list)):
@@ -143,23 +168,35 @@ class RNNBase(Module):
                 self._check_hidden(h, n, unbatched, what)
             if unbatched:
                 hx = tuple(h.unsqueeze(1) for h in hx) if is_lstm else hx.unsqueeze(1)
+            elif packed and input.sorted_indices is not None:  # hx is in the caller's order
+                hx = tuple(index_select(h, 1, input.sorted_indices) for h in hx) if is_lstm \
+                    else index_select(hx, 1, input.sorted_indices)
         step = _MODES[self.mode][0]
         finals = []
         for layer in range(self.num_layers):
             outs = []
             for d in range(self._dirs):
                 k = layer * self._dirs + d
+                w_ih, w_hh, b_ih, b_hh = self._weights(k)
                 state = (hx[0][k], hx[1][k]) if is_lstm else hx[k]
-                out, state = _run_direction(step, x, state, *self._weights(k), reverse=d == 1)
+                gxs = split(linear(x, w_ih, b_ih), sizes)
+                out, state = _run_direction(step, gxs, state, w_hh, b_hh, reverse=d == 1)
                 outs.append(out)
                 finals.append(state)
             x = outs[0] if len(outs) == 1 else cat(outs, -1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = dropout(x, self.dropout)
-        output = x.squeeze(1) if unbatched else x.transpose(0, 1) if self.batch_first else x
+        if packed:
+            output = PackedSequence(x, input.batch_sizes, input.sorted_indices,
+                                    input.unsorted_indices)
+        else:
+            x = x.reshape(steps, n, x._data.shape[-1])
+            output = x.squeeze(1) if unbatched else x.transpose(0, 1) if self.batch_first else x
 
         def final(states):  # (num_layers * directions, N, H), layer-major as torch
             h = stack(states)
+            if packed and input.unsorted_indices is not None:
+                return index_select(h, 1, input.unsorted_indices)
             return h.squeeze(1) if unbatched else h
         if is_lstm:
             return output, (final([s[0] for s in finals]), final([s[1] for s in finals]))
@@ -289,12 +326,16 @@ def _rnn_samples():
     gru = GRU(2, 3, batch_first=True).double()
     rnn = RNN(2, 2, nonlinearity="relu").double()
     cell = LSTMCell(2, 2).double()
-    for m in (lstm, gru, rnn, cell):
+    packed = LSTM(2, 2, bidirectional=True).double()
+    for m in (lstm, gru, rnn, cell, packed):
         m.requires_grad_(False)  # inputs and states are checked; weights go through linear
     return [Sample(lambda x, h, c: lstm(x, (h, c))[0], (s(3, 1, 2), s(4, 1, 2), s(4, 1, 2))),
             Sample(lambda x, h: gru(x, h)[1], (s(2, 3, 2), s(1, 2, 3))),
             Sample(lambda x: rnn(x)[0], (s.away(3, 2, 2),)),
-            Sample(lambda x, h, c: cell(x, (h, c))[1], (s(2, 2), s(2, 2), s(2, 2)))]
+            Sample(lambda x, h, c: cell(x, (h, c))[1], (s(2, 2), s(2, 2), s(2, 2))),
+            Sample(lambda x, h, c: packed(pack_padded_sequence(x, [1, 3], enforce_sorted=False),
+                                          (h, c))[1][1], (s(3, 2, 2), s(2, 2, 2), s(2, 2, 2))),
+            Sample(lambda x: packed(pack_padded_sequence(x, [3, 2]))[0].data, (s(3, 2, 2),))]
 
 
 register_composite("rnn_layers", _rnn_samples)

@@ -1,4 +1,5 @@
-"""Gradient clipping and flat parameter vectors (`dt.nn.utils`)."""
+"""Gradient clipping and flat parameter vectors (`dt.nn.utils`); `rnn` holds sequence
+packing."""
 import math
 
 from dtrain.autograd.grad_mode import no_grad
@@ -82,3 +83,6 @@ def vector_to_parameters(vec, parameters):
         n = p.numel()
         p._data = vec._data[offset:offset + n].reshape(p._data.shape)
         offset += n
+
+
+from dtrain.nn.utils import rnn  # noqa: E402,F401  (dt.nn.utils.rnn, as torch)
