@@ -21,3 +21,6 @@ from dtrain.nn import functional, init, utils  # noqa: F401,E402
 from dtrain.nn.pooling import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,  # noqa: F401
                                MaxPool2d, Upsample)
 from dtrain.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell  # noqa: F401
+from dtrain.nn.transformer import (Transformer, TransformerDecoder,  # noqa: F401
+                                   TransformerDecoderLayer)
+from dtrain.nn import modules  # noqa: F401,E402

@@ -20,7 +20,7 @@ from dtrain.nn import init
 from dtrain.nn.activation import gelu, relu
 from dtrain.nn.containers import ModuleList
 from dtrain.nn.dropout import Dropout, dropout
-from dtrain.nn.linear import Linear, linear
+from dtrain.nn.linear import Linear, NonDynamicallyQuantizableLinear, linear
 from dtrain.nn.module import Module
 from dtrain.nn.normalization import LayerNorm
 from dtrain.nn.parameter import Parameter
@@ -135,7 +135,7 @@ class MultiheadAttention(Module):
             self.in_proj_bias = Parameter(creation.empty(3 * embed_dim, **kw))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, **kw)
+        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, **kw)
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -243,52 +243,70 @@ def _activation(name):
     raise RuntimeError(f"activation should be relu/gelu, not {name}")
 
 
+def _build_layer(layer, attentions, n_norms, d_model, nhead, dim_feedforward, dropout,
+                 activation, layer_norm_eps, batch_first, norm_first, bias, kw):
+    """A transformer layer's sub-modules in torch's order (so state_dict keys match): the
+    `attentions` (names), linear1, dropout, linear2, norm1..n and dropout1..n."""
+    for name in attentions:
+        setattr(layer, name, MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                                batch_first=batch_first, **kw))
+    layer.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
+    layer.dropout = Dropout(dropout)
+    layer.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
+    layer.norm_first = norm_first
+    for i in range(1, n_norms + 1):
+        setattr(layer, f"norm{i}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw))
+    for i in range(1, n_norms + 1):
+        setattr(layer, f"dropout{i}", Dropout(dropout))
+    layer.activation = _activation(activation)
+
+
+def _feed_forward(layer, x, out_dropout):
+    """linear2(dropout(activation(linear1(x)))), then `out_dropout`."""
+    return out_dropout(layer.linear2(layer.dropout(layer.activation(layer.linear1(x)))))
+
+
+def _clones(layer, n):
+    """`n` independent deep copies of `layer` (`layers.0`, `layers.1`, ...)."""
+    return ModuleList([copy.deepcopy(layer) for _ in range(n)])
+
+
 class TransformerEncoderLayer(Module):
     """Self-attention then a feed-forward block, each with a residual connection and a
-    LayerNorm (after by default, before with norm_first=True), as torch's layer."""
+    LayerNorm (after by default, before with norm_first=True), as torch's layer.
+    `activation` is "relu", "gelu" or a callable."""
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=relu,
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                            batch_first=batch_first, **kw)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.activation = _activation(activation)
+        _build_layer(self, ("self_attn",), 2, d_model, nhead, dim_feedforward, dropout,
+                     activation, layer_norm_eps, batch_first, norm_first, bias,
+                     {"device": device, "dtype": dtype})
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
-            return x + self._ff_block(self.norm2(x))
+            return x + _feed_forward(self, self.norm2(x), self.dropout2)
         x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
-        return self.norm2(x + self._ff_block(x))
+        return self.norm2(x + _feed_forward(self, x, self.dropout2))
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                            need_weights=False, is_causal=is_causal)[0]
         return self.dropout1(x)
 
-    def _ff_block(self, x):
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
-
 
 class TransformerEncoder(Module):
     """`num_layers` independent copies of `encoder_layer` (`layers.0`, `layers.1`, ...),
-    then the optional final `norm`."""
+    then the optional final `norm`. enable_nested_tensor and mask_check are accepted for
+    torch's signature; they only steer torch's nested-tensor fast path, absent here."""
 
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True,
                  mask_check=True):
         super().__init__()
-        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.layers = _clones(encoder_layer, num_layers)
         self.num_layers, self.norm = num_layers, norm
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):

@@ -135,6 +135,11 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
+class NonDynamicallyQuantizableLinear(Linear):
+    """A Linear under torch's name for MultiheadAttention's `out_proj` (torch uses the class
+    to keep quantization from swapping that layer); here it is a plain Linear."""
+
+
 class Bilinear(Module):
     """y = x1^T A x2 + b with weight (out, in1, in2); init U(-1/sqrt(in1), 1/sqrt(in1))."""
 

@@ -1,0 +1,3 @@
+"""torch.nn.modules.linear."""
+from dtrain.nn.linear import (Bilinear, Identity, Linear,  # noqa: F401
+                              NonDynamicallyQuantizableLinear)

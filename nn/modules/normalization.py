@@ -1,0 +1,3 @@
+"""torch.nn.modules.normalization (and batchnorm's classes, which dtrain keeps here too)."""
+from dtrain.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm,  # noqa: F401
+                                     LayerNorm)

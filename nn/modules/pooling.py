@@ -1,0 +1,3 @@
+"""torch.nn.modules.pooling."""
+from dtrain.nn.pooling import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,  # noqa: F401
+                               MaxPool2d)

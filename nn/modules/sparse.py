@@ -1,0 +1,2 @@
+"""torch.nn.modules.sparse."""
+from dtrain.nn.sparse import Embedding  # noqa: F401
