@@ -80,18 +80,14 @@ class Transformer(Module):
         kw = {"device": device, "dtype": dtype}
         layer_args = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
                       batch_first, norm_first, bias)
-        if custom_encoder is not None:
-            self.encoder = custom_encoder
-        else:
-            self.encoder = TransformerEncoder(
-                TransformerEncoderLayer(*layer_args, **kw), num_encoder_layers,
-                LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw))
-        if custom_decoder is not None:
-            self.decoder = custom_decoder
-        else:
-            self.decoder = TransformerDecoder(
-                TransformerDecoderLayer(*layer_args, **kw), num_decoder_layers,
-                LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw))
+
+        def default(stack, layer, num_layers):  # layers plus a final LayerNorm, as torch
+            return stack(layer(*layer_args, **kw), num_layers,
+                         LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw))
+        self.encoder = custom_encoder if custom_encoder is not None else \
+            default(TransformerEncoder, TransformerEncoderLayer, num_encoder_layers)
+        self.decoder = custom_decoder if custom_decoder is not None else \
+            default(TransformerDecoder, TransformerDecoderLayer, num_decoder_layers)
         for p in self.parameters():
             if p.dim() > 1:
                 xavier_uniform_(p)
