@@ -19,7 +19,7 @@ from dtrain.nn.dropout import dropout
 from dtrain.nn.linear import linear
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
-from dtrain.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from dtrain.nn.utils.rnn import PackedSequence, host_indices, pack_padded_sequence
 
 
 # -- one time step of each cell kind (gx: the input's projection, gates side by side) -------
@@ -140,7 +140,7 @@ class RNNBase(Module):
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
         if packed:  # work on the packed rows; sequences stop at their own length
-            x, sizes, unbatched = input.data, input.batch_sizes.tolist(), False
+            x, sizes, unbatched = input.data, host_indices(input.batch_sizes).tolist(), False
             n = sizes[0]
         else:
             nd = input._data.ndim

@@ -12,7 +12,7 @@ import numpy as np
 from dtrain.autograd.ops.index import index_select
 from dtrain.autograd.ops.shape import cat, pad, stack
 from dtrain.autograd.registry import Sample, SampleMaker, register_composite
-from dtrain.core import creation
+from dtrain.core import backend, creation
 from dtrain.core.tensor import Tensor
 
 
@@ -20,8 +20,11 @@ def _as_indices(array, device):
     return creation.tensor(np.asarray(array, dtype=np.int64), device=device)
 
 
-def _sizes(batch_sizes):
-    return np.asarray(batch_sizes.tolist(), dtype=np.int64)
+def host_indices(t):
+    """An index tensor of the packing (batch_sizes, a permutation) as a NumPy array, read
+    from its array directly: bookkeeping that a compiled graph keeps as a constant, not a
+    data-dependent host read."""
+    return backend.to_device(t._data, backend.normalize_device("cpu"))
 
 
 def _lengths(sizes):
@@ -42,7 +45,7 @@ class PackedSequence(namedtuple("PackedSequence",
     def __new__(cls, data, batch_sizes=None, sorted_indices=None, unsorted_indices=None):
         if unsorted_indices is None and sorted_indices is not None:
             inverse = np.empty(len(sorted_indices), dtype=np.int64)
-            inverse[np.asarray(sorted_indices.tolist())] = np.arange(len(sorted_indices))
+            inverse[host_indices(sorted_indices)] = np.arange(len(inverse))
             unsorted_indices = _as_indices(inverse, sorted_indices.device)
         return super().__new__(cls, data, batch_sizes, sorted_indices, unsorted_indices)
 
@@ -120,7 +123,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
 def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
     """Inverse of pack_padded_sequence: (padded (T, B, *) or (B, T, *), lengths) in the
     batch's original order; T is the longest length, or `total_length`."""
-    sizes = _sizes(sequence.batch_sizes)
+    sizes = host_indices(sequence.batch_sizes)
     data = sequence.data
     n, steps = int(sizes[0]), len(sizes)
     if total_length is not None:
@@ -138,7 +141,7 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     lengths = _lengths(sizes)
     if sequence.unsorted_indices is not None:
         padded = index_select(padded, 1, sequence.unsorted_indices)
-        lengths = lengths[np.asarray(sequence.unsorted_indices.tolist())]
+        lengths = lengths[host_indices(sequence.unsorted_indices)]
     return (padded.transpose(0, 1) if batch_first else padded), _as_indices(lengths, "cpu")
 
 
