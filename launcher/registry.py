@@ -90,7 +90,9 @@ def build_transforms(specs, train):
 
 
 OPTIMIZERS = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW,
-              "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad}
+              "rmsprop": optim.RMSprop, "adagrad": optim.Adagrad, "adadelta": optim.Adadelta,
+              "nadam": optim.NAdam, "radam": optim.RAdam, "adamax": optim.Adamax,
+              "asgd": optim.ASGD}
 SCHEDULERS = {"step": lr_scheduler.StepLR, "multistep": lr_scheduler.MultiStepLR,
               "exponential": lr_scheduler.ExponentialLR,
               "cosine": lr_scheduler.CosineAnnealingLR, "linear": lr_scheduler.LinearLR,

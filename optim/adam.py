@@ -1,6 +1,34 @@
 """Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`), with AMSGrad."""
 from dtrain.core.backend import array_module
-from dtrain.optim.optimizer import Optimizer, buffer, check_hyperparameter, count_step, descent_grad
+from dtrain.optim.optimizer import (
+    Optimizer,
+    buffer,
+    check_betas,
+    check_hyperparameter,
+    count_step,
+    descent_grad,
+    lerp_,
+)
+
+
+def decayed_grad(param, grad, scratch, *, lr, weight_decay, decoupled_weight_decay, maximize):
+    """The gradient the Adam family descends: ±grad, plus weight_decay * param (L2) unless
+    the decay is decoupled, which instead shrinks `param` in place by 1 - lr * weight_decay."""
+    if decoupled_weight_decay and weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    l2 = 0 if decoupled_weight_decay else weight_decay
+    return descent_grad(param, grad, l2, maximize, scratch)
+
+
+def update_moments(grad, exp_avg, exp_avg_sq, tmp, betas):
+    """Adam's moment estimates, in place (`tmp` is a work array):
+    m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g²."""
+    beta1, beta2 = betas
+    lerp_(exp_avg, grad, 1 - beta1, tmp)
+    array_module(grad).multiply(grad, grad, out=tmp)
+    tmp *= 1 - beta2
+    exp_avg_sq *= beta2
+    exp_avg_sq += tmp
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, scratch, *, lr, betas,
@@ -14,17 +42,10 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, scratch,
     """
     xp = array_module(param)
     beta1, beta2 = betas
-    if decoupled_weight_decay and weight_decay != 0:
-        param *= 1 - lr * weight_decay
-    l2 = 0 if decoupled_weight_decay else weight_decay
-    grad = descent_grad(param, grad, l2, maximize, scratch)
-    tmp = xp.subtract(grad, exp_avg, out=scratch("tmp"))  # reused for every intermediate
-    tmp *= 1 - beta1
-    exp_avg += tmp
-    xp.multiply(grad, grad, out=tmp)
-    tmp *= 1 - beta2
-    exp_avg_sq *= beta2
-    exp_avg_sq += tmp
+    grad = decayed_grad(param, grad, scratch, lr=lr, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    tmp = scratch("tmp")  # reused for every intermediate
+    update_moments(grad, exp_avg, exp_avg_sq, tmp, betas)
     if amsgrad:
         xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         exp_avg_sq = max_exp_avg_sq
@@ -44,9 +65,7 @@ class Adam(Optimizer):
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
         check_hyperparameter("learning rate", lr)
         check_hyperparameter("epsilon value", eps)
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+        check_betas(betas)
         check_hyperparameter("weight_decay value", weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad,

@@ -225,6 +225,13 @@ def check_hyperparameter(what, value, low=0.0):
         raise ValueError(f"Invalid {what}: {value}")
 
 
+def check_betas(betas):
+    """ValueError naming the index and value unless both betas lie in [0, 1)."""
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+
+
 def descent_grad(param, grad, weight_decay, maximize, scratch):
     """The gradient to descend: -grad when maximizing, plus weight_decay * param (L2).
     `grad` itself when neither applies, else computed into `scratch("grad")`."""
@@ -239,13 +246,20 @@ def descent_grad(param, grad, weight_decay, maximize, scratch):
     return (xp.subtract if maximize else xp.add)(decay, grad, out=out)
 
 
-def step_tensor(state):
-    """`state["step"]`: a 0-d float tensor on the CPU as in PyTorch, created as 0."""
-    t = state.get("step")
+def scalar_state(state, name, value):
+    """`state[name]`: a 0-d float tensor on the CPU as PyTorch keeps its step counts and
+    scalars (float64 when that is the default dtype, else float32), created as `value`."""
+    t = state.get(name)
     if t is None:
         wide = dtypes.get_default_dtype() == dtypes.float64
-        t = state["step"] = zeros((), dtype=dtypes.float64 if wide else dtypes.float32)
+        t = state[name] = zeros((), dtype=dtypes.float64 if wide else dtypes.float32)
+        t._data[...] = value
     return t
+
+
+def step_tensor(state):
+    """`state["step"]`: a 0-d float tensor on the CPU as in PyTorch, created as 0."""
+    return scalar_state(state, "step", 0.0)
 
 
 def count_step(state):
@@ -253,6 +267,13 @@ def count_step(state):
     t = step_tensor(state)
     t._data += 1
     return float(t._data)
+
+
+def lerp_(target, end, weight, tmp):
+    """target += weight * (end - target), in place, with the work array `tmp`."""
+    delta = array_module(target).subtract(end, target, out=tmp)
+    delta *= weight
+    target += delta
 
 
 def buffer(state, name, param, fill=0.0):

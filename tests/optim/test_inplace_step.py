@@ -29,6 +29,20 @@ CONFIGS = [
                             initial_accumulator_value=0.5, maximize=True)),
 ]
 IDS = [f"{cls.__name__}-{i}" for i, (cls, _) in enumerate(CONFIGS)]
+# checked against their references, with shared scratch, in test_optimizer_variants.py
+VARIANTS = [
+    (dt.optim.Adadelta, dict(lr=0.5, weight_decay=0.1, maximize=True)),
+    (dt.optim.Adamax, dict(lr=0.01, weight_decay=0.1)),
+    (dt.optim.NAdam, dict(lr=0.01, weight_decay=0.1)),
+    (dt.optim.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True,
+                          maximize=True)),
+    (dt.optim.RAdam, dict(lr=0.01, weight_decay=0.1)),  # rectified from step 6
+    (dt.optim.RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    (dt.optim.ASGD, dict(lr=0.1, weight_decay=0.1)),
+    (dt.optim.ASGD, dict(lr=0.1, t0=1, maximize=True)),  # averaging (mu < 1) from step 4
+]
+ALL, ALL_IDS = CONFIGS + VARIANTS, IDS + [f"{c.__name__}-v{i}" for i, (c, _) in
+                                          enumerate(VARIANTS)]
 
 
 def make_params(shapes, dtype, seed=0):
@@ -40,11 +54,11 @@ def make_params(shapes, dtype, seed=0):
     return params
 
 
-@pytest.mark.parametrize("cls, kwargs", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("cls, kwargs", ALL, ids=ALL_IDS)
 def test_step_after_warmup_allocates_no_arrays(cls, kwargs):
     params = make_params([(256, 256), (256, 256), (256,)], dt.float32)  # 256 KiB each matrix
     opt = cls(params, **kwargs)
-    for _ in range(3):
+    for _ in range(6):  # the 7th step is measured: RAdam rectifies from step 6 on
         opt.step()
     tracemalloc.start()
     try:
@@ -120,10 +134,15 @@ STATE_KEYS = {dt.optim.SGD: {"momentum_buffer"},
               dt.optim.Adam: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
               dt.optim.AdamW: {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
               dt.optim.RMSprop: {"step", "square_avg", "momentum_buffer", "grad_avg"},
-              dt.optim.Adagrad: {"step", "sum"}}
+              dt.optim.Adagrad: {"step", "sum"},
+              dt.optim.Adadelta: {"step", "square_avg", "acc_delta"},
+              dt.optim.Adamax: {"step", "exp_avg", "exp_inf"},
+              dt.optim.NAdam: {"step", "mu_product", "exp_avg", "exp_avg_sq"},
+              dt.optim.RAdam: {"step", "exp_avg", "exp_avg_sq"},
+              dt.optim.ASGD: {"step", "eta", "mu", "ax"}}
 
 
-@pytest.mark.parametrize("cls, kwargs", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("cls, kwargs", ALL, ids=ALL_IDS)
 def test_state_dict_holds_no_scratch_and_resumes_identically(cls, kwargs):
     shapes = [(4, 5), (4, 5), (3,)]
     params = make_params(shapes, dt.float32)

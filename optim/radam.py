@@ -1,0 +1,70 @@
+"""RAdam, Adam with a rectified adaptive learning rate (`torch.optim.RAdam`)."""
+import math
+
+from dtrain.core.backend import array_module
+from dtrain.optim.adam import decayed_grad, update_moments
+from dtrain.optim.optimizer import (
+    Optimizer,
+    buffer,
+    check_betas,
+    check_hyperparameter,
+    count_step,
+)
+
+
+def radam_update(param, grad, exp_avg, exp_avg_sq, step, scratch, *, lr, betas, eps,
+                 weight_decay, decoupled_weight_decay, maximize):
+    """One RAdam step (step number `step`, counted from 1) on arrays, in place;
+    intermediates go to the work arrays `scratch(name)` shaped like `param`.
+
+        g as in Adam (L2 or decoupled decay);  m, v as in Adam;  m_hat = m / (1 - beta1^t)
+        rho_inf = 2 / (1 - beta2) - 1;   rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+        rho_t > 5: r = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t)),
+                   param -= lr * r * m_hat * sqrt(1 - beta2^t) / (sqrt(v) + eps)
+        else:      param -= lr * m_hat   (too little variance information to adapt yet)
+    """
+    xp = array_module(param)
+    beta1, beta2 = betas
+    grad = decayed_grad(param, grad, scratch, lr=lr, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    tmp = scratch("tmp")
+    update_moments(grad, exp_avg, exp_avg_sq, tmp, betas)
+    correction1, correction2 = 1 - beta1 ** step, 1 - beta2 ** step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * beta2 ** step / correction2
+    if rho_t > 5:
+        rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                         / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        denom = xp.sqrt(exp_avg_sq, out=tmp)
+        denom += eps
+        step_dir = xp.divide(exp_avg, denom, out=tmp)
+        step_dir *= lr * rect * math.sqrt(correction2) / correction1
+    else:
+        step_dir = xp.multiply(exp_avg, lr / correction1, out=tmp)
+    param -= step_dir
+
+
+class RAdam(Optimizer):
+    """Adam whose adaptive step is rectified by its variance (Liu et al.), plain momentum
+    SGD for the first steps; see `radam_update`."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, maximize=False):
+        check_hyperparameter("learning rate", lr)
+        check_hyperparameter("epsilon value", eps)
+        check_betas(betas)
+        check_hyperparameter("weight_decay value", weight_decay)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize))
+
+    def _update(self, param, state, group):
+        step = count_step(state)
+        exp_avg = buffer(state, "exp_avg", param)
+        exp_avg_sq = buffer(state, "exp_avg_sq", param)
+        radam_update(param._data, param.grad._data, exp_avg, exp_avg_sq, step,
+                     self._scratch(param._data), lr=group["lr"], betas=group["betas"],
+                     eps=group["eps"], weight_decay=group["weight_decay"],
+                     decoupled_weight_decay=group["decoupled_weight_decay"],
+                     maximize=group["maximize"])
