@@ -49,6 +49,4 @@ class Adadelta(Optimizer):
         square_avg = buffer(state, "square_avg", param)
         acc_delta = buffer(state, "acc_delta", param)
         adadelta_update(param._data, param.grad._data, square_avg, acc_delta,
-                        self._scratch(param._data), lr=group["lr"], rho=group["rho"],
-                        eps=group["eps"], weight_decay=group["weight_decay"],
-                        maximize=group["maximize"])
+                        self._scratch(param._data), **self._hyperparameters(group))

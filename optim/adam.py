@@ -11,6 +11,20 @@ from dtrain.optim.optimizer import (
 )
 
 
+def adam_defaults(lr, betas, eps, weight_decay, **others):
+    """The hyperparameters of an optimizer of the Adam family, validated as PyTorch does."""
+    check_hyperparameter("learning rate", lr)
+    check_hyperparameter("epsilon value", eps)
+    check_betas(betas)
+    check_hyperparameter("weight_decay value", weight_decay)
+    return dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **others)
+
+
+def moment_buffers(state, param, names=("exp_avg", "exp_avg_sq")):
+    """The arrays of `state[name]` for `names`, created as zeros like `param` in order."""
+    return [buffer(state, name, param) for name in names]
+
+
 def decayed_grad(param, grad, scratch, *, lr, weight_decay, decoupled_weight_decay, maximize):
     """The gradient the Adam family descends: ±grad, plus weight_decay * param (L2) unless
     the decay is decoupled, which instead shrinks `param` in place by 1 - lr * weight_decay."""
@@ -63,25 +77,16 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
-        check_hyperparameter("learning rate", lr)
-        check_hyperparameter("epsilon value", eps)
-        check_betas(betas)
-        check_hyperparameter("weight_decay value", weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize,
-                                      decoupled_weight_decay=decoupled_weight_decay))
+        super().__init__(params, adam_defaults(lr, betas, eps, weight_decay, amsgrad=amsgrad,
+                                               maximize=maximize,
+                                               decoupled_weight_decay=decoupled_weight_decay))
 
     def _update(self, param, state, group):
         step = count_step(state)
-        exp_avg = buffer(state, "exp_avg", param)
-        exp_avg_sq = buffer(state, "exp_avg_sq", param)
+        exp_avg, exp_avg_sq = moment_buffers(state, param)
         max_sq = buffer(state, "max_exp_avg_sq", param) if group["amsgrad"] else None
         adam_update(param._data, param.grad._data, exp_avg, exp_avg_sq, max_sq, step,
-                    self._scratch(param._data), lr=group["lr"], betas=group["betas"],
-                    eps=group["eps"], weight_decay=group["weight_decay"],
-                    amsgrad=group["amsgrad"], maximize=group["maximize"],
-                    decoupled_weight_decay=group["decoupled_weight_decay"])
+                    self._scratch(param._data), **self._hyperparameters(group))
 
 
 class AdamW(Adam):

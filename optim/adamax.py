@@ -1,14 +1,7 @@
 """Adamax, Adam with the infinity norm (`torch.optim.Adamax`)."""
 from dtrain.core.backend import array_module
-from dtrain.optim.optimizer import (
-    Optimizer,
-    buffer,
-    check_betas,
-    check_hyperparameter,
-    count_step,
-    descent_grad,
-    lerp_,
-)
+from dtrain.optim.adam import adam_defaults, moment_buffers
+from dtrain.optim.optimizer import Optimizer, count_step, descent_grad, lerp_
 
 
 def adamax_update(param, grad, exp_avg, exp_inf, step, scratch, *, lr, betas, eps, weight_decay,
@@ -39,18 +32,10 @@ class Adamax(Optimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *,
                  maximize=False):
-        check_hyperparameter("learning rate", lr)
-        check_hyperparameter("epsilon value", eps)
-        check_betas(betas)
-        check_hyperparameter("weight_decay value", weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, maximize=maximize))
+        super().__init__(params, adam_defaults(lr, betas, eps, weight_decay, maximize=maximize))
 
     def _update(self, param, state, group):
         step = count_step(state)
-        exp_avg = buffer(state, "exp_avg", param)
-        exp_inf = buffer(state, "exp_inf", param)
+        exp_avg, exp_inf = moment_buffers(state, param, ("exp_avg", "exp_inf"))
         adamax_update(param._data, param.grad._data, exp_avg, exp_inf, step,
-                      self._scratch(param._data), lr=group["lr"], betas=group["betas"],
-                      eps=group["eps"], weight_decay=group["weight_decay"],
-                      maximize=group["maximize"])
+                      self._scratch(param._data), **self._hyperparameters(group))

@@ -1,14 +1,7 @@
 """NAdam, Adam with Nesterov momentum (`torch.optim.NAdam`)."""
 from dtrain.core.backend import array_module
-from dtrain.optim.adam import decayed_grad, update_moments
-from dtrain.optim.optimizer import (
-    Optimizer,
-    buffer,
-    check_betas,
-    check_hyperparameter,
-    count_step,
-    scalar_state,
-)
+from dtrain.optim.adam import adam_defaults, decayed_grad, moment_buffers, update_moments
+from dtrain.optim.optimizer import Optimizer, check_hyperparameter, count_step, scalar_state
 
 
 def nadam_update(param, grad, exp_avg, exp_avg_sq, mu_product, step, scratch, *, lr, betas, eps,
@@ -46,24 +39,14 @@ class NAdam(Optimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False):
-        check_hyperparameter("learning rate", lr)
-        check_hyperparameter("epsilon value", eps)
-        check_betas(betas)
-        check_hyperparameter("weight_decay value", weight_decay)
+        defaults = adam_defaults(lr, betas, eps, weight_decay, momentum_decay=momentum_decay,
+                                 decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         check_hyperparameter("momentum_decay value", momentum_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, momentum_decay=momentum_decay,
-                                      decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize))
+        super().__init__(params, defaults)
 
     def _update(self, param, state, group):
         step = count_step(state)
         mu_product = scalar_state(state, "mu_product", 1.0)
-        exp_avg = buffer(state, "exp_avg", param)
-        exp_avg_sq = buffer(state, "exp_avg_sq", param)
+        exp_avg, exp_avg_sq = moment_buffers(state, param)
         nadam_update(param._data, param.grad._data, exp_avg, exp_avg_sq, mu_product._data, step,
-                     self._scratch(param._data), lr=group["lr"], betas=group["betas"],
-                     eps=group["eps"], weight_decay=group["weight_decay"],
-                     momentum_decay=group["momentum_decay"],
-                     decoupled_weight_decay=group["decoupled_weight_decay"],
-                     maximize=group["maximize"])
+                     self._scratch(param._data), **self._hyperparameters(group))

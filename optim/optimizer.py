@@ -132,6 +132,11 @@ class Optimizer:
         """Update `param._data` in place from `param.grad`, with `group`'s hyperparameters."""
         raise NotImplementedError(f"{type(self).__name__} must implement step() or _update()")
 
+    def _hyperparameters(self, group):
+        """`group`'s values of the optimizer's hyperparameters (the keys of `defaults`), as
+        keyword arguments for an update function that takes exactly those."""
+        return {name: group[name] for name in self.defaults}
+
     def _scratch(self, like):
         """The `scratch` argument of the update functions for a parameter array `like`:
         `scratch(name)` is a work array shaped like `like`, one per (name, shape, dtype,

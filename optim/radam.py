@@ -2,14 +2,8 @@
 import math
 
 from dtrain.core.backend import array_module
-from dtrain.optim.adam import decayed_grad, update_moments
-from dtrain.optim.optimizer import (
-    Optimizer,
-    buffer,
-    check_betas,
-    check_hyperparameter,
-    count_step,
-)
+from dtrain.optim.adam import adam_defaults, decayed_grad, moment_buffers, update_moments
+from dtrain.optim.optimizer import Optimizer, count_step
 
 
 def radam_update(param, grad, exp_avg, exp_avg_sq, step, scratch, *, lr, betas, eps,
@@ -50,21 +44,12 @@ class RAdam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, maximize=False):
-        check_hyperparameter("learning rate", lr)
-        check_hyperparameter("epsilon value", eps)
-        check_betas(betas)
-        check_hyperparameter("weight_decay value", weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay,
-                                      decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize))
+        super().__init__(params, adam_defaults(lr, betas, eps, weight_decay,
+                                               decoupled_weight_decay=decoupled_weight_decay,
+                                               maximize=maximize))
 
     def _update(self, param, state, group):
         step = count_step(state)
-        exp_avg = buffer(state, "exp_avg", param)
-        exp_avg_sq = buffer(state, "exp_avg_sq", param)
+        exp_avg, exp_avg_sq = moment_buffers(state, param)
         radam_update(param._data, param.grad._data, exp_avg, exp_avg_sq, step,
-                     self._scratch(param._data), lr=group["lr"], betas=group["betas"],
-                     eps=group["eps"], weight_decay=group["weight_decay"],
-                     decoupled_weight_decay=group["decoupled_weight_decay"],
-                     maximize=group["maximize"])
+                     self._scratch(param._data), **self._hyperparameters(group))
