@@ -5,6 +5,7 @@ from dtrain.optim.adagrad import Adagrad  # noqa: F401
 from dtrain.optim.adam import Adam, AdamW  # noqa: F401
 from dtrain.optim.adamax import Adamax  # noqa: F401
 from dtrain.optim.asgd import ASGD  # noqa: F401
+from dtrain.optim.lbfgs import LBFGS  # noqa: F401
 from dtrain.optim.nadam import NAdam  # noqa: F401
 from dtrain.optim.optimizer import Optimizer  # noqa: F401
 from dtrain.optim.radam import RAdam  # noqa: F401
