@@ -4,6 +4,8 @@
     x = dt.randn(3, 4, requires_grad=True)
     (x @ x.T).sum().backward()
 """
+import sys as _sys
+
 from dtrain import autograd  # noqa: F401  (installs Tensor methods)
 from dtrain.autograd import enable_grad, inference_mode, is_grad_enabled, no_grad  # noqa: F401
 from dtrain.autograd import set_grad_enabled  # noqa: F401
@@ -29,7 +31,6 @@ from dtrain.autograd.ops.shape import (broadcast_to, cat, chunk, clone, concat, 
                                        concatenate, expand, flatten, narrow, pad, permute,
                                        reshape, split, squeeze, stack, swapaxes, swapdims, t,
                                        transpose, unbind, unflatten, unsqueeze, view)
-from dtrain.core import backend as _backend
 from dtrain.core.creation import (arange, as_tensor, empty, empty_like, eye,  # noqa: F401
                                   get_default_device, set_default_device,
                                   from_numpy, full, full_like, linspace, ones, ones_like, rand,
@@ -53,8 +54,9 @@ from dtrain.core.creation import LEGACY_TYPES as _LEGACY_TYPES
 globals().update(_LEGACY_TYPES)  # dt.FloatTensor, dt.LongTensor, ... (torch's legacy types)
 
 from dtrain import data, distributed, linalg, nn, optim  # noqa: E402,F401
-from dtrain.optim import amp  # noqa: E402,F401
-from dtrain import jit  # noqa: E402,F401
+from dtrain import amp, jit  # noqa: E402,F401
+from dtrain.nn import parallel as _nn_parallel  # noqa: E402,F401  (dt.nn.parallel)
+from dtrain import accelerator, backends, utils  # noqa: E402,F401
 
 compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)
 
@@ -64,8 +66,21 @@ from dtrain.nn.activation import erf  # noqa: E402,F401  (dt.erf; NumPy has none
 __version__ = "0.1.0"
 
 
-class cuda:
-    """`dt.cuda.is_available()`, `dt.cuda.device_count()` (CuPy is imported lazily)."""
+def _module_path(name, module):
+    """Serve `module` as `dtrain.<name>` (`import dtrain.<name>` finds it).
 
-    is_available = staticmethod(_backend.cuda_is_available)
-    device_count = staticmethod(_backend.cuda_device_count)
+    NOTE: `dtrain.cuda` and `dtrain.multiprocessing` cannot be folders at the repository
+    root, which is the package: where the root is on sys.path (`python -m pytest` run there)
+    they would shadow the standard library's multiprocessing and CUDA Python's `cuda`
+    namespace, which CuPy imports."""
+    _sys.modules[f"dtrain.{name}"] = module
+    return module
+
+
+from dtrain.core import cuda  # noqa: E402
+from dtrain.distributed import spawn as _spawn  # noqa: E402
+from dtrain.amp import cuda as _cuda_amp  # noqa: E402
+
+cuda.amp = _module_path("cuda.amp", _cuda_amp)
+cuda = _module_path("cuda", cuda)
+multiprocessing = _module_path("multiprocessing", _spawn)

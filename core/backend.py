@@ -5,6 +5,7 @@ CuPy is imported lazily, the first time a CUDA device is asked for, so that a ma
 without CuPy or without a GPU runs everything on the CPU and reports CUDA requests clearly.
 """
 import ctypes
+import importlib.util
 import os
 import sys
 from contextlib import nullcontext
@@ -64,6 +65,11 @@ def _load_cupy():
 
 def cuda_is_available():
     return _load_cupy() is not None
+
+
+def cuda_is_built():
+    """Whether CuPy is installed (a GPU may still be missing): PyTorch's "built with CUDA"."""
+    return importlib.util.find_spec("cupy") is not None
 
 
 def cuda_device_count():

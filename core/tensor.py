@@ -137,6 +137,13 @@ class Tensor:
         return backend.is_cuda_array(self._data)
 
     @property
+    def is_cpu(self):
+        return not backend.is_cuda_array(self._data)
+
+    # Kinds of tensor that dtrain does not have: always False, for scripts that ask.
+    is_xpu = is_mps = is_meta = is_sparse = is_quantized = property(lambda self: False)
+
+    @property
     def is_leaf(self):
         return self.grad_fn is None
 
