@@ -122,18 +122,21 @@ def _not_launched_message():
 
 def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1,
                        store=None, group_name="", pg_options=None, device_id=None):
-    """Join the job's ranks into the default group (backend None, "mpi" or "nccl")."""
+    """Join the job's ranks into the default group (backend None, "mpi", "nccl" or "gloo").
+
+    "gloo", PyTorch's CPU backend, runs on the MPI backend; `get_backend()` then answers
+    "gloo", the name the script asked for, as PyTorch does."""
     if state.world is not None:
         raise RuntimeError("trying to initialize the default process group twice! Call "
                            "dt.distributed.destroy_process_group() first, or check "
                            "dt.distributed.is_initialized() before initializing.")
-    if backend not in (None, "mpi", "nccl"):
-        raise ValueError(f"Invalid backend: '{backend}'; dtrain supports None (auto), 'mpi' "
-                         "and 'nccl'")
+    if backend not in (None, "mpi", "nccl", "gloo"):
+        raise ValueError(f"Invalid backend: '{backend}'; dtrain supports None (auto), 'mpi', "
+                         "'nccl' and 'gloo' (runs on MPI)")
     if backend == "nccl" and not nccl_available():
         raise RuntimeError("backend 'nccl' was requested but NCCL is not available (needs a "
                            "CUDA GPU, CuPy and NCCL: pip install dtrain[cuda] "
-                           "nvidia-nccl-cu12); use backend='mpi' or None")
+                           "nvidia-nccl-cu12); use backend='gloo', 'mpi' or None")
     if not launched_by_mpi():
         raise RuntimeError(_not_launched_message())
     from mpi4py import MPI

@@ -1,6 +1,6 @@
 """PyTorch's module paths and device/backend names on dtrain: `dt.accelerator`, `dt.backends`,
 `dt.cuda`, `dt.multiprocessing`, `dt.utils.data`, `dt.nn.parallel`, `dt.amp`, `dt.cuda.amp`,
-the tensor kind predicates."""
+the tensor kind predicates and the "gloo" backend name."""
 import importlib
 import importlib.util
 import subprocess
@@ -137,6 +137,17 @@ def test_cuda_amp_is_amp_bound_to_cuda():
     else:
         with pytest.warns(UserWarning, match="CUDA is not available"):
             assert not dt.cuda.amp.GradScaler(init_scale=8.0).is_enabled()
+
+
+def test_backend_names_gloo_and_nccl_errors():
+    import dtrain.distributed as dist
+
+    with pytest.raises(ValueError, match="'gloo' \\(runs on MPI\\)"):
+        dist.init_process_group("hccl")
+    if not CUDA:
+        with pytest.raises(RuntimeError, match="'nccl' was requested but NCCL is not available"):
+            dist.init_process_group("nccl")
+    assert not dist.is_initialized()
 
 
 SPAWN = """
