@@ -76,8 +76,10 @@ def main():
     return device, history, optimizer.param_groups[0]["lr"]
 
 
-def test_cnn_script_trains_on_the_accelerator_or_cpu():
+def test_cnn_script_trains_on_the_accelerator_or_cpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the script
     device, history, lr = main()
+    assert torch.backends.cudnn.benchmark is True
     assert device == ("cuda" if torch.cuda.is_available() else "cpu")
     losses = [loss for loss, _ in history]
     assert losses[0] > 2.0                             # untrained: about ln(10)
