@@ -89,9 +89,7 @@ class CallCheck:
             test = self.request.Test
             for _ in range(FAST_POLLS):
                 if test():
-                    queue.popleft()
-                    if self.buf[0] != self.hash or self.buf[1] != -self.hash:
-                        self._fail()
+                    self._settle()
                     return
         Work(self.group, self.name, self.seq, None, None, self).wait()
 
@@ -106,10 +104,15 @@ class CallCheck:
             head = queue[0]
             if not head.request.Test():
                 return False
-            queue.popleft()
-            if head.buf[0] != head.hash or head.buf[1] != -head.hash:
-                head._fail()
+            head._settle()
         return True
+
+    def _settle(self):
+        """This check, the oldest in flight, has completed: leave the queue, and raise
+        when the ranks' hashes differ (the MAX of [h, -h] is [h, -h] only if all agree)."""
+        self.group.unverified.popleft()
+        if self.buf[0] != self.hash or self.buf[1] != -self.hash:
+            self._fail()
 
     def _fail(self):
         """Send every other rank this rank's description of the call, break the group, and
