@@ -12,23 +12,27 @@ from dtrain.launcher.config import ConfigError, check_kwargs
 from dtrain.launcher.models import MODELS, import_target
 
 
+def _error(where, key, message):
+    """`origin: key: message`, the origin being where `key` was set (file:line, or the
+    command-line override)."""
+    return ConfigError(f"{where.get(key) or key}: {key}: {message}")
+
+
 def check_names(cfg, where):
     """Registry names and keyword arguments (the `dtrain config`, `slurm` and `launch` check)."""
-    def at(path):
-        return where.get(path) or path
     model = cfg.model
     if model.name is not None and model.name not in MODELS:
-        raise ConfigError(f"{at('model.name')}: model.name: unknown model {model.name!r}; "
-                          f"built-in models: {', '.join(MODELS)}")
+        raise _error(where, "model.name", f"unknown model {model.name!r}; built-in models: "
+                                          f"{', '.join(MODELS)}")
     if cfg.data.dataset not in registry.DATASETS:
-        raise ConfigError(f"{at('data.dataset')}: data.dataset: unknown data set "
-                          f"{cfg.data.dataset!r}; built-in: {', '.join(registry.DATASETS)}")
+        raise _error(where, "data.dataset", f"unknown data set {cfg.data.dataset!r}; built-in: "
+                                            f"{', '.join(registry.DATASETS)}")
     for i, spec in enumerate(cfg.data.transforms):
         name = spec if isinstance(spec, str) else (next(iter(spec)) if isinstance(spec, dict)
                                                    and len(spec) == 1 else None)
         if name not in registry.TRANSFORMS:
-            raise ConfigError(f"{at(f'data.transforms.{i}')}: data.transforms.{i}: unknown "
-                              f"transform {spec!r}; built-in: {', '.join(registry.TRANSFORMS)}")
+            raise _error(where, f"data.transforms.{i}", f"unknown transform {spec!r}; built-in: "
+                                                        f"{', '.join(registry.TRANSFORMS)}")
     for section, table in (("optimizer", registry.OPTIMIZERS),
                            ("scheduler", registry.SCHEDULERS)):
         sec = getattr(cfg, section)
@@ -37,42 +41,41 @@ def check_names(cfg, where):
         try:
             cls = registry.lookup(table, sec.name)
         except KeyError:
-            raise ConfigError(f"{at(section + '.name')}: {section}.name: unknown {section} "
-                              f"{sec.name!r}; built-in: {', '.join(table)}") from None
+            raise _error(where, f"{section}.name", f"unknown {section} {sec.name!r}; built-in: "
+                                                   f"{', '.join(table)}") from None
         check_kwargs(sec.kwargs, cls, section, where)
 
 
 def check_launch(cfg, where):
     """What `dtrain launch` checks on this machine before starting ranks: the model target
     imports, CUDA is there when asked for, the output folder is writable."""
-    def at(path):
-        return where.get(path) or path
     target = cfg.model.target
     if target is not None:
         try:
             obj = import_target(target)
         except Exception as err:  # the user's module may raise anything while importing
             last = traceback.format_exception_only(type(err), err)[-1].strip()
-            raise ConfigError(f"{at('model.target')}: model.target: cannot import {target!r}: "
-                              f"{last}") from None
+            raise _error(where, "model.target", f"cannot import {target!r}: {last}") from None
         if not callable(obj):
-            raise ConfigError(f"{at('model.target')}: model.target: {target!r} is not "
-                              "callable")
+            raise _error(where, "model.target", f"{target!r} is not callable")
     if cfg.trainer.device == "cuda" and not dt.cuda.is_available():
-        raise ConfigError(f"{at('trainer.device')}: trainer.device: cuda asked for, but no "
-                          "CUDA GPU is visible here (CuPy absent or no device); use cpu or auto")
+        raise _error(where, "trainer.device", "cuda asked for, but no CUDA GPU is visible here "
+                                              "(CuPy absent or no device); use cpu or auto")
     check_paths(cfg, where)
 
 
 def check_paths(cfg, where):
     """A resume path that exists and a writable output folder (also before `dtrain slurm`
     submits: the job would fail on them after waiting in the queue)."""
-    def at(path):
-        return where.get(path) or path
-    resume = cfg.trainer.resume
-    if resume not in (None, "auto", "latest") and not Path(resume).expanduser().exists():
-        raise ConfigError(f"{at('trainer.resume')}: trainer.resume: {resume}: no such "
-                          "checkpoint file or run directory")
+    resume = cfg.trainer.resume_path
+    if resume is not None and not resume.exists():
+        raise _error(where, "trainer.resume", f"{cfg.trainer.resume}: no such checkpoint file or "
+                                              "run directory")
+    check_output_dir(cfg, where)
+
+
+def check_output_dir(cfg, where):
+    """The output folder exists (made if missing) and is writable."""
     out = Path(cfg.experiment.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -80,5 +83,4 @@ def check_paths(cfg, where):
             raise PermissionError("not writable")
     except OSError as err:
         reason = err.strerror or str(err)
-        raise ConfigError(f"{at('experiment.output_dir')}: experiment.output_dir: cannot write "
-                          f"to {out}: {reason}") from None
+        raise _error(where, "experiment.output_dir", f"cannot write to {out}: {reason}") from None

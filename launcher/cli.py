@@ -165,6 +165,7 @@ def _launch_config(args):
         cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(
             cfg.experiment, output_dir=str(Path(cfg.experiment.output_dir).resolve())))
         if args.dry_run:
+            checks.check_output_dir(cfg, where)
             return _dry_run(cfg, args)
         checks.check_launch(cfg, where)
         plan = rundir.plan(cfg)
@@ -207,12 +208,7 @@ def _dry_run(cfg, args):
     text = cfgmod.dump(cfg)
     out = Path(cfg.experiment.output_dir)
     path = out / f"resolved-{hashlib.sha256(text.encode()).hexdigest()[:10]}.yaml"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as err:
-        raise cfgmod.ConfigError(f"experiment.output_dir: cannot write to {out}: "
-                                 f"{err.strerror or err}") from None
+    path.write_text(text)
     print(f"# the resolved config: {path}\n"
           f"# each run writes to {out}/$DTRAIN_RUN_ID (the same id continues that run)\n"
           f'export {rundir.RUN_ID_ENV}="${{{rundir.RUN_ID_ENV}:-run-$(date +%Y%m%d-%H%M%S)}}"')

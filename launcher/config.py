@@ -312,6 +312,13 @@ class Trainer:
     device: str = key(str, "auto", one_of("auto", "cpu", "cuda"), result=False)
     progress: bool = key(bool, True, result=False)
 
+    @property
+    def resume_path(self):
+        """`resume` as a path (a run folder or a checkpoint file), or None for null, auto and
+        latest."""
+        return None if self.resume in (None, "auto", "latest") else \
+            Path(self.resume).expanduser().resolve()
+
 
 @dataclass(frozen=True)
 class Distributed:

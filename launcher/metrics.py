@@ -54,18 +54,21 @@ def _replace(path, write):
 
 class MetricsWriter:
     """Append records to both files of a run directory (only an enabled writer, rank 0,
-    touches them). Opening an existing run rewrites both files from the readable JSONL
-    records, so what a killed job left (a torn line, a CSV row short, an older CSV header)
-    is repaired before new records follow."""
+    touches them). Opening an existing run rewrites both files, once, from the readable
+    JSONL records, so what a killed job left (a torn line, a CSV row short, an older CSV
+    header) is repaired before new records follow; with `through_step`, the records of later
+    steps are dropped too (a run resumed from the checkpoint of that step writes them
+    again)."""
 
-    def __init__(self, run_dir, enabled=True):
+    def __init__(self, run_dir, enabled=True, through_step=None):
         self.enabled = enabled
         self.jsonl = Path(run_dir) / "metrics.jsonl"
         self.csv = Path(run_dir) / "metrics.csv"
         if not enabled:
             return
         if self.jsonl.exists():
-            self._rewrite(read(run_dir))
+            self._rewrite([r for r in read(run_dir) if through_step is None
+                           or r.get("step", 0) <= through_step])
         else:
             _replace(self.csv, lambda f: csv.writer(f).writerow(COLUMNS))
 
@@ -95,12 +98,6 @@ class MetricsWriter:
             f.write(line)
         with self.csv.open("a", newline="") as f:
             csv.writer(f).writerow(_csv_row(record))
-
-    def truncate_after(self, step):
-        """Keep only the records of steps <= `step` in both files (each replaced atomically):
-        a run resumed from the checkpoint of `step` then writes the later steps once."""
-        if self.enabled and self.jsonl.exists():
-            self._rewrite([r for r in read(self.jsonl.parent) if r.get("step", 0) <= step])
 
 
 def read(run_dir):

@@ -125,15 +125,16 @@ def _newest_with_checkpoint(output_dir):
 
 
 def plan(cfg, environ=os.environ):
-    """The RunPlan for a validated config (raises ConfigError, before any rank starts)."""
+    """The RunPlan for a config that passed `checks.check_paths` (raises ConfigError, before
+    any rank starts)."""
     output_dir = Path(cfg.experiment.output_dir).resolve()
-    resume = cfg.trainer.resume
+    resume, path = cfg.trainer.resume, cfg.trainer.resume_path
     where = "trainer.resume"
     if environ.get(RUN_ID_ENV):
         run_dir = output_dir / environ[RUN_ID_ENV]
         if Checkpoints(run_dir).entries():
             return RunPlan(run_dir, run_dir.name, True, None)
-        return RunPlan(run_dir, run_dir.name, False, _resume_file(resume, output_dir, where))
+        return RunPlan(run_dir, run_dir.name, False, path)
     if resume in ("auto", "latest"):
         found = _newest_with_checkpoint(output_dir)
         if found is not None:
@@ -141,32 +142,18 @@ def plan(cfg, environ=os.environ):
         if resume == "latest":
             raise ConfigError(f"{where}: latest: no run under {output_dir} has a checkpoint "
                               "to resume from (trainer.resume=auto starts fresh instead)")
-        resume = None
-    elif resume is not None:
-        path = Path(resume).expanduser().resolve()
-        if path.is_dir():
-            if not Checkpoints(path).entries():
-                raise ConfigError(f"{where}: {resume}: this run directory has no checkpoint "
-                                  f"(no {MANIFEST})")
-            return RunPlan(path, path.name, True, None)
-    resume_from = _resume_file(resume, output_dir, where)
+    elif path is not None and path.is_dir():
+        if not Checkpoints(path).entries():
+            raise ConfigError(f"{where}: {resume}: this run directory has no checkpoint "
+                              f"(no {MANIFEST})")
+        return RunPlan(path, path.name, True, None)
     run_dir = _new_version(output_dir)
-    return RunPlan(run_dir, run_dir.name, False, resume_from)
-
-
-def _resume_file(resume, output_dir, where):
-    if resume in (None, "auto", "latest"):
-        return None
-    path = Path(resume).expanduser().resolve()
-    if not path.is_file():
-        raise ConfigError(f"{where}: {resume}: no such checkpoint file or run directory")
-    return path
+    return RunPlan(run_dir, run_dir.name, False, path)
 
 
 def check_resume(plan_, cfg_dict, log=print):
     """Refuse (ConfigError) to resume when keys that change the result differ from the config
-    the checkpoint was written with, unless trainer.resume_allow_changes; returns the
-    checkpoint's step (None when starting fresh)."""
+    the checkpoint was written with, unless trainer.resume_allow_changes."""
     if plan_.continuing:
         state, path = Checkpoints(plan_.run_dir).newest(log)
         if state is None:
@@ -178,11 +165,10 @@ def check_resume(plan_, cfg_dict, log=print):
         except (OSError, RuntimeError) as err:
             raise ConfigError(f"trainer.resume: {err}") from None
     else:
-        return None
+        return
     changes = config_changes(state.get("config") or {}, cfg_dict)
     if changes and not cfg_dict["trainer"]["resume_allow_changes"]:
         raise ConfigError(
             f"trainer.resume: {path} was written with a different config; these keys change "
             "the result:\n  " + "\n  ".join(changes) + "\nstart a fresh run (trainer.resume="
             "null), or resume anyway with trainer.resume_allow_changes=true")
-    return state["step"]

@@ -1,7 +1,7 @@
 """The trainer each rank runs for a config, in small units: `build` (model, data, optimizer,
-scheduler, DDP from the registries), `resume` (a checkpoint's full state), `train_step`,
-`evaluate` (every sample counted exactly once across ranks), `save_checkpoint`, and `fit`,
-the loop that orders them and decides when to stop.
+scheduler, DDP from the registries), `resume` (a checkpoint's full state),
+`forward_backward`, `evaluate` (every sample counted exactly once across ranks),
+`save_checkpoint`, and `fit`, the loop that orders them and decides when to stop.
 
 Stops are agreed by all ranks at a step boundary with one all-reduce per step: a stop signal
 (SIGTERM/SIGINT from `dtrain launch`, SIGHUP, SIGUSR2 from Slurm before the time limit) ends
@@ -262,7 +262,7 @@ def first_nonfinite(loss, norm):
 
 
 # -- evaluation ---------------------------------------------------------------------------------
-def evaluate(job, dataset, split, loss_fn):
+def evaluate(job, dataset, loss_fn):
     """(loss, accuracy, count) over `dataset`, each sample counted once across ranks."""
     world, model = job.world, job.model
     model.eval()
@@ -363,10 +363,9 @@ def fit(job, flags, metrics, progress, log):
                 metrics.write(step=job.step, epoch=epoch, split="train", loss=loss,
                               grad_norm=norm, lr=job.optimizer.param_groups[0]["lr"],
                               samples_per_s=rate, elapsed_s=elapsed)
-            if tcfg.checkpoint_every and job.step % tcfg.checkpoint_every == 0:
+            if stop or tcfg.checkpoint_every and job.step % tcfg.checkpoint_every == 0:
                 checkpoint = save_checkpoint(job, log) or checkpoint
             if stop:
-                checkpoint = save_checkpoint(job, log) or checkpoint
                 return _stopped(job, flags.signal, checkpoint, log)
             end_of_epoch = job.step % job.steps_per_epoch == 0
             due = job.step % tcfg.eval_every == 0 if tcfg.eval_every else end_of_epoch
@@ -388,14 +387,21 @@ def _plateau(scheduler):
     return isinstance(scheduler, dt.optim.lr_scheduler.ReduceLROnPlateau)
 
 
-def _evaluate_and_record(job, loss_fn, metrics, epoch, start, log):
-    split = job.eval_split
+def _record(job, split, epoch, loss_fn, metrics, log, **extra):
+    """Evaluate `split` ("val" or "test"), write and print it; returns (loss, accuracy)."""
     dataset = job.val_ds if split == "val" else job.test_ds
-    loss, acc, count = evaluate(job, dataset, split, loss_fn)
-    metrics.write(step=job.step, epoch=epoch, split=split, loss=loss, accuracy=acc,
-                  elapsed_s=time.monotonic() - start)
+    loss, acc, count = evaluate(job, dataset, loss_fn)
+    metrics.write(step=job.step, epoch=epoch, split=split, loss=loss, accuracy=acc, **extra)
     log(f"step {job.step}: {split} loss {loss:.4f} accuracy {acc:.4f} ({count} samples)")
     job.last_eval = {"step": job.step, "split": split, "loss": loss, "accuracy": acc}
+    return loss, acc
+
+
+def _evaluate_and_record(job, loss_fn, metrics, epoch, start, log):
+    """A training-time evaluation: it also tracks the best one and steps a plateau
+    scheduler."""
+    loss, acc = _record(job, job.eval_split, epoch, loss_fn, metrics, log,
+                        elapsed_s=time.monotonic() - start)
     if not job.best or acc > job.best["accuracy"]:
         job.best = dict(job.last_eval)
     if job.scheduler is not None and _plateau(job.scheduler):
@@ -409,11 +415,8 @@ def _finish(job, reason, checkpoint, metrics, log):
     if job.saved_step != job.step:  # the same decision on every rank
         checkpoint = save_checkpoint(job, log) or checkpoint
     if job.val_ds is not None:
-        loss, acc, count = evaluate(job, job.test_ds, "test", nn.CrossEntropyLoss())
-        metrics.write(step=job.step, epoch=job.step // job.steps_per_epoch, split="test",
-                      loss=loss, accuracy=acc)
-        log(f"step {job.step}: test loss {loss:.4f} accuracy {acc:.4f} ({count} samples)")
-        job.last_eval = {"step": job.step, "split": "test", "loss": loss, "accuracy": acc}
+        _record(job, "test", job.step // job.steps_per_epoch, nn.CrossEntropyLoss(), metrics,
+                log)
     return Outcome(ExitCode.OK, reason, checkpoint)
 
 
@@ -457,14 +460,14 @@ def start(config_path, rank):
     return job
 
 
-def restore(job, metrics, log):
+def restore(job, log):
     """Resume from this run's newest checkpoint (a restart, or a continued run), else from
     trainer.resume's checkpoint file (a new run branching from it); returns the checkpoint's
     path, or None for a fresh start. Raises UsageError when it is past the schedule."""
     state, path = Checkpoints(job.run_dir).newest(log)
     own = state is not None
-    if state is None and job.cfg.trainer.resume not in (None, "auto", "latest"):
-        path = Path(job.cfg.trainer.resume)
+    if state is None and job.cfg.trainer.resume_path is not None:
+        path = job.cfg.trainer.resume_path
         state = dt.load(path)
     if state is None:
         return None
@@ -474,7 +477,6 @@ def restore(job, metrics, log):
         raise UsageError(f"nothing to train: {path} is at step {job.step}, past the "
                          f"{job.total} steps this config asks for (raise trainer.epochs or "
                          "trainer.max_steps)")
-    metrics.truncate_after(job.step)
     log(f"resumed from step {job.step} of {job.total} ({path})")
     return path
 
@@ -501,8 +503,9 @@ def main(config_path):
             dist.all_gather_object(nodes, os.environ.get("SLURMD_NODENAME") or
                                    socket.gethostname())
             log(f"world: {world.size} ranks on nodes {sorted(set(nodes))}")
-        metrics = MetricsWriter(job.run_dir, enabled=rank == 0)
-        path = restore(job, metrics, log)
+        path = restore(job, log)
+        metrics = MetricsWriter(job.run_dir, enabled=rank == 0,
+                                through_step=job.step if path else None)
     except (UsageError, cfgmod.ConfigError) as err:
         log(f"dtrain trainer: {err}", err=True)
         return ExitCode.USAGE

@@ -87,14 +87,13 @@ def test_reopening_repairs_what_a_killed_job_left(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_truncate_after_drops_the_steps_a_resumed_run_repeats(tmp_path):
+def test_through_step_drops_the_steps_a_resumed_run_repeats(tmp_path):
     w = MetricsWriter(tmp_path)
     for step in range(10, 80, 10):
         w.write(step=step, epoch=0, split="train", loss=1.0 / step)
         if step % 20 == 0:
             w.write(step=step, epoch=0, split="test", loss=1.0, accuracy=0.5)
-    w = MetricsWriter(tmp_path)                   # the resumed run, from step 50
-    w.truncate_after(50)
+    w = MetricsWriter(tmp_path, through_step=50)  # the resumed run, from step 50
     for step in (60, 70):
         w.write(step=step, epoch=0, split="train", loss=1.0 / step)
     steps = [(r["step"], r["split"]) for r in metrics.read(tmp_path)]
@@ -105,9 +104,8 @@ def test_truncate_after_drops_the_steps_a_resumed_run_repeats(tmp_path):
 
 
 def test_a_disabled_writer_touches_nothing(tmp_path):
-    w = MetricsWriter(tmp_path, enabled=False)
+    w = MetricsWriter(tmp_path, enabled=False, through_step=0)
     w.write(step=1, split="train", loss=1.0)
-    w.truncate_after(0)
     assert list(tmp_path.iterdir()) == []
 
 
