@@ -143,12 +143,12 @@ class Op(Node):
             if cls.n_outputs == 1:
                 result = Tensor._make(out)
                 if cls.is_view:
-                    _mark_view(result, args[0])
+                    _mark_view(result, args[0], cls, args, params)
             else:
                 result = tuple(Tensor._make(o, False, None, i) for i, o in enumerate(out))
                 if cls.is_view:
                     for t in result:
-                        _mark_view(t, args[0])
+                        _mark_view(t, args[0], cls, args, params)
             if tracer is not None:  # dtrain.jit is recording this call (jit/tracer.py)
                 tracer.record(node, args, params, result)
             return result
@@ -161,6 +161,8 @@ class Op(Node):
         record = False
         for a in args:
             if isinstance(a, Tensor):
+                if a._base is not None and a._view is not None:
+                    refresh_view(a)
                 d = a._data
                 arrays.append(d)
                 shapes.append(d.shape)
@@ -182,13 +184,13 @@ class Op(Node):
         if cls.n_outputs == 1:
             t = result = Tensor._make(out, record, node if record else None)
             if cls.is_view:
-                _mark_view(t, args[0])
+                _mark_view(t, args[0], cls, args, params)
         else:
             result = tuple(Tensor._make(o, record, node if record else None, i)
                            for i, o in enumerate(out))
             if cls.is_view:
                 for t in result:
-                    _mark_view(t, args[0])
+                    _mark_view(t, args[0], cls, args, params)
         if record:
             node.next_edges = edges
             node.in_shapes = shapes
@@ -228,12 +230,48 @@ class Op(Node):
         return t
 
 
-def _mark_view(t, src):
+def _mark_view(t, src, cls, args, params):
+    """Make `t` a view of `src`'s base when its array aliases `src`'s: it shares the version
+    counter, and `t._view` = (steps from the base to `t`, the base's grad_fn they were taken
+    from), so an in-place change of `t` can rebase the base's history (`rebase_view`) and a
+    change of the base's history can renew `t`'s (`refresh_view`). A view of a detached
+    tensor is not differentiable (`_view` None), as in PyTorch."""
     if isinstance(src, Tensor):
         owner, d = t._data.base, src._data
         if owner is not None and (owner is d or owner is d.base):
             t._version = src._version
-            t._base = src if src._base is None else src._base
+            step = (cls, args[1:], params, t._output_nr)
+            if src._base is None:
+                t._base, t._view = src, ((step,), src.grad_fn)
+            else:
+                t._base = src._base
+                t._view = None if src._view is None else (src._view[0] + (step,),
+                                                          src._base.grad_fn)
+
+
+def replay_view(x, steps):
+    """Apply view `steps` (from `_mark_view`) to `x`: a Tensor (recorded ops) or an array."""
+    for cls, extra, params, i in steps:
+        if isinstance(x, Tensor):
+            x = cls.apply(x, *extra, **params)
+        else:
+            extra = [e._data if isinstance(e, Tensor) else e for e in extra]
+            x = object.__new__(cls).forward(x, *extra, **params)
+        if isinstance(x, tuple):
+            x = x[i]
+    return x
+
+
+def refresh_view(t):
+    """Renew view `t`'s history after its base's changed (an in-place op on the base or on
+    another view of it): `t` becomes a view of the base as it is now."""
+    steps, seen = t._view
+    base = t._base
+    if base.grad_fn is not seen:
+        fresh = replay_view(base, steps)
+        t.grad_fn, t._output_nr, t.requires_grad = fresh.grad_fn, fresh._output_nr, \
+            fresh.requires_grad
+        t._view = (steps, base.grad_fn)
 
 
 def _forward_error(node, args, err):

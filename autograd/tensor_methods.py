@@ -69,12 +69,7 @@ OPERATORS = {
 def _write(self, result):
     """Copy `result` (an array) into `self` in place, with PyTorch's dtype/shape rules."""
     data = self._data
-    if result.shape != data.shape:
-        raise RuntimeError(f"output with shape {list(data.shape)} doesn't match the broadcast "
-                           f"shape {list(result.shape)}")
-    if result.dtype != data.dtype and not np.can_cast(result.dtype, data.dtype, "same_kind"):
-        raise RuntimeError(f"result type {dtypes.from_np(result.dtype)} can't be cast to the "
-                           f"desired output type {dtypes.from_np(data.dtype)}")
+    _check_fits(data, result)
     try:
         backend.array_module(data).copyto(data, result, casting="unsafe")
     except ValueError as err:  # read-only, e.g. the result of expand()
@@ -85,19 +80,54 @@ def _write(self, result):
         _node.tracer.on_write(self, result)
 
 
+def _check_fits(data, result):
+    if result.shape != data.shape:
+        raise RuntimeError(f"output with shape {list(data.shape)} doesn't match the broadcast "
+                           f"shape {list(result.shape)}")
+    if result.dtype != data.dtype and not np.can_cast(result.dtype, data.dtype, "same_kind"):
+        raise RuntimeError(f"result type {dtypes.from_np(result.dtype)} can't be cast to the "
+                           f"desired output type {dtypes.from_np(data.dtype)}")
+
+
+def _is_view(t):
+    """Whether `t` is a differentiable view of another tensor (not a detached alias)."""
+    return t._base is not None and t._view is not None
+
+
+def _commit(self, res):
+    """Make `self` hold `res`, a recorded result computed from it: its values and history.
+    A view instead rebases its base's history (the base becomes a CopySlices of `res` into
+    it) and becomes a view of the new base, as in PyTorch, so that gradients through the
+    base and through any of its views see the change."""
+    if not _is_view(self):
+        _write(self, res._data)
+        self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, res._output_nr, True
+        return
+    _check_fits(self._data, res._data)
+    base = self._base
+    old = Tensor._make(base._data, base.requires_grad, base.grad_fn, base._output_nr)
+    new = index.CopySlices.apply(old, res, self._view[0])
+    _write(base, new._data)
+    base.grad_fn, base._output_nr, base.requires_grad = new.grad_fn, 0, True
+    _node.refresh_view(self)
+
+
 def _recording(self, args):
-    return state.enabled and (self.requires_grad or any(
-        isinstance(a, Tensor) and a.requires_grad for a in args))
+    if not state.enabled:
+        return False
+    if _is_view(self):  # its base may have gained a history since the view was taken
+        _node.refresh_view(self)
+    return self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)
 
 
 def _check_inplace(self):
+    """Refuse in-place changes of leaves that require grad and of their views."""
     if self.grad_fn is None and self.requires_grad:
         raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
                            "operation.")
-    if self._base is not None:
-        raise RuntimeError("in-place operation on a view of another tensor while recording the "
-                           "graph is not supported by dtrain; modify the base tensor (e.g. "
-                           "`base[idx] = value`) or clone() the view first")
+    if _is_view(self) and self._base.requires_grad and self._base.grad_fn is None:
+        raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
+                           "in-place operation.")
 
 
 def inplace(self, fn, args, kwargs=None, reads_self=True):
@@ -115,9 +145,7 @@ def inplace(self, fn, args, kwargs=None, reads_self=True):
                        self.grad_fn, self._output_nr)
     if reads_self and _node.tracer is not None:  # dtrain.jit: the snapshot is a graph value
         _node.tracer.on_copy(self, old)
-    res = fn(old, *args, **kwargs)
-    _write(self, res._data)
-    self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, res._output_nr, True
+    _commit(self, fn(old, *args, **kwargs))
     return self
 
 
@@ -137,9 +165,7 @@ def setitem(self, key, value):
         return
     _check_inplace(self)
     old = Tensor._make(self._data, self.requires_grad, self.grad_fn, self._output_nr)
-    res = index.IndexPut.apply(old, value, key)
-    _write(self, res._data)
-    self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, 0, True
+    _commit(self, index.IndexPut.apply(old, value, key))
 
 
 # name -> (function, backward reads the old self)

@@ -42,7 +42,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_output_nr", "_version",
-                 "_base", "_hooks", "_post_hooks", "__weakref__")
+                 "_base", "_view", "_hooks", "_post_hooks", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Tensor` defer to Tensor.__rmul__
     __hash__ = object.__hash__
 
@@ -189,6 +189,7 @@ class Tensor:
         """A tensor sharing data (and version counter) with this one, outside the graph."""
         t = Tensor._make(self._data, version=self._version)
         t._base = self._base if self._base is not None else self
+        t._view = None  # a view outside the graph: in-place changes to it are not recorded
         return t
 
     def detach_(self):

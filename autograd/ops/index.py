@@ -1,6 +1,6 @@
 """Indexing: basic and advanced `x[key]` (get and set), gather/scatter_add, index_select,
 masked_fill. Index arrays are constants; gradients flow to the indexed tensor and values."""
-from dtrain.autograd.node import Op
+from dtrain.autograd.node import Op, replay_view
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.pointwise import where
 from dtrain.autograd.ops.shape import pad, sum_to
@@ -54,7 +54,12 @@ class Index(Op):
 
     def forward(self, x, key):
         self.in_shape, self.key = x.shape, key
-        return x[key]
+        out = x[key]
+        if not isinstance(out, type(x)) and not _has_int_array(key):
+            # NumPy returns a copied scalar for x[i] of a 1-d x; a trailing `...` keeps the
+            # 0-d element a view, so that `x[i].mul_(2)` changes x, as in PyTorch
+            out = x[(key if isinstance(key, tuple) else (key,)) + (Ellipsis,)]
+        return out
 
     def backward(self, g):
         return (IndexGrad.apply(g, self.in_shape, self.key), None)
@@ -122,6 +127,54 @@ class IndexPut(Op):
             extra = len(self.v_shape) - gv._data.ndim  # leading size-1 dims of the value
             gv = sum_to(gv, self.v_shape[max(extra, 0):]).reshape(self.v_shape)
         return gx, gv, None
+
+
+def _copy_slices_samples():
+    s = SampleMaker("copy_slices")
+
+    def through(view, inplace, out=lambda y: y):
+        def fn(x, v):
+            y = x * 1.0  # a non-leaf base
+            inplace(view(y), v)
+            return out(y)
+        return fn
+    z = Tensor._make(s.rng.uniform(-1, 1, (3, 4)))
+
+    def into_zeros(x, v):
+        y = z * 0.0  # a base that does not require grad gains a history
+        y[1].copy_(v)
+        return y * x
+    return [Sample(through(lambda y: y[1:3], lambda a, v: a.mul_(v)), (s(3, 4), s(2, 4))),
+            Sample(through(lambda y: y.t()[0], lambda a, v: a.copy_(v)), (s(3, 4), s(3))),
+            Sample(through(lambda y: y.view(-1)[2:5], lambda a, v: a.add_(v), lambda y: y * y),
+                   (s(3, 4), s(3))),
+            Sample(through(lambda y: y.split(2)[0], lambda a, v: a.__setitem__(0, v)),
+                   (s(3, 4), s(4))),
+            Sample(into_zeros, (s(3, 4), s(4)))]
+
+
+@register("copy_slices", _copy_slices_samples)
+class CopySlices(Op):
+    """`base` with `src` written into its view reached by `steps` (see node._mark_view),
+    out-of-place: an in-place change of a view, rebased onto its base's history as in
+    PyTorch's CopySlices. The base's gradient is zero inside the view, `src`'s is the view
+    of the gradient."""
+
+    def forward(self, base, src, steps):
+        self.steps = steps
+        out = base.copy(order="K")  # same layout: reshape steps stay views
+        try:
+            replay_view(out, steps)[...] = src
+        except ValueError as err:  # e.g. a view made by expand() is read-only
+            raise RuntimeError(f"unsupported operation: cannot write into this view in place "
+                               f"({err}); clone() it first") from None
+        return out
+
+    def backward(self, g):
+        nb, ns = self.needs_input_grad[:2]
+        gb = CopySlices.apply(g, 0.0, self.steps) if nb else None
+        gs = replay_view(g, self.steps) if ns else None
+        return gb, gs, None
 
 
 def fit_value(v, target):
