@@ -18,6 +18,11 @@ from dtrain.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm,  # noq
                                      LayerNorm)
 from dtrain.nn.sparse import Embedding  # noqa: F401
 from dtrain.nn import functional, init, utils  # noqa: F401,E402
+from dtrain.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d,  # noqa: F401
+                               ConstantPad1d, ConstantPad2d, ConstantPad3d, ReflectionPad1d,
+                               ReflectionPad2d, ReflectionPad3d, ReplicationPad1d,
+                               ReplicationPad2d, ReplicationPad3d, ZeroPad1d, ZeroPad2d,
+                               ZeroPad3d)
 from dtrain.nn.pooling import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,  # noqa: F401
                                MaxPool2d, Upsample)
 from dtrain.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell  # noqa: F401

@@ -3,7 +3,7 @@ import math
 
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim, norm_dims
-from dtrain.autograd.registry import Sample, SampleMaker, register
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 
@@ -146,20 +146,80 @@ class Split(Op):
 def _pad_samples():
     s = SampleMaker("pad")
     return [Sample(lambda x: pad(x, (1, 2)), (s(3, 4),)),
-            Sample(lambda x: pad(x, (0, 1, 2, 0), value=0.5), (s(2, 3, 2),))]
+            Sample(lambda x: pad(x, (0, 1, 2, 0), value=0.5), (s(2, 3, 2),)),
+            Sample(lambda x: pad(x, (-1, 2, 1, -2)), (s(2, 4, 5),))]
 
 
 @register("pad", _pad_samples)
 class Pad(Op):
+    """Constant padding; a negative width crops. Its adjoint is the opposite padding."""
+
     def forward(self, x, pad, value):
         xp = array_module(x)
+        self.pad = pad
         widths = [(0, 0)] * (x.ndim - len(pad) // 2)
         widths += [(pad[2 * i], pad[2 * i + 1]) for i in reversed(range(len(pad) // 2))]
-        self.key = tuple(slice(lo, lo + s) for (lo, _), s in zip(widths, x.shape))
-        return xp.pad(x, widths, constant_values=value)
+        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, x.shape))
+        return xp.pad(x[crop], [(max(lo, 0), max(hi, 0)) for lo, hi in widths],
+                      constant_values=value)
 
     def backward(self, g):
-        return (g[self.key], None, None)
+        return (Pad.apply(g, tuple(-p for p in self.pad), 0), None, None)
+
+
+def _pad_mode_samples():
+    s = SampleMaker("pad_modes")
+    cases = [("reflect", (2, 1), (2, 4)), ("reflect", (-1, 2, 2, -1), (1, 2, 3, 4)),
+             ("replicate", (3, 0), (1, 2, 3)), ("replicate", (1, -2, -1, 2, 2, 0), (1, 1, 3, 4, 3)),
+             ("circular", (2, 1), (2, 3)), ("circular", (-1, 2, 1, -1), (1, 2, 3, 4))]
+    return [Sample(lambda x, p=p, m=m: pad(x, p, m), (s(*shape),)) for m, p, shape in cases]
+
+
+register_composite("pad_modes", _pad_mode_samples)
+
+
+def _source_index(xp, mode, n, lo, hi):
+    """For one padded dim of size `n`: the input position each output position reads."""
+    if mode == "circular":  # as PyTorch: crop first, then wrap around what is left
+        start = max(-lo, 0)
+        kept = n - start - max(-hi, 0)
+        return start + (xp.arange(n + lo + hi) - max(lo, 0)) % kept
+    k = xp.arange(-lo, n + hi)  # positions in the uncropped input's coordinates
+    if mode == "replicate":
+        return xp.clip(k, 0, n - 1)
+    k = xp.abs(k)  # reflect: mirror at both edges, the edge itself not repeated
+    return xp.where(k < n, k, 2 * (n - 1) - k)
+
+
+_PAD_DIMS = {1: (2, 3), 2: (3, 4), 3: (4, 5)}  # padded dims -> allowed input ndims
+_DIM_NAMES = ("D", "H", "W")
+
+
+def _check_pad_mode(shape, pad, mode):
+    """The padded dims' sizes and (lo, hi) pads, first dim first, checked as PyTorch does."""
+    k = len(pad) // 2
+    if len(shape) not in _PAD_DIMS.get(k, ()):
+        raise NotImplementedError("Only 2D, 3D, 4D, 5D padding with non-constant padding are "
+                                  f"supported for now (got a pad of length {len(pad)} for a "
+                                  f"{len(shape)}-D input)")
+    sizes = shape[-k:]
+    pairs = [(pad[2 * (k - 1 - i)], pad[2 * (k - 1 - i) + 1]) for i in range(k)]
+    for d, (n, (lo, hi)) in enumerate(zip(sizes, pairs)):
+        if mode == "reflect" and not (lo < n and hi < n):
+            raise RuntimeError(f"Argument #4: Padding size should be less than the corresponding "
+                               f"input dimension, but got: padding ({lo}, {hi}) at dimension "
+                               f"{len(shape) - k + d} of input {list(shape)}")
+        if mode == "circular" and not (lo <= n + min(hi, 0) and hi <= n + min(lo, 0)):
+            raise RuntimeError(f"Padding value causes wrapping around more than once (padding "
+                               f"({lo}, {hi}) at dimension {len(shape) - k + d} of input "
+                               f"{list(shape)}).")
+    out = [n + lo + hi for n, (lo, hi) in zip(sizes, pairs)]
+    if any(o < (0 if mode == "circular" else 1) for o in out):
+        names = _DIM_NAMES[-k:]
+        raise RuntimeError(f"input ({', '.join(f'{a}: {n}' for a, n in zip(names, sizes))}) is "
+                           f"too small. Calculated output "
+                           f"{', '.join(f'{a}: {o}' for a, o in zip(names, out))}")
+    return sizes, pairs
 
 
 @register("clone", _samples("clone", (lambda x: x.clone(), (3, 4)),
@@ -365,16 +425,38 @@ def unbind(input, dim=0):
 
 
 def pad(input, pad, mode="constant", value=None):
-    """Constant padding, last dim first: `pad=(left, right, top, bottom, ...)`."""
-    if len(pad) % 2 or len(pad) // 2 > input._data.ndim:
-        raise RuntimeError(f"Padding length must be divisible by 2 and at most twice the number "
-                           f"of dimensions of the input; got {len(pad)} for a "
-                           f"{input._data.ndim}-d input")
-    if mode != "constant":
-        raise NotImplementedError(f"pad mode {mode!r} (only 'constant' in dtrain.pad)")
-    if any(p < 0 for p in pad):
-        raise NotImplementedError("negative padding is not supported")
-    return Pad.apply(input, tuple(pad), 0 if value is None else value)
+    """PyTorch's F.pad: `pad=(left, right, top, bottom, front, back)` pads the last
+    len(pad) // 2 dims, last dim first; a negative width crops. Modes: 'constant' (fills
+    `value`, any dims), 'reflect', 'replicate', 'circular' (the last 1-3 dims of a batched or
+    unbatched input: 2-3-D for 1 dim, 3-4-D for 2, 4-5-D for 3)."""
+    shape, pad = input._data.shape, tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise RuntimeError(f"Padding length must be divisible by 2, got {len(pad)}")
+    if len(pad) > 2 * len(shape):
+        raise RuntimeError(f"Padding length should be less than or equal to two times the input "
+                           f"dimension but got padding length {len(pad)} and input of dimension "
+                           f"{len(shape)}")
+    if mode == "constant":
+        for i in range(len(pad) // 2):
+            n, lo, hi = shape[-1 - i], pad[2 * i], pad[2 * i + 1]
+            if n + lo + hi < 0:
+                raise RuntimeError(f"The input size {n}, plus negative padding {lo} and {hi} "
+                                   f"resulted in a negative output size, which is invalid. Check "
+                                   f"dimension {len(shape) - 1 - i} of your input.")
+        return Pad.apply(input, pad, 0 if value is None else value)
+    if mode not in ("reflect", "replicate", "circular"):
+        raise NotImplementedError(f"Unrecognised padding mode {mode!r} (expected 'constant', "
+                                  f"'reflect', 'replicate' or 'circular')")
+    if value:
+        raise RuntimeError(f'Padding mode "{mode}" doesn\'t take in value argument')
+    xp = array_module(input._data)
+    sizes, pairs = _check_pad_mode(shape, pad, mode)
+    index = [_source_index(xp, mode, n, lo, hi) for n, (lo, hi) in zip(sizes, pairs)]
+    # NOTE: one gather with broadcast index arrays (an open mesh) pads every dim at once;
+    # its backward scatter-adds each output gradient back to the position it was read from.
+    k = len(index)
+    return input[(Ellipsis,) + tuple(i.reshape((-1,) + (1,) * (k - 1 - d))
+                                     for d, i in enumerate(index))]
 
 
 def clone(input):
