@@ -2,6 +2,8 @@
 
 Nodes run in reverse creation order (a heap keyed by sequence number), each once all the
 gradients flowing into it are summed; no Python recursion, so chains of any length work.
+Every gradient a node passes on is cast to the dtype of the input it belongs to (as PyTorch:
+in `a32 * b64`, a's gradient is float32), so no op's backward has to.
 Saved tensors are released as each node finishes unless the graph is retained.
 """
 import heapq
@@ -11,6 +13,7 @@ import threading
 from dtrain.autograd import node as _node
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Node
+from dtrain.autograd.ops.convert import Cast
 from dtrain.core.tensor import Tensor
 
 
@@ -152,11 +155,14 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
             if not retain_graph:
                 fn.release()
             edges = fn.next_edges
-            for e, ig in zip(edges, in_grads) if in_grads else zip(edges, _NONES):
+            for e, ig, want in zip(edges, in_grads or _NONES, fn.in_dtypes):
                 if e is None:
                     continue
                 obj = e[0]
                 if ig is not None:
+                    if ig._data.dtype != want:  # each input's gradient has its dtype
+                        ig = (Tensor._make(ig._data.astype(want)) if raw_sum
+                              else Cast.apply(ig, want))
                     if obj.n_outputs == 1:
                         old = grads.get(obj)
                         grads[obj] = ig if old is None else (

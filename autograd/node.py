@@ -38,7 +38,7 @@ def version_error(t, node, expected):
 class Node:
     """A node of the backward graph (see module doc); also the `ctx` of user Functions."""
 
-    __slots__ = ("next_edges", "needs_input_grad", "in_shapes", "seq", "_inputs",
+    __slots__ = ("next_edges", "needs_input_grad", "in_shapes", "in_dtypes", "seq", "_inputs",
                  "_in_versions", "_out", "_pre_hooks", "_freed", "__dict__", "__weakref__")
     n_outputs = 1
 
@@ -47,6 +47,7 @@ class Node:
         edges = tuple(edge_of(a) for a in args)
         self.next_edges = edges
         self.needs_input_grad = tuple(e is not None for e in edges)
+        self.in_dtypes = tuple(a._data.dtype if isinstance(a, Tensor) else None for a in args)
         self.seq = next(_seq)
         self._pre_hooks = None
         self._freed = False
@@ -157,6 +158,7 @@ class Op(Node):
         arrays = []
         edges = []
         shapes = []
+        dtypes = []  # the engine casts each input's gradient to its dtype
         needs = []
         record = False
         for a in args:
@@ -166,6 +168,7 @@ class Op(Node):
                 d = a._data
                 arrays.append(d)
                 shapes.append(d.shape)
+                dtypes.append(d.dtype)
                 if a.requires_grad:
                     record = True
                     fn = a.grad_fn
@@ -175,6 +178,7 @@ class Op(Node):
             else:
                 arrays.append(a)
                 shapes.append(())
+                dtypes.append(None)
             edges.append(None)
             needs.append(False)
         try:
@@ -194,6 +198,7 @@ class Op(Node):
         if record:
             node.next_edges = edges
             node.in_shapes = shapes
+            node.in_dtypes = dtypes
             node.needs_input_grad = needs
             node.seq = next(_seq)
             node._pre_hooks = None

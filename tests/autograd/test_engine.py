@@ -269,3 +269,62 @@ def test_forward_mode_jvp_and_vjp_values():
     np.testing.assert_allclose(vj.numpy(), 2 * xn)
     jac = dt.autograd.functional.jacobian(lambda t: t * t, x)
     np.testing.assert_allclose(jac.numpy(), np.diag(2 * xn))
+
+
+@pytest.mark.parametrize("op", [lambda a, b: a * b, lambda a, b: a + b, lambda a, b: b - a,
+                                lambda a, b: a / b, lambda a, b: b ** a,
+                                lambda a, b: dt.where(a > 0.5, a, b),
+                                lambda a, b: dt.maximum(a, b)])
+def test_each_input_gets_a_gradient_of_its_own_dtype(op):
+    # a float32 (2, 3) meets a broadcast float64 (3,): the result is float64, but as in
+    # PyTorch a's gradient is float32 and b's float64 (summed over the broadcast rows)
+    a32 = np.array([[0.25, 0.5, 0.75], [1.0, 1.25, 1.5]], np.float32)
+    b64 = np.array([0.6, 0.9, 1.2])
+    a = dt.tensor(a32, requires_grad=True)
+    b = dt.tensor(b64, requires_grad=True)
+    out = op(a, b)
+    assert out.dtype == dt.float64
+    out.sum().backward()
+    assert a.grad.dtype == dt.float32 and b.grad.dtype == dt.float64
+    a64 = dt.tensor(a32.astype(np.float64), requires_grad=True)
+    b_ref = dt.tensor(b64, requires_grad=True)
+    op(a64, b_ref).sum().backward()  # the same gradients computed in float64, then cast
+    np.testing.assert_array_equal(a.grad.numpy(), a64.grad.numpy().astype(np.float32))
+    np.testing.assert_array_equal(b.grad.numpy(), b_ref.grad.numpy())
+
+
+def test_gradient_dtype_holds_through_intermediates_and_higher_order():
+    a = dt.tensor([0.5, -1.0, 2.0], requires_grad=True)  # float32
+    h = a.tanh()  # a float32 intermediate that meets float64
+    w = dt.tensor([1.0, 2.0, 3.0], dtype=dt.float64, requires_grad=True)
+    (g,) = dt.autograd.grad((h * h * w).sum(), a, create_graph=True)
+    assert g.dtype == dt.float32 and g.requires_grad
+    g.sum().backward()
+    assert a.grad.dtype == dt.float32 and w.grad.dtype == dt.float64
+    t = np.tanh(np.array([0.5, -1.0, 2.0], np.float32)).astype(np.float64)
+    np.testing.assert_allclose(w.grad.numpy(), 2 * t * (1 - t ** 2), rtol=1e-6)
+
+
+def test_float32_model_with_float64_targets_gets_float32_gradients():
+    # a common script pattern: float64 targets (np.float64 data) against a float32 model;
+    # the loss is float64, the parameters' gradients and Adam's updates stay float32
+    dt.manual_seed(0)
+    model = dt.nn.Sequential(dt.nn.Linear(3, 4), dt.nn.Tanh(), dt.nn.Linear(4, 1))
+    opt = dt.optim.Adam(model.parameters(), lr=0.01)
+    x = dt.randn(8, 3)
+    y = dt.tensor(np.linspace(-1, 1, 8).reshape(8, 1))  # float64
+    loss = ((model(x) - y) ** 2).mean()
+    assert loss.dtype == dt.float64
+    loss.backward()
+    assert [p.grad.dtype for p in model.parameters()] == [dt.float32] * 4
+    opt.step()
+    assert [p.dtype for p in model.parameters()] == [dt.float32] * 4
+
+
+def test_integer_and_bool_inputs_get_no_gradient():
+    w = dt.tensor([0.5, 1.5], requires_grad=True)
+    n = dt.tensor([2, 3])
+    mask = dt.tensor([True, False])
+    (w * n + mask).sum().backward()
+    assert w.grad.dtype == dt.float32 and w.grad.tolist() == [2.0, 3.0]
+    assert n.grad is None and mask.grad is None and not n.requires_grad
