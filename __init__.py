@@ -27,6 +27,7 @@ from dtrain.autograd.ops.pointwise import (abs, add, allclose, bitwise_and,  # n
 from dtrain.autograd.ops.reduce import (all, amax, amin, any, argmax, argmin,  # noqa: F401
                                         count_nonzero, log_softmax, logsumexp, max, mean, min,
                                         prod, softmax, std, std_mean, sum, var, var_mean)
+from dtrain.autograd.ops.sparse import sparse_coo_tensor  # noqa: F401
 from dtrain.autograd.ops.shape import (broadcast_to, cat, chunk, clone, concat,  # noqa: F401
                                        concatenate, expand, flatten, narrow, pad, permute,
                                        reshape, split, squeeze, stack, swapaxes, swapdims, t,
@@ -48,16 +49,17 @@ from dtrain.core.dtype import int64 as long  # noqa: F401
 from dtrain.core.random import (Generator, get_rng_state, initial_seed,  # noqa: F401
                                 manual_seed, set_rng_state)
 from dtrain.core.serialization import load, save  # noqa: F401
-from dtrain.core.tensor import Size, Tensor  # noqa: F401
+from dtrain.core.tensor import Size, Tensor, layout, sparse_coo, strided  # noqa: F401
 from dtrain.core.creation import LEGACY_TYPES as _LEGACY_TYPES
 
 globals().update(_LEGACY_TYPES)  # dt.FloatTensor, dt.LongTensor, ... (torch's legacy types)
 
-from dtrain import data, distributed, linalg, nn, optim  # noqa: E402,F401
+from dtrain import data, distributed, linalg, nn, optim, sparse  # noqa: E402,F401
 from dtrain import amp, jit  # noqa: E402,F401
 from dtrain.nn import parallel as _nn_parallel  # noqa: E402,F401  (dt.nn.parallel)
 from dtrain import accelerator, backends, utils  # noqa: E402,F401
 
+spmm = sparse.mm  # torch.spmm
 compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)
 
 nn.SyncBatchNorm = distributed.SyncBatchNorm  # torch's name; defined above nn in the layers

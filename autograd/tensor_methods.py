@@ -8,7 +8,7 @@ import numpy as np
 from dtrain.autograd import node as _node
 from dtrain.autograd.grad_mode import no_grad, state
 from dtrain.autograd.node import HookHandle
-from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape
+from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape, sparse
 from dtrain.core import backend, creation
 from dtrain.core import dtype as dtypes
 from dtrain.core import random as rnd
@@ -35,6 +35,7 @@ METHODS = {
                                            "masked_fill")},
     **{name: getattr(L, name) for name in ("matmul", "mm", "bmm", "dot", "outer", "diag",
                                            "tril", "triu", "norm")},
+    "to_sparse": sparse.to_sparse, "to_dense": sparse.to_dense,
     "where": lambda self, condition, other: P.where(condition, self, other),
     "view_as": lambda self, other: S.view(self, other._data.shape),
     "reshape_as": lambda self, other: S.reshape(self, other._data.shape),
@@ -270,7 +271,7 @@ def type_(self, dtype=None, non_blocking=False):
 
 def _cast(d):
     def method(self):
-        return to(self, d)
+        return self.to(d)
     method.__name__ = d.name
     return method
 
@@ -366,9 +367,10 @@ def install():
     Tensor.uniform_ = _random_fill(_uniform)
     Tensor.normal_ = _random_fill(_normal)
     Tensor.to = to
-    Tensor.cpu = lambda self: to(self, "cpu")
-    Tensor.cuda = lambda self, device=None: to(self, "cuda" if device is None else
-                                               backend.device(device))
+    # through `self.to`, which sparse tensors override
+    Tensor.cpu = lambda self: self.to("cpu")
+    Tensor.cuda = lambda self, device=None: self.to("cuda" if device is None else
+                                                    backend.device(device))
     for d, names in ((dtypes.float32, ("float",)), (dtypes.float64, ("double",)),
                      (dtypes.float16, ("half",)), (dtypes.int64, ("long",)),
                      (dtypes.int32, ("int",)), (dtypes.bool_, ("bool",)),

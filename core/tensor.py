@@ -28,6 +28,23 @@ class Size(tuple):
         return n
 
 
+class layout:
+    """How a tensor stores its elements (torch.layout): `strided` (a dense array) or
+    `sparse_coo` (indices and values; see dtrain.autograd.ops.sparse)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"dtrain.{self.name}"
+
+
+strided = layout("strided")
+sparse_coo = layout("sparse_coo")
+
+
 class Tensor:
     """An n-dimensional array on a device, optionally recording operations for autograd.
 
@@ -141,7 +158,9 @@ class Tensor:
         return not backend.is_cuda_array(self._data)
 
     # Kinds of tensor that dtrain does not have: always False, for scripts that ask.
-    is_xpu = is_mps = is_meta = is_sparse = is_quantized = property(lambda self: False)
+    is_xpu = is_mps = is_meta = is_quantized = property(lambda self: False)
+    is_sparse = False  # True for SparseCooTensor
+    layout = strided
 
     @property
     def is_leaf(self):

@@ -1,2 +1,3 @@
 """The registry ops and the public functions built on them (re-exported as `dtrain.*`)."""
-from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape  # noqa: F401
+from dtrain.autograd.ops import (convert, index, linalg, pointwise, reduce, shape,  # noqa: F401
+                                 sparse)

@@ -8,6 +8,7 @@ from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import float_dtype_of
 from dtrain.autograd.ops.index import IndexPut
 from dtrain.autograd.ops.reduce import _Reduction, amax, amin
+from dtrain.autograd.ops.sparse import SparseCooTensor, sparse_mm
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
@@ -54,10 +55,15 @@ class Matmul(Op):
 
 
 def matmul(input, other):
+    if isinstance(input, SparseCooTensor):
+        return sparse_mm(input, other)
     return Matmul.apply(*autocast_args(input, other))
 
 
 def mm(input, mat2):
+    """input (n, m) @ mat2 (m, p); a sparse COO `input` gives `dt.sparse.mm`'s product."""
+    if isinstance(input, SparseCooTensor):
+        return sparse_mm(input, mat2)
     if input._data.ndim != 2 or mat2._data.ndim != 2:
         raise RuntimeError(f"mm: expected 2-D tensors, got {input._data.ndim}-D and "
                            f"{mat2._data.ndim}-D")
