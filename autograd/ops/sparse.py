@@ -147,6 +147,7 @@ class SparseCooTensor(Tensor):
 def _sparse(idx, vals, size, coalesced):
     t = object.__new__(SparseCooTensor)
     t._idx, t._vals, t._size, t._coalesced = idx, vals, tuple(size), coalesced
+    t._base = None  # never a view: ops that take it find no base to renew
     return t
 
 
