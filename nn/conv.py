@@ -14,6 +14,7 @@ import math
 
 from dtrain.autograd.autocast import autocast_args
 from dtrain.autograd.node import Op
+from dtrain.autograd.ops.shape import pad
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core import creation
 from dtrain.core.backend import array_module
@@ -424,6 +425,9 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 # -- modules ---------------------------------------------------------------------------------
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
 def _factory(device, dtype):
     return lambda *shape: Parameter(creation.empty(*shape, device=device, dtype=dtype))
 
@@ -442,8 +446,11 @@ class _ConvNd(Module):
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"padding_mode={padding_mode!r} (only 'zeros')")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, but got "
+                             f"padding_mode={padding_mode!r}")
+        if self._transposed and padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
         if isinstance(padding, str) and padding not in ("same", "valid"):
             raise ValueError(f"Invalid padding string {padding!r}, should be one of "
                              "{'valid', 'same'}")
@@ -456,6 +463,7 @@ class _ConvNd(Module):
         self.dilation = as_tuple(dilation, nd, "dilation")
         self.output_padding = (0,) * nd
         self.groups, self.padding_mode = groups, padding_mode
+        self._reversed_padding_repeated_twice = self._pad_widths()
         make = _factory(device, dtype)
         shape = (in_channels, out_channels // groups) if self._transposed else \
             (out_channels, in_channels // groups)
@@ -465,6 +473,26 @@ class _ConvNd(Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+
+    def _pad_widths(self):
+        """F.pad's widths for this padding, last dim first ('same' puts the odd one right)."""
+        if self.padding == "valid":
+            return [0] * 2 * self._nd
+        widths = []
+        for i in reversed(range(self._nd)):
+            if self.padding == "same":
+                total = self.dilation[i] * (self.kernel_size[i] - 1)
+                widths += [total // 2, total - total // 2]
+            else:
+                widths += [self.padding[i]] * 2
+        return widths
+
+    def _padded(self, input):
+        """(input, padding) for the conv call: modes other than 'zeros' pad with F.pad
+        first and convolve without padding, as torch does."""
+        if self.padding_mode == "zeros":
+            return input, self.padding
+        return pad(input, self._reversed_padding_repeated_twice, self.padding_mode), 0
 
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -487,6 +515,8 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
@@ -496,7 +526,8 @@ class Conv1d(_ConvNd):
     _nd = 1
 
     def forward(self, input):
-        return conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+        input, padding = self._padded(input)
+        return conv1d(input, self.weight, self.bias, self.stride, padding, self.dilation,
                       self.groups)
 
 
@@ -504,7 +535,8 @@ class Conv2d(_ConvNd):
     """Applies conv2d: (N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
 
     def forward(self, input):
-        return conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+        input, padding = self._padded(input)
+        return conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation,
                       self.groups)
 
 
