@@ -49,6 +49,11 @@ from dtrain.core.dtype import int64 as long  # noqa: F401
 from dtrain.core.random import (Generator, get_rng_state, initial_seed,  # noqa: F401
                                 manual_seed, set_rng_state)
 from dtrain.core.serialization import load, save  # noqa: F401
+from dtrain.core.settings import (are_deterministic_algorithms_enabled,  # noqa: F401
+                                  get_float32_matmul_precision, get_num_interop_threads,
+                                  get_num_threads, is_deterministic_algorithms_warn_only_enabled,
+                                  set_float32_matmul_precision, set_num_interop_threads,
+                                  set_num_threads, use_deterministic_algorithms)
 from dtrain.core.tensor import Size, Tensor, layout, sparse_coo, strided  # noqa: F401
 from dtrain.core.creation import LEGACY_TYPES as _LEGACY_TYPES
 
@@ -57,7 +62,7 @@ globals().update(_LEGACY_TYPES)  # dt.FloatTensor, dt.LongTensor, ... (torch's l
 from dtrain import data, distributed, linalg, nn, optim, sparse  # noqa: E402,F401
 from dtrain import amp, jit  # noqa: E402,F401
 from dtrain.nn import parallel as _nn_parallel  # noqa: E402,F401  (dt.nn.parallel)
-from dtrain import accelerator, backends, utils  # noqa: E402,F401
+from dtrain import accelerator, backends, testing, utils  # noqa: E402,F401
 
 spmm = sparse.mm  # torch.spmm
 compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)

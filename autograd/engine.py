@@ -11,6 +11,7 @@ import itertools
 import threading
 
 from dtrain.autograd import node as _node
+from dtrain.autograd.anomaly_mode import check_grads, is_anomaly_check_nan_enabled
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Node
 from dtrain.autograd.ops.convert import Cast
@@ -143,6 +144,7 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
         # tensor; only create_graph (the sum must be differentiable) and jit tracing (the
         # sum must be recorded) need the Tensor op.
         raw_sum = not create_graph and _node.tracer is None
+        check_nan = is_anomaly_check_nan_enabled()
         while heap:
             fn = heappop(heap)[1]
             g = grads.pop(fn, None)
@@ -152,6 +154,8 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
                 in_grads = fn.backward(g)
             else:
                 in_grads = _call(fn, g, run)
+            if check_nan:
+                check_grads(fn, in_grads)
             if not retain_graph:
                 fn.release()
             edges = fn.next_edges
