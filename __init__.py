@@ -62,7 +62,7 @@ globals().update(_LEGACY_TYPES)  # dt.FloatTensor, dt.LongTensor, ... (torch's l
 from dtrain import data, distributed, linalg, nn, optim, sparse  # noqa: E402,F401
 from dtrain import amp, jit  # noqa: E402,F401
 from dtrain.nn import parallel as _nn_parallel  # noqa: E402,F401  (dt.nn.parallel)
-from dtrain import accelerator, backends, testing, utils  # noqa: E402,F401
+from dtrain import accelerator, backends, distributions, testing, utils  # noqa: E402,F401
 
 spmm = sparse.mm  # torch.spmm
 compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)
