@@ -1,5 +1,5 @@
 """Optimizers and learning-rate schedulers with `torch.optim`'s names and numerics."""
-from dtrain.optim import lr_scheduler  # noqa: F401
+from dtrain.optim import lr_scheduler, swa_utils  # noqa: F401
 from dtrain.optim.adadelta import Adadelta  # noqa: F401
 from dtrain.optim.adagrad import Adagrad  # noqa: F401
 from dtrain.optim.adam import Adam, AdamW  # noqa: F401

@@ -86,3 +86,5 @@ def vector_to_parameters(vec, parameters):
 
 
 from dtrain.nn.utils import rnn  # noqa: E402,F401  (dt.nn.utils.rnn, as torch)
+from dtrain.nn.utils import parametrizations, parametrize  # noqa: E402,F401
+from dtrain.nn.utils.weight_norm import remove_weight_norm, weight_norm  # noqa: E402,F401
