@@ -1,4 +1,7 @@
 """Random number generators: one default per device, seeded together by `manual_seed`."""
+import contextlib
+import copy
+
 import numpy as np
 
 from dtrain.core import backend
@@ -85,3 +88,30 @@ def get_rng_state():
 
 def set_rng_state(state):
     default_generator().set_state(state)
+
+
+def get_states(devices=()):
+    """A snapshot of the default generators of the CPU and of `devices` (any backend), for
+    `set_states`."""
+    return {dev: copy.deepcopy(default_generator(dev).rng) for dev in {CPU, *devices}}
+
+
+def set_states(states):
+    """Put the default generators back in the states of a `get_states` snapshot (which
+    stays usable)."""
+    for dev, rng in states.items():
+        default_generator(dev)._rng = copy.deepcopy(rng)
+
+
+@contextlib.contextmanager
+def fork_rng(devices=(), enabled=True):
+    """As `torch.random.fork_rng`: on exit, the default generators of the CPU and of
+    `devices` are back in the states they had on entry."""
+    if not enabled:
+        yield
+        return
+    states = get_states(devices)
+    try:
+        yield
+    finally:
+        set_states(states)

@@ -1,0 +1,103 @@
+"""What the backward graph holds: the nodes behind some tensors and the arrays they saved.
+
+A node's saved state is everything backward reads: an op's `inputs` and `output` and the
+attributes its forward set, a user Function's `saved_tensors` and the tensors put on its
+ctx. Activation checkpointing drops that state after forward and refills it from a
+recomputation (`drop_saved`, `take_saved`); `saved_nbytes` measures it.
+"""
+from dtrain.autograd.node import Node
+from dtrain.core import backend
+from dtrain.core.tensor import Tensor
+
+_SLOTS = ("_inputs", "_in_versions", "_out")  # Op's saved state outside its __dict__
+
+
+def tensors_in(value):
+    """The tensors in `value`: a Tensor, or tuples, lists and dict values holding them."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in tensors_in(v)]
+    return []
+
+
+def nodes_since(tensors, seq):
+    """{node.seq: node} for the live nodes behind `tensors` recorded at or after `seq`."""
+    found = {}
+    stack = [t.grad_fn for t in tensors if t.grad_fn is not None and t.grad_fn.seq >= seq]
+    while stack:
+        fn = stack.pop()
+        if fn.seq in found or fn._freed:
+            continue
+        found[fn.seq] = fn
+        stack.extend(e[0] for e in fn.next_edges
+                     if e is not None and isinstance(e[0], Node) and e[0].seq >= seq)
+    return found
+
+
+def _arrays(value, out, params=True):
+    """Append to `out` the backend arrays in `value` (tensors' arrays included), in order;
+    `params=False` leaves out those of leaves that require grad."""
+    if isinstance(value, Tensor):
+        if params or value.grad_fn is not None or not value.requires_grad:
+            out.append(value._data)
+    elif hasattr(value, "__array_interface__") or backend.is_cuda_array(value):
+        out.append(value)
+    elif isinstance(value, dict):
+        _arrays(list(value.values()), out, params)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _arrays(v, out, params)
+    return out
+
+
+def _state(node):
+    """(name, value) for each part of `node`'s saved state that is set."""
+    parts = []
+    for name in _SLOTS:
+        try:  # NOTE: not getattr: Node.__getattr__ answers an unset slot of a freed node
+            parts.append((name, object.__getattribute__(node, name)))
+        except AttributeError:
+            pass
+    return parts + list(node.__dict__.items())
+
+
+def saved_arrays(node, params=True):
+    """The arrays that `node` holds for backward, in a fixed order (`params`: see _arrays)."""
+    out = []
+    for _, value in _state(node):
+        _arrays(value, out, params)
+    return out
+
+
+def drop_saved(node):
+    """Free the arrays `node` holds for backward; `take_saved` puts them back."""
+    for name, value in _state(node):
+        if _arrays(value, []):
+            if name in _SLOTS:
+                object.__setattr__(node, name, None)
+            else:
+                del node.__dict__[name]
+
+
+def take_saved(node, twin):
+    """Give `node` the saved state of `twin`, the same op recorded again on equal values."""
+    for name, value in _state(twin):
+        if name in _SLOTS:
+            object.__setattr__(node, name, value)
+        else:
+            node.__dict__[name] = value
+
+
+def saved_nbytes(tensors):
+    """Bytes of the arrays that the live graph behind `tensors` holds for backward: each
+    memory block once (views count as their base), leaves that require grad (parameters)
+    left out."""
+    blocks = {}
+    for node in nodes_since(tensors_in(tensors), 0).values():
+        for a in saved_arrays(node, params=False):
+            base = a if a.base is None else a.base
+            blocks[id(base)] = base.nbytes
+    return sum(blocks.values())
