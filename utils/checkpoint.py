@@ -121,6 +121,7 @@ class _Segment:
 
     def __init__(self, function, args, kwargs, context_fn, preserve_rng_state, check):
         self.function, self.args, self.kwargs = function, args, kwargs
+        self.versions = [a._version[0] if isinstance(a, Tensor) else None for a in args]
         self.context_fn = context_fn
         self.recompute_context = None
         devices = {a.device for a in args if isinstance(a, Tensor) and a.is_cuda}
@@ -161,6 +162,13 @@ class _Segment:
         for h in self.handles:
             h.remove()
         nodes, self.nodes = self.nodes, None
+        for i, (a, v) in enumerate(zip(self.args, self.versions)):
+            if isinstance(a, Tensor) and a._version[0] != v:
+                raise RuntimeError(
+                    f"torch.utils.checkpoint: argument {i} of {_name(self.function)} "
+                    f"({a.dtype} {list(a.shape)}) was modified by an inplace operation after "
+                    f"the checkpointed call (version {a._version[0]}; expected {v}), so its "
+                    f"recomputation would not repeat the first run. Hint: modify a clone.")
         with random.fork_rng(self.rng.keys() if self.rng else (), self.rng is not None), \
                 enable_grad(), _running, \
                 autocast("cpu", enabled=self.autocast["cpu"]), \

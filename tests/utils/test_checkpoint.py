@@ -263,3 +263,29 @@ def test_context_fn_wraps_both_runs():
     assert entered == ["forward", "recompute"]
     with pytest.raises(ValueError, match="only supported when use_reentrant=False"):
         checkpoint(dt.sin, x, use_reentrant=True, context_fn=lambda: (Mark(1), Mark(2)))
+
+
+def test_input_modified_in_place_before_backward_raises():
+    x = dt.randn(3, dtype=dt.float64, requires_grad=True)
+    h = x * 1.0
+    y = checkpoint(dt.sin, h, use_reentrant=False)
+    with dt.no_grad():
+        h.add_(1.0)
+    with pytest.raises(RuntimeError, match="argument 0 of sin .* modified by an inplace"):
+        y.sum().backward()
+
+
+def test_recomputation_runs_under_the_first_runs_autocast():
+    lin = nn.Linear(4, 4)
+    x = dt.randn(2, 4, requires_grad=True)
+    with dt.autocast("cpu"):
+        ref = lin(x).float()
+    ref.sum().backward()
+    g0 = _grads(lin, x)
+    lin.zero_grad(set_to_none=True)
+    x.grad = None
+    with dt.autocast("cpu"):
+        out = checkpoint(lin, x, use_reentrant=False).float()
+    assert out.grad_fn is not None
+    out.sum().backward()  # outside autocast: the recomputation must cast as the first run
+    _assert_equal(g0, _grads(lin, x))
