@@ -77,7 +77,7 @@ def drop_saved(node):
     for name, value in _state(node):
         if _arrays(value, []):
             if name in _SLOTS:
-                object.__setattr__(node, name, None)
+                setattr(node, name, None)
             else:
                 del node.__dict__[name]
 
@@ -86,7 +86,7 @@ def take_saved(node, twin):
     """Give `node` the saved state of `twin`, the same op recorded again on equal values."""
     for name, value in _state(twin):
         if name in _SLOTS:
-            object.__setattr__(node, name, value)
+            setattr(node, name, value)
         else:
             node.__dict__[name] = value
 
