@@ -84,6 +84,7 @@ def _module_path(name, module):
     return module
 
 
+from dtrain.core import serialization  # noqa: E402
 from dtrain.core import cuda  # noqa: E402
 from dtrain.distributed import spawn as _spawn  # noqa: E402
 from dtrain.amp import cuda as _cuda_amp  # noqa: E402
@@ -91,3 +92,4 @@ from dtrain.amp import cuda as _cuda_amp  # noqa: E402
 cuda.amp = _module_path("cuda.amp", _cuda_amp)
 cuda = _module_path("cuda", cuda)
 multiprocessing = _module_path("multiprocessing", _spawn)
+serialization = _module_path("serialization", serialization)  # torch.serialization's place

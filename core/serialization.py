@@ -1,4 +1,4 @@
-"""`dt.save` / `dt.load`: checkpoints that loading cannot turn into code execution.
+"""`dt.save` / `dt.load`: checkpoints that loading turns into code execution only when asked.
 
 File layout (all integers little-endian)::
 
@@ -9,26 +9,36 @@ tagged ({"t": "dict", "items": [[key, value], ...]}, "odict", "list", "tuple"), 
 NumPy arrays as {"t": "tensor" | "ndarray", "i": n} pointing at an entry of the header's
 "arrays" table (dtype name, shape, byte offset into the payload). The payload holds the raw
 little-endian array bytes, each at a 64-byte-aligned offset. The sha256 covers everything
-before it, so a truncated or corrupted file is rejected before anything is parsed; loading
-only ever runs `json.loads` and copies bytes into arrays of whitelisted dtypes — no pickle.
+before it, so a truncated or corrupted file is rejected before anything is parsed. A file of
+such values (state dicts) is read with `json.loads` and byte copies only — no pickle.
+
+Anything else (a whole Module, an optimizer, user objects) is a {"t": "pickle", "i": n} node:
+the n-th object pickled into the pickle section, a uint8 entry of the arrays table named by
+the header's "pickle" key. Tensors and arrays inside those objects are not pickled but stored
+in the payload like all others (persistent ids), so they stay raw, checksummed bytes and are
+shared with the rest of the file. Loading it unpickles, so by default (`weights_only=True`,
+as PyTorch 2.6) only allowlisted globals may be named by the pickle: see `add_safe_globals`.
 
 Files are written atomically: to a temporary file in the same directory, flushed and
 fsync'ed, renamed over the target with `os.replace`, then the directory is fsync'ed, so a
 crash mid-write leaves the previous checkpoint intact.
 """
+import contextlib
 import hashlib
+import io
 import json
 import os
+import pickle
 import secrets
 import struct
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
 from dtrain.core.device import device as Device
-from dtrain.core.tensor import Tensor
+from dtrain.core.tensor import Size, Tensor
 
 MAGIC = b"DTRNCKP1"
 _PREFIX = struct.Struct("<8sQQ")  # magic, header length, payload length
@@ -42,21 +52,23 @@ _SAVABLE = {d.np for d in dtypes.ALL}
 def save(obj, f):
     """Save `obj` to the path (or binary file object) `f`.
 
-    `obj` may nest dicts (OrderedDicts stay ordered dicts), lists and tuples of Tensors,
-    NumPy arrays, dtypes, devices, and int/float/str/bool/None — e.g. a model's or
-    optimizer's `state_dict()`. A Tensor that appears several times is saved once and
-    loads as one shared Tensor. Anything else raises TypeError naming where it is.
+    Dicts (OrderedDicts stay ordered dicts), lists and tuples of Tensors, NumPy arrays,
+    dtypes, devices and int/float/str/bool/None — e.g. a `state_dict()` — are stored without
+    pickle. Any other picklable object (a whole Module, an optimizer) is pickled with its
+    tensors stored beside it; `dt.load` then needs `weights_only=False` or an allowlist. A
+    Tensor that appears several times is saved once and loads as one shared Tensor.
     """
-    arrays, tensors = [], {}
-    tree = _encode(obj, arrays, tensors, "obj")
+    arrays, tensors, opaque = [], {}, {}
+    tree = _encode(obj, arrays, tensors, opaque, "obj")
+    extra = {"pickle": _pickle(opaque, arrays, tensors)} if opaque else {}
     table, offset = [], 0
     for arr, meta in arrays:
         offset += -offset % _ALIGN
         table.append({**meta, "dtype": dtypes.from_np(arr.dtype).name,
                       "shape": list(arr.shape), "offset": offset})
         offset += arr.nbytes
-    header = json.dumps({"format": "dtrain", "version": 1, "arrays": table, "tree": tree},
-                        separators=(",", ":")).encode()
+    header = json.dumps({"format": "dtrain", "version": 1, "arrays": table, "tree": tree,
+                         **extra}, separators=(",", ":")).encode()
     header += b" " * (-(_PREFIX.size + len(header)) % _ALIGN)  # payload starts aligned
     if isinstance(f, (str, os.PathLike)):
         _atomic_write(os.fspath(f), lambda out: _write(out, header, offset, arrays, table))
@@ -64,36 +76,80 @@ def save(obj, f):
         _write(f, header, offset, arrays, table)
 
 
-def _encode(obj, arrays, tensors, where):
-    """The JSON form of `obj`; arrays found are appended to `arrays` as (array, meta)."""
+def _encode(obj, arrays, tensors, opaque, where):
+    """The JSON form of `obj`; arrays found are appended to `arrays` as (array, meta), objects
+    that need pickle are put in `opaque` ({id: (index, object, where)})."""
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, Tensor):
-        if id(obj) not in tensors:
-            tensors[id(obj)] = len(arrays)
-            arrays.append((obj._data, {"device": str(obj.device),
-                                      "requires_grad": bool(obj.requires_grad)}))
-        return {"t": "tensor", "i": tensors[id(obj)]}
-    if isinstance(obj, (np.ndarray, np.generic)):
-        if obj.dtype not in _SAVABLE:
-            raise TypeError(f"dt.save cannot store a NumPy array of dtype {obj.dtype} at "
-                            f"{where}; supported: {', '.join(_DTYPES)}")
-        arrays.append((np.asarray(obj), {"scalar": isinstance(obj, np.generic)}))
-        return {"t": "ndarray", "i": len(arrays) - 1}
+        return {"t": "tensor", "i": _add_tensor(obj, arrays, tensors)}
+    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype in _SAVABLE:
+        return {"t": "ndarray", "i": _add_array(obj, arrays)}
     if isinstance(obj, dict):
-        items = [[_encode(k, arrays, tensors, f"{where} key {k!r}"),
-                  _encode(v, arrays, tensors, f"{where}[{k!r}]")] for k, v in obj.items()]
+        items = [[_encode(k, arrays, tensors, opaque, f"{where} key {k!r}"),
+                  _encode(v, arrays, tensors, opaque, f"{where}[{k!r}]")]
+                 for k, v in obj.items()]
         return {"t": "odict" if isinstance(obj, OrderedDict) else "dict", "items": items}
     if isinstance(obj, (list, tuple)):
         return {"t": "list" if isinstance(obj, list) else "tuple",
-                "v": [_encode(v, arrays, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]}
+                "v": [_encode(v, arrays, tensors, opaque, f"{where}[{i}]")
+                      for i, v in enumerate(obj)]}
     if isinstance(obj, dtypes.dtype):
         return {"t": "dtype", "v": obj.name}
     if isinstance(obj, Device):
         return {"t": "device", "v": str(obj)}
-    raise TypeError(f"dt.save cannot store {type(obj).__name__} at {where}: only Tensors, "
-                    "NumPy arrays, dtypes, devices, dicts, lists, tuples and int/float/str/"
-                    "bool/None are supported (no pickle)")
+    if id(obj) not in opaque:
+        opaque[id(obj)] = (len(opaque), obj, where)
+    return {"t": "pickle", "i": opaque[id(obj)][0]}
+
+
+def _add_tensor(t, arrays, tensors):
+    """The index of Tensor `t` in `arrays`, added on first sight (`tensors`: id -> index)."""
+    if id(t) not in tensors:
+        tensors[id(t)] = len(arrays)
+        arrays.append((t._data, {"device": str(t.device), "requires_grad": bool(t.requires_grad)}))
+    return tensors[id(t)]
+
+
+def _add_array(arr, arrays):
+    arrays.append((np.asarray(arr), {"scalar": isinstance(arr, np.generic)}))
+    return len(arrays) - 1
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles with Tensors and NumPy arrays of saved dtypes taken out of band into `arrays`:
+    the pickle holds ("tensor", i[, Tensor subclass]) or ("ndarray", i) in their place."""
+
+    def __init__(self, out, arrays, tensors):
+        super().__init__(out, pickle.HIGHEST_PROTOCOL)
+        self._arrays, self._tensors, self._seen = arrays, tensors, {}
+        self._keep = []  # ids index `tensors` and `_seen`: their objects must outlive the dump
+
+    def persistent_id(self, obj):
+        if isinstance(obj, Tensor):
+            self._keep.append(obj)
+            i = _add_tensor(obj, self._arrays, self._tensors)
+            return ("tensor", i) if type(obj) is Tensor else ("tensor", i, type(obj))
+        if (type(obj) is np.ndarray or isinstance(obj, np.generic)) and obj.dtype in _SAVABLE:
+            if id(obj) not in self._seen:
+                self._keep.append(obj)
+                self._seen[id(obj)] = _add_array(obj, self._arrays)
+            return ("ndarray", self._seen[id(obj)])
+        return None
+
+
+def _pickle(opaque, arrays, tensors):
+    """Pickle the objects of `opaque`, in order and sharing one memo, into a uint8 entry of
+    `arrays`; return its index."""
+    out = io.BytesIO()
+    pickler = _Pickler(out, arrays, tensors)
+    for _, obj, where in opaque.values():
+        try:
+            pickler.dump(obj)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            raise TypeError(f"dt.save cannot store {type(obj).__name__} at {where}: it is "
+                            f"not picklable ({err})") from err
+    return _add_array(np.frombuffer(out.getbuffer(), np.uint8), arrays)
 
 
 def _write(out, header, payload_len, arrays, table):
@@ -159,29 +215,47 @@ def load(f, map_location=None, *, weights_only=None):
     `map_location` places tensors: None (where they were saved), a device or "cpu"/"cuda:N",
     a dict {saved location: new location} such as {"cuda:1": "cuda:0"}, or a callable
     `fn(tensor_on_cpu, saved_location)` returning a Tensor or None (None: default placement).
-    Loading never executes code from the file, so `weights_only` may only be None or True.
+    `weights_only` (None means True, as PyTorch 2.6): a file holding pickled objects (see
+    `dt.save`) is unpickled allowing only dtrain's own globals and those of
+    `add_safe_globals`; False unpickles anything — only for files from a trusted source.
     """
-    if weights_only is False:
-        raise ValueError("dt.load never unpickles; weights_only=False is not supported")
+    if weights_only not in (None, True, False):
+        raise TypeError(f"dt.load: weights_only must be None, True or False, got "
+                        f"{weights_only!r}")
     name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else getattr(f, "name", repr(f))
     buf = _read(f)
     header, payload = _verify(buf, name)
     try:
         metas = header["arrays"]
         arrays = [_array(meta, payload) for meta in metas]
-        tensors = {}
+        pickled = header.get("pickle")
+        if pickled is not None and metas[pickled]["dtype"] != "uint8":
+            raise ValueError(f"pickle section {pickled!r} is not a uint8 array")
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        _malformed(name, err)
+    tensors, objects = {}, []
 
-        def leaf(tag, i):
-            meta, arr = metas[i], arrays[i]
-            if tag == "ndarray":
-                return arr[()] if meta.get("scalar") else arr
-            if i not in tensors:  # one Tensor per saved Tensor, shared where it was
-                tensors[i] = _place(arr, meta["device"], meta["requires_grad"], map_location)
-            return tensors[i]
+    def leaf(tag, i, cls=Tensor):
+        if tag == "pickle":
+            return objects[i]
+        meta, arr = metas[i], arrays[i]
+        if tag == "ndarray":
+            return arr[()] if meta.get("scalar") else arr
+        if i not in tensors:  # one Tensor per saved Tensor, shared where it was
+            t = _place(arr, meta["device"], meta["requires_grad"], map_location)
+            tensors[i] = t if cls is Tensor else cls._make(t._data, t.requires_grad)
+        return tensors[i]
 
+    if pickled is not None:  # outside the try below: errors of user classes stay theirs
+        objects += _unpickle(arrays[pickled], leaf, weights_only is not False, name)
+    try:
         return _decode(header["tree"], leaf)
     except (KeyError, IndexError, TypeError, ValueError) as err:
-        raise RuntimeError(f"dt.load: {name} is malformed ({type(err).__name__}: {err})") from None
+        _malformed(name, err)
+
+
+def _malformed(name, err):
+    raise RuntimeError(f"dt.load: {name} is malformed ({type(err).__name__}: {err})") from None
 
 
 def verify(f):
@@ -233,8 +307,8 @@ def _verify(buf, name):
 
 def _not_ours(name):
     raise RuntimeError(f"dt.load: {name} is not a dtrain checkpoint (bad magic bytes). "
-                       "dt.load reads only files written by dt.save and never unpickles "
-                       "(torch.save/.pt files are pickles and are refused).")
+                       "dt.load reads only files written by dt.save (torch.save/.pt files, "
+                       "zip archives of pickles of torch's own classes, are refused unread).")
 
 
 def _array(meta, payload):
@@ -281,7 +355,7 @@ def _decode(node, leaf):
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     tag = node["t"]
-    if tag in ("tensor", "ndarray"):
+    if tag in ("tensor", "ndarray", "pickle"):
         return leaf(tag, node["i"])
     if tag in ("dict", "odict"):
         out = OrderedDict() if tag == "odict" else {}
@@ -297,3 +371,120 @@ def _decode(node, leaf):
     if tag == "device":
         return Device(node["v"])
     raise ValueError(f"unknown node tag {tag!r}")
+
+
+# -- the pickle section and its allowlist ----------------------------------------------------
+_BLOCKED_MODULES = {"sys", "os", "posix", "nt", "subprocess"}  # never allowed, as PyTorch
+_safe_globals = set()  # what add_safe_globals allowed: objects or (object, "module.name")
+_DTRAIN_GLOBALS = {}  # full name -> object that dtrain's own pickles name; always allowed
+
+
+def _full_name(entry):
+    """The "module.qualname" under which a pickle names `entry` (an object or a pair)."""
+    if isinstance(entry, tuple):
+        if len(entry) != 2 or not isinstance(entry[1], str):
+            raise TypeError(f"a safe global given as a tuple must be (object, \"module.name\"), "
+                            f"got {entry!r}")
+        return entry[1]
+    module, qualname = getattr(entry, "__module__", None), getattr(entry, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(qualname, str)):
+        raise TypeError(f"{entry!r} has no __module__/__qualname__: pass it as (object, "
+                        f"\"module.name\")")
+    return f"{module}.{qualname}"
+
+
+def allow_dtrain_global(obj):
+    """Allow `obj` (a class or function of dtrain that its pickles name, e.g.
+    `nn.Parameter`) in every `weights_only` load; it is not listed by `get_safe_globals`."""
+    _DTRAIN_GLOBALS[_full_name(obj)] = obj
+    return obj
+
+
+for _obj in (OrderedDict, Counter, set, frozenset, bytearray, complex, Size, Device,
+             dtypes.from_any):
+    allow_dtrain_global(_obj)
+
+
+def add_safe_globals(safe_globals):
+    """Allow these classes and functions in `dt.load(..., weights_only=True)`; an entry may
+    be `(object, "module.name")` to give the name the pickle uses. Globals of the modules
+    sys, os, posix, nt and subprocess are never allowed."""
+    for entry in safe_globals:  # check them all before allowing any
+        _full_name(entry)
+    _safe_globals.update(safe_globals)
+
+
+def get_safe_globals():
+    """The list of what `add_safe_globals` allowed."""
+    return list(_safe_globals)
+
+
+def clear_safe_globals():
+    """Forget everything `add_safe_globals` allowed."""
+    _safe_globals.clear()
+
+
+@contextlib.contextmanager
+def safe_globals(safe_globals):
+    """`with safe_globals([...]):` — `add_safe_globals` for the block; on exit those entries
+    are removed again (as PyTorch, even if they were allowed before it)."""
+    add_safe_globals(safe_globals)
+    try:
+        yield
+    finally:
+        _safe_globals.difference_update(safe_globals)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Unpickles the pickle section: persistent ids come from `leaf`; when `restricted`,
+    globals come only from dtrain's and the user's allowlists.
+
+    NOTE: every callable or class a pickle can use comes through `find_class` (GLOBAL,
+    STACK_GLOBAL, INST, extension codes), so restricting it is Python's documented way to
+    restrict unpickling; PyTorch's weights-only unpickler also re-implements the opcodes."""
+
+    def __init__(self, file, leaf, restricted, name):
+        super().__init__(file)
+        self._leaf, self._name = leaf, name
+        self._allowed = None
+        if restricted:
+            self._allowed = {**{_full_name(e): (e[0] if isinstance(e, tuple) else e)
+                                for e in _safe_globals}, **_DTRAIN_GLOBALS}
+
+    def find_class(self, module, name):
+        if self._allowed is None:
+            return super().find_class(module, name)
+        full = f"{module}.{name}"
+        if full in self._allowed and module.partition(".")[0] not in _BLOCKED_MODULES:
+            return self._allowed[full]
+        raise pickle.UnpicklingError(
+            f"dt.load: {self._name} holds pickled objects, and with weights_only=True (the "
+            f"default) the pickle may name only allowlisted globals; it needs {full}, which "
+            f"is not allowed. If you trust the source of this file, load it with "
+            f"dt.load(f, weights_only=False) (unpickling can run arbitrary code). Otherwise "
+            f"allowlist what it needs: dt.serialization.add_safe_globals([{full}]) or "
+            f"`with dt.serialization.safe_globals([{full}]): dt.load(f)`.")
+
+    def persistent_load(self, pid):
+        """("tensor", i), ("tensor", i, Tensor subclass) or ("ndarray", i): see _Pickler."""
+        ok = isinstance(pid, tuple) and len(pid) in (2, 3) and pid[0] in ("tensor", "ndarray")
+        cls = pid[2] if ok and len(pid) == 3 else Tensor
+        if not (ok and isinstance(pid[1], int) and isinstance(cls, type)
+                and issubclass(cls, Tensor)):
+            raise pickle.UnpicklingError(f"dt.load: {self._name} has a bad persistent id "
+                                         f"{pid!r}")
+        try:
+            return self._leaf(pid[0], pid[1], cls)
+        except (IndexError, KeyError) as err:
+            raise pickle.UnpicklingError(f"dt.load: {self._name} has a persistent id {pid!r} "
+                                         f"that names no saved array ({err})") from None
+
+
+def _unpickle(data, leaf, restricted, name):
+    """The objects pickled one after another into `data` (the pickle section's bytes)."""
+    file = io.BytesIO(data)
+    unpickler = _Unpickler(file, leaf, restricted, name)
+    objects = []
+    while file.tell() < len(data):
+        objects.append(unpickler.load())
+    return objects

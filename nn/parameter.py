@@ -1,9 +1,11 @@
 """`Parameter`: a leaf Tensor that a Module registers as trainable state."""
 import numpy as np
 
+from dtrain.core import serialization
 from dtrain.core.tensor import Tensor, _rebuild
 
 
+@serialization.allow_dtrain_global  # dt.save's pickles name it (dt.load(weights_only=True))
 class Parameter(Tensor):
     """A Tensor that requires grad by default and is found by `Module.parameters()`."""
 
