@@ -3,6 +3,8 @@ import io
 import os
 import pickle
 import re
+import subprocess
+import sys
 from collections import Counter, OrderedDict
 
 import numpy as np
@@ -17,6 +19,18 @@ from dtrain.core import serialization
 def no_safe_globals():
     yield
     dt.serialization.clear_safe_globals()
+
+
+def test_dtrain_serialization_is_the_core_module():
+    import dtrain.serialization
+    from dtrain.serialization import safe_globals
+
+    assert dtrain.serialization is dt.serialization is serialization
+    assert safe_globals is serialization.safe_globals
+    code = ("import dtrain.serialization as s, dtrain.core.serialization as c\n"
+            "assert s is c and s.load is c.load\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
 
 
 class Net(nn.Module):
