@@ -59,6 +59,14 @@ from dtrain.core.creation import LEGACY_TYPES as _LEGACY_TYPES
 
 globals().update(_LEGACY_TYPES)  # dt.FloatTensor, dt.LongTensor, ... (torch's legacy types)
 
+# torch.finfo, torch.is_tensor, torch.set_printoptions, ...
+from dtrain.core.dtype import bfloat16, can_cast, finfo, iinfo  # noqa: E402,F401
+from dtrain.core.dtype import promote_types, result_type  # noqa: E402,F401
+from dtrain.core.printing import set_printoptions  # noqa: E402,F401
+from dtrain.core.tensor import is_tensor  # noqa: E402,F401
+
+is_floating_point, is_complex, numel = Tensor.is_floating_point, Tensor.is_complex, Tensor.numel
+
 from dtrain import data, distributed, linalg, nn, optim, sparse  # noqa: E402,F401
 from dtrain import amp, jit  # noqa: E402,F401
 from dtrain.nn import parallel as _nn_parallel  # noqa: E402,F401  (dt.nn.parallel)

@@ -374,7 +374,8 @@ def install():
     for d, names in ((dtypes.float32, ("float",)), (dtypes.float64, ("double",)),
                      (dtypes.float16, ("half",)), (dtypes.int64, ("long",)),
                      (dtypes.int32, ("int",)), (dtypes.bool_, ("bool",)),
-                     (dtypes.uint8, ("byte",))):
+                     (dtypes.uint8, ("byte",)), (dtypes.int8, ("char",)),
+                     (dtypes.int16, ("short",))):
         for n in names:
             setattr(Tensor, n, _cast(d))
     Tensor.type = type_

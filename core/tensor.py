@@ -175,6 +175,49 @@ class Tensor:
     def element_size(self):
         return self._data.itemsize
 
+    @property
+    def itemsize(self):
+        return self._data.itemsize
+
+    @property
+    def nbytes(self):
+        return int(self._data.nbytes)
+
+    def is_complex(self):
+        return False  # dtrain has no complex dtypes
+
+    def stride(self, dim=None):
+        """Steps between elements along each dim, in elements (torch's strides)."""
+        steps = tuple(s // self._data.itemsize for s in self._data.strides)
+        return steps if dim is None else steps[self._wrap_dim(dim)]
+
+    def storage_offset(self):
+        """Elements from the start of the array this tensor views to its first element."""
+        if backend.is_cuda_array(self._data):
+            start = self._data.data.mem.ptr
+        else:
+            root = self._data
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            start = root.__array_interface__["data"][0]
+        return (self.data_ptr() - start) // self._data.itemsize
+
+    def share_memory_(self):
+        """No-op, returns self: DataLoader workers get batches by pickling (see
+        `__reduce__`), so no tensor is ever read through shared memory."""
+        return self
+
+    def pin_memory(self, device=None):
+        """Returns self: page-locked host memory only speeds up copies to a GPU, and CuPy
+        copies pageable NumPy arrays as well."""
+        if backend.is_cuda_array(self._data):
+            raise RuntimeError(f"cannot pin '{self.type()}' only dense CPU tensors can be "
+                               f"pinned")
+        return self
+
+    def is_pinned(self, device=None):
+        return False
+
     def data_ptr(self):
         if backend.is_cuda_array(self._data):
             return self._data.data.ptr
@@ -297,3 +340,8 @@ def _rebuild(array, device, requires_grad):
     dev = backend.normalize_device(device)
     t = Tensor._make(backend.to_device(array, dev))
     return t.requires_grad_(True) if requires_grad else t
+
+
+def is_tensor(obj):
+    """Whether `obj` is a dtrain Tensor (torch.is_tensor)."""
+    return isinstance(obj, Tensor)

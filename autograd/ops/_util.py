@@ -7,7 +7,7 @@ from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 
 _SCALARS = (int, float, bool)
-_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+_CATEGORY = dtypes.CATEGORY
 
 
 def torch_dtype(out, a, b):
