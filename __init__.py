@@ -64,6 +64,8 @@ from dtrain.core.dtype import bfloat16, can_cast, finfo, iinfo  # noqa: E402,F40
 from dtrain.core.dtype import promote_types, result_type  # noqa: E402,F401
 from dtrain.core.printing import set_printoptions  # noqa: E402,F401
 from dtrain.core.tensor import is_tensor  # noqa: E402,F401
+from dtrain.core.random import seed  # noqa: E402,F401
+from dtrain.autograd.ops.sampling import bernoulli, multinomial, normal, poisson  # noqa: E402,F401
 
 is_floating_point, is_complex, numel = Tensor.is_floating_point, Tensor.is_complex, Tensor.numel
 

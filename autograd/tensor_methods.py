@@ -8,7 +8,7 @@ import numpy as np
 from dtrain.autograd import node as _node
 from dtrain.autograd.grad_mode import no_grad, state
 from dtrain.autograd.node import HookHandle
-from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, shape, sparse
+from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, sampling, shape, sparse
 from dtrain.core import backend, creation
 from dtrain.core import dtype as dtypes
 from dtrain.core import random as rnd
@@ -36,6 +36,7 @@ METHODS = {
     **{name: getattr(L, name) for name in ("matmul", "mm", "bmm", "dot", "outer", "diag",
                                            "tril", "triu", "norm")},
     "to_sparse": sparse.to_sparse, "to_dense": sparse.to_dense,
+    "bernoulli": sampling.bernoulli, "multinomial": sampling.multinomial,
     "where": lambda self, condition, other: P.where(condition, self, other),
     "view_as": lambda self, other: S.view(self, other._data.shape),
     "reshape_as": lambda self, other: S.reshape(self, other._data.shape),
@@ -207,11 +208,13 @@ def copy_(self, src, non_blocking=False):
 
 
 def _random_fill(sample):
-    def method(self, *args, generator=None):
+    """An in-place method that fills self with `sample(rng, self_array, *args, **kwargs)`
+    drawn from `generator` or the default generator of self's device."""
+    def method(self, *args, generator=None, **kwargs):
         dev = self.device
-        gen = generator or rnd.default_generator(dev)
+        gen = rnd.generator_for(generator, dev)
         with backend.device_context(dev):
-            values = sample(gen.rng, self._data.shape, *args)
+            values = sample(gen.rng, self._data, *args, **kwargs)
         if self.requires_grad and self.grad_fn is None and state.enabled:
             _check_inplace(self)  # as torch: a leaf that requires grad is filled under no_grad
         with no_grad():
@@ -220,12 +223,55 @@ def _random_fill(sample):
     return method
 
 
-def _uniform(rng, shape, a=0.0, b=1.0):
-    return rng.random(shape) * (b - a) + a
+def _uniform(rng, like, a=0.0, b=1.0):
+    return rng.random(like.shape) * (b - a) + a
 
 
-def _normal(rng, shape, mean=0.0, std=1.0):
-    return rng.standard_normal(shape) * std + mean
+def _normal(rng, like, mean=0.0, std=1.0):
+    return rng.standard_normal(like.shape) * std + mean
+
+
+def _bernoulli(rng, like, p=0.5):
+    sampling.check_probability("bernoulli_", p)
+    return rng.random(like.shape) < (p._data if isinstance(p, Tensor) else p)
+
+
+def _exponential(rng, like, lambd=1.0):
+    if not lambd > 0:
+        raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
+    return rng.standard_exponential(like.shape) / lambd
+
+
+def _geometric(rng, like, p):
+    if not 0 < p < 1:
+        raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
+    return rng.geometric(p, like.shape)
+
+
+def _cauchy(rng, like, median=0.0, sigma=1.0):
+    # a ratio of independent standard normals is standard Cauchy (CuPy has no cauchy)
+    return median + sigma * (rng.standard_normal(like.shape) / rng.standard_normal(like.shape))
+
+
+def _log_normal(rng, like, mean=1.0, std=2.0):
+    z = rng.standard_normal(like.shape) * std + mean
+    return backend.array_module(z).exp(z)
+
+
+def _random(rng, like, *bounds, to=None):
+    """`random_(to)`: [0, to); `random_(from, to)`: [from, to); no `to`: up to 2**mantissa
+    for floats (every integer exact), the dtype's max for integers, as torch.random_."""
+    low, high = (0, bounds[0]) if len(bounds) == 1 and to is None else (
+        bounds[0] if bounds else 0, bounds[1] if len(bounds) == 2 else to)
+    if high is not None:
+        if low >= high:
+            raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got "
+                               f"from={low} >= to={high}")
+        return rng.integers(low, high, like.shape)
+    kind = like.dtype.kind
+    top = (2 ** (np.finfo(like.dtype).nmant + 1) if kind == "f" else 1 if kind == "b" else
+           int(np.iinfo(like.dtype).max))
+    return rng.integers(low, top, like.shape, endpoint=True)
 
 
 # -- conversions ----------------------------------------------------------------------------
@@ -366,6 +412,10 @@ def install():
     Tensor.fill_, Tensor.zero_, Tensor.copy_ = fill_, zero_, copy_
     Tensor.uniform_ = _random_fill(_uniform)
     Tensor.normal_ = _random_fill(_normal)
+    for name, sample in (("bernoulli_", _bernoulli), ("exponential_", _exponential),
+                         ("geometric_", _geometric), ("cauchy_", _cauchy),
+                         ("log_normal_", _log_normal), ("random_", _random)):
+        setattr(Tensor, name, _random_fill(sample))
     Tensor.to = to
     # through `self.to`, which sparse tensors override
     Tensor.cpu = lambda self: self.to("cpu")

@@ -201,22 +201,14 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
         return _finish(xp.linspace(start, end, steps, dtype=npd), requires_grad)
 
 
-def _generator(generator, dev):
-    if generator is None:
-        return rnd.default_generator(dev)
-    if generator.device != dev:
-        raise RuntimeError(f"Expected a '{dev.type}' device type for generator but found "
-                           f"'{generator.device.type}'")
-    return generator
-
-
 def _floats(method, size, generator, dtype, device, requires_grad):
     """Float samples from the generator's `method`, drawn in float64 then cast."""
     dev, _, npd = _placement(device, dtype)
     if npd.kind != "f":
         raise TypeError(f"expected a floating point dtype for random floats, got {npd}")
     with backend.device_context(dev):
-        arr = getattr(_generator(generator, dev).rng, method)(_shape(size), dtype=np.float64)
+        rng = rnd.generator_for(generator, dev).rng
+        arr = getattr(rng, method)(_shape(size), dtype=np.float64)
     return _finish(arr.astype(npd, copy=False), requires_grad)
 
 
@@ -245,7 +237,7 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
                            f">= to={high}")
     dev, _, npd = _placement(device, dtype, dtypes.int64)
     with backend.device_context(dev):
-        arr = _generator(generator, dev).rng.integers(low, high, _shape((size,)))
+        arr = rnd.generator_for(generator, dev).rng.integers(low, high, _shape((size,)))
     return _finish(arr.astype(npd, copy=False), requires_grad)
 
 
@@ -254,7 +246,7 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     dev, _, npd = _placement(device, dtype, dtypes.int64)
     with backend.device_context(dev):
         # argsort of uniforms: the generator methods used here exist in NumPy and CuPy alike
-        arr = _generator(generator, dev).rng.random(n).argsort()
+        arr = rnd.generator_for(generator, dev).rng.random(n).argsort()
     return _finish(arr.astype(npd, copy=False), requires_grad)
 
 

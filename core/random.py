@@ -69,6 +69,16 @@ def default_generator(dev=CPU):
 _seed_for_new = None
 
 
+def generator_for(generator, dev):
+    """`generator` (checked to be on device `dev`), or the default generator of `dev`."""
+    if generator is None:
+        return default_generator(dev)
+    if generator.device != dev:
+        raise RuntimeError(f"Expected a '{dev.type}' device type for generator but found "
+                           f"'{generator.device.type}'")
+    return generator
+
+
 def manual_seed(seed):
     """Seed every device's default generator (those made later too); returns the CPU one."""
     global _seed_for_new
@@ -76,6 +86,14 @@ def manual_seed(seed):
     for gen in _defaults.values():
         gen.manual_seed(seed)
     return default_generator()
+
+
+def seed():
+    """Seed every device's default generator from fresh entropy; returns the seed (as
+    torch.seed), which `manual_seed` takes to repeat the run."""
+    new = Generator().seed()
+    manual_seed(new)
+    return new
 
 
 def initial_seed():
