@@ -66,6 +66,9 @@ from dtrain.core.printing import set_printoptions  # noqa: E402,F401
 from dtrain.core.tensor import is_tensor  # noqa: E402,F401
 from dtrain.core.random import seed  # noqa: E402,F401
 from dtrain.autograd.ops.sampling import bernoulli, multinomial, normal, poisson  # noqa: E402,F401
+from dtrain.autograd.ops.index import (index_add, index_copy, index_fill,  # noqa: E402,F401
+                                       index_put, masked_scatter, put, scatter,
+                                       scatter_reduce)
 
 is_floating_point, is_complex, numel = Tensor.is_floating_point, Tensor.is_complex, Tensor.numel
 

@@ -37,6 +37,9 @@ METHODS = {
                                            "tril", "triu", "norm")},
     "to_sparse": sparse.to_sparse, "to_dense": sparse.to_dense,
     "bernoulli": sampling.bernoulli, "multinomial": sampling.multinomial,
+    **{name: getattr(X, name) for name in ("index_add", "index_copy", "index_fill",
+                                           "index_put", "put", "masked_scatter", "scatter",
+                                           "scatter_reduce")},
     "where": lambda self, condition, other: P.where(condition, self, other),
     "view_as": lambda self, other: S.view(self, other._data.shape),
     "reshape_as": lambda self, other: S.reshape(self, other._data.shape),
@@ -179,6 +182,10 @@ INPLACE = {
     "abs_": (P.abs, True), "neg_": (P.neg, False), "relu_": (P.relu, False),
     "sigmoid_": (P.sigmoid, False), "tanh_": (P.tanh, False), "sin_": (P.sin, True),
     "cos_": (P.cos, True), "scatter_add_": (X.scatter_add, False),
+    "index_add_": (X.index_add, False), "index_copy_": (X.index_copy, False),
+    "index_fill_": (X.index_fill, False), "index_put_": (X.index_put, False),
+    "put_": (X.put, False), "masked_scatter_": (X.masked_scatter, False),
+    "scatter_": (X.scatter, True), "scatter_reduce_": (X.scatter_reduce, True),
 }
 
 

@@ -139,6 +139,21 @@ def to_device(x, dev):
         return cp.asarray(x)
 
 
+def scatter_reduce(xp, target, index, values, ufunc):
+    """target[index] = ufunc(target[index], values) for `ufunc` "maximum", "minimum" or
+    "multiply", repeated indices reduced in turn (np.ufunc.at semantics)."""
+    if xp is np:
+        getattr(np, ufunc).at(target, index, values)
+        return
+    import cupyx
+
+    scatter = {"maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}.get(ufunc)
+    if scatter is None:
+        raise NotImplementedError(f"scatter_reduce with {ufunc} is not implemented on CUDA "
+                                  f"(CuPy has no scatter for it); reduce on the CPU")
+    scatter(target, index, values)
+
+
 def scatter_add(xp, target, index, values):
     """target[index] += values, accumulating repeated indices (np.add.at semantics)."""
     if xp is np:

@@ -305,3 +305,279 @@ def _index_select_samples():
 
 
 register_composite("index_select", _index_select_samples)
+
+
+# -- in-place indexing family: index_add/copy/fill/put, put, masked_scatter, scatter ------------
+def _dim_key(op, input, dim, index):
+    """The dim and the key `[:, ..., index]` that selects `index` (a vector) along `dim`."""
+    if index._data.ndim > 1 or index._data.dtype.kind not in "iu":
+        raise IndexError(f"{op}(): Index is supposed to be a vector of int64 (got a "
+                         f"{index._data.ndim}-d {index.dtype} tensor)")
+    d = norm_dim(dim, input._data.ndim, op)
+    return d, (slice(None),) * d + (index._data.reshape(-1),)
+
+
+def _check_source(op, input, d, index, source):
+    x, src = input._data, source._data
+    if src.dtype != x.dtype:
+        raise RuntimeError(f"{op}(): self ({input.dtype}) and source ({source.dtype}) must "
+                           f"have the same scalar type")
+    n = index._data.size
+    if src.ndim != x.ndim or (src.ndim and src.shape[d] != n):
+        got = src.shape[d] if src.ndim == x.ndim and src.ndim else list(src.shape)
+        raise RuntimeError(f"{op}(): Number of indices ({n}) should be equal to "
+                           f"source.size(dim) ({got})")
+    if any(s != t for i, (s, t) in enumerate(zip(src.shape, x.shape)) if i != d):
+        raise RuntimeError(f"{op}(): source tensor shape must match self tensor shape, "
+                           f"excluding the specified dimension. Got self.shape = "
+                           f"{list(x.shape)} source.shape = {list(src.shape)}")
+
+
+def index_add(input, dim, index, source, *, alpha=1):
+    """`input` with `alpha * source[..., i, ...]` added at `input[..., index[i], ...]` along
+    `dim` (repeated indices accumulate)."""
+    d, key = _dim_key("index_add", input, dim, index)
+    _check_source("index_add", input, d, index, source)
+    return input + IndexGrad.apply(source if alpha == 1 else source * alpha,
+                                   input._data.shape, key)
+
+
+def index_copy(input, dim, index, source):
+    """`input` with `source[..., i, ...]` written at `input[..., index[i], ...]` along `dim`."""
+    d, key = _dim_key("index_copy", input, dim, index)
+    _check_source("index_copy", input, d, index, source)
+    return IndexPut.apply(input, source, key)
+
+
+def index_fill(input, dim, index, value):
+    """`input` with `value` (a number or a 0-d tensor) at the `index` entries along `dim`."""
+    if isinstance(value, Tensor) and value._data.ndim:
+        raise RuntimeError(f"index_fill_ only supports a 0-dimensional value tensor, but got "
+                           f"tensor with {value._data.ndim} dimension(s).")
+    return IndexPut.apply(input, value, _dim_key("index_fill", input, dim, index)[1])
+
+
+def index_put(input, indices, values, accumulate=False):
+    """`input` with `values` (broadcast) written, or added with `accumulate=True` (repeats
+    summing), at `input[indices]` (a tuple of index or mask tensors)."""
+    if values._data.dtype != input._data.dtype:
+        raise RuntimeError(f"Index put requires the source and destination dtypes match, got "
+                           f"{input.dtype} for the destination and {values.dtype} for the "
+                           f"source.")
+    key = normalize_key(tuple(indices), array_module(input._data))
+    if not accumulate:
+        return IndexPut.apply(input, values, key)
+    picked = input._data[key].shape
+    return input + IndexGrad.apply(values.expand(picked), input._data.shape, key)
+
+
+def put(input, index, source, accumulate=False):
+    """`input` with `source` written (or added) at the flat positions `index`, as if input
+    were 1-d."""
+    if index._data.size != source._data.size:
+        raise RuntimeError(f"put_(): Expected source and index to have the same number of "
+                           f"elements, but got source.numel() = {source._data.size}, "
+                           f"index.numel() = {index._data.size}")
+    flat = index_put(input.reshape(-1), (index.reshape(-1),), source.reshape(-1), accumulate)
+    return flat.reshape(input._data.shape)
+
+
+def masked_scatter(input, mask, source):
+    """`input` with the first elements of `source` (in order) where the boolean `mask`
+    (broadcast to input) is True."""
+    if mask._data.dtype.kind != "b":
+        raise RuntimeError(f"masked_scatter_ only supports boolean masks, but got mask with "
+                           f"dtype {mask.dtype}")
+    where_ = array_module(mask._data).broadcast_to(mask._data, input._data.shape)
+    n = int(where_.sum())
+    if source._data.size < n:
+        raise RuntimeError(f"masked_scatter: Number of elements of source ({source._data.size}) "
+                           f"< number of ones in mask ({n})")
+    return IndexPut.apply(input, source.reshape(-1)[:n], where_)
+
+
+def scatter(input, dim, index, src=None, *, value=None, reduce=None):
+    """`input` with `src[i][j]` written at `input[index[i][j]][j]` (dim 0; likewise for other
+    dims), or the number `value` (also given as `src`). `reduce` "add"/"multiply" (deprecated
+    in PyTorch) combines instead, as scatter_reduce "sum"/"prod"."""
+    src = value if src is None else src
+    if src is None:
+        raise TypeError("scatter(): expected src (a tensor) or value (a number)")
+    d = norm_dim(dim, input._data.ndim, "scatter")
+    if reduce is not None:
+        if reduce not in ("add", "multiply"):
+            raise RuntimeError(f"reduce argument must be either add or multiply, got {reduce!r}")
+        if not isinstance(src, Tensor):
+            src = Tensor._make(array_module(input._data).full(index._data.shape, src,
+                                                              dtype=input._data.dtype))
+        return scatter_reduce(input, d, index, src, {"add": "sum", "multiply": "prod"}[reduce])
+    tensor_src = isinstance(src, Tensor)
+    _check_gather_index("scatter", input, d, index, src if tensor_src else None)
+    if tensor_src:
+        _check_same_dtype(input, src)
+        src = src[tuple(slice(0, n) for n in index._data.shape)]
+    return IndexPut.apply(input, src, _along(array_module(input._data), index._data, d))
+
+
+def _check_same_dtype(input, src):
+    if src._data.dtype != input._data.dtype:
+        raise RuntimeError(f"scatter(): Expected self.dtype to be equal to src.dtype (got "
+                           f"{input.dtype} and {src.dtype})")
+
+
+_REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
+
+
+def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
+    """`input` where each `src[i][j]` is combined into `input[index[i][j]][j]` (dim 0) by
+    `reduce` ("sum", "prod", "mean", "amax", "amin"), the input's own value taking part
+    unless `include_self=False` (untouched positions keep it either way)."""
+    if reduce not in _REDUCTIONS:
+        raise RuntimeError(f"reduce argument must be either {', '.join(_REDUCTIONS)}, got "
+                           f"{reduce!r}")
+    d = norm_dim(dim, input._data.ndim, "scatter_reduce")
+    _check_gather_index("scatter_reduce", input, d, index, src)
+    _check_same_dtype(input, src)
+    if reduce in ("prod", "amax", "amin"):
+        return ScatterReduce.apply(input, d, index, src, reduce=reduce,
+                                   include_self=include_self)
+    base = input if include_self else scatter(input, d, index, 0)
+    total = ScatterAdd.apply(base, d, index, src)
+    if reduce == "sum":
+        return total
+    xp = array_module(input._data)
+    ones = Tensor._make(xp.ones(input._data.shape, dtype=input._data.dtype))
+    count = ScatterAdd.apply(ones if include_self else scatter(ones, d, index, 0), d, index,
+                             Tensor._make(xp.ones(index._data.shape, dtype=input._data.dtype)))
+    return total / count if input._data.dtype.kind == "f" else total // count
+
+
+def _scatter_reduce_samples():
+    s = SampleMaker("scatter_reduce")
+    i1, i0 = s.ints(4, 3, 3), s.ints(2, 4, 2)
+    out = []
+    for reduce in ("prod", "amax", "amin"):
+        for include_self in (True, False):
+            def fn(x, v, reduce=reduce, include_self=include_self):
+                return x.scatter_reduce(1, i1, v, reduce, include_self=include_self)
+            out.append(Sample(fn, (s.distinct(3, 4), s.distinct(3, 3))))
+    out.append(Sample(lambda x, v: x.scatter_reduce(0, i0, v, "amax"),
+                      (s.distinct(2, 2), s.distinct(5, 3))))
+    return out
+
+
+_UFUNCS = {"prod": "multiply", "amax": "maximum", "amin": "minimum"}
+
+
+@register("scatter_reduce", _scatter_reduce_samples)
+class ScatterReduce(Op):
+    """scatter_reduce by "prod", "amax" or "amin" (sum and mean compose scatter_add).
+    The gradient of amax/amin is shared evenly by the tied maxima (minima), as PyTorch."""
+
+    saves_inputs = True
+    saves_output = True
+
+    def forward(self, x, dim, index, src, reduce, include_self):
+        xp = array_module(x)
+        self.dim, self.index, self.reduce, self.include_self = dim, index, reduce, include_self
+        key = _along(xp, index, dim)
+        block = src[tuple(slice(0, n) for n in index.shape)]
+        out = x.copy()
+        if not include_self:  # a contribution (or prod's 1) replaces the input's value
+            out[key] = 1 if reduce == "prod" else block
+        backend.scatter_reduce(xp, out, key, block, _UFUNCS[reduce])
+        return out
+
+    def backward(self, g):
+        x, src = self.inputs[0], self.inputs[3]
+        xp = array_module(g._data)
+        key = _along(xp, self.index, self.dim)
+        idx = Tensor._make(self.index)
+        block = src[tuple(slice(0, n) for n in self.index.shape)]
+        if self.reduce == "prod":
+            gx, gb = self._prod_grads(g, x, block, key)
+        else:
+            out = self.output._data
+            xd = x._data
+            self_hit = (xd == out) if self.include_self else xp.zeros(xd.shape, dtype=bool)
+            src_hit = block._data == out[key]
+            count = self_hit.astype(g._data.dtype)
+            backend.scatter_add(xp, count, key, src_hit.astype(g._data.dtype))
+            touched = xp.zeros(xd.shape, dtype=bool)
+            touched[key] = True
+            wx = xp.where(touched, self_hit / xp.maximum(count, 1), 1.0).astype(g._data.dtype)
+            gx = g * Tensor._make(wx)
+            gb = g.gather(self.dim, idx) * Tensor._make((src_hit / count[key]).astype(
+                g._data.dtype))
+        nx, nsrc = self.needs_input_grad[0], self.needs_input_grad[3]
+        gsrc = None
+        if nsrc:
+            extra = [(0, s - i) for s, i in zip(src._data.shape, self.index.shape)]
+            gsrc = gb
+            if any(e for _, e in extra):
+                gsrc = pad(gb, tuple(v for pair in reversed(extra) for v in pair))
+        return (gx if nx else None, None, None, gsrc, None, None)
+
+    def _prod_grads(self, g, x, block, key):
+        """d out / d contribution = the product of the group's other contributions."""
+        xp = array_module(g._data)
+        out = self.output
+        idx = Tensor._make(self.index)
+        touched = xp.zeros(x._data.shape, dtype=bool)
+        touched[key] = True
+        own = x if self.include_self else None
+        if not bool(xp.any(block._data == 0)) and (own is None or not bool(
+                xp.any(x._data[touched] == 0))):
+            hit = Tensor._make(touched)
+            gx = (g * where(hit, out / where(hit, x, 1.0), 1.0) if own is not None else
+                  g * Tensor._make((~touched).astype(g._data.dtype)))
+            return gx, (g * out).gather(self.dim, idx) / block
+        # NOTE: with zeros, the product of the others is the group's product of non-zero
+        # contributions where the element is the group's only zero, else out / element (0 if
+        # the group holds another zero); this path is first-order only, as Prod's.
+        vals = block._data
+        zeros = xp.zeros(x._data.shape, dtype=g._data.dtype)
+        nonzero = xp.ones(x._data.shape, dtype=g._data.dtype)
+        if own is not None:
+            zeros += touched & (x._data == 0)
+            nonzero = xp.where(touched & (x._data != 0), x._data, 1.0)
+        backend.scatter_add(xp, zeros, key, (vals == 0).astype(zeros.dtype))
+        backend.scatter_reduce(xp, nonzero, key, xp.where(vals == 0, 1.0, vals), "multiply")
+        o = out._data
+
+        def others(v, o_, z, nz):
+            return xp.where(v == 0, xp.where(z == 1, nz, 0.0), o_ / xp.where(v == 0, 1.0, v))
+        wx = (xp.where(touched, others(x._data, o, zeros, nonzero), 1.0) if own is not None
+              else (~touched).astype(g._data.dtype))
+        wb = others(vals, o[key], zeros[key], nonzero[key])
+        return (g * Tensor._make(wx.astype(g._data.dtype)),
+                g.gather(self.dim, idx) * Tensor._make(wb.astype(g._data.dtype)))
+
+
+def _index_family_samples():
+    s = SampleMaker("index_family")
+    idx = Tensor._make(s.rng.integers(0, 4, (5,)))  # repeats: index_add must accumulate
+    perm = Tensor._make(s.rng.permutation(4)[:3])
+    mask = Tensor._make(s.rng.random((3, 4)) > 0.5)
+    rows, cols = Tensor._make(s.rng.integers(0, 3, (6,))), Tensor._make(s.rng.integers(0, 4, (6,)))
+    i1 = s.ints(4, 3, 3)
+    distinct = Tensor._make(s.rng.random((3, 4)).argsort(axis=1)[:, :3])  # one writer each
+    return [Sample(lambda x, v: x.index_add(1, idx, v, alpha=2.0), (s(3, 4), s(3, 5))),
+            Sample(lambda x, v: x.index_copy(0, perm, v), (s(4, 2), s(3, 2))),
+            Sample(lambda x, v: x.index_fill(-1, perm, v), (s(2, 4), s())),
+            Sample(lambda x: x.index_fill(0, perm, -1.5), (s(4, 3),)),
+            Sample(lambda x, v: x.index_put((rows, cols), v, accumulate=True), (s(3, 4), s(6))),
+            Sample(lambda x, v: x.index_put((perm,), v), (s(4, 2), s(2))),
+            Sample(lambda x, v: x.put(cols, v, accumulate=True), (s(3, 4), s(2, 3))),
+            Sample(lambda x, v: x.masked_scatter(mask, v), (s(3, 4), s(13))),
+            Sample(lambda x, v: x.scatter(1, distinct, v), (s(3, 4), s(3, 5))),
+            Sample(lambda x: x.scatter(1, i1, 0.5), (s(3, 4),)),
+            Sample(lambda x, v: x.scatter(1, i1, v, reduce="add"), (s(3, 4), s(3, 3))),
+            Sample(lambda x, v: x.scatter_reduce(1, i1, v, "sum", include_self=False),
+                   (s(3, 4), s(3, 3))),
+            Sample(lambda x, v: x.scatter_reduce(1, i1, v, "mean"), (s(3, 4), s(3, 3))),
+            Sample(lambda x, v: x.scatter_reduce(1, i1, v, "mean", include_self=False),
+                   (s(3, 4), s(3, 3)))]
+
+
+register_composite("index_family", _index_family_samples)
