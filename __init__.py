@@ -28,6 +28,19 @@ from dtrain.autograd.ops.reduce import (all, amax, amin, any, argmax, argmin,  #
                                         count_nonzero, log_softmax, logsumexp, max, mean, min,
                                         prod, softmax, std, std_mean, sum, var, var_mean)
 from dtrain.autograd.ops.sparse import sparse_coo_tensor  # noqa: F401
+from dtrain.autograd.ops.products import (addbmm, addcdiv, addcmul, addmm, addmv,  # noqa: F401
+                                          baddbmm, cdist, cross, dist, einsum, inner, kron,
+                                          lerp, mv, tensordot)
+from dtrain.autograd.ops.rearrange import (broadcast_tensors, cartesian_prod,  # noqa: F401
+                                           column_stack, diag_embed, diagonal, dstack, flip,
+                                           fliplr, flipud, hstack, masked_select, meshgrid,
+                                           moveaxis, movedim, repeat_interleave, roll, rot90,
+                                           row_stack, select, take, take_along_dim, tile, trace,
+                                           tril_indices, triu_indices, vander, vstack)
+from dtrain.autograd.ops.scan import (cummax, cummin, cumprod, cumsum, diff,  # noqa: F401
+                                      logcumsumexp, trapezoid, trapz)
+from dtrain.autograd.ops.sorting import (argsort, kthvalue, median, mode, msort,  # noqa: F401
+                                         nanmedian, sort, topk, unique, unique_consecutive)
 from dtrain.autograd.ops.shape import (broadcast_to, cat, chunk, clone, concat,  # noqa: F401
                                        concatenate, expand, flatten, narrow, pad, permute,
                                        reshape, split, squeeze, stack, swapaxes, swapdims, t,

@@ -8,7 +8,20 @@ import numpy as np
 from dtrain.autograd import node as _node
 from dtrain.autograd.grad_mode import no_grad, state
 from dtrain.autograd.node import HookHandle
-from dtrain.autograd.ops import convert, index, linalg, pointwise, reduce, sampling, shape, sparse
+from dtrain.autograd.ops import (
+    convert,
+    index,
+    linalg,
+    pointwise,
+    products,
+    rearrange,
+    reduce,
+    sampling,
+    scan,
+    shape,
+    sorting,
+    sparse,
+)
 from dtrain.core import backend, creation
 from dtrain.core import dtype as dtypes
 from dtrain.core import random as rnd
@@ -35,6 +48,16 @@ METHODS = {
                                            "masked_fill")},
     **{name: getattr(L, name) for name in ("matmul", "mm", "bmm", "dot", "outer", "diag",
                                            "tril", "triu", "norm")},
+    **{name: getattr(module, name) for module, names in (
+        (sorting, ("sort", "argsort", "msort", "topk", "kthvalue", "median", "nanmedian", "mode",
+                   "unique", "unique_consecutive")),
+        (scan, ("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp", "diff")),
+        (rearrange, ("flip", "fliplr", "flipud", "roll", "rot90", "repeat", "tile",
+                     "repeat_interleave", "diagonal", "diag_embed", "trace", "movedim",
+                     "moveaxis", "select", "take", "take_along_dim", "masked_select")),
+        (products, ("kron", "inner", "mv", "addmm", "addmv", "baddbmm", "addbmm", "addcmul",
+                    "addcdiv", "lerp", "cross", "dist"))) for name in names},
+    "unfold": rearrange.unfold_windows,
     "to_sparse": sparse.to_sparse, "to_dense": sparse.to_dense,
     "bernoulli": sampling.bernoulli, "multinomial": sampling.multinomial,
     **{name: getattr(X, name) for name in ("index_add", "index_copy", "index_fill",
@@ -186,6 +209,9 @@ INPLACE = {
     "index_fill_": (X.index_fill, False), "index_put_": (X.index_put, False),
     "put_": (X.put, False), "masked_scatter_": (X.masked_scatter, False),
     "scatter_": (X.scatter, True), "scatter_reduce_": (X.scatter_reduce, True),
+    "addcmul_": (products.addcmul, False), "addcdiv_": (products.addcdiv, False),
+    "lerp_": (products.lerp, False), "cumsum_": (scan.cumsum, False),
+    "cumprod_": (scan.cumprod, True),
 }
 
 
