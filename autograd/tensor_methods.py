@@ -57,7 +57,7 @@ METHODS = {
                      "moveaxis", "select", "take", "take_along_dim", "masked_select")),
         (products, ("kron", "inner", "mv", "addmm", "addmv", "baddbmm", "addbmm", "addcmul",
                     "addcdiv", "lerp", "cross", "dist"))) for name in names},
-    "unfold": rearrange.unfold_windows,
+    "unfold": rearrange.unfold,
     "to_sparse": sparse.to_sparse, "to_dense": sparse.to_dense,
     "bernoulli": sampling.bernoulli, "multinomial": sampling.multinomial,
     **{name: getattr(X, name) for name in ("index_add", "index_copy", "index_fill",

@@ -162,3 +162,16 @@ def scatter_add(xp, target, index, values):
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+
+def strided_view(xp, x, shape, strides):
+    """A view of `x`'s memory with the given shape and byte strides, whose `base` is `x`'s
+    memory owner as for any NumPy view (so that dtrain tracks it as a view of `x`);
+    `as_strided` alone hides the owner behind a wrapper object."""
+    owner = x if x.base is None else x.base
+    if xp is not np or not isinstance(owner, np.ndarray):
+        return xp.lib.stride_tricks.as_strided(x, shape, strides)
+    offset = x.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    view = np.ndarray(shape, x.dtype, buffer=owner, offset=offset, strides=strides)
+    view.flags.writeable = x.flags.writeable
+    return view

@@ -109,6 +109,9 @@ def einsum(equation, *operands):
     """Einstein summation as torch.einsum: `einsum("ij,jk->ik", a, b)`, with '...',
     implicit outputs and size-1 broadcasting. The gradient of each operand is an einsum of
     the output's gradient with the other operands."""
+    if not isinstance(equation, str):
+        raise NotImplementedError("einsum(): the sublist format (operand, [dims], ...) is not "
+                                  "supported; pass an equation string such as 'ij,jk->ik'")
     if len(operands) == 1 and not isinstance(operands[0], Tensor):
         operands = tuple(operands[0])
     subs, out = _parse_einsum(equation, operands)

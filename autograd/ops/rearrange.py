@@ -1,13 +1,14 @@
 """Reshuffles composed of indexing, shape and join ops: flips and rolls, repeats, diagonals,
 moves and selections along dims, stacks, grids and index sets. Their gradients are those of
 the ops they are made of (checked by the composites registered below)."""
+from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim, norm_dims
 from dtrain.autograd.ops.index import IndexGrad, gather, getitem, index_select
 from dtrain.autograd.ops.shape import _samples, _size_args, cat, clone, expand, permute, reshape
-from dtrain.autograd.registry import Sample, SampleMaker, register_composite
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import creation
 from dtrain.core import dtype as dtypes
-from dtrain.core.backend import array_module, device_context
+from dtrain.core.backend import array_module, device_context, strided_view
 from dtrain.core.tensor import Tensor
 
 
@@ -431,21 +432,48 @@ register_composite("vander", _samples(
     "vander", (lambda x: vander(x), (3,)), (lambda x: vander(x, 4, increasing=True), (2,))))
 
 
-def unfold_windows(input, dimension, size, step):
-    """`Tensor.unfold`: the windows of `size` along `dimension`, `step` apart, as a new last
-    dim (the dim itself becomes the window count)."""
+def _unfold_samples():
+    s = SampleMaker("unfold")
+    return [Sample(lambda x: x.unfold(1, 2, 1), (s(2, 4),)),
+            Sample(lambda x: x.unfold(0, 2, 2), (s(5, 3),)),
+            Sample(lambda x: x.t().unfold(-1, 3, 2) * 2, (s(7, 2),))]
+
+
+@register("unfold", _unfold_samples)
+class Unfold(Op):
+    """`Tensor.unfold`: windows of `size`, `step` apart along `dim`, as a strided view (the
+    dim becomes the window count, the window a new last dim). The gradient adds each
+    window's gradient back where it was read (overlaps sum)."""
+
+    is_view = True
+
+    def forward(self, x, dim, size, step):
+        xp = array_module(x)
+        self.in_shape, self.dim, self.size, self.step = x.shape, dim, size, step
+        count = (x.shape[dim] - size) // step + 1
+        shape = x.shape[:dim] + (count,) + x.shape[dim + 1:] + (size,)
+        st = x.strides
+        strides = st[:dim] + (st[dim] * step,) + st[dim + 1:] + (st[dim],)
+        return strided_view(xp, x, shape, strides)
+
+    def backward(self, g):
+        xp = array_module(g._data)
+        count = g._data.shape[self.dim]
+        index = xp.arange(0, count * self.step, self.step)[:, None] + xp.arange(self.size)
+        # as read by x[..., index, ...]: the window's position right after the count
+        g = movedim(g, -1, self.dim + 1)
+        return IndexGrad.apply(g, self.in_shape, _along(self.dim, index)), None, None, None
+
+
+def unfold(input, dimension, size, step):
+    """`Tensor.unfold(dimension, size, step)`: the windows of `size` along `dimension`,
+    `step` apart, as a new last dim of a view."""
+    if _ndim(input) == 0:
+        return unfold(reshape(input, 1), 0, size, step).reshape(size)
     d = norm_dim(dimension, _ndim(input), "unfold")
-    n = input._data.shape[d] if _ndim(input) else 1
+    n = input._data.shape[d]
     if size > n:
         raise RuntimeError(f"maximum size for tensor at dimension {d} is {n} but size is {size}")
     if step <= 0:
         raise RuntimeError(f"step is {step} but must be > 0")
-    xp = array_module(input._data)
-    starts = xp.arange(0, n - size + 1, step)
-    index = starts[:, None] + xp.arange(size)
-    return movedim(getitem(input, _along(d, index)), d + 1, -1)
-
-
-register_composite("unfold", _samples(
-    "unfold", (lambda x: x.unfold(1, 2, 1), (2, 4)), (lambda x: x.unfold(0, 2, 2), (5, 3)),
-    (lambda x: x.unfold(-1, 3, 2), (2, 2, 7))))
+    return Unfold.apply(input, d, size, step)

@@ -157,6 +157,19 @@ def test_unfold_windows():
     _eq(x.unfold(0, 2, 1), np.moveaxis(a[None], 1, -1))
     with pytest.raises(RuntimeError, match="maximum size for tensor at dimension 1 is 5"):
         x.unfold(1, 6, 1)
+    w = x.unfold(1, 2, 2)
+    w[0, 1, 0] = -1.0  # a view, as torch: the write reaches x
+    assert x[0, 2].item() == -1.0 and w._base is x
+    base = _t(np.arange(6.0), requires_grad=True)
+    base.unfold(0, 3, 1).sum().backward()  # overlapping windows: gradients sum
+    assert base.grad.tolist() == [1.0, 2.0, 3.0, 3.0, 2.0, 1.0]
+    base.grad = None
+    y = base * 1.0
+    y.unfold(0, 2, 2).mul_(_t([1.0, 3.0]))  # in place through the view: y is rebased
+    (y * y).sum().backward()
+    assert y.tolist() == [0.0, 3.0, 2.0, 9.0, 4.0, 15.0]
+    assert base.grad.tolist() == [0.0, 18.0, 4.0, 54.0, 8.0, 90.0]
+    assert dt.tensor(3.0).unfold(0, 1, 1).tolist() == [3.0]
 
 
 @pytest.mark.parametrize("eq, shapes", [
@@ -184,6 +197,8 @@ def test_einsum_gradients_and_errors():
         dt.einsum("ij", x, x)
     with pytest.raises(RuntimeError, match="does not match the number of dimensions"):
         dt.einsum("ijk", x)
+    with pytest.raises(NotImplementedError, match="sublist format"):
+        dt.einsum(x, [0, 1])
 
 
 def test_tensordot_inner_kron_mv():
