@@ -175,3 +175,19 @@ def strided_view(xp, x, shape, strides):
     view = np.ndarray(shape, x.dtype, buffer=owner, offset=offset, strides=strides)
     view.flags.writeable = x.flags.writeable
     return view
+
+
+def running(xp, ufunc, a, axis):
+    """`ufunc` (maximum, minimum, ...) accumulated along `axis`, as NumPy's
+    `ufunc.accumulate`; CuPy accumulates only add and multiply, so there it is a
+    log-step scan: ceil(log2(n)) whole-array steps, each combining with the value `k` back."""
+    fn = getattr(xp, ufunc)
+    if xp is np:
+        return fn.accumulate(a, axis=axis)
+    out, n, k = a.copy(), a.shape[axis], 1
+    lead = (slice(None),) * (axis % a.ndim)
+    while k < n:
+        out[lead + (slice(k, None),)] = fn(out[lead + (slice(k, None),)],
+                                           out[lead + (slice(None, n - k),)])
+        k *= 2
+    return out

@@ -121,14 +121,28 @@ def tile(input, *dims):
     return repeat(input, (1,) * (_ndim(input) - len(dims)) + dims)
 
 
+def _repeat_index(xp, n, counts):
+    """0..n-1, each index i repeated counts[i] times (counts: an int or a 1-D int array)."""
+    if isinstance(counts, int):
+        return xp.repeat(xp.arange(n), counts)
+    if counts.dtype.kind not in "iu":
+        raise RuntimeError(f"repeat_interleave: repeats must be an integer tensor, got "
+                           f"{counts.dtype}")
+    if bool((counts < 0).any()):
+        raise RuntimeError("repeat_interleave: repeats can not be negative")
+    ends = xp.cumsum(counts)
+    # NOTE: the output position's source is the first run end beyond it: one searchsorted,
+    # where CuPy's repeat takes no array of counts
+    return xp.searchsorted(ends, xp.arange(int(ends[-1]) if n else 0), side="right")
+
+
 def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     """Each element (slice along `dim`; of the flattened tensor without `dim`) repeated
     `repeats` times in place: an int, or a tensor of one count per element. With `input`
     alone, a 1-D tensor of counts: its indices repeated by them."""
     if repeats is None:
         counts = input._data
-        xp = array_module(counts)
-        return Tensor._make(xp.repeat(xp.arange(counts.shape[0]), counts))
+        return Tensor._make(_repeat_index(array_module(counts), counts.shape[0], counts))
     if dim is None:
         input, d = reshape(input, -1), 0
     else:
@@ -136,10 +150,12 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     xp = array_module(input._data)
     n = input._data.shape[d]
     counts = repeats._data if isinstance(repeats, Tensor) else repeats
-    if getattr(counts, "ndim", 0) == 1 and counts.shape[0] != n:
+    if getattr(counts, "ndim", None) == 0:
+        counts = int(counts)
+    if not isinstance(counts, int) and counts.shape[0] != n:
         raise RuntimeError(f"repeats must have the same size as input along dim, but got "
                            f"repeats.size(0) = {counts.shape[0]} and input.size({d}) = {n}")
-    index = xp.repeat(xp.arange(n), counts)
+    index = _repeat_index(xp, n, counts)
     if output_size is not None and output_size != index.shape[0]:
         raise RuntimeError(f"repeat_interleave: output_size {output_size} is not the sum of "
                            f"the repeats ({index.shape[0]})")

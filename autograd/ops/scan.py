@@ -3,13 +3,13 @@ logcumsumexp, and the differences and integrals built on them (diff, trapezoid).
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.index import gather
-from dtrain.autograd.ops.pointwise import _nondiff, where
+from dtrain.autograd.ops.pointwise import _nondiff, maximum, where
 from dtrain.autograd.ops.rearrange import flip
-from dtrain.autograd.ops.reduce import ValuesIndices, amax
+from dtrain.autograd.ops.reduce import ValuesIndices
 from dtrain.autograd.ops.shape import _samples, cat
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import dtype as dtypes
-from dtrain.core.backend import array_module
+from dtrain.core.backend import array_module, running
 from dtrain.core.tensor import Tensor
 
 
@@ -119,11 +119,11 @@ def cumprod(input, dim, *, dtype=None):
 def _running_index(xp, a, dim, better):
     """For each position along `dim`, the index of the running extreme (the latest on ties,
     as torch): positions that reach or tie the extreme so far, carried forward."""
-    acc = (xp.maximum if better == "max" else xp.minimum).accumulate(a, axis=dim)
+    acc = running(xp, "maximum" if better == "max" else "minimum", a, dim)
     shape = [1] * a.ndim
     shape[dim] = a.shape[dim]
     pos = xp.arange(a.shape[dim]).reshape(shape)
-    return xp.maximum.accumulate(xp.where(a == acc, pos, 0), axis=dim).astype("int64")
+    return running(xp, "maximum", xp.where(a == acc, pos, 0), dim).astype("int64")
 
 
 _cummax_index = _nondiff("cummax_indices",
@@ -152,16 +152,23 @@ def cummin(input, dim):
     return _running(input, dim, _cummin_index, "cummin")
 
 
-def logcumsumexp(input, dim):
-    """log(cumsum(exp(input))) along `dim`, shifted by each slice's maximum."""
-    d = _scan_dim(input, dim, "logcumsumexp")
-    x = input.reshape(1) if input._data.ndim == 0 else input
-    # NOTE: one shift per slice keeps exp from overflowing; a running value far below the
-    # slice's maximum (more than ~700 in float64) underflows to -inf, where torch's pairwise
-    # log-add-exp stays finite.
-    m = amax(x.detach(), d, keepdim=True)
+def _logaddexp(a, b):
+    m = maximum(a, b).detach()  # a constant shift: the gradient is the softmax of (a, b)
     m = where(m.isfinite(), m, 0.0)
-    out = cumsum((x - m).exp(), d).log() + m
+    return ((a - m).exp() + (b - m).exp()).log() + m
+
+
+def logcumsumexp(input, dim):
+    """log(cumsum(exp(input))) along `dim`, without overflow or underflow."""
+    d = _scan_dim(input, dim, "logcumsumexp")
+    out = input.reshape(1) if input._data.ndim == 0 else input
+    n, k = out._data.shape[d], 1
+    # NOTE: a log-step scan (as backend.running) of log-add-exp: ceil(log2(n)) whole-tensor
+    # steps, each exact in log space; a single cumsum of exp would overflow or underflow.
+    while k < n:
+        out = cat([out.narrow(d, 0, k), _logaddexp(out.narrow(d, k, n - k),
+                                                  out.narrow(d, 0, n - k))], d)
+        k *= 2
     return out.reshape(()) if input._data.ndim == 0 else out
 
 

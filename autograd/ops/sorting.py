@@ -6,7 +6,7 @@ from dtrain.autograd.ops.index import gather
 from dtrain.autograd.ops.pointwise import _nondiff
 from dtrain.autograd.ops.reduce import ValuesIndices
 from dtrain.autograd.registry import Sample, SampleMaker, register_composite
-from dtrain.core.backend import array_module
+from dtrain.core.backend import array_module, running
 from dtrain.core.tensor import Tensor
 
 
@@ -31,8 +31,8 @@ def _mode_index(xp, a, dim=-1):
     new_run[..., 1:] = s[..., 1:] != s[..., :-1]
     end_run = xp.ones(s.shape, dtype=bool)
     end_run[..., :-1] = new_run[..., 1:]
-    start = xp.maximum.accumulate(xp.where(new_run, pos, 0), axis=-1)
-    end = xp.flip(xp.minimum.accumulate(xp.flip(xp.where(end_run, pos, n), -1), axis=-1), -1)
+    start = running(xp, "maximum", xp.where(new_run, pos, 0), -1)
+    end = xp.flip(running(xp, "minimum", xp.flip(xp.where(end_run, pos, n), -1), -1), -1)
     best = xp.argmax(end - start, axis=-1)[..., None]  # first longest run: smallest value
     last = xp.take_along_axis(end, best, -1)
     return xp.moveaxis(xp.take_along_axis(order, last, -1), -1, dim)

@@ -61,6 +61,9 @@ def test_repeat_tile_repeat_interleave():
     _eq(x.repeat_interleave(_t([1, 0]), dim=0, output_size=1), a[:1])
     _eq(x.repeat_interleave(_t([2, 1, 0]), dim=-1), np.repeat(a, [2, 1, 0], 1))
     assert dt.repeat_interleave(_t([2, 0, 3])).tolist() == [0, 0, 2, 2, 2]
+    _eq(x.repeat_interleave(_t(2)), np.repeat(a, 2))
+    with pytest.raises(RuntimeError, match="repeats can not be negative"):
+        x.repeat_interleave(_t([1, -1]), dim=0)
     with pytest.raises(RuntimeError, match="repeats must have the same size as input"):
         x.repeat_interleave(_t([1, 2]), dim=1)
 

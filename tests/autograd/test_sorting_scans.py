@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import dtrain as dt
+from dtrain.core import backend
 
 RNG = np.random.default_rng(0)
 SHAPES_DIMS = [((5,), 0), ((3, 4), 1), ((3, 4), 0), ((2, 3, 4), -1), ((2, 3, 4), -2)]
@@ -135,6 +136,10 @@ def test_scan_dtypes_indices_and_ties():
     assert v.tolist() == [2.0, 1.0, 1.0, 1.0] and i.tolist() == [0, 1, 2, 2]
     with pytest.raises(TypeError, match="missing required argument 'dim'"):
         dt.cumsum(_t([1.0]), None)
+    wide = _t([-1000.0, 0.0, 800.0, float("-inf"), -5.0])
+    np.testing.assert_allclose(wide.logcumsumexp(0).numpy(),
+                               np.logaddexp.accumulate(wide.numpy()))
+    assert dt.logcumsumexp(_t(-1000.0), 0).item() == -1000.0
     y = _t([1.0, 2.0, 3.0])
     y.cumsum_(0)
     assert y.tolist() == [1.0, 3.0, 6.0]
@@ -159,3 +164,18 @@ def test_diff_and_trapezoid_options():
     assert dt.trapezoid(x, pts).item() == np.trapezoid([1, 4, 9, 16], [0, 1, 3, 6])
     assert dt.trapz(x, dx=0.5).item() == 0.5 * (2.5 + 6.5 + 12.5)
     assert dt.trapezoid(_t([[1.0, 2.0], [3.0, 4.0]]), dim=0).tolist() == [2.0, 3.0]
+
+
+class _OtherBackend:
+    """NumPy under another name: takes the path of a backend without ufunc.accumulate."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_running_extremes_log_step_scan_equals_accumulate(axis):
+    a = RNG.integers(0, 20, (3, 11, 4))
+    for fn in ("maximum", "minimum"):
+        np.testing.assert_array_equal(backend.running(_OtherBackend(), fn, a, axis),
+                                      getattr(np, fn).accumulate(a, axis=axis))
