@@ -26,9 +26,10 @@ def _dims_arg(dims):
 
 
 # -- flips, rolls, rotations ----------------------------------------------------------------
-def flip(input, *dims):
-    """A copy of `input` with the order of elements reversed along each of `dims`."""
-    axes = norm_dims(_size_args(dims), _ndim(input), "flip")
+def flip(input, *args, dims=None):
+    """A copy of `input` with the order of elements reversed along each of `dims`
+    (`flip(x, (0, 1))`, `x.flip(0, 1)` or `dims=`)."""
+    axes = norm_dims(_size_args(args) if dims is None else dims, _ndim(input), "flip")
     key = tuple(slice(None, None, -1) if i in axes else slice(None) for i in range(_ndim(input)))
     return clone(getitem(input, key))  # a copy, as torch's flip (a reversed slice is a view)
 
@@ -114,10 +115,10 @@ def repeat(input, *sizes):
     return reshape(tiled, tuple(r * n for r, n in zip(sizes, shape)))
 
 
-def tile(input, *dims):
+def tile(input, *args, dims=None):
     """`input` repeated `dims[i]` times along each dim; too few dims are padded with ones
     in front."""
-    dims = _size_args(dims)
+    dims = _size_args(args) if dims is None else _dims_arg(dims)
     return repeat(input, (1,) * (_ndim(input) - len(dims)) + dims)
 
 

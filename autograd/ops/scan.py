@@ -117,13 +117,14 @@ def cumprod(input, dim, *, dtype=None):
 
 
 def _running_index(xp, a, dim, better):
-    """For each position along `dim`, the index of the running extreme (the latest on ties,
-    as torch): positions that reach or tie the extreme so far, carried forward."""
+    """For each position along `dim`, the index of the running extreme (the latest on ties
+    and NaN, as torch): positions that reach or tie the extreme so far, carried forward."""
     acc = running(xp, "maximum" if better == "max" else "minimum", a, dim)
     shape = [1] * a.ndim
     shape[dim] = a.shape[dim]
     pos = xp.arange(a.shape[dim]).reshape(shape)
-    return running(xp, "maximum", xp.where(a == acc, pos, 0), dim).astype("int64")
+    reached = (a == acc) | (a != a)  # a NaN is the extreme from there on, as in torch
+    return running(xp, "maximum", xp.where(reached, pos, 0), dim).astype("int64")
 
 
 _cummax_index = _nondiff("cummax_indices",

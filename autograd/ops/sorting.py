@@ -3,7 +3,7 @@ Indices come from non-differentiable ops; values are gathered from the input at 
 gradients flow back through `gather` to the selected elements."""
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.index import gather
-from dtrain.autograd.ops.pointwise import _nondiff
+from dtrain.autograd.ops.pointwise import _nondiff, where
 from dtrain.autograd.ops.reduce import ValuesIndices
 from dtrain.autograd.registry import Sample, SampleMaker, register_composite
 from dtrain.core.backend import array_module, running
@@ -57,14 +57,14 @@ def _pick(input, idx, d, keepdim):
     return ValuesIndices(values, idx)
 
 
-def argsort(input, dim=-1, descending=False, *, stable=False):
+def argsort(input, dim=-1, descending=False, stable=False):
     """Indices that sort `input` along `dim` (always stable: ties keep their order)."""
     d = norm_dim(dim, input._data.ndim, "argsort")
     idx = _argsort(_as_1d(input), d, descending)
     return idx.reshape(()) if input._data.ndim == 0 else idx
 
 
-def sort(input, dim=-1, descending=False, *, stable=False):
+def sort(input, dim=-1, descending=False, stable=False):
     """(values, indices) of `input` sorted along `dim` (stable; NaN as the largest)."""
     d = norm_dim(dim, input._data.ndim, "sort")
     idx = _argsort(_as_1d(input), d, descending)
@@ -111,14 +111,19 @@ def _median(input, dim, keepdim, skip_nan, op):
     n = x._data.shape[d]
     if n == 0:
         raise IndexError(f"{op}(): Expected reduction dim {d} to have non-zero size.")
-    if not skip_nan:
+    if x._data.dtype.kind != "f":
         return _pick(input, order.narrow(d, (n - 1) // 2, 1), d, keepdim)
-    count = (~x.isnan()).sum(d, keepdim=True)  # NaN sorts last: the median of the rest
-    return _pick(input, gather(order, d, ((count - 1) // 2).clamp(min=0)), d, keepdim)
+    count = (~x.isnan()).sum(d, keepdim=True)  # NaN sorts last, after `count` numbers
+    if skip_nan:  # the median of the numbers
+        pos = ((count - 1) // 2).clamp(min=0)
+    else:  # a slice with NaN has median NaN, as in torch: the first NaN
+        pos = where(count < n, count, (n - 1) // 2)
+    return _pick(input, gather(order, d, pos), d, keepdim)
 
 
 def median(input, dim=None, keepdim=False):
-    """The lower median: of all elements (a value), or along `dim` (values, indices)."""
+    """The lower median: of all elements (a value), or along `dim` (values, indices); NaN
+    where there is NaN."""
     return _median(input, dim, keepdim, False, "median")
 
 

@@ -28,6 +28,8 @@ def test_flip_roll_rot90():
     _eq(x.flip(0, -1), a[::-1, :, ::-1])
     _eq(dt.flip(x, (0, -1)), a[::-1, :, ::-1])
     _eq(x.flip([1]), np.flip(a, 1))
+    _eq(dt.flip(x, dims=[2]), np.flip(a, 2))
+    _eq(dt.tile(x, dims=(2, 1, 1)), np.tile(a, (2, 1, 1)))
     _eq(dt.fliplr(x), np.fliplr(a))
     _eq(x.flipud(), np.flipud(a))
     f = x.flip([0])

@@ -83,6 +83,10 @@ def test_nanmedian_skips_nan():
     assert i[0].item() == 3 and i[2].item() == 1
     assert dt.nanmedian(x).item() == 3.0  # of [1, 2, 3, 4, 5]
     assert dt.nanmedian(_t([1.0, 2.0])).item() == dt.median(_t([1.0, 2.0])).item() == 1.0
+    v, i = x.median(1)  # median propagates NaN, with the index of one
+    assert np.isnan(v.numpy()).all() and np.isnan(x.numpy()[[0, 1, 2], i.numpy()]).all()
+    assert np.isnan(x.median().item())
+    assert dt.median(_t([[5, 1, 3, 2]]), 1).values.tolist() == [2]
 
 
 def test_mode_most_frequent_smallest_on_ties_last_index():
@@ -134,6 +138,8 @@ def test_scan_dtypes_indices_and_ties():
     assert v.tolist() == [1.0, 3.0, 3.0, 3.0, 5.0] and i.tolist() == [0, 1, 2, 2, 4]
     v, i = _t([2.0, 1.0, 1.0, 4.0]).cummin(0)
     assert v.tolist() == [2.0, 1.0, 1.0, 1.0] and i.tolist() == [0, 1, 2, 2]
+    v, i = _t([1.0, float("nan"), 3.0, float("nan"), 0.0]).cummax(0)
+    assert np.isnan(v.numpy()[1:]).all() and i.tolist() == [0, 1, 1, 3, 3]
     with pytest.raises(TypeError, match="missing required argument 'dim'"):
         dt.cumsum(_t([1.0]), None)
     wide = _t([-1000.0, 0.0, 800.0, float("-inf"), -5.0])
