@@ -81,8 +81,18 @@ def test_diagonal_diag_embed_trace():
     _eq(out, np.stack([np.diag(r) for r in v]))
     _eq(_t(v).diag_embed(1), np.stack([np.diag(r, 1) for r in v]))
     _eq(dt.diag_embed(_t(v), -1, 0, 2), np.stack([np.diag(r, -1) for r in v]).transpose(1, 0, 2))
+    for off in (0, 1, -2, 4):
+        _eq(_t(a).mT.diagonal(off, -2, -1), np.diagonal(a.swapaxes(-1, -2), off, -2, -1))
     m = _r(3, 3)
     assert dt.trace(_t(m)).item() == pytest.approx(np.trace(m))
+    k = _t(m)
+    k.diagonal().add_(10.0)  # a view, as torch: the jitter lands on k's diagonal
+    _eq(k, m + 10 * np.eye(3))
+    p = _t(m, requires_grad=True)
+    q = p * 1.0
+    q.diagonal(1).mul_(_t([2.0, 3.0]))  # in place through the view: q is rebased
+    q.sum().backward()
+    _eq(p.grad, np.array([[1.0, 2.0, 1.0], [1.0, 1.0, 3.0], [1.0, 1.0, 1.0]]))
     with pytest.raises(RuntimeError, match="trace: expected a matrix"):
         x.trace()
     with pytest.raises(RuntimeError, match="diagonal dimensions cannot be identical"):
