@@ -302,9 +302,14 @@ def linalg_cross(input, other, *, dim=-1):
         b.index_select(d, i1)
 
 
-def cdist(x1, x2, p=2.0, compute_mode=None):
+_CDIST_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",
+                "donot_use_mm_for_euclid_dist")
+
+
+def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
     """The p-norm distance between each row of x1 (..., P, M) and each of x2 (..., R, M):
-    (..., P, R)."""
+    (..., P, R). For p = 2 with more than 25 rows on either side (or `compute_mode`
+    'use_mm_for_euclid_dist'), as torch: from |a|^2 + |b|^2 - 2 a.b, one matrix product."""
     if x1._data.ndim < 2 or x2._data.ndim < 2:
         raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: "
                            f"{x1._data.ndim}D, X2 got: {x2._data.ndim}D")
@@ -313,8 +318,16 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
                            f"{x1._data.shape[-1]} X2: {x2._data.shape[-1]}")
     if p < 0:
         raise RuntimeError("cdist only supports non-negative p values")
-    # NOTE: the norm of all pairwise differences: exact for every p (and a zero subgradient
-    # at equal rows), at O(P * R * M) memory where torch's p=2 may use a matrix product.
+    if compute_mode not in (None,) + _CDIST_MODES:
+        raise ValueError(f"{compute_mode} is not a valid value for compute_mode")
+    rows = max(x1._data.shape[-2], x2._data.shape[-2])
+    if p == 2 and (compute_mode == _CDIST_MODES[1] or (compute_mode in (None, _CDIST_MODES[0])
+                                                       and rows > 25)):
+        sq = (x1 * x1).sum(-1, keepdim=True) + (x2 * x2).sum(-1).unsqueeze(-2) \
+            - 2 * matmul(x1, x2.mT)
+        return sq.clamp(min=1e-30).sqrt()  # NOTE: as torch: rounding can make sq <= 0
+    # NOTE: the norm of all pairwise differences: exact for every p, with a zero subgradient
+    # at equal rows, at O(P * R * M) memory
     return vector_norm(x1.unsqueeze(-2) - x2.unsqueeze(-3), p, -1)
 
 
@@ -329,6 +342,9 @@ def _geometry_samples():
             Sample(lambda a, b: linalg_cross(a, b, dim=0), (s(3, 2), s(3, 1))),
             Sample(lambda a, b: cdist(a, b), (s(3, 2), s(4, 2))),
             Sample(lambda a, b: cdist(a, b, p=1.5), (s(2, 3, 2), s(2, 4, 2))),
+            Sample(lambda a, b: cdist(a, b, compute_mode="use_mm_for_euclid_dist"),
+                   (s(3, 2), s(4, 2))),
+            Sample(lambda a, b: cdist(a, b), (s(26, 2), s(2, 2))),
             Sample(lambda a, b: dist(a, b, 3), (s(3, 2), s(2)))]
 
 

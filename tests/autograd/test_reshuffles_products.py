@@ -290,6 +290,13 @@ def test_cross_cdist_dist():
     _eq(dt.cdist(_t(x1), _t(x2), p=1), np.abs(diff).sum(-1))
     _eq(dt.cdist(_t(x1), _t(x2), p=3), (np.abs(diff) ** 3).sum(-1) ** (1 / 3))
     _eq(dt.cdist(_t(x1), _t(x2), p=float("inf")), np.abs(diff).max(-1))
+    big1, big2 = _r(30, 3), _r(4, 3)  # more than 25 rows: the matrix-product path
+    want = np.sqrt(((big1[:, None] - big2[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(dt.cdist(_t(big1), _t(big2)).numpy(), want, rtol=1e-10)
+    np.testing.assert_allclose(dt.cdist(_t(x1), _t(x2), compute_mode="use_mm_for_euclid_dist")
+                               .numpy(), np.sqrt((diff ** 2).sum(-1)), rtol=1e-10)
+    with pytest.raises(ValueError, match="is not a valid value for compute_mode"):
+        dt.cdist(_t(x1), _t(x2), compute_mode="fast")
     with pytest.raises(RuntimeError, match="X1 and X2 must have the same number of columns"):
         dt.cdist(_t(x1), _t(_r(4, 2)))
     same = _t(x1[0], requires_grad=True)
