@@ -15,6 +15,8 @@ from dtrain.autograd.ops.index import (gather, index_select, masked_fill,  # noq
                                        scatter_add)
 from dtrain.autograd.ops.linalg import (bmm, diag, dot, matmul, mm, norm, outer,  # noqa: F401
                                         tril, triu)
+from dtrain.autograd.ops.matrix import (cholesky, det, inverse, logdet,  # noqa: F401
+                                        matrix_power, slogdet)
 from dtrain.autograd.ops.pointwise import (abs, add, allclose, bitwise_and,  # noqa: F401
                                            bitwise_not, bitwise_or, ceil, clamp, clip, cos, div,
                                            divide, eq, equal, exp, floor, floor_divide, ge, gt,
@@ -41,13 +43,23 @@ from dtrain.autograd.ops.scan import (cummax, cummin, cumprod, cumsum, diff,  # 
                                       logcumsumexp, trapezoid, trapz)
 from dtrain.autograd.ops.sorting import (argsort, kthvalue, median, mode, msort,  # noqa: F401
                                          nanmedian, sort, topk, unique, unique_consecutive)
+from dtrain.autograd.ops.special import (acos, acosh, arccos, arccosh, arcsin,  # noqa: F401
+                                         arcsinh, arctan, arctan2, arctanh, asin, asinh, atan,
+                                         atan2, atanh, clamp_max, clamp_min, copysign, cosh,
+                                         deg2rad, digamma, erf, erfc, erfinv, exp2, expm1,
+                                         float_power, fmod, frac, heaviside, hypot, lgamma,
+                                         log2, log10, logaddexp, logaddexp2, logit, nan_to_num,
+                                         polygamma, rad2deg, sgn, sinh, tan, xlogy)
+from dtrain.autograd.ops.stats import (bincount, bucketize, histc, isin, nanmean,  # noqa: F401
+                                       nanquantile, nansum, quantile, searchsorted)
 from dtrain.autograd.ops.shape import (broadcast_to, cat, chunk, clone, concat,  # noqa: F401
                                        concatenate, expand, flatten, narrow, pad, permute,
                                        reshape, split, squeeze, stack, swapaxes, swapdims, t,
                                        transpose, unbind, unflatten, unsqueeze, view)
 from dtrain.core.creation import (arange, as_tensor, empty, empty_like, eye,  # noqa: F401
                                   get_default_device, set_default_device,
-                                  from_numpy, full, full_like, linspace, ones, ones_like, rand,
+                                  from_numpy, full, full_like, linspace, logspace, ones,
+                                  ones_like, rand,
                                   rand_like, randint, randint_like, randn, randn_like, randperm,
                                   tensor, zeros, zeros_like)
 from dtrain.core.device import device  # noqa: F401
@@ -85,7 +97,7 @@ from dtrain.autograd.ops.index import (index_add, index_copy, index_fill,  # noq
 
 is_floating_point, is_complex, numel = Tensor.is_floating_point, Tensor.is_complex, Tensor.numel
 
-from dtrain import data, distributed, linalg, nn, optim, sparse  # noqa: E402,F401
+from dtrain import data, distributed, linalg, nn, optim, sparse, special  # noqa: E402,F401
 from dtrain import amp, jit  # noqa: E402,F401
 from dtrain.nn import parallel as _nn_parallel  # noqa: E402,F401  (dt.nn.parallel)
 from dtrain import accelerator, backends, distributions, testing, utils  # noqa: E402,F401
@@ -94,7 +106,6 @@ spmm = sparse.mm  # torch.spmm
 compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)
 
 nn.SyncBatchNorm = distributed.SyncBatchNorm  # torch's name; defined above nn in the layers
-from dtrain.nn.activation import erf  # noqa: E402,F401  (dt.erf; NumPy has none)
 
 __version__ = "0.1.0"
 

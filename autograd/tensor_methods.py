@@ -22,12 +22,21 @@ from dtrain.autograd.ops import (
     sorting,
     sparse,
 )
+from dtrain.autograd.ops import matrix as Mx
+from dtrain.autograd.ops import special as M
+from dtrain.autograd.ops import stats as St
 from dtrain.core import backend, creation
 from dtrain.core import dtype as dtypes
 from dtrain.core import random as rnd
 from dtrain.core.tensor import Tensor
 
 P, R, S, X, L = pointwise, reduce, shape, index, linalg
+# elementwise math with an in-place `name_` variant too
+_MATH = ("tan", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "arcsin",
+         "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "expm1", "log2", "log10",
+         "exp2", "erf", "erfc", "erfinv", "lgamma", "digamma", "frac", "deg2rad", "rad2deg",
+         "logit", "nan_to_num", "clamp_min", "clamp_max", "atan2", "arctan2", "hypot", "fmod",
+         "xlogy", "copysign")
 
 METHODS = {
     **{name: getattr(P, name) for name in (
@@ -58,6 +67,12 @@ METHODS = {
         (products, ("kron", "inner", "mv", "addmm", "addmv", "baddbmm", "addbmm", "addcmul",
                     "addcdiv", "lerp", "cross", "dist"))) for name in names},
     "unfold": rearrange.unfold,
+    **{name: getattr(M, name) for name in _MATH + ("float_power", "logaddexp", "logaddexp2",
+                                                    "sgn", "heaviside")},
+    **{name: getattr(St, name) for name in ("nansum", "nanmean", "quantile", "nanquantile",
+                                            "histc", "bincount", "isin")},
+    **{name: getattr(Mx, name) for name in ("inverse", "det", "slogdet", "logdet",
+                                             "matrix_power", "cholesky")},
     "to_sparse": sparse.to_sparse, "to_dense": sparse.to_dense,
     "bernoulli": sampling.bernoulli, "multinomial": sampling.multinomial,
     **{name: getattr(X, name) for name in ("index_add", "index_copy", "index_fill",
@@ -196,6 +211,12 @@ def setitem(self, key, value):
     _commit(self, index.IndexPut.apply(old, value, key))
 
 
+def _polygamma(self, n):
+    return M.polygamma(n, self)
+
+
+METHODS["polygamma"] = _polygamma
+
 # name -> (function, backward reads the old self)
 INPLACE = {
     "add_": (P.add, False), "sub_": (P.sub, False), "mul_": (P.mul, True),
@@ -212,6 +233,8 @@ INPLACE = {
     "addcmul_": (products.addcmul, False), "addcdiv_": (products.addcdiv, False),
     "lerp_": (products.lerp, False), "cumsum_": (scan.cumsum, False),
     "cumprod_": (scan.cumprod, True),
+    **{name + "_": (getattr(M, name), True) for name in _MATH},
+    "polygamma_": (_polygamma, True),
 }
 
 

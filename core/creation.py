@@ -201,6 +201,13 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
         return _finish(xp.linspace(start, end, steps, dtype=npd), requires_grad)
 
 
+def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    """`steps` values from base**start to base**end, evenly spaced in the exponent."""
+    dev, xp, npd = _placement(device, dtype)
+    with backend.device_context(dev):
+        return _finish(xp.logspace(start, end, steps, base=base, dtype=npd), requires_grad)
+
+
 def _floats(method, size, generator, dtype, device, requires_grad):
     """Float samples from the generator's `method`, drawn in float64 then cast."""
     dev, _, npd = _placement(device, dtype)

@@ -1,8 +1,7 @@
 """Activations: functional forms (`relu`, `gelu`, `softplus`, ...) and their modules.
 
-GELU needs erf, which NumPy lacks; `Erf` evaluates it from its Maclaurin series near zero
-and from the Laplace continued fraction of erfc in the tails, summed on whole arrays to the
-precision of the dtype (relative error below 1e-14 in float64).
+GELU's exact normal CDF uses erf (`dtrain.autograd.ops.special`, where NumPy's lack of it is
+made up for).
 """
 import math
 import warnings
@@ -11,6 +10,7 @@ from dtrain.autograd.grad_mode import no_grad
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops import reduce
 from dtrain.autograd.ops.pointwise import Where
+from dtrain.autograd.ops.special import erf, erf_array  # noqa: F401  (erf: nn.activation.erf)
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.autograd.tensor_methods import inplace as _inplace
 from dtrain.core import creation
@@ -18,69 +18,7 @@ from dtrain.core.backend import array_module
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-# erf(x) = 2/sqrt(pi) * sum_k (-1)^k x^(2k+1) / (k! (2k+1)) for |x| < 2: the largest term
-# there is ~1.2, so cancellation costs < 1 bit; 30 terms reach double precision, 20 single.
-# For |x| >= 2, erfc's continued fraction: 60 terms for double precision, 20 for single.
-_ERF_SERIES = [_TWO_OVER_SQRT_PI * (-1) ** k / (math.factorial(k) * (2 * k + 1))
-               for k in range(30)]
-_ERF_SPLIT = 2.0
-
-
-def _erf_array(x):
-    """erf on a backend float array (dtype kept), with in-place Horner/fraction steps. Single
-    and half precision are summed in float64 too (float32 sums would lose ~7 ulp near 2)."""
-    xp = array_module(x)
-    double = x.dtype.itemsize >= 8
-    series = _ERF_SERIES if double else _ERF_SERIES[:20]
-    x_in, x = x, x.astype("float64", copy=False)
-    a = xp.abs(x)
-    near = a < _ERF_SPLIT
-    out = xp.empty_like(x)
-    xn = x[near]
-    t = xn * xn
-    acc = xp.full_like(xn, series[-1])
-    for c in reversed(series[:-1]):
-        acc *= t
-        acc += c
-    acc *= xn
-    out[near] = acc
-    far = ~near
-    af = a[far]
-    # erfc(x) = exp(-x^2) / sqrt(pi) / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...)))),
-    # evaluated bottom-up; inf gives erfc 0 and NaN stays NaN.
-    frac = af.copy()
-    for k in range(60 if double else 20, 0, -1):
-        xp.divide(k / 2, frac, out=frac)
-        frac += af
-    erfc = xp.exp(-af * af) / (math.sqrt(math.pi) * frac)
-    out[far] = xp.copysign(1 - erfc, x[far])
-    return out.astype(x_in.dtype, copy=False)
-
-
-def _erf_samples():
-    s = SampleMaker("erf")
-    return [Sample(erf, (s(3, 4, low=-3, high=3),)), Sample(erf, (s(5, low=-1, high=1),))]
-
-
-@register("erf", _erf_samples)
-class Erf(Op):
-    """erf(x); d/dx = 2/sqrt(pi) exp(-x^2)."""
-
-    saves_inputs = True
-
-    def forward(self, x):
-        return _erf_array(x)
-
-    def backward(self, g):
-        x = self.inputs[0]
-        return (g * (x * x * -1.0).exp() * _TWO_OVER_SQRT_PI,)
-
-
-def erf(input):
-    """The error function 2/sqrt(pi) * integral_0^x exp(-t^2) dt, elementwise."""
-    return Erf.apply(input)
 
 
 def _gelu_samples():
@@ -105,7 +43,7 @@ class Gelu(Op):
 
 def _normal_cdf(x):
     """Phi(x) = (1 + erf(x / sqrt(2))) / 2 on an array."""
-    return (_erf_array(x * (1 / math.sqrt(2.0))) + 1) * 0.5
+    return (erf_array(x * (1 / math.sqrt(2.0))) + 1) * 0.5
 
 
 def _gelu_backward_samples():

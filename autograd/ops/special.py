@@ -1,0 +1,468 @@
+"""Elementwise math beyond the basic ops: trigonometric and hyperbolic functions and their
+inverses, exp/log relatives, the erf family, log-gamma and polygamma, the binary functions
+atan2, hypot, fmod, xlogy, logaddexp, copysign, and NaN replacement.
+
+NumPy has no erf, erfinv, lgamma or digamma: they are evaluated here on whole arrays, in
+float64 whatever the input's float dtype, to float64 precision — erf by series and continued
+fraction, erfinv by a closed-form guess refined by Halley steps, lgamma and polygamma by the
+recurrence x -> x + 1 up to x >= 10 and then their asymptotic (Stirling) series.
+"""
+import math
+
+from dtrain.autograd.node import Op
+from dtrain.autograd.ops._util import binary_forward, ufunc_forward
+from dtrain.autograd.ops.pointwise import (
+    _binary_samples,
+    _nondiff,
+    _unary_samples,
+    abs,
+    clamp,
+    exp,
+    isfinite,
+    log,
+    log1p,
+    maximum,
+    pow,
+    sign,
+    trunc,
+    where,
+)
+from dtrain.autograd.ops.shape import clone, sum_to
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.core import dtype as dtypes
+from dtrain.core.backend import array_module
+from dtrain.core.tensor import Tensor
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+
+
+def _unary(name, forward, grad, uses_output=False, low=-1.0, high=1.0):
+    """Register the elementwise op `name` and return its public function. `forward` is the
+    array module's ufunc name or a function of one array; `grad(t)` is the derivative from
+    the input (or, with `uses_output`, the output) as Tensor ops, so higher orders record."""
+    body = ({"writes_out": True, "elementwise": True, "forward": ufunc_forward(forward)}
+            if isinstance(forward, str) else {"forward": lambda self, x: forward(x)})
+    saved = "output" if uses_output else "inputs"
+    cls = type(name.title(), (Op,), {
+        "__module__": __name__, "__doc__": f"Elementwise {name}.", f"saves_{saved}": True,
+        "backward": lambda self, g: (g * grad(self.output if uses_output else
+                                              self.inputs[0]),), **body})
+    register(name, _unary_samples(name, lambda x: cls.apply(x), low, high))(cls)
+
+    def fn(input):
+        return cls.apply(input)
+    fn.__name__, fn.__doc__ = name, f"Elementwise {name} of `input` (any shape)."
+    return fn
+
+
+# -- erf family -------------------------------------------------------------------------------
+# erf(x) = 2/sqrt(pi) * sum_k (-1)^k x^(2k+1) / (k! (2k+1)) for |x| < 2: the largest term
+# there is ~1.2, so cancellation costs < 1 bit; 30 terms reach double precision, 20 single.
+# For |x| >= 2, erfc's continued fraction: 60 terms for double precision, 20 for single.
+_ERF_SERIES = [_TWO_OVER_SQRT_PI * (-1) ** k / (math.factorial(k) * (2 * k + 1))
+               for k in range(30)]
+_ERF_SPLIT = 2.0
+
+
+def _erf_series(x, double):
+    xp = array_module(x)
+    series = _ERF_SERIES if double else _ERF_SERIES[:20]
+    t = x * x
+    acc = xp.full_like(x, series[-1])
+    for c in reversed(series[:-1]):
+        acc *= t
+        acc += c
+    return acc * x
+
+
+def _erfc_fraction(a, double):
+    """erfc(a) for a >= 2: exp(-a^2) / sqrt(pi) / (a + (1/2) / (a + 1 / (a + (3/2) / ...))),
+    evaluated bottom-up; inf gives 0 and NaN stays NaN."""
+    xp = array_module(a)
+    frac = a.copy()
+    for k in range(60 if double else 20, 0, -1):
+        xp.divide(k / 2, frac, out=frac)
+        frac += a
+    return xp.exp(-a * a) / (math.sqrt(math.pi) * frac)
+
+
+def _erf_pair(x, complement):
+    """erf(x), or erfc(x) with `complement`, on a backend float array (dtype kept). Single and
+    half precision are summed in float64 too (float32 sums would lose ~7 ulp near 2)."""
+    xp = array_module(x)
+    double = x.dtype.itemsize >= 8
+    x64 = x.astype("float64", copy=False)
+    a = xp.abs(x64)
+    near = a < _ERF_SPLIT
+    out = xp.empty_like(x64)
+    series = _erf_series(x64[near], double)
+    tail = _erfc_fraction(a[~near], double)
+    positive = x64[~near] > 0
+    if complement:  # erfc = 1 - erf loses at most ~2 digits for |x| < 2 (erfc(2) = 0.005)
+        out[near] = 1 - series
+        out[~near] = xp.where(positive, tail, 2 - tail)
+    else:
+        out[near] = series
+        out[~near] = xp.where(positive, 1 - tail, tail - 1)
+    return out.astype(_float_dtype(x), copy=False)
+
+
+def erf_array(x):
+    """erf on a backend float array (dtype kept); relative error below 1e-14 in float64."""
+    return _erf_pair(x, False)
+
+
+def _erfinv_array(x):
+    """erfinv: Winitzki's closed form (relative error < 2e-3) refined by three Halley steps,
+    on erf for |x| <= 0.5 and on erfc beyond (where 1 - |x| is exact, so the tails keep their
+    precision); convergence is cubic, so float64 precision is reached."""
+    xp = array_module(x)
+    x64 = x.astype("float64", copy=False)
+    ax = xp.abs(x64)
+    lg = xp.log((1 - ax) * (1 + ax))
+    a = 0.147
+    t = 2 / (math.pi * a) + lg / 2
+    y = xp.sqrt(xp.sqrt(t * t - lg / a) - t)
+    tail = ax > 0.5
+    for _ in range(3):
+        # f = erf(y) - |x| = (1 - |x|) - erfc(y): f' = 2/sqrt(pi) exp(-y^2), f''/f' = -2y
+        f = xp.where(tail, (1 - ax) - _erf_pair(y, True), erf_array(y) - ax)
+        step = f / (_TWO_OVER_SQRT_PI * xp.exp(-y * y))
+        y = y - step / (1 + y * step)  # Halley's step
+    y = xp.where(ax == 1, math.inf, xp.where(ax > 1, math.nan, y))
+    return xp.copysign(y, x64).astype(_float_dtype(x), copy=False)
+
+
+erf = _unary("erf", erf_array, lambda x: (x * x * -1.0).exp() * _TWO_OVER_SQRT_PI, low=-3,
+             high=3)
+erfc = _unary("erfc", lambda x: _erf_pair(x, True),
+              lambda x: (x * x * -1.0).exp() * -_TWO_OVER_SQRT_PI, low=-3, high=3)
+erfinv = _unary("erfinv", _erfinv_array, lambda y: (y * y).exp() * (math.sqrt(math.pi) / 2),
+                uses_output=True, low=-0.9, high=0.9)
+
+
+# -- log-gamma and polygamma --------------------------------------------------------------------
+# B_2k / (2k (2k - 1)) of Stirling's series, and B_2k for the polygamma series.
+_BERNOULLI = [1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6, -3617 / 510,
+              43867 / 798]
+_STIRLING = [b / (2 * k * (2 * k - 1)) for k, b in enumerate(_BERNOULLI, 1)]
+_ASYMPTOTIC_FROM = 10.0  # at x >= 10 (+ n for polygamma), 9 terms reach float64 precision
+
+
+def _shift(x, target, term):
+    """Raise x by whole steps to at least `target`: returns (z, sum of term(x + k) over the
+    steps taken). Vectorised: one pass per step, each element stopping at its own count."""
+    xp = array_module(x)
+    steps = xp.where(x < target, xp.ceil(target - x), 0)
+    acc = xp.zeros_like(x)
+    for k in range(int(steps.max()) if steps.size else 0):
+        taken = k < steps
+        acc += xp.where(taken, term(xp.where(taken, x + k, 1.0)), 0)
+    return x + steps, acc
+
+
+def _sin_pi(x):
+    """|sin(pi x)| with the argument reduced exactly first (x - round(x) has no rounding)."""
+    xp = array_module(x)
+    return xp.abs(xp.sin(math.pi * (x - xp.round(x))))
+
+
+def _lgamma_array(x):
+    """log|Gamma(x)|: Stirling's series at z = x + k >= 10, less log x + ... + log(x+k-1);
+    below 0.5 the reflection log(pi / |sin(pi x)|) - lgamma(1 - x). Absolute error ~1e-15."""
+    xp = array_module(x)
+    x64 = x.astype("float64", copy=False)
+    refl = x64 < 0.5
+    a = xp.where(refl, 1 - x64, x64)
+    z, logs = _shift(a, _ASYMPTOTIC_FROM, xp.log)
+    w, series = 1 / (z * z), xp.zeros_like(z)
+    for c in reversed(_STIRLING):
+        series = series * w + c
+    out = (z - 0.5) * xp.log(z) - z + 0.5 * math.log(2 * math.pi) + series / z - logs
+    sin = _sin_pi(xp.where(refl, x64, 0.5))  # only where reflected: no log(0) warnings
+    out = xp.where(refl, math.log(math.pi) - xp.log(sin) - out, out)
+    return xp.where(xp.isinf(x64), math.inf, out).astype(_float_dtype(x), copy=False)
+
+
+def _polygamma_array(n, x):
+    """The n-th derivative of digamma. psi^(n)(x) = psi^(n)(x + k) - (-1)^n n! sum_j
+    (x + j)^-(n+1) over j < k, with k steps to x + k >= 10 + n, where the asymptotic series
+    holds; digamma (n = 0) reflects x < 0.5 to 1 - x first (psi(1-x) - pi cot(pi x)). For
+    n >= 1 negative x take more steps (as many as -x), with no reflection."""
+    xp = array_module(x)
+    x64 = x.astype("float64", copy=False)
+    refl = (x64 < 0.5) if n == 0 else xp.zeros(x64.shape, bool)
+    a = xp.where(refl, 1 - x64, x64)
+    z, acc = _shift(a, _ASYMPTOTIC_FROM + n, lambda v: v ** -(n + 1))
+    w = 1 / (z * z)
+    if n == 0:
+        series = xp.zeros_like(z)
+        for k, b in reversed(list(enumerate(_BERNOULLI, 1))):
+            series = (series + b / (2 * k)) * w
+        out = xp.log(z) - 0.5 / z - series - acc
+        xr = xp.where(refl, x64, 0.25)  # only where reflected: no division-by-zero warnings
+        out = xp.where(refl, out - math.pi / xp.tan(math.pi * (xr - xp.round(xr))), out)
+        pole = (x64 <= 0) & (x64 == xp.round(x64))
+        return xp.where(pole, xp.where(x64 == 0, -math.inf, math.nan), out).astype(
+            _float_dtype(x), copy=False)
+    # psi^(n)(z) ~ (-1)^(n+1) [(n-1)!/z^n + n!/(2 z^(n+1)) + sum B_2k (2k+n-1)!/((2k)! z^(2k+n))]
+    series = xp.zeros_like(z)
+    for k, b in reversed(list(enumerate(_BERNOULLI, 1))):
+        c = b * math.factorial(2 * k + n - 1) / math.factorial(2 * k)
+        series = (series + c) * w
+    tail = (math.factorial(n - 1) + math.factorial(n) / (2 * z) + series) / z ** n
+    out = (-1) ** (n + 1) * (tail + math.factorial(n) * acc)
+    return out.astype(_float_dtype(x), copy=False)
+
+
+def _float_dtype(x):
+    return x.dtype if x.dtype.kind == "f" else dtypes.get_default_dtype().np
+
+
+def _polygamma_samples():
+    s = SampleMaker("polygamma")
+    return [Sample(lambda x: polygamma(0, x), (s(3, 4, low=-2.7, high=3),)),
+            Sample(lambda x: polygamma(1, x), (s(5, low=0.3, high=4),)),
+            Sample(lambda x: polygamma(2, x), (s(4, low=-1.8, high=-1.2),))]
+
+
+@register("polygamma", _polygamma_samples)
+class Polygamma(Op):
+    """psi^(n)(x), the n-th derivative of digamma; its own derivative is psi^(n+1)(x)."""
+
+    saves_inputs = True
+
+    def forward(self, x, n):
+        self.n = n
+        return _polygamma_array(n, x)
+
+    def backward(self, g):
+        return (g * Polygamma.apply(self.inputs[0], self.n + 1), None)
+
+
+def polygamma(n, input):
+    """The n-th derivative of the digamma function, elementwise (n >= 0)."""
+    if not isinstance(n, int) or n < 0:
+        raise RuntimeError(f"polygamma(n, x) does not support negative n (got n = {n})")
+    return Polygamma.apply(input, n)
+
+
+def digamma(input):
+    """psi(x) = d/dx lgamma(x): -inf at 0, NaN at negative integers."""
+    return Polygamma.apply(input, 0)
+
+
+psi = digamma
+lgamma = _unary("lgamma", _lgamma_array, digamma, low=-2.7, high=4)
+
+
+# -- trigonometric, hyperbolic, exp and log -----------------------------------------------------
+tan = _unary("tan", "tan", lambda y: y * y + 1, uses_output=True)
+sinh = _unary("sinh", "sinh", lambda x: cosh(x))
+cosh = _unary("cosh", "cosh", lambda x: sinh(x))
+asin = _unary("asin", "arcsin", lambda x: (1 - x * x).rsqrt(), low=-0.9, high=0.9)
+acos = _unary("acos", "arccos", lambda x: -(1 - x * x).rsqrt(), low=-0.9, high=0.9)
+atan = _unary("atan", "arctan", lambda x: (x * x + 1).reciprocal(), low=-2, high=2)
+asinh = _unary("asinh", "arcsinh", lambda x: (x * x + 1).rsqrt(), low=-2, high=2)
+acosh = _unary("acosh", "arccosh", lambda x: (x * x - 1).rsqrt(), low=1.2, high=3)
+atanh = _unary("atanh", "arctanh", lambda x: (1 - x * x).reciprocal(), low=-0.9, high=0.9)
+expm1 = _unary("expm1", "expm1", lambda y: y + 1, uses_output=True)
+log2 = _unary("log2", "log2", lambda x: (x * _LN2).reciprocal(), low=0.2, high=2)
+log10 = _unary("log10", "log10", lambda x: (x * _LN10).reciprocal(), low=0.2, high=2)
+arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+
+
+def exp2(input):
+    """2 ** input, elementwise."""
+    return pow(2.0, input)
+
+
+def frac(input):
+    """The fractional part, input - trunc(input) (sign of input); gradient 1."""
+    return input - trunc(input)
+
+
+def deg2rad(input):
+    return input * (math.pi / 180)
+
+
+def rad2deg(input):
+    return input * (180 / math.pi)
+
+
+def sgn(input):
+    """sign(input) (dtrain has no complex tensors, where sgn differs)."""
+    return sign(input)
+
+
+def clamp_min(input, min):
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):
+    return clamp(input, max=max)
+
+
+def logit(input, eps=None):
+    """log(p / (1 - p)), with p clamped to [eps, 1 - eps] first when eps is given."""
+    p = input if eps is None else clamp(input, eps, 1 - eps)
+    return log(p) - log1p(-p)
+
+
+def _nan_to_num_samples():
+    s = SampleMaker("nan_to_num")
+    return [Sample(lambda x: nan_to_num(x.log()), (s(3, 4, low=0.2, high=2),)),
+            Sample(lambda x: nan_to_num(x, posinf=1.0), (s(5),))]
+
+
+@register("nan_to_num", _nan_to_num_samples)
+class NanToNum(Op):
+    """NaN, +inf and -inf replaced; the gradient is 1 at finite elements, 0 at replaced ones.
+    NOTE: one primitive, not three `where`s, so that the common case is one pass."""
+
+    saves_inputs = True
+
+    def forward(self, x, nan, posinf, neginf):
+        return array_module(x).nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
+
+    def backward(self, g):
+        return (where(isfinite(self.inputs[0]), g, 0.0), None, None, None)
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
+    """NaN, +inf and -inf replaced by `nan`, `posinf`, `neginf` (by default 0 and the dtype's
+    largest and lowest finite values); integer tensors are returned copied."""
+    if input._data.dtype.kind != "f":
+        return clone(input)
+    return NanToNum.apply(input, nan, posinf, neginf)
+
+
+def _unary_composite_samples():
+    s = SampleMaker("unary_composites")
+    x = s(3, 4, low=-2.5, high=2.5)
+    return [Sample(exp2, (x,)), Sample(frac, (x,)), Sample(deg2rad, (x,)),
+            Sample(rad2deg, (x,)), Sample(lambda x: logit(x.sigmoid()), (x,)),
+            Sample(lambda p: logit(p, eps=0.1), (s(6, low=0.2, high=0.8),))]
+
+
+register_composite("unary_math_composites", _unary_composite_samples)
+
+
+# -- binary ---------------------------------------------------------------------------------
+def _ufunc2(name):
+    """`a (ufunc) b` for arrays or Python scalars, through the array module that owns them."""
+    def apply(a, b):
+        return getattr(array_module(b if type(a) in (int, float) else a), name)(a, b)
+    return apply
+
+
+class _BinaryMath(Op):
+    """A binary elementwise op whose backward is g times the partial derivatives that
+    `partials(a, b, na, nb)` gives (None where not needed), summed back over broadcasting."""
+
+    saves_inputs = True
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        da, db = self.partials(*self.inputs, na, nb)
+        return (sum_to(g * da, self.in_shapes[0]) if na else None,
+                sum_to(g * db, self.in_shapes[1]) if nb else None)
+
+
+def _function(cls, name, doc):
+    """The public function `name(input, other)` of the binary op `cls`."""
+    def fn(input, other):
+        return cls.apply(input, other)
+    fn.__name__, fn.__doc__ = name, doc
+    return fn
+
+
+def _binary(name, ufunc, partials, doc, saves_output=False, sample=None):
+    """Register the binary elementwise op `name`, one ufunc of the array module with
+    PyTorch's result dtype, and return its public function. `partials(op, a, b, na, nb)`
+    gives its partial derivatives (see `_BinaryMath`)."""
+    cls = type(name.title(), (_BinaryMath,), {
+        "__module__": __name__, "__doc__": doc, "writes_out": True, "elementwise": True,
+        "saves_output": saves_output, "forward": binary_forward(_ufunc2(ufunc), ufunc),
+        "partials": partials})
+    register(name, _binary_samples(name, sample or (lambda a, b: cls.apply(a, b)),
+                                   positive_b=sample is not None))(cls)
+    return _function(cls, name, doc)
+
+
+def _atan2_partials(op, a, b, na, nb):
+    r2 = a * a + b * b
+    return b / r2 if na else None, -a / r2 if nb else None
+
+
+atan2 = arctan2 = _binary("atan2", "arctan2", _atan2_partials,
+                          "The angle of the point (other, input) in (-pi, pi], elementwise.")
+hypot = _binary("hypot", "hypot", lambda op, a, b, na, nb: (
+    a / op.output if na else None, b / op.output if nb else None),
+    "sqrt(input^2 + other^2), elementwise without overflow.", saves_output=True)
+fmod = _binary("fmod", "fmod", lambda op, a, b, na, nb: (
+    1.0, -trunc(a / b) if nb else None),
+    "Remainder with the sign of the dividend (C's fmod; `remainder` takes the divisor's): "
+    "input - trunc(input / other) * other.", sample=lambda a, b: fmod(a * 3, b))
+copysign = _binary("copysign", "copysign", lambda op, a, b, na, nb: (
+    sign(a) * sign(op.output) if na else None, 0.0),
+    "|input| with the sign (bit) of other: -0.0 counts as negative; d/dother = 0.",
+    saves_output=True)
+
+
+def _xlogy_samples():
+    s = SampleMaker("xlogy")
+    zeros = Tensor._make(s.rng.uniform(-1, 1, (3, 4)) * (s.rng.random((3, 4)) > 0.3))
+    return [Sample(xlogy, (s(3, 4), s(3, 4, low=0.2, high=2))),
+            Sample(lambda y: xlogy(zeros, y), (s(3, 4, low=0.2, high=2),)),
+            Sample(xlogy, (s(2, 1), s(3, low=0.2, high=2)))]
+
+
+@register("xlogy", _xlogy_samples)
+class Xlogy(_BinaryMath):
+    """x * log(y), 0 where x == 0 (unless y is NaN). As in torch, d/dx = xlogy(x != 0, y)
+    (so 0 where x == 0) and d/dy = x / y."""
+
+    def forward(self, x, y):
+        xp = array_module(y if type(x) in (int, float) else x)
+        out = xp.where(xp.asarray(x) == 0, 0.0, x * xp.log(y))
+        return xp.where(xp.isnan(y), math.nan, out)
+
+    def partials(self, x, y, nx, ny):
+        return (Xlogy.apply(where(x != 0, 1.0, 0.0), y) if nx else None,
+                x / y if ny else None)
+
+
+xlogy = _function(Xlogy, "xlogy", "input * log(other), 0 where input == 0 (as in "
+                  "scipy.special.xlogy).")
+
+
+def logaddexp(input, other):
+    """log(exp(input) + exp(other)) without overflow: max + log1p(exp(-|input - other|))."""
+    both_inf = (input == other) & isfinite(input).logical_not()  # inf - inf would give NaN
+    return where(both_inf, input, maximum(input, other) + log1p(exp(-abs(input - other))))
+
+
+def logaddexp2(input, other):
+    """log2(2**input + 2**other) without overflow."""
+    return logaddexp(input * _LN2, other * _LN2) / _LN2
+
+
+def float_power(input, exponent):
+    """input ** exponent computed in float64 (the result is float64)."""
+    def double(v):
+        return v.double() if isinstance(v, Tensor) else float(v)
+    return pow(double(input), double(exponent))
+
+
+def _binary_composite_samples():
+    s = SampleMaker("binary_composites")
+    return [Sample(logaddexp, (s(3, 4), s(3, 4))), Sample(logaddexp, (s(2, 3), s(3))),
+            Sample(logaddexp2, (s(3, 4), s(4))),
+            Sample(float_power, (s(3, 4, low=0.5, high=2), s(3, 4)))]
+
+
+register_composite("binary_math_composites", _binary_composite_samples)
+
+heaviside = _nondiff("heaviside", "heaviside")
