@@ -16,7 +16,7 @@ from dtrain.autograd.ops.index import (gather, index_select, masked_fill,  # noq
 from dtrain.autograd.ops.linalg import (bmm, diag, dot, matmul, mm, norm, outer,  # noqa: F401
                                         tril, triu)
 from dtrain.autograd.ops.matrix import (cholesky, det, inverse, logdet,  # noqa: F401
-                                        matrix_power, slogdet)
+                                        matrix_power, pinverse, slogdet, svd)
 from dtrain.autograd.ops.pointwise import (abs, add, allclose, bitwise_and,  # noqa: F401
                                            bitwise_not, bitwise_or, ceil, clamp, clip, cos, div,
                                            divide, eq, equal, exp, floor, floor_divide, ge, gt,

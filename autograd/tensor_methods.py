@@ -72,7 +72,7 @@ METHODS = {
     **{name: getattr(St, name) for name in ("nansum", "nanmean", "quantile", "nanquantile",
                                             "histc", "bincount", "isin")},
     **{name: getattr(Mx, name) for name in ("inverse", "det", "slogdet", "logdet",
-                                             "matrix_power", "cholesky")},
+                                             "matrix_power", "cholesky", "svd", "pinverse")},
     "to_sparse": sparse.to_sparse, "to_dense": sparse.to_dense,
     "bernoulli": sampling.bernoulli, "multinomial": sampling.multinomial,
     **{name: getattr(X, name) for name in ("index_add", "index_copy", "index_fill",

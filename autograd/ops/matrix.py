@@ -1,16 +1,20 @@
-"""Matrix functions over the last two dims (batched): inverse, determinants, Cholesky and
-matrix powers, with PyTorch's names (`dt.inverse`, `dt.det`, ... and `dt.linalg.inv`, ...).
+"""Matrix functions over the last two dims (batched): inverse, determinants, Cholesky, SVD,
+pseudo-inverse and matrix powers, with PyTorch's names (`dt.inverse`, `dt.det`, ... and
+`dt.linalg.inv`, ...).
 Backwards are written with these ops and matmul, so higher orders record."""
 from collections import namedtuple
 
+from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops.linalg import matmul, tril
-from dtrain.autograd.ops.pointwise import log
+from dtrain.autograd.ops.pointwise import log, where
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 
 SignLogAbsDet = namedtuple("SignLogAbsDet", ["sign", "logabsdet"])
+SVD = namedtuple("SVD", ["U", "S", "Vh"])  # torch.linalg.svd
+SVDV = namedtuple("SVD", ["U", "S", "V"])  # torch.svd
 
 
 def _square(A, op):
@@ -196,3 +200,113 @@ def _matrix_power_samples():
 
 
 register_composite("matrix_power", _matrix_power_samples)
+
+
+def _svd_samples():
+    s = SampleMaker("svd")
+
+    def polar(a):  # U Vh and the leading rank-1 term: unchanged by the signs SVD picks
+        U, _, Vh = linalg_svd(a, full_matrices=False)
+        return U @ Vh, U[..., :, :1] @ Vh[..., :1, :]
+    return [Sample(svdvals, (s(4, 3),)), Sample(polar, (s(4, 3),)), Sample(polar, (s(2, 3, 5),)),
+            Sample(lambda a: linalg_svd(a).S, (s(3, 3),)),
+            Sample(lambda a: (lambda r: r.U @ r.V.mT)(svd(a)), (s(3, 3),)),
+            Sample(pinverse, (s(3, 4),)), Sample(pinverse, (s(2, 4, 2),))]
+
+
+@register("svd", _svd_samples)
+class Svd(Op):
+    """A = U diag(S) Vh, singular values descending. Backward (real case) as in PyTorch's
+    svd_backward: with F_ij = 1 / (s_j^2 - s_i^2) off the diagonal,
+    gA = U [diag(gS) + (F o (U^T gU - gU^T U)) S + S (F o (V^T gV - gV^T V))] Vh
+         + (I - U U^T) gU S^-1 Vh + U S^-1 gV^T (I - V V^T).
+    NOTE: under create_graph the factors are recomputed by this op, so that they are
+    functions of A and higher orders record; plain backward reuses the saved arrays."""
+
+    n_outputs = 3
+    saves_inputs = True
+
+    def forward(self, a, full_matrices):
+        xp = array_module(a)
+        self.full = full_matrices and a.shape[-1] != a.shape[-2]
+        self.usv = xp.linalg.svd(a, full_matrices=full_matrices)
+        return self.usv
+
+    def backward(self, gU, gS, gVh):
+        A = self.inputs[0]
+        if self.full and (gU is not None or gVh is not None):
+            raise RuntimeError("linalg.svd: the derivative of U or Vh with full_matrices=True "
+                               "is only implemented for square matrices; use "
+                               "full_matrices=False")
+        if state.enabled:
+            U, S, Vh = Svd.apply(A, False)
+        else:
+            U, S, Vh = (Tensor._make(x) for x in self.usv)
+        eye = _eye_like(S)
+        inner = 0.0 if gS is None else gS.unsqueeze(-1) * eye
+        s2 = (S * S).unsqueeze(-2)
+        F = (s2 - s2.mT + eye).reciprocal() * (1 - eye)
+        s_row, s_inv = S.unsqueeze(-2), S.reciprocal().unsqueeze(-2)
+        gA = 0.0
+        if gU is not None:
+            UtgU = matmul(U.mT, gU)
+            inner = inner + F * (UtgU - UtgU.mT) * s_row
+            if A._data.shape[-2] > S._data.shape[-1]:  # the part of gU outside span(U)
+                gA = matmul((gU - matmul(U, UtgU)) * s_inv, Vh)
+        if gVh is not None:
+            VtgV = matmul(Vh, gVh.mT)
+            inner = inner + s_row.mT * (F * (VtgV - VtgV.mT))
+            if A._data.shape[-1] > S._data.shape[-1]:
+                gA = gA + matmul(U, s_inv.mT * (gVh - matmul(VtgV.mT, Vh)))
+        return (gA + matmul(matmul(U, inner), Vh), None)
+
+
+def linalg_svd(A, full_matrices=True):
+    """torch.linalg.svd: (U, S, Vh) with A = U diag(S) Vh, S descending."""
+    if A._data.ndim < 2:
+        raise RuntimeError("linalg.svd: The input tensor A must have at least 2 dimensions.")
+    if A._data.dtype.kind != "f":
+        raise RuntimeError(f"linalg.svd: Expected a floating point tensor as input. Got "
+                           f"{A.dtype}")
+    return SVD(*Svd.apply(A, bool(full_matrices)))
+
+
+def svdvals(A):
+    """The singular values of A, descending."""
+    return linalg_svd(A, full_matrices=False).S
+
+
+def svd(input, some=True, compute_uv=True):
+    """torch.svd: (U, S, V) with input = U diag(S) V^T (V, not Vh); some=False gives full
+    U and V; compute_uv=False gives zero-filled U and V, as torch."""
+    U, S, Vh = linalg_svd(input, full_matrices=not some)
+    if not compute_uv:
+        U, Vh = U.detach() * 0, Vh.detach() * 0
+    return SVDV(U, S, Vh.mT)
+
+
+def _pinv(A, atol, rtol):
+    """The pseudo-inverse V diag(1/S) U^T, dropping singular values at or below
+    max(atol, rtol * largest)."""
+    U, S, Vh = linalg_svd(A, full_matrices=False)
+    cutoff = S.detach().amax(-1, keepdim=True) * rtol
+    if atol is not None:
+        cutoff = cutoff.clamp(min=atol)
+    keep = S > cutoff
+    s_inv = where(keep, S, 1.0).reciprocal() * keep
+    return matmul(Vh.mT * s_inv.unsqueeze(-2), U.mT)
+
+
+def pinverse(input, rcond=1e-15):
+    """torch.pinverse: the Moore-Penrose pseudo-inverse (singular values at or below
+    rcond * the largest count as zero)."""
+    return _pinv(input, None, rcond)
+
+
+def pinv(A, *, atol=None, rtol=None, hermitian=False):
+    """torch.linalg.pinv; rtol defaults to eps * max(m, n) when atol is not given (else 0)."""
+    if rtol is None:
+        xp = array_module(A._data)
+        rtol = 0.0 if atol is not None else float(xp.finfo(A._data.dtype).eps) * max(
+            A._data.shape[-2:])
+    return _pinv(A, atol, rtol)

@@ -1,6 +1,6 @@
-"""inverse, det, slogdet, logdet, cholesky, matrix_power (top level, methods, dt.linalg):
-values against NumPy, batches, PyTorch's return types and errors. Gradients are checked by
-the registry tests."""
+"""inverse, det, slogdet, logdet, cholesky, matrix_power, svd, pinverse (top level, methods,
+dt.linalg): values against NumPy, batches, PyTorch's return types and errors. Gradients are
+checked by the registry tests."""
 import math
 
 import numpy as np
@@ -79,3 +79,44 @@ def test_errors():
         dt.det(dt.tensor([[1, 2], [3, 4]]))
     with pytest.raises(TypeError, match="'n' must be int"):
         dt.matrix_power(dt.eye(2), 0.5)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 5), (2, 3, 3)])
+def test_svd_conventions_against_numpy(shape):
+    a = RNG.normal(size=shape)
+    U, S, Vh = dt.linalg.svd(t(a), full_matrices=False)
+    nu, ns, nvh = np.linalg.svd(a, full_matrices=False)
+    np.testing.assert_allclose(S.numpy(), ns, rtol=1e-12)
+    np.testing.assert_allclose((U * S.unsqueeze(-2) @ Vh).numpy(), a, atol=1e-12)
+    np.testing.assert_allclose(np.abs(U.numpy()), np.abs(nu), atol=1e-10)
+    full = dt.linalg.svd(t(a))
+    assert full.U.shape == np.linalg.svd(a)[0].shape and full.Vh.shape[-1] == shape[-1]
+    u, s, v = dt.svd(t(a))  # torch.svd: V, reduced by default (some=True)
+    np.testing.assert_allclose((u * s.unsqueeze(-2) @ v.mT).numpy(), a, atol=1e-12)
+    assert v.shape == shape[:-2] + (shape[-1], min(shape[-2:]))
+    assert t(a).svd(some=False).U.shape[-1] == shape[-2]
+    no_uv = dt.svd(t(a), compute_uv=False)
+    assert not no_uv.U.numpy().any() and not no_uv.V.numpy().any()
+    np.testing.assert_allclose(no_uv.S.numpy(), ns, rtol=1e-12)
+    np.testing.assert_allclose(dt.linalg.svdvals(t(a)).numpy(), ns, rtol=1e-12)
+
+
+def test_svd_gradient_of_singular_values_and_full_matrices_error():
+    a = t([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]], requires_grad=True)
+    dt.linalg.svdvals(a).sum().backward()  # d(sum s)/dA = U V^T
+    np.testing.assert_allclose(a.grad.numpy(), [[1, 0], [0, 1], [0, 0]], atol=1e-12)
+    b = t(RNG.normal(size=(3, 2)), requires_grad=True)
+    with pytest.raises(RuntimeError, match="full_matrices=True .* use full_matrices=False"):
+        dt.linalg.svd(b).U.sum().backward()
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5)])
+def test_pinverse_matches_numpy(shape):
+    a = RNG.normal(size=shape)
+    np.testing.assert_allclose(dt.pinverse(t(a)).numpy(), np.linalg.pinv(a), atol=1e-12)
+    np.testing.assert_allclose(t(a).pinverse().numpy(), np.linalg.pinv(a), atol=1e-12)
+    np.testing.assert_allclose(dt.linalg.pinv(t(a)).numpy(), np.linalg.pinv(a), atol=1e-12)
+    rank1 = np.outer([1.0, 2.0, 3.0], [1.0, -1.0])
+    np.testing.assert_allclose(dt.pinverse(t(rank1)).numpy(), np.linalg.pinv(rank1),
+                               atol=1e-12)
+    np.testing.assert_allclose(dt.linalg.pinv(t(a), atol=1e9).numpy(), 0 * a.swapaxes(-1, -2))
