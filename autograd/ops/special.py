@@ -51,7 +51,7 @@ def _unary(name, forward, grad, uses_output=False, low=-1.0, high=1.0):
     register(name, _unary_samples(name, lambda x: cls.apply(x), low, high))(cls)
 
     def fn(input):
-        return cls.apply(input)
+        return cls.apply(_as_float(input))
     fn.__name__, fn.__doc__ = name, f"Elementwise {name} of `input` (any shape)."
     return fn
 
@@ -105,7 +105,7 @@ def _erf_pair(x, complement):
     else:
         out[near] = series
         out[~near] = xp.where(positive, 1 - tail, tail - 1)
-    return out.astype(_float_dtype(x), copy=False)
+    return out.astype(x.dtype, copy=False)
 
 
 def erf_array(x):
@@ -131,7 +131,7 @@ def _erfinv_array(x):
         step = f / (_TWO_OVER_SQRT_PI * xp.exp(-y * y))
         y = y - step / (1 + y * step)  # Halley's step
     y = xp.where(ax == 1, math.inf, xp.where(ax > 1, math.nan, y))
-    return xp.copysign(y, x64).astype(_float_dtype(x), copy=False)
+    return xp.copysign(y, x64).astype(x.dtype, copy=False)
 
 
 erf = _unary("erf", erf_array, lambda x: (x * x * -1.0).exp() * _TWO_OVER_SQRT_PI, low=-3,
@@ -182,7 +182,7 @@ def _lgamma_array(x):
     out = (z - 0.5) * xp.log(z) - z + 0.5 * math.log(2 * math.pi) + series / z - logs
     sin = _sin_pi(xp.where(refl, x64, 0.5))  # only where reflected: no log(0) warnings
     out = xp.where(refl, math.log(math.pi) - xp.log(sin) - out, out)
-    return xp.where(xp.isinf(x64), math.inf, out).astype(_float_dtype(x), copy=False)
+    return xp.where(xp.isinf(x64), math.inf, out).astype(x.dtype, copy=False)
 
 
 def _polygamma_array(n, x):
@@ -205,7 +205,7 @@ def _polygamma_array(n, x):
         out = xp.where(refl, out - math.pi / xp.tan(math.pi * (xr - xp.round(xr))), out)
         pole = (x64 <= 0) & (x64 == xp.round(x64))
         return xp.where(pole, xp.where(x64 == 0, -math.inf, math.nan), out).astype(
-            _float_dtype(x), copy=False)
+            x.dtype, copy=False)
     # psi^(n)(z) ~ (-1)^(n+1) [(n-1)!/z^n + n!/(2 z^(n+1)) + sum B_2k (2k+n-1)!/((2k)! z^(2k+n))]
     series = xp.zeros_like(z)
     for k, b in reversed(list(enumerate(_BERNOULLI, 1))):
@@ -213,11 +213,12 @@ def _polygamma_array(n, x):
         series = (series + c) * w
     tail = (math.factorial(n - 1) + math.factorial(n) / (2 * z) + series) / z ** n
     out = (-1) ** (n + 1) * (tail + math.factorial(n) * acc)
-    return out.astype(_float_dtype(x), copy=False)
+    return out.astype(x.dtype, copy=False)
 
 
-def _float_dtype(x):
-    return x.dtype if x.dtype.kind == "f" else dtypes.get_default_dtype().np
+def _as_float(t):
+    """Integer and bool tensors as the default float dtype (PyTorch's result dtype)."""
+    return t if t._data.dtype.kind == "f" else t.to(dtypes.get_default_dtype())
 
 
 def _polygamma_samples():
@@ -245,12 +246,12 @@ def polygamma(n, input):
     """The n-th derivative of the digamma function, elementwise (n >= 0)."""
     if not isinstance(n, int) or n < 0:
         raise RuntimeError(f"polygamma(n, x) does not support negative n (got n = {n})")
-    return Polygamma.apply(input, n)
+    return Polygamma.apply(_as_float(input), n)
 
 
 def digamma(input):
     """psi(x) = d/dx lgamma(x): -inf at 0, NaN at negative integers."""
-    return Polygamma.apply(input, 0)
+    return Polygamma.apply(_as_float(input), 0)
 
 
 psi = digamma

@@ -49,6 +49,13 @@ def test_arc_aliases_exact_powers_and_float32():
     assert dt.exp2(dt.tensor([3])).dtype == dt.float32  # integer input: default float
     assert dt.expm1(t([1e-10])).item() == pytest.approx(1e-10, rel=1e-15)
     assert dt.frac(t([-2.75, 3.5])).tolist() == [-0.75, 0.5]
+    ints = dt.tensor([1, 2, 3])  # integer input: the default float dtype, as torch
+    for fn in (dt.sinh, dt.atan, dt.log2, dt.erf, dt.erfinv, dt.lgamma, dt.digamma):
+        assert fn(ints).dtype == dt.float32
+    assert dt.lgamma(ints).tolist() == pytest.approx([0.0, 0.0, math.log(2)], abs=1e-7)
+    assert dt.polygamma(1, ints).dtype == dt.float32
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        ints.sinh_()
 
 
 def test_erf_family_against_math():
