@@ -106,6 +106,7 @@ spmm = sparse.mm  # torch.spmm
 compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)
 
 nn.SyncBatchNorm = distributed.SyncBatchNorm  # torch's name; defined above nn in the layers
+from dtrain.nn.distance import cosine_similarity, pairwise_distance  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

@@ -8,12 +8,17 @@ from dtrain.nn.activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid,  # no
                                   Hardswish, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish,
                                   PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softmin, Softplus,
                                   Softsign, Tanh)
+from dtrain.nn.activation import Hardshrink, Softshrink, Tanhshrink, Threshold  # noqa: F401
+from dtrain.nn.distance import CosineSimilarity, PairwiseDistance  # noqa: F401
 from dtrain.nn.containers import (ModuleDict, ModuleList, ParameterDict,  # noqa: F401
                                   ParameterList, Sequential)
 from dtrain.nn.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from dtrain.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from dtrain.nn.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,  # noqa: F401
                             HuberLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
+from dtrain.nn.loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss,  # noqa: F401
+                            MarginRankingLoss, MultiLabelMarginLoss, MultiLabelSoftMarginLoss,
+                            MultiMarginLoss, PoissonNLLLoss, SoftMarginLoss, TripletMarginLoss)
 from dtrain.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm,  # noqa: F401
                                      LayerNorm)
 from dtrain.nn.sparse import Embedding  # noqa: F401

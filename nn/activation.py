@@ -9,7 +9,7 @@ import warnings
 from dtrain.autograd.grad_mode import no_grad
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops import reduce
-from dtrain.autograd.ops.pointwise import Where
+from dtrain.autograd.ops.pointwise import Where, where
 from dtrain.autograd.ops.special import erf, erf_array  # noqa: F401  (erf: nn.activation.erf)
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.autograd.tensor_methods import inplace as _inplace
@@ -260,6 +260,32 @@ def glu(input, dim=-1):
     return a * b.sigmoid()
 
 
+def threshold(input, threshold, value, inplace=False):
+    """input where input > threshold, else value."""
+    return _maybe_inplace(lambda x, th, v: where(x > th, x, v), input, inplace, threshold, value)
+
+
+def tanhshrink(input):
+    """x - tanh(x)."""
+    return input - input.tanh()
+
+
+def _check_lambd(lambd):
+    if lambd < 0:
+        raise RuntimeError(f"lambda must be greater or equal to 0, but found to be {lambd}.")
+
+
+def softshrink(input, lambd=0.5):
+    """x - lambd where x > lambd, x + lambd where x < -lambd, else 0."""
+    _check_lambd(lambd)
+    return input - input.clamp(-lambd, lambd)
+
+
+def hardshrink(input, lambd=0.5):
+    """x where |x| > lambd, else 0."""
+    return where(input.abs() > lambd, input, 0.0)
+
+
 def _activation_samples():
     s = SampleMaker("activations")
     return [Sample(lambda x: leaky_relu(x, 0.2), (s.away(3, 4),)),
@@ -273,7 +299,9 @@ def _activation_samples():
             Sample(lambda x: logsigmoid(x) + mish(x) + softsign(x), (s(3, 4, low=-3, high=3),)),
             Sample(lambda x: celu(x, 0.5) + selu(x), (s.away(3, 4),)),
             Sample(lambda x, w: prelu(x, w), (s.away(2, 3, 2), s(3))),
-            Sample(lambda x: softmin(x, 1) * glu(x, 0).sum(), (s(2, 3),))]
+            Sample(lambda x: softmin(x, 1) * glu(x, 0).sum(), (s(2, 3),)),
+            Sample(lambda x: threshold(x, 0.3, -2.0) + softshrink(x, 0.4) + hardshrink(x, 0.6)
+                   + tanhshrink(x), (s(3, 4, low=-2, high=2),))]
 
 
 register_composite("activations", _activation_samples)
@@ -482,3 +510,37 @@ class PReLU(Module):
 
     def extra_repr(self):
         return f"num_parameters={self.num_parameters}"
+
+
+class Threshold(_Inplace):
+    def __init__(self, threshold, value, inplace=False):
+        super().__init__(inplace)
+        self.threshold, self.value = threshold, value
+
+    def forward(self, input):
+        return threshold(input, self.threshold, self.value, self.inplace)
+
+    def extra_repr(self):
+        flag = super().extra_repr()
+        return f"threshold={self.threshold}, value={self.value}" + (f", {flag}" if flag else "")
+
+
+class Tanhshrink(_Simple):
+    fn = staticmethod(tanhshrink)
+
+
+class Hardshrink(Module):
+    def __init__(self, lambd=0.5):
+        super().__init__()
+        self.lambd = lambd
+
+    def extra_repr(self):
+        return f"{self.lambd}"
+
+    def forward(self, input):
+        return hardshrink(input, self.lambd)
+
+
+class Softshrink(Hardshrink):
+    def forward(self, input):
+        return softshrink(input, self.lambd)

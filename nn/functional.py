@@ -7,6 +7,7 @@ from dtrain.nn.activation import (  # noqa: F401
     elu,
     gelu,
     glu,
+    hardshrink,
     hardsigmoid,
     hardswish,
     hardtanh,
@@ -23,23 +24,37 @@ from dtrain.nn.activation import (  # noqa: F401
     softmax,
     softmin,
     softplus,
+    softshrink,
     softsign,
     tanh,
+    tanhshrink,
+    threshold,
 )
 from dtrain.nn.attention import scaled_dot_product_attention  # noqa: F401
 from dtrain.nn.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: F401
+from dtrain.nn.distance import cosine_similarity, pairwise_distance  # noqa: F401
 from dtrain.nn.dropout import dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
 from dtrain.nn.linear import bilinear, linear  # noqa: F401
 from dtrain.nn.loss import (  # noqa: F401
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    cosine_embedding_loss,
     cross_entropy,
+    gaussian_nll_loss,
+    hinge_embedding_loss,
     huber_loss,
     kl_div,
     l1_loss,
+    margin_ranking_loss,
     mse_loss,
+    multi_margin_loss,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
     nll_loss,
+    poisson_nll_loss,
     smooth_l1_loss,
+    soft_margin_loss,
+    triplet_margin_loss,
 )
 from dtrain.nn.normalization import batch_norm, group_norm, layer_norm  # noqa: F401
 from dtrain.nn.pooling import (  # noqa: F401

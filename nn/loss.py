@@ -10,11 +10,12 @@ import warnings
 import numpy as np
 
 from dtrain.autograd.node import Op
-from dtrain.autograd.ops.pointwise import Where, lt, ne, where
+from dtrain.autograd.ops.pointwise import Where, eq, lt, minimum, ne, where
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 from dtrain.nn.activation import SoftplusOp, log_softmax
+from dtrain.nn.distance import clamp_min_keep_grad, pairwise_distance
 from dtrain.nn.module import Module
 
 
@@ -288,6 +289,165 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return _reduce(loss, reduction)
 
 
+
+# -- margin, embedding and likelihood losses -----------------------------------------------
+def _same_dims(name, *tensors):
+    if len({t.dim() for t in tensors}) != 1:
+        shapes = ", ".join(f"{list(t.shape)}" for t in tensors)
+        raise RuntimeError(f"{name}: all input tensors should have the same dimension, but got "
+                           f"sizes {shapes}")
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None,
+                        reduction="mean"):
+    """max(0, -target * (input1 - input2) + margin), target in {1, -1}."""
+    _same_dims("margin_ranking_loss", input1, input2, target)
+    loss = (-target * (input1 - input2) + margin).clamp(min=0)
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None,
+                         reduction="mean"):
+    """input where target is 1, max(0, margin - input) where target is -1."""
+    loss = (where(ne(target, 1), (margin - input).clamp(min=0), 0.0)
+            + where(ne(target, -1), input, 0.0))
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """log(1 + exp(-target * input)), computed without overflow."""
+    loss = SoftplusOp.apply(-target * input, 1.0, math.inf)
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None,
+                                reduction="mean"):
+    """-(t log sigmoid(x) + (1 - t) log sigmoid(-x)), weighted, averaged over the classes
+    (the last dim): one value per sample before the reduction."""
+    loss = (target * SoftplusOp.apply(-input, 1.0, math.inf)
+            + (1 - target) * SoftplusOp.apply(input, 1.0, math.inf))
+    if weight is not None:
+        loss = loss * weight
+    loss = loss.mean(input.dim() - 1)
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None,
+                          reduction="mean"):
+    """1 - cos(x1, x2) where target is 1, max(0, cos(x1, x2) - margin) where it is -1; cos
+    over the last dim with 1e-12 added to each squared norm (as torch)."""
+    if input1.dim() not in (1, 2) or input1.shape != input2.shape:
+        raise RuntimeError(f"cosine_embedding_loss: expected 1D or 2D inputs of the same shape, "
+                           f"got {list(input1.shape)} and {list(input2.shape)}")
+    if target.dim() != input1.dim() - 1:
+        raise RuntimeError(f"cosine_embedding_loss: expected a target of {input1.dim() - 1} "
+                           f"dims for inputs of {input1.dim()}, got {target.dim()}")
+    prod = (input1 * input2).sum(-1)
+    mag = ((input1 * input1).sum(-1) + 1e-12) * ((input2 * input2).sum(-1) + 1e-12)
+    cos = prod / mag.sqrt()
+    loss = where(eq(target, 1), 1 - cos, 0.0) + where(eq(target, -1), (cos - margin).clamp(min=0),
+                                                       0.0)
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
+                        size_average=None, reduce=None, reduction="mean"):
+    """max(d(a, p) - d(a, n) + margin, 0) with the pairwise p-norm distance d; `swap` uses
+    min(d(a, n), d(p, n)) as the negative distance."""
+    if not anchor.dim() == positive.dim() == negative.dim() or anchor.dim() not in (1, 2):
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the "
+                           f"same number of dimensions (1 or 2), but got: anchor {anchor.dim()}D, "
+                           f"positive {positive.dim()}D, and negative {negative.dim()}D inputs")
+    d_pos = pairwise_distance(anchor, positive, p, eps)
+    d_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        d_neg = minimum(d_neg, pairwise_distance(positive, negative, p, eps))
+    loss = (d_pos - d_neg + margin).clamp(min=0)
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None,
+                      reduce=None, reduction="mean"):
+    """sum over j != y of max(0, margin - x[y] + x[j])^p / C (times weight[y]), for input
+    (N, C) or (C,) and class indices y."""
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    x, y, unbatched = _batched(input, target)
+    if x.dim() != 2 or tuple(y.shape) != (x.shape[0],):
+        raise RuntimeError(f"multi_margin_loss: expected input (N, C) or (C,) and target (N,) "
+                           f"or (), got {list(input.shape)} and {list(target.shape)}")
+    picked = x.gather(1, y.unsqueeze(1))
+    hinge = (x - picked + margin).clamp(min=0)
+    if p == 2:
+        hinge = hinge * hinge
+    others = ne(y.unsqueeze(1), Tensor._make(array_module(y._data).arange(x.shape[1])))
+    loss = (hinge * others.to(x.dtype)).sum(1) / x.shape[1]
+    if weight is not None:
+        loss = loss * weight[y]
+    if unbatched:
+        loss = loss.reshape(())
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8,
+                     reduce=None, reduction="mean"):
+    """exp(input) - target * input (log_input), else input - target * log(input + eps);
+    `full` adds Stirling's target log target - target + log(2 pi target) / 2 where target > 1."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if log_input:
+        loss = input.exp() - target * input
+    else:
+        loss = input - target * (input + eps).log()
+    if full:
+        big = target > 1
+        safe = where(big, target, 1.0)
+        stirling = safe * safe.log() - safe + (2 * math.pi * safe).log() * 0.5
+        loss = loss + stirling * big.to(stirling.dtype)
+    return _reduce(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """(log(var) + (input - target)^2 / var) / 2 (+ log(2 pi) / 2 when `full`); var is
+    clamped at eps for the value only, and may omit the last dim or have it 1."""
+    if var.shape != input.shape:
+        if tuple(input.shape[:-1]) == tuple(var.shape):
+            var = var.unsqueeze(-1)
+        elif not (input.shape[:-1] == var.shape[:-1] and var.shape[-1] == 1):
+            raise ValueError(f"var is of incorrect size: {list(var.shape)} for input "
+                             f"{list(input.shape)}")
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction} is not valid")
+    if bool((var._data < 0).any()):
+        raise ValueError("var has negative entry/entries")
+    var = clamp_min_keep_grad(var, eps)
+    d = input - target
+    loss = (var.log() + d * d / var) * 0.5
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """sum over target classes j and non-target classes i of max(0, 1 - (x[j] - x[i])) / C;
+    each row of target lists class indices, ended by the first -1."""
+    x, t = (input.unsqueeze(0), target.unsqueeze(0)) if input.dim() == 1 else (input, target)
+    if x.dim() != 2 or t.shape != x.shape:
+        raise RuntimeError(f"multilabel_margin_loss: expected input and target of the same shape "
+                           f"(C,) or (N, C), got {list(input.shape)} and {list(target.shape)}")
+    xp = array_module(t._data)
+    n, c = x.shape
+    ended = xp.cumsum(t._data < 0, axis=1) > 0  # entries at or after the first -1
+    rows = xp.broadcast_to(xp.arange(n)[:, None], (n, c))
+    is_target = xp.zeros((n, c), dtype=bool)
+    is_target[rows[~ended], t._data[~ended]] = True
+    pairs = xp.logical_and(is_target[:, :, None], ~is_target[:, None, :])  # (n, j, i)
+    hinge = (1 - x.unsqueeze(2) + x.unsqueeze(1)).clamp(min=0)
+    loss = (hinge * Tensor._make(pairs.astype(x._data.dtype))).sum((1, 2)) / c
+    if input.dim() == 1:
+        loss = loss.reshape(())
+    return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))
+
+
 def _loss_samples():
     s = SampleMaker("losses")
     t_idx = s.ints(4, 3)
@@ -315,7 +475,35 @@ def _loss_samples():
             Sample(lambda x, t: kl_div(x, t, reduction="batchmean"),
                    (s(3, 4, low=-2, high=0), s(3, 4, low=0.1, high=1))),
             Sample(lambda x, t: kl_div(x, t, reduction="sum", log_target=True),
-                   (s(3, 4, low=-2, high=0), s(3, 4, low=-2, high=0)))]
+                   (s(3, 4, low=-2, high=0), s(3, 4, low=-2, high=0))),
+            *_margin_loss_samples(s)]
+
+
+def _margin_loss_samples(s):
+    sign = Tensor._make(s.rng.choice([-1.0, 1.0], 5))
+    sign2 = Tensor._make(s.rng.choice([-1.0, 1.0], (3, 4)))
+    labels = Tensor._make(s.rng.integers(0, 2, (3, 4)).astype(float))
+    counts = Tensor._make(s.rng.integers(0, 4, (3, 4)).astype(float))
+    t_idx = Tensor._make(np.array([0, 3, 2]))
+    w = Tensor._make(s.rng.uniform(0.5, 2.0, 4))
+    ml = Tensor._make(np.array([[3, 0, -1, 1], [1, 2, 3, 0], [-1, 1, 2, 0]]))
+    return [Sample(lambda a, b: margin_ranking_loss(a, b, sign, 0.1), (s(5), s(5))),
+            Sample(lambda x: hinge_embedding_loss(x, sign2, 0.5, reduction="sum"),
+                   (s(3, 4, low=-2, high=2),)),
+            Sample(lambda x: soft_margin_loss(x, sign2), (s(3, 4, low=-3, high=3),)),
+            Sample(lambda x: multilabel_soft_margin_loss(x, labels, w, reduction="none"),
+                   (s(3, 4, low=-3, high=3),)),
+            Sample(lambda a, b: cosine_embedding_loss(a, b, sign[:3], 0.2), (s(3, 4), s(3, 4))),
+            Sample(lambda a, p, n: triplet_margin_loss(a, p, n, 1.5, swap=True),
+                   (s(3, 4), s(3, 4), s(3, 4))),
+            Sample(lambda x: multi_margin_loss(x, t_idx, 2, 0.8, w), (s(3, 4),)),
+            Sample(lambda x: multi_margin_loss(x, t_idx[1]), (s(4),)),
+            Sample(lambda x: poisson_nll_loss(x, counts, full=True), (s(3, 4),)),
+            Sample(lambda x: poisson_nll_loss(x, counts, log_input=False, reduction="sum"),
+                   (s(3, 4, low=0.2, high=2),)),
+            Sample(lambda x, v: gaussian_nll_loss(x, labels, v, full=True),
+                   (s(3, 4), s(3, low=0.2))),
+            Sample(lambda x: multilabel_margin_loss(x, ml), (s(3, 4),))]
 
 
 register_composite("losses", _loss_samples)
@@ -415,3 +603,100 @@ class KLDivLoss(_Loss):
 
     def forward(self, input, target):
         return kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class MarginRankingLoss(_Loss):
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+
+    def forward(self, input1, input2, target):
+        return margin_ranking_loss(input1, input2, target, self.margin, reduction=self.reduction)
+
+
+class HingeEmbeddingLoss(_Loss):
+    def __init__(self, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+
+    def forward(self, input, target):
+        return hinge_embedding_loss(input, target, self.margin, reduction=self.reduction)
+
+
+class _PlainLoss(_Loss):
+    """A loss `fn(input, target, reduction=...)` without further arguments."""
+
+    fn = None
+
+    def forward(self, input, target):
+        return type(self).fn(input, target, reduction=self.reduction)
+
+
+class SoftMarginLoss(_PlainLoss):
+    fn = staticmethod(soft_margin_loss)
+
+
+class MultiLabelMarginLoss(_PlainLoss):
+    fn = staticmethod(multilabel_margin_loss)
+
+
+class MultiLabelSoftMarginLoss(_WeightedLoss):
+    def forward(self, input, target):
+        return multilabel_soft_margin_loss(input, target, self.weight, reduction=self.reduction)
+
+
+class CosineEmbeddingLoss(_Loss):
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+
+    def forward(self, input1, input2, target):
+        return cosine_embedding_loss(input1, input2, target, self.margin,
+                                     reduction=self.reduction)
+
+
+class TripletMarginLoss(_Loss):
+    def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None, reduce=None,
+                 reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        if margin <= 0:
+            raise ValueError(f"TripletMarginLoss: expected margin to be greater than 0, got "
+                             f"{margin} instead")
+        self.margin, self.p, self.eps, self.swap = margin, p, eps, swap
+
+    def forward(self, anchor, positive, negative):
+        return triplet_margin_loss(anchor, positive, negative, self.margin, self.p, self.eps,
+                                   self.swap, reduction=self.reduction)
+
+
+class MultiMarginLoss(_WeightedLoss):
+    def __init__(self, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
+                 reduction="mean"):
+        super().__init__(weight, size_average, reduce, reduction)
+        if p not in (1, 2):
+            raise ValueError("only p == 1 and p == 2 supported")
+        self.p, self.margin = p, margin
+
+    def forward(self, input, target):
+        return multi_margin_loss(input, target, self.p, self.margin, self.weight,
+                                 reduction=self.reduction)
+
+
+class PoissonNLLLoss(_Loss):
+    def __init__(self, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                 reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.log_input, self.full, self.eps = log_input, full, eps
+
+    def forward(self, log_input, target):
+        return poisson_nll_loss(log_input, target, self.log_input, self.full, eps=self.eps,
+                                reduction=self.reduction)
+
+
+class GaussianNLLLoss(_Loss):
+    def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
+        super().__init__(reduction=reduction)
+        self.full, self.eps = full, eps
+
+    def forward(self, input, target, var):
+        return gaussian_nll_loss(input, target, var, self.full, self.eps, self.reduction)
