@@ -7,7 +7,8 @@ from dtrain.data import datasets, transforms  # noqa: F401
 from dtrain.data.collate import default_collate, default_convert  # noqa: F401
 from dtrain.data.dataloader import DataLoader  # noqa: F401
 from dtrain.data.dataset import (ChainDataset, ConcatDataset, Dataset,  # noqa: F401
-                                 IterableDataset, Subset, TensorDataset, random_split)
+                                 IterableDataset, StackDataset, Subset, TensorDataset,
+                                 random_split)
 from dtrain.data.sampler import (BatchSampler, DistributedSampler, RandomSampler,  # noqa: F401
                                  Sampler, SequentialSampler, SubsetRandomSampler,
                                  WeightedRandomSampler)

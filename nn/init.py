@@ -145,3 +145,46 @@ def orthogonal_(tensor, gain=1, generator=None):
     with no_grad():
         tensor.copy_(Tensor._make(xp.ascontiguousarray(q).reshape(tensor.shape) * gain))
     return tensor
+
+
+def eye_(tensor):
+    """The identity matrix (ones on the main diagonal of a 2-D tensor)."""
+    if tensor.dim() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    with no_grad():
+        return tensor.copy_(creation.eye(*tensor.shape, dtype=tensor.dtype, device=tensor.device))
+
+
+def dirac_(tensor, groups=1):
+    """The Dirac delta of a convolution weight (3-5 dims): output channel d of each of the
+    `groups` passes input channel d through unchanged."""
+    if tensor.dim() not in (3, 4, 5):
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    out_per_group = tensor.shape[0] // groups
+    if tensor.shape[0] % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+    xp = array_module(tensor._data)
+    d = xp.arange(min(out_per_group, tensor.shape[1]))
+    out = (xp.arange(groups)[:, None] * out_per_group + d).reshape(-1)
+    centre = tuple(k // 2 for k in tensor.shape[2:])
+    with no_grad():
+        tensor.zero_()
+        tensor._data[(out, xp.tile(d, groups)) + centre] = 1
+        tensor._version[0] += 1
+    return tensor
+
+
+def sparse_(tensor, sparsity, std=0.01, generator=None):
+    """N(0, std^2) entries with a fraction `sparsity` of each column (ceil of it) zero, the
+    zero rows chosen at random per column (Martens, 2010)."""
+    if tensor.dim() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    rows, cols = tensor.shape
+    keys = creation.empty(rows, cols, device=tensor.device).uniform_(generator=generator)._data
+    xp = array_module(keys)
+    zero_rows = xp.argsort(keys, axis=0)[:math.ceil(sparsity * rows)]
+    with no_grad():
+        tensor.normal_(0.0, std, generator=generator)
+        tensor._data[zero_rows, xp.arange(cols)] = 0
+        tensor._version[0] += 1
+    return tensor

@@ -68,6 +68,20 @@ class LRScheduler:
     def load_state_dict(self, state_dict):
         self.__dict__.update(state_dict)
 
+    def _nested_state(self, key, save):
+        """The state dict with the list attribute `key` saved item by item by `save`."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", key)}
+        out[key] = [save(item) for item in getattr(self, key)]
+        return out
+
+    def _load_nested_state(self, state_dict, key, load):
+        """Load a `_nested_state` dict: `load(item, saved)` for each item of `key`."""
+        state_dict = dict(state_dict)
+        saved = state_dict.pop(key)
+        self.__dict__.update(state_dict)
+        for item, value in zip(getattr(self, key), saved):
+            load(item, value)
+
     def get_last_lr(self):
         """The learning rates of the groups after the last `step`."""
         return self._last_lr
@@ -115,18 +129,12 @@ class LambdaLR(LRScheduler):
     def state_dict(self):
         """As the base, with each lambda's `__dict__` if it is a callable object (None for
         plain functions and lambdas, which are not saved)."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
-        out["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else dict(fn.__dict__)
-                             for fn in self.lr_lambdas]
-        return out
+        return self._nested_state("lr_lambdas", lambda fn: None if isinstance(
+            fn, types.FunctionType) else dict(fn.__dict__))
 
     def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        lambdas = state_dict.pop("lr_lambdas")
-        self.__dict__.update(state_dict)
-        for fn, saved in zip(self.lr_lambdas, lambdas):
-            if saved is not None:
-                fn.__dict__.update(saved)
+        self._load_nested_state(state_dict, "lr_lambdas",
+                                lambda fn, saved: saved is not None and fn.__dict__.update(saved))
 
     def get_lr(self):
         return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
@@ -260,7 +268,35 @@ def _per_group(name, optimizer, value):
     return [value] * len(optimizer.param_groups)
 
 
-class OneCycleLR(LRScheduler):
+class _CycleMomentum:
+    """Momentum (or Adam's beta1) cycled against the rate, between the groups'
+    `base_momentum` and `max_momentum` (OneCycleLR, CyclicLR)."""
+
+    def _init_momentum(self, optimizer, cycle_momentum, base_momentum, max_momentum,
+                       last_epoch):
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError("optimizer must support momentum or beta1 with "
+                                 "`cycle_momentum` option enabled")
+            self.use_beta1 = "betas" in optimizer.defaults
+            if last_epoch == -1:
+                for group, m_max, m_base in zip(
+                        optimizer.param_groups,
+                        _per_group("max_momentum", optimizer, max_momentum),
+                        _per_group("base_momentum", optimizer, base_momentum)):
+                    self._set_momentum(group, m_max)
+                    group["max_momentum"] = m_max
+                    group["base_momentum"] = m_base
+
+    def _set_momentum(self, group, value):
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])
+        else:
+            group["momentum"] = value
+
+
+class OneCycleLR(_CycleMomentum, LRScheduler):
     """The 1cycle policy (Smith & Topin): the rate rises from max_lr/div_factor to `max_lr`
     over `pct_start` of the steps, then anneals to initial_lr/final_div_factor (with
     `three_phase`, first back down to the initial rate); momentum (or Adam's beta1) cycles
@@ -312,27 +348,8 @@ class OneCycleLR(LRScheduler):
                 group["initial_lr"] = top / div_factor
                 group["max_lr"] = top
                 group["min_lr"] = group["initial_lr"] / final_div_factor
-        self.cycle_momentum = cycle_momentum
-        if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise ValueError("optimizer must support momentum or beta1 with "
-                                 "`cycle_momentum` option enabled")
-            self.use_beta1 = "betas" in optimizer.defaults
-            if last_epoch == -1:
-                for group, m_max, m_base in zip(
-                        optimizer.param_groups,
-                        _per_group("max_momentum", optimizer, max_momentum),
-                        _per_group("base_momentum", optimizer, base_momentum)):
-                    self._set_momentum(group, m_max)
-                    group["max_momentum"] = m_max
-                    group["base_momentum"] = m_base
+        self._init_momentum(optimizer, cycle_momentum, base_momentum, max_momentum, last_epoch)
         super().__init__(optimizer, last_epoch)
-
-    def _set_momentum(self, group, value):
-        if self.use_beta1:
-            group["betas"] = (value, *group["betas"][1:])
-        else:
-            group["momentum"] = value
 
     def _anneal(self, start, end, pct):
         if self._anneal_func_type == "cos":
@@ -361,29 +378,43 @@ class OneCycleLR(LRScheduler):
         return lrs
 
 
-class SequentialLR(LRScheduler):
+def _check_schedulers(name, schedulers, optimizer):
+    """At least one scheduler, each of `optimizer` and none a ReduceLROnPlateau."""
+    if len(schedulers) < 1:
+        raise ValueError(f"{name} expects at least one scheduler, but got no scheduler.")
+    for i, scheduler in enumerate(schedulers):
+        if not hasattr(scheduler, "optimizer"):
+            raise TypeError(f"{name} at index {i} should have `optimizer` as its attribute.")
+        if isinstance(scheduler, ReduceLROnPlateau):
+            raise ValueError(f"{name} does not support `ReduceLROnPlateau` scheduler as it "
+                             "requires additional kwargs to be specified when calling "
+                             f"`step`, but got one at index {i} in the given schedulers "
+                             "sequence.")
+        if scheduler.optimizer is not optimizer:
+            raise ValueError(f"{name} expects all schedulers to belong to the same "
+                             f"optimizer, but got scheduler {type(scheduler).__name__} at "
+                             f"index {i} has {scheduler.optimizer}, which is different "
+                             f"from {type(optimizer).__name__}.")
+
+
+class _SchedulerList(LRScheduler):
+    """A scheduler driving `self._schedulers`: their state dicts nest in its own."""
+
+    def state_dict(self):
+        return self._nested_state("_schedulers", lambda sched: sched.state_dict())
+
+    def load_state_dict(self, state_dict):
+        self._load_nested_state(state_dict, "_schedulers",
+                                lambda sched, saved: sched.load_state_dict(saved))
+
+
+class SequentialLR(_SchedulerList):
     """Run `schedulers` one after another, switching at the epochs in `milestones`
     (e.g. LinearLR warm-up, then CosineAnnealingLR). Each scheduler starts from its
     closed form at epoch 0 when its milestone is reached."""
 
     def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
-        name = type(self).__name__
-        if len(schedulers) < 1:
-            raise ValueError(f"{name} expects at least one scheduler, but got no scheduler.")
-        for i, scheduler in enumerate(schedulers):
-            if not hasattr(scheduler, "optimizer"):
-                raise TypeError(f"{name} at index {i} should have `optimizer` as its "
-                                "attribute.")
-            if isinstance(scheduler, ReduceLROnPlateau):
-                raise ValueError(f"{name} does not support `ReduceLROnPlateau` scheduler as it "
-                                 "requires additional kwargs to be specified when calling "
-                                 f"`step`, but got one at index {i} in the given schedulers "
-                                 "sequence.")
-            if scheduler.optimizer is not optimizer:
-                raise ValueError(f"{name} expects all schedulers to belong to the same "
-                                 f"optimizer, but got scheduler {type(scheduler).__name__} at "
-                                 f"index {i} has {scheduler.optimizer}, which is different "
-                                 f"from {type(optimizer).__name__}.")
+        _check_schedulers(type(self).__name__, schedulers, optimizer)
         if len(milestones) != len(schedulers) - 1:
             raise ValueError("Sequential Schedulers expects number of schedulers provided to be "
                              "one more than the number of milestone points, but got number of "
@@ -411,17 +442,6 @@ class SequentialLR(LRScheduler):
             scheduler.step()
         self._last_lr = scheduler.get_last_lr()
 
-    def state_dict(self):
-        out = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        out["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return out
-
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        saved = state_dict.pop("_schedulers")
-        self.__dict__.update(state_dict)
-        for scheduler, s in zip(self._schedulers, saved):
-            scheduler.load_state_dict(s)
 
 
 class ReduceLROnPlateau(LRScheduler):
@@ -518,3 +538,193 @@ class ReduceLROnPlateau(LRScheduler):
     def load_state_dict(self, state_dict):
         self.__dict__.update(state_dict)
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+class ChainedScheduler(_SchedulerList):
+    """Step every scheduler in `schedulers` at each step, in order: their factors multiply
+    (e.g. ConstantLR warm-up with ExponentialLR decay)."""
+
+    def __init__(self, schedulers, optimizer=None):
+        schedulers = list(schedulers)
+        if optimizer is None and schedulers:
+            optimizer = getattr(schedulers[0], "optimizer", None)
+        _check_schedulers(type(self).__name__, schedulers, optimizer)
+        self._schedulers = schedulers
+        self.optimizer = optimizer
+        self._last_lr = _lrs(optimizer)
+
+    def step(self):
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = _lrs(self.optimizer)
+
+
+class ConstantLR(LRScheduler):
+    """Scale the rate by `factor` until epoch `total_iters`, then restore it."""
+
+    def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
+        if factor > 1.0 or factor < 0:
+            raise ValueError("Constant multiplicative factor expected to be between 0 and 1.")
+        self.factor, self.total_iters = factor, total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self.last_epoch == 0:
+            return [lr * self.factor for lr in _lrs(self.optimizer)]
+        if self.last_epoch != self.total_iters:
+            return _lrs(self.optimizer)
+        return [lr / self.factor for lr in _lrs(self.optimizer)]
+
+    def _get_closed_form_lr(self):
+        factor = 1.0 if self.last_epoch >= self.total_iters else self.factor
+        return [base * factor for base in self.base_lrs]
+
+
+class MultiplicativeLR(LambdaLR):
+    """Multiply the rate by `lr_lambda(epoch)` at every epoch after the first."""
+
+    def get_lr(self):
+        if self.last_epoch > 0:
+            return [lr * fn(self.last_epoch) for fn, lr in zip(self.lr_lambdas,
+                                                               _lrs(self.optimizer))]
+        return _lrs(self.optimizer)
+
+    _get_closed_form_lr = get_lr  # no closed form: step(epoch) chains as torch does
+
+
+class PolynomialLR(LRScheduler):
+    """base_lr * (1 - min(epoch, total_iters) / total_iters) ** power."""
+
+    def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return _lrs(self.optimizer)
+        decay = ((1.0 - self.last_epoch / self.total_iters)
+                 / (1.0 - (self.last_epoch - 1) / self.total_iters)) ** self.power
+        return [lr * decay for lr in _lrs(self.optimizer)]
+
+    def _get_closed_form_lr(self):
+        frac = min(self.total_iters, self.last_epoch) / self.total_iters
+        return [base * (1.0 - frac) ** self.power for base in self.base_lrs]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """SGDR: cosine annealing from the base rate to `eta_min` over T_i epochs, restarting
+    with T_i multiplied by `T_mult` after each period; `step(epoch)` takes fractional
+    epochs (e.g. epoch + i / iters per batch)."""
+
+    def __init__(self, optimizer, T_0, T_mult=1, eta_min=0.0, last_epoch=-1):
+        if T_0 <= 0 or not isinstance(T_0, int):
+            raise ValueError(f"Expected positive integer T_0, but got {T_0}")
+        if T_mult < 1 or not isinstance(T_mult, int):
+            raise ValueError(f"Expected integer T_mult >= 1, but got {T_mult}")
+        if not isinstance(eta_min, (float, int)):
+            raise ValueError(f"Expected float or int eta_min, but got {eta_min} of type "
+                             f"{type(eta_min)}")
+        self.T_0 = T_0
+        self.T_i = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+        self.T_cur = last_epoch
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        cos = (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
+        return [self.eta_min + (base - self.eta_min) * cos for base in self.base_lrs]
+
+    def step(self, epoch=None):
+        """Without `epoch`: one epoch on (restarting at the end of a period); with it: the
+        position in the schedule for that (possibly fractional) epoch."""
+        self._step_count += 1
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur += 1
+            if self.T_cur >= self.T_i:
+                self.T_cur -= self.T_i
+                self.T_i *= self.T_mult
+        elif epoch < 0:
+            raise ValueError(f"Expected non-negative epoch, but got {epoch}")
+        elif epoch >= self.T_0 and self.T_mult == 1:
+            self.T_cur = epoch % self.T_0
+        elif epoch >= self.T_0:
+            n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
+            self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
+            self.T_i = self.T_0 * self.T_mult ** n
+        else:
+            self.T_i = self.T_0
+            self.T_cur = epoch
+        self.last_epoch = math.floor(epoch)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = _lrs(self.optimizer)
+
+
+_CYCLIC_SCALE = {  # mode: (scale_fn of x, x is the cycle ("cycle") or the step count)
+    "triangular": (lambda gamma, x: 1.0, "cycle"),
+    "triangular2": (lambda gamma, x: 1 / 2.0 ** (x - 1), "cycle"),
+    "exp_range": (lambda gamma, x: gamma ** x, "iterations"),
+}
+
+
+class CyclicLR(_CycleMomentum, LRScheduler):
+    """Cyclical learning rates (Smith): the rate goes from `base_lr` up to `max_lr` over
+    `step_size_up` steps and back over `step_size_down`, the amplitude scaled per `mode`
+    (or by `scale_fn`); momentum cycles inversely. Step it after every batch."""
+
+    def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None,
+                 mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle",
+                 cycle_momentum=True, base_momentum=0.8, max_momentum=0.9, last_epoch=-1):
+        _check_optimizer(optimizer)
+        base_lrs = _per_group("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        step_size_up = float(step_size_up)
+        step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
+        self.total_size = step_size_up + step_size_down
+        self.step_ratio = step_size_up / self.total_size
+        if mode not in _CYCLIC_SCALE and scale_fn is None:
+            raise ValueError("mode is invalid and scale_fn is None")
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode if scale_fn is not None else _CYCLIC_SCALE[mode][1]
+        self._init_momentum(optimizer, cycle_momentum, base_momentum, max_momentum, last_epoch)
+        if cycle_momentum:
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def scale_fn(self, x):
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        return _CYCLIC_SCALE[self.mode][0](self.gamma, x)
+
+    def state_dict(self):
+        """As the base, without a custom `scale_fn` (functions are not saved)."""
+        out = super().state_dict()
+        out.pop("_scale_fn_custom")
+        return out
+
+    def get_lr(self):
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            factor = x / self.step_ratio
+        else:
+            factor = (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        if self.cycle_momentum:
+            for group, low, high in zip(self.optimizer.param_groups, self.base_momentums,
+                                        self.max_momentums):
+                self._set_momentum(group, high - (high - low) * factor * scale)
+        return [base + (top - base) * factor * scale
+                for base, top in zip(self.base_lrs, self.max_lrs)]

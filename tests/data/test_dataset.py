@@ -8,6 +8,7 @@ import dtrain as dt
 from dtrain.data import (
     ConcatDataset,
     IterableDataset,
+    StackDataset,
     Subset,
     TensorDataset,
     default_collate,
@@ -91,3 +92,19 @@ def test_default_collate_types():
         default_collate([object(), object()])
     converted = default_convert({"x": np.ones(2), "n": 3})
     assert isinstance(converted["x"], dt.Tensor) and converted["n"] == 3
+
+
+def test_stack_dataset_tuple_and_dict_samples():
+    images, labels = dt.arange(12).reshape(4, 3), ["a", "b", "c", "d"]
+    ds = StackDataset(TensorDataset(images), labels)
+    assert len(ds) == 4
+    (x,), y = ds[2]
+    assert x.tolist() == [6, 7, 8] and y == "c"
+    named = StackDataset(image=images, label=labels)
+    assert named[1]["label"] == "b" and named[1]["image"].tolist() == [3, 4, 5]
+    batch = next(iter(dt.utils.data.DataLoader(named, batch_size=2)))
+    assert batch["image"].tolist() == [[0, 1, 2], [3, 4, 5]] and batch["label"] == ["a", "b"]
+    with pytest.raises(ValueError, match="Size mismatch between datasets"):
+        StackDataset(images, labels[:3])
+    with pytest.raises(ValueError, match="both types are given"):
+        StackDataset(images, label=labels)

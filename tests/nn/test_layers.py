@@ -220,3 +220,34 @@ def test_activation_extremes_and_inplace():
         pr(t(np.ones((2, 4))))
     with pytest.warns(UserWarning, match="Implicit dimension"):
         assert F.softmax(t(np.zeros((2, 3)))).numpy()[0, 0] == pytest.approx(1 / 3)
+
+
+def test_eye_dirac_and_sparse_init():
+    w = dt.nn.Parameter(dt.empty(3, 5))
+    assert init.eye_(w) is w
+    np.testing.assert_array_equal(w.detach().numpy(), np.eye(3, 5))
+    with pytest.raises(ValueError, match="Only tensors with 2 dimensions are supported"):
+        init.eye_(dt.empty(2, 2, 2))
+
+    conv = dt.nn.Conv2d(4, 3, 3, bias=False)
+    init.dirac_(conv.weight)
+    x = rng.standard_normal((2, 4, 6, 6))
+    out = conv(t(x).float()).detach().numpy()
+    np.testing.assert_allclose(out, x[:, :3, 1:-1, 1:-1], rtol=1e-6)  # identity on channels
+    w = init.dirac_(dt.empty(6, 2, 4), groups=2).numpy()
+    expected = np.zeros((6, 2, 4))
+    for g in range(2):
+        for d in range(2):
+            expected[g * 3 + d, d, 2] = 1
+    np.testing.assert_array_equal(w, expected)
+    with pytest.raises(ValueError, match="dim 0 must be divisible by groups"):
+        init.dirac_(dt.empty(5, 2, 3), groups=2)
+    with pytest.raises(ValueError, match="Only tensors with 3, 4, or 5 dimensions"):
+        init.dirac_(dt.empty(5, 2))
+
+    s = init.sparse_(dt.empty(10, 400, dtype=dt.float64), sparsity=0.25, std=0.5).numpy()
+    np.testing.assert_array_equal((s == 0).sum(0), np.full(400, 3))  # ceil(0.25 * 10) per column
+    assert s[s != 0].std() == pytest.approx(0.5, rel=0.05)
+    a = init.sparse_(dt.empty(6, 5), 0.5, generator=dt.Generator().manual_seed(1))
+    b = init.sparse_(dt.empty(6, 5), 0.5, generator=dt.Generator().manual_seed(1))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

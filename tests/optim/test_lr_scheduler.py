@@ -175,6 +175,10 @@ RESUMABLE = [
     lambda o: L.SequentialLR(o, [L.LinearLR(o, 0.1, total_iters=10), L.ExponentialLR(o, 0.9)],
                              [10]),
     lambda o: L.LambdaLR(o, Decay(0.9)),
+    lambda o: L.CyclicLR(o, [0.01, 0.004], [0.1, 0.04], 3, 5, mode="triangular2"),
+    lambda o: L.CosineAnnealingWarmRestarts(o, 3, 2, 0.001),
+    lambda o: L.ChainedScheduler([L.ConstantLR(o, 0.2, 25), L.PolynomialLR(o, 30, 1.5)]),
+    lambda o: L.MultiplicativeLR(o, Decay(0.97)),
 ]
 
 
@@ -190,7 +194,7 @@ class Decay:
 
 @pytest.mark.parametrize("make_sched", RESUMABLE,
                          ids=["step", "multistep", "cosine", "linear", "onecycle", "sequential",
-                              "lambda"])
+                              "lambda", "cyclic", "warm_restarts", "chained", "multiplicative"])
 def test_resume_through_saved_state_dict(make_sched, tmp_path):
     full = lrs_over(make_sched, steps=40)
     opt = make_opt()
@@ -268,3 +272,100 @@ def test_cycle_momentum_needs_momentum_or_betas():
     with pytest.raises(ValueError, match="must support momentum or beta1"):
         L.OneCycleLR(opt, 1.0, total_steps=10)
     L.OneCycleLR(opt, 1.0, total_steps=10, cycle_momentum=False)
+
+
+def warm_restart(base, e, T_0, T_mult, eta_min):
+    """SGDR at a (fractional) epoch: find the period holding e, then cosine within it."""
+    start, period = 0.0, T_0
+    while e >= start + period:
+        start, period = start + period, period * T_mult
+    return eta_min + (base - eta_min) * (1 + math.cos(math.pi * (e - start) / period)) / 2
+
+
+def cyclic(e, low, high, up, down, mode, gamma=1.0):
+    """Smith's triangular cycle: (rate, scale * factor) at step e."""
+    cycle = 1 + e // (up + down)
+    pos = e - (cycle - 1) * (up + down)
+    factor = pos / up if pos <= up else (up + down - pos) / down
+    scale = {"triangular": 1.0, "triangular2": 0.5 ** (cycle - 1), "exp_range": gamma ** e}[mode]
+    return low + (high - low) * factor * scale, factor * scale
+
+
+@pytest.mark.parametrize("make_sched, expected", [
+    (lambda o: L.ConstantLR(o, factor=0.25, total_iters=7),
+     lambda b, e: b * (0.25 if e < 7 else 1.0)),
+    (lambda o: L.MultiplicativeLR(o, lambda e: 0.95),
+     lambda b, e: b * 0.95 ** e),
+    (lambda o: L.PolynomialLR(o, total_iters=20, power=2.0),
+     lambda b, e: b * (1 - min(e, 20) / 20) ** 2),
+    (lambda o: L.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=2, eta_min=0.001),
+     lambda b, e: warm_restart(b, e, 5, 2, 0.001)),
+    (lambda o: L.CosineAnnealingWarmRestarts(o, T_0=7),
+     lambda b, e: warm_restart(b, e, 7, 1, 0.0)),
+    (lambda o: L.ChainedScheduler([L.ConstantLR(o, factor=0.1, total_iters=3),
+                                   L.ExponentialLR(o, gamma=0.9)]),
+     lambda b, e: b * 0.9 ** e * (0.1 if e < 3 else 1.0)),
+], ids=["constant", "multiplicative", "polynomial", "warm_restarts", "warm_restarts_tmult1",
+        "chained"])
+def test_more_schedulers_match_closed_form(make_sched, expected):
+    np.testing.assert_allclose(lrs_over(make_sched), closed(expected), rtol=0, atol=1e-12)
+
+
+def test_warm_restarts_fractional_epochs():
+    opt = make_opt()
+    sched = L.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2, eta_min=0.01)
+    iters = 4
+    for epoch in range(15):
+        for i in range(iters):
+            e = epoch + i / iters
+            sched.step(e)
+            assert sched.get_last_lr() == pytest.approx(
+                [warm_restart(b, e, 3, 2, 0.01) for b in BASE], abs=1e-12)
+            assert sched.last_epoch == epoch
+    with pytest.raises(ValueError, match="Expected non-negative epoch, but got -1"):
+        sched.step(-1)
+
+
+@pytest.mark.parametrize("mode, gamma", [("triangular", 1.0), ("triangular2", 1.0),
+                                         ("exp_range", 0.97)])
+def test_cyclic_lr_and_momentum(mode, gamma):
+    lows, highs = (0.01, 0.004), (0.1, 0.04)
+    make = lambda o: L.CyclicLR(o, list(lows), list(highs), step_size_up=4,  # noqa: E731
+                                step_size_down=6, mode=mode, gamma=gamma)
+    lrs = lrs_over(make, steps=35)
+    moms = lrs_over(make, steps=35, key="momentum")
+    for e in range(36):
+        for g in range(2):
+            lr, height = cyclic(e, lows[g], highs[g], 4, 6, mode, gamma)
+            assert lrs[e, g] == pytest.approx(lr, abs=1e-12)
+            assert moms[e, g] == pytest.approx(0.9 - 0.1 * height, abs=1e-12)
+
+
+def test_cyclic_lr_custom_scale_fn_and_adam_beta1():
+    opt = make_opt(dt.optim.Adam, betas=(0.9, 0.99))
+    sched = L.CyclicLR(opt, 0.1, 1.0, step_size_up=2, scale_fn=lambda x: 0.5,
+                       scale_mode="iterations", base_momentum=0.7, max_momentum=0.95)
+    assert opt.param_groups[0]["betas"] == (0.95, 0.99)
+    opt.step()
+    sched.step()  # half way up, amplitude halved
+    assert sched.get_last_lr() == pytest.approx([0.1 + 0.9 * 0.5 * 0.5] * 2)
+    assert opt.param_groups[1]["betas"] == pytest.approx((0.95 - 0.25 * 0.5 * 0.5, 0.99))
+    assert "_scale_fn_custom" not in sched.state_dict()
+    with pytest.raises(ValueError, match="mode is invalid and scale_fn is None"):
+        L.CyclicLR(make_opt(), 0.1, 1.0, mode="sine")
+    with pytest.raises(ValueError, match="must support momentum or beta1"):
+        L.CyclicLR(make_opt(dt.optim.Adagrad), 0.1, 1.0)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda o: L.ConstantLR(o, factor=1.5), "Constant multiplicative factor expected"),
+    (lambda o: L.CosineAnnealingWarmRestarts(o, T_0=0), "Expected positive integer T_0, but got 0"),
+    (lambda o: L.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=0.5),
+     "Expected integer T_mult >= 1, but got 0.5"),
+    (lambda o: L.ChainedScheduler([L.StepLR(o, 2), L.StepLR(make_opt(), 2)]),
+     "belong to the same optimizer"),
+    (lambda o: L.MultiplicativeLR(o, [lambda e: 1.0]), "Expected 2 lr_lambdas, but got 1"),
+])
+def test_more_argument_checks(build, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build(make_opt())
