@@ -14,6 +14,8 @@ from dtrain.nn.containers import (ModuleDict, ModuleList, ParameterDict,  # noqa
                                   ParameterList, Sequential)
 from dtrain.nn.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from dtrain.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
+from dtrain.nn.linear import LazyLinear  # noqa: F401
+from dtrain.nn.pixelshuffle import ChannelShuffle, PixelShuffle, PixelUnshuffle  # noqa: F401
 from dtrain.nn.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,  # noqa: F401
                             HuberLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from dtrain.nn.loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss,  # noqa: F401
@@ -21,6 +23,7 @@ from dtrain.nn.loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbedding
                             MultiMarginLoss, PoissonNLLLoss, SoftMarginLoss, TripletMarginLoss)
 from dtrain.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm,  # noqa: F401
                                      LayerNorm)
+from dtrain.nn.normalization import InstanceNorm1d, InstanceNorm2d, RMSNorm  # noqa: F401
 from dtrain.nn.sparse import Embedding  # noqa: F401
 from dtrain.nn import functional, init, utils  # noqa: F401,E402
 from dtrain.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d,  # noqa: F401
@@ -30,6 +33,8 @@ from dtrain.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d,  # n
                                ZeroPad3d)
 from dtrain.nn.pooling import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,  # noqa: F401
                                MaxPool2d, Upsample)
+from dtrain.nn.pooling import (AdaptiveAvgPool1d, AdaptiveMaxPool1d,  # noqa: F401
+                               AdaptiveMaxPool2d)
 from dtrain.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell  # noqa: F401
 from dtrain.nn.transformer import (Transformer, TransformerDecoder,  # noqa: F401
                                    TransformerDecoderLayer)

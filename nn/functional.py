@@ -56,14 +56,25 @@ from dtrain.nn.loss import (  # noqa: F401
     soft_margin_loss,
     triplet_margin_loss,
 )
-from dtrain.nn.normalization import batch_norm, group_norm, layer_norm  # noqa: F401
+from dtrain.nn.normalization import (  # noqa: F401
+    batch_norm,
+    group_norm,
+    instance_norm,
+    layer_norm,
+    rms_norm,
+)
+from dtrain.nn.pixelshuffle import channel_shuffle, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from dtrain.nn.pooling import (  # noqa: F401
+    adaptive_avg_pool1d,
     adaptive_avg_pool2d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
     avg_pool1d,
     avg_pool2d,
     interpolate,
     max_pool1d,
     max_pool2d,
+    upsample,
 )
 from dtrain.nn.sparse import embedding, one_hot  # noqa: F401
 

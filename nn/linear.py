@@ -135,6 +135,28 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
+class LazyLinear(Linear):
+    """A Linear that takes in_features from the last dim of its first input, then makes and
+    initialises its weight and bias and becomes a plain Linear (torch's cls_to_become).
+    Until that first call weight and bias are None: run one batch before building the
+    optimizer (torch has placeholder parameters; dtrain has none)."""
+
+    def __init__(self, out_features, bias=True, device=None, dtype=None):
+        Module.__init__(self)
+        self.in_features = 0
+        self.out_features = out_features
+        self._lazy_args = (bias, device, dtype)
+        self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
+
+    def forward(self, input):
+        self.in_features = input.shape[-1]
+        _weight_and_bias(self, (self.out_features, self.in_features), *self._lazy_args)
+        self.reset_parameters()
+        self.__class__ = Linear
+        return Linear.forward(self, input)
+
+
 class NonDynamicallyQuantizableLinear(Linear):
     """A Linear under torch's name for MultiheadAttention's `out_proj` (torch uses the class
     to keep quantization from swapping that layer); here it is a plain Linear."""

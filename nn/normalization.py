@@ -5,6 +5,8 @@ then apply a per-channel affine map; the standardization is one op, `Standardize
 """
 import numbers
 
+import numpy as np
+
 from dtrain.autograd.grad_mode import no_grad, state
 from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
@@ -95,6 +97,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError("batch_norm: running_mean and running_var are required when "
                              "training=False")
         out = (input - running_mean.reshape(shape)) * (running_var.reshape(shape) + eps).rsqrt()
+    return _channel_affine(out, weight, bias)
+
+
+def _channel_affine(out, weight, bias):
+    """out * weight + bias, both per channel (dim 1) when given."""
+    shape = _channel_shape(out)
     if weight is not None:
         out = out * weight.reshape(shape)
     if bias is not None:
@@ -120,15 +128,20 @@ def _update(running, stat, momentum):
     running.mul_(1 - momentum).add_(stat.to(running.dtype) * momentum)
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
-    """Normalize over the last len(normalized_shape) dims, then scale and shift."""
+def _trailing_dims(input, normalized_shape):
+    """The last len(normalized_shape) dims of input, checked to have that shape."""
     normalized_shape = _as_shape(normalized_shape)
     k = len(normalized_shape)
     if tuple(input.shape[input.dim() - k:]) != normalized_shape:
         raise RuntimeError(f"Given normalized_shape={list(normalized_shape)}, expected input with "
                            f"shape [*, {', '.join(map(str, normalized_shape))}], but got input "
                            f"of size{list(input.shape)}")
-    out = Standardize.apply(input, tuple(range(input.dim() - k, input.dim())), eps)
+    return tuple(range(input.dim() - k, input.dim()))
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
+    """Normalize over the last len(normalized_shape) dims, then scale and shift."""
+    out = Standardize.apply(input, _trailing_dims(input, normalized_shape), eps)
     if weight is not None:
         out = out * weight
     if bias is not None:
@@ -144,12 +157,43 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
                            f"num_groups={num_groups}")
     n = input.shape[0]
     out = Standardize.apply(input.reshape(n, num_groups, -1), (2,), eps).reshape(input.shape)
-    shape = _channel_shape(input)
-    if weight is not None:
-        out = out * weight.reshape(shape)
-    if bias is not None:
-        out = out + bias.reshape(shape)
-    return out
+    return _channel_affine(out, weight, bias)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-05):
+    """Normalize each (sample, channel) of (N, C, *spatial) over its spatial dims, or with
+    the running statistics when not `use_input_stats`; with input statistics, given running
+    buffers are updated with the batch averages of the per-instance mean and unbiased var."""
+    if input.dim() < 3:
+        raise ValueError(f"instance_norm: expected (N, C, *spatial) input of 3 or more dims, "
+                         f"got {list(input.shape)}")
+    if not use_input_stats:
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    axes = tuple(range(2, input.dim()))
+    n = input.numel() // (input.shape[0] * input.shape[1])
+    if n <= 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                         f"{list(input.shape)}")
+    out = Standardize.apply(input, axes, eps)
+    if running_mean is not None or running_var is not None:
+        mean, var = _batch_stats(out, input, axes, eps)
+        with no_grad():
+            if running_mean is not None:
+                _update(running_mean, mean.mean(0).reshape(-1), momentum)
+            if running_var is not None:
+                _update(running_var, var.mean(0).reshape(-1) * (n / (n - 1)), momentum)
+    return _channel_affine(out, weight, bias)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """x / sqrt(mean(x^2) + eps) over the last len(normalized_shape) dims, times weight;
+    eps None is the machine epsilon of the input's dtype (as torch)."""
+    dims = _trailing_dims(input, normalized_shape)
+    if eps is None:
+        eps = float(np.finfo(input._data.dtype).eps)
+    out = input * ((input * input).mean(dims, keepdim=True) + eps).rsqrt()
+    return out if weight is None else out * weight
 
 
 def _norm_samples():
@@ -158,7 +202,11 @@ def _norm_samples():
     return [Sample(lambda x, w, b: batch_norm(x, None, None, w, b, True), (s(4, 3), s(3), s(3))),
             Sample(lambda x, w, b: batch_norm(x, rm, rv, w, b, False), (s(2, 3, 2), s(3), s(3))),
             Sample(lambda x, w, b: layer_norm(x, (2, 3), w, b), (s(2, 2, 3), s(2, 3), s(2, 3))),
-            Sample(lambda x, w, b: group_norm(x, 2, w, b), (s(2, 4, 2), s(4), s(4)))]
+            Sample(lambda x, w, b: group_norm(x, 2, w, b), (s(2, 4, 2), s(4), s(4))),
+            Sample(lambda x, w, b: instance_norm(x, None, None, w, b), (s(2, 3, 4), s(3), s(3))),
+            Sample(lambda x: instance_norm(x, rm, rv, use_input_stats=False), (s(2, 3, 2, 2),)),
+            Sample(lambda x, w: rms_norm(x, (2, 3), w, 1e-3), (s(2, 2, 3), s(2, 3))),
+            Sample(lambda x: rms_norm(x, 4), (s(3, 4),))]
 
 
 register_composite("normalization", _norm_samples)
@@ -298,3 +346,60 @@ class GroupNorm(Module):
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
                 f"bias={self.bias is not None}")
 
+
+
+class _InstanceNorm(_NormBase):
+    """Instance norm modules: affine and running statistics off by default; unbatched input
+    (no N) is accepted."""
+
+    _dims = None  # input dims without and with the batch dim
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
+    def forward(self, input):
+        if input.dim() not in self._dims:
+            raise ValueError(f"expected {self._dims[0]}D or {self._dims[1]}D input (got "
+                             f"{input.dim()}D input)")
+        unbatched = input.dim() == self._dims[0]
+        x = input.unsqueeze(0) if unbatched else input
+        if x.shape[1] != self.num_features and self.affine:
+            raise ValueError(f"expected input's size at dim={x.dim() - self._dims[1] + 1} to "
+                             f"match num_features ({self.num_features}), but got: {x.shape[1]}.")
+        out = instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training or not self.track_running_stats,
+                            0.0 if self.momentum is None else self.momentum, self.eps)
+        return out.squeeze(0) if unbatched else out
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance norm of (N, C, L) or (C, L) input."""
+
+    _dims = (2, 3)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance norm of (N, C, H, W) or (C, H, W) input."""
+
+    _dims = (3, 4)
+
+
+class RMSNorm(Module):
+    """RMS-normalize over the trailing `normalized_shape`; weight ones, no bias."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None,
+                 dtype=None):
+        super().__init__()
+        self.normalized_shape = _as_shape(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        self.register_parameter("weight", Parameter(creation.ones(
+            *self.normalized_shape, **_factory(device, dtype))) if elementwise_affine else None)
+
+    def forward(self, input):
+        return rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")

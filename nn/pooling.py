@@ -7,6 +7,7 @@ not over pixels): measured ~10x faster than taking argmax over an im2col copy of
 Average and adaptive pooling and nearest upsampling are compositions of existing ops.
 """
 import math
+import warnings
 
 from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
@@ -264,11 +265,15 @@ def _avg_pool_samples():
 register_composite("avg_pool", _avg_pool_samples)
 
 
-def _averaging_matrix(xp, n, o, dtype):
-    """(o, n): row i averages input[floor(i*n/o) : ceil((i+1)*n/o)] (torch's bins)."""
+def _bins(xp, n, o):
+    """(start, end) of the o adaptive bins over n: [floor(i*n/o), ceil((i+1)*n/o)) (torch's)."""
     i = xp.arange(o)
-    start = (i * n) // o
-    end = ((i + 1) * n + o - 1) // o
+    return (i * n) // o, ((i + 1) * n + o - 1) // o
+
+
+def _averaging_matrix(xp, n, o, dtype):
+    """(o, n): row i averages input[start_i : end_i] of the adaptive bins."""
+    start, end = _bins(xp, n, o)
     j = xp.arange(n)
     inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
     return (inside / (end - start)[:, None]).astype(dtype)
@@ -297,10 +302,69 @@ def adaptive_avg_pool2d(input, output_size):
     return y.squeeze(0) if unbatched else y
 
 
+def adaptive_avg_pool1d(input, output_size):
+    """Average pooling of (N, C, L) or (C, L) to a fixed length: x @ (L, L_out) averaging."""
+    if input.dim() not in (2, 3):
+        raise RuntimeError(f"adaptive_avg_pool1d(): Expected 2D or 3D tensor, but got "
+                           f"{list(input.shape)}")
+    (o,) = as_tuple(output_size, 1, "output_size")
+    x = input._data
+    return input @ Tensor._make(_averaging_matrix(array_module(x), x.shape[-1], o, x.dtype).T)
+
+
+def _adaptive_max(op, input, output_size, return_indices, nd):
+    """Max over each adaptive bin of the nd spatial dims, as one gather per dim and a max
+    over the gathered window (bins shorter than the longest repeat their last element)."""
+    x, unbatched = with_batch_dim(input, nd)
+    if x._data.ndim != nd + 2:
+        raise RuntimeError(f"{op}(): Expected {nd + 1}D or {nd + 2}D tensor, but got "
+                           f"{list(input.shape)}")
+    sizes = x._data.shape[2:]
+    outs = tuple(n if o is None else o for n, o in zip(
+        sizes, (output_size,) * nd if isinstance(output_size, int) else output_size))
+    xp = array_module(x._data)
+    taps = []
+    for n, o in zip(sizes, outs):
+        start, end = _bins(xp, n, o)
+        k = int((end - start).max())
+        taps.append(xp.minimum(start[:, None] + xp.arange(k), end[:, None] - 1))  # (o, k)
+    win = x
+    for d, t in enumerate(taps):
+        win = win.index_select(2 + 2 * d, Tensor._make(t.reshape(-1))).unflatten(
+            2 + 2 * d, t.shape)
+    perm = (0, 1) + tuple(range(2, 2 + 2 * nd, 2)) + tuple(range(3, 3 + 2 * nd, 2))
+    values, k = win.permute(perm).flatten(2 + nd).max(-1)
+    if unbatched:
+        values, k = values.squeeze(0), k.squeeze(0)
+    if not return_indices:
+        return values
+    picks = xp.unravel_index(k._data, tuple(t.shape[1] for t in taps))
+    flat = 0
+    for d, (t, pick) in enumerate(zip(taps, picks)):
+        o = xp.arange(t.shape[0]).reshape((-1,) + (1,) * (nd - 1 - d))
+        flat = flat * sizes[d] + t[o, pick]
+    return values, Tensor._make(flat.astype(xp.int64))
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """Max over adaptive bins of (N, C, L) or (C, L); indices along L with return_indices."""
+    return _adaptive_max("adaptive_max_pool1d", input, output_size, return_indices, 1)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Max over adaptive bins of (N, C, H, W) or (C, H, W) (None keeps that size); indices
+    flat over H * W with return_indices."""
+    return _adaptive_max("adaptive_max_pool2d", input, output_size, return_indices, 2)
+
+
 def _adaptive_samples():
     s = SampleMaker("adaptive_avg_pool2d")
     return [Sample(lambda x: adaptive_avg_pool2d(x, (2, 3)), (s(1, 2, 5, 4),)),
-            Sample(lambda x: adaptive_avg_pool2d(x, 1), (s(2, 2, 3, 3),))]
+            Sample(lambda x: adaptive_avg_pool2d(x, 1), (s(2, 2, 3, 3),)),
+            Sample(lambda x: adaptive_avg_pool1d(x, 3), (s(2, 2, 7),)),
+            Sample(lambda x: adaptive_max_pool1d(x, 3), (s.distinct(2, 7),)),
+            Sample(lambda x: adaptive_max_pool2d(x, (2, None)), (s.distinct(1, 2, 5, 3),)),
+            Sample(lambda x: adaptive_max_pool2d(x, (3, 2), True)[0], (s.distinct(2, 4, 5),))]
 
 
 register_composite("adaptive_avg_pool2d", _adaptive_samples)
@@ -347,6 +411,13 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             idx = xp.minimum(src.astype(xp.int64), n - 1)
             y = y.index_select(axis, Tensor._make(idx))
     return y
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Deprecated alias of `interpolate` (warns, as torch)."""
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` "
+                  "instead.", stacklevel=2)
+    return interpolate(input, size, scale_factor, mode, align_corners)
 
 
 def _interpolate_samples():
@@ -412,16 +483,43 @@ class AvgPool2d(AvgPool1d):
                           self.count_include_pad, self.divisor_override)
 
 
-class AdaptiveAvgPool2d(Module):
+class _AdaptiveAvgPool(Module):
+    fn = None
+
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
 
     def forward(self, input):
-        return adaptive_avg_pool2d(input, self.output_size)
+        return type(self).fn(input, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPool):
+    fn = staticmethod(adaptive_avg_pool1d)
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPool):
+    fn = staticmethod(adaptive_avg_pool2d)
+
+
+class _AdaptiveMaxPool(_AdaptiveAvgPool):
+    def __init__(self, output_size, return_indices=False):
+        super().__init__(output_size)
+        self.return_indices = return_indices
+
+    def forward(self, input):
+        return type(self).fn(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPool):
+    fn = staticmethod(adaptive_max_pool1d)
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPool):
+    fn = staticmethod(adaptive_max_pool2d)
 
 
 class Upsample(Module):

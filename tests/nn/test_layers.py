@@ -251,3 +251,47 @@ def test_eye_dirac_and_sparse_init():
     a = init.sparse_(dt.empty(6, 5), 0.5, generator=dt.Generator().manual_seed(1))
     b = init.sparse_(dt.empty(6, 5), 0.5, generator=dt.Generator().manual_seed(1))
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("shape, r", [((2, 8, 3, 2), 2), ((18, 2, 3), 3), ((1, 2, 4, 1, 1), 2)])
+def test_pixel_shuffle_unshuffle(shape, r):
+    x = rng.standard_normal(shape)
+    *lead, c, h, w = shape
+    expect = x.reshape(*lead, c // r // r, r, r, h, w)
+    n = len(lead)
+    expect = expect.transpose(*range(n), n, n + 3, n + 1, n + 4, n + 2).reshape(
+        *lead, c // r // r, h * r, w * r)
+    y = dt.nn.PixelShuffle(r)(t(x))
+    np.testing.assert_array_equal(y.numpy(), expect)
+    np.testing.assert_array_equal(dt.nn.PixelUnshuffle(r)(y).numpy(), x)
+    y = F.pixel_shuffle(t(x), r)
+    assert F.pixel_unshuffle(y, r).shape == x.shape
+    with pytest.raises(RuntimeError, match="divisible by the square of upscale_factor"):
+        F.pixel_shuffle(t(x), 5)
+    with pytest.raises(RuntimeError, match="at least 3 dimensions"):
+        F.pixel_unshuffle(t(np.ones((4, 4))), 2)
+
+
+def test_channel_shuffle():
+    x = np.arange(2 * 6 * 2.0).reshape(2, 6, 2)
+    y = dt.nn.ChannelShuffle(2)(t(x)).numpy()
+    np.testing.assert_array_equal(y, x[:, [0, 3, 1, 4, 2, 5]])  # groups (012)(345) interleaved
+    np.testing.assert_array_equal(F.channel_shuffle(t(x), 3).numpy(), x[:, [0, 2, 4, 1, 3, 5]])
+    with pytest.raises(RuntimeError, match="divisible by groups"):
+        F.channel_shuffle(t(x), 4)
+
+
+def test_lazy_linear_infers_in_features_at_first_call():
+    dt.manual_seed(0)
+    lazy = dt.nn.LazyLinear(3)
+    assert lazy.weight is None and list(lazy.parameters()) == []
+    x = dt.randn(5, 7)
+    y = lazy(x)
+    assert type(lazy) is dt.nn.Linear and lazy.in_features == 7
+    assert lazy.weight.shape == (3, 7) and lazy.bias.shape == (3,)
+    bound = 1 / math.sqrt(7)  # torch's default init for the inferred fan-in
+    assert float(lazy.weight.abs().max()) <= bound and float(lazy.bias.abs().max()) <= bound
+    np.testing.assert_allclose(y.detach().numpy(), x.numpy() @ lazy.weight.detach().numpy().T
+                               + lazy.bias.detach().numpy(), rtol=1e-6)
+    assert len(list(lazy.parameters())) == 2
+    assert dt.nn.LazyLinear(2, bias=False)(x).shape == (5, 2)

@@ -130,3 +130,56 @@ def test_channel_dropout_zeroes_whole_channels():
     assert drop3(x[:, :, None]) is not None and F.dropout3d(x, training=False) is x
     with pytest.raises(ValueError, match="Expected 3D or 4D input"):
         F.dropout2d(dt.ones(3, 3), 0.5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (4, 3, 2, 3)])
+def test_instance_norm_and_running_stats(shape):
+    x = rng.standard_normal(shape) * 2 + 1
+    axes = tuple(range(2, len(shape)))
+    cls = dt.nn.InstanceNorm1d if len(shape) == 3 else dt.nn.InstanceNorm2d
+    plain = cls(3)
+    assert plain.weight is None and plain.running_mean is None
+    np.testing.assert_allclose(plain(t(x)).numpy(), np_standardize(x, axes), rtol=1e-10)
+    np.testing.assert_allclose(plain(t(x[0])).numpy(), np_standardize(x[:1], axes)[0],
+                               rtol=1e-10)  # unbatched
+    m = cls(3, momentum=0.2, affine=True, track_running_stats=True).double()
+    with dt.no_grad():
+        m.weight.copy_(t([1.0, 2.0, 0.5]))
+        m.bias.copy_(t([0.0, -1.0, 3.0]))
+    cs = (1, 3) + (1,) * (len(shape) - 2)
+    out = m(t(x)).detach().numpy()
+    np.testing.assert_allclose(out, np_standardize(x, axes) * np.array([1.0, 2.0, 0.5]).reshape(
+        cs) + np.array([0.0, -1.0, 3.0]).reshape(cs), rtol=1e-10)
+    n = int(np.prod(shape[2:]))
+    mean = x.mean(axes).mean(0)
+    var = (x.var(axes) * n / (n - 1)).mean(0)
+    np.testing.assert_allclose(m.running_mean.numpy(), 0.2 * mean, rtol=1e-12)
+    np.testing.assert_allclose(m.running_var.numpy(), 0.8 + 0.2 * var, rtol=1e-12)
+    m.eval()  # eval with tracked statistics normalizes with them
+    expect = (x - m.running_mean.numpy().reshape(cs)) / np.sqrt(
+        m.running_var.numpy().reshape(cs) + 1e-5)
+    np.testing.assert_allclose(m(t(x)).detach().numpy(), expect * np.array(
+        [1.0, 2.0, 0.5]).reshape(cs) + np.array([0.0, -1.0, 3.0]).reshape(cs), rtol=1e-10)
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        F.instance_norm(t(np.ones((2, 3, 1))))
+    with pytest.raises(ValueError, match="match num_features"):
+        cls(4, affine=True)(t(x))
+
+
+@pytest.mark.parametrize("shape, normalized", [((3, 4), 4), ((2, 3, 4), (3, 4)), ((5,), [5])])
+def test_rms_norm(shape, normalized):
+    x = rng.standard_normal(shape)
+    k = 1 if isinstance(normalized, int) else len(normalized)
+    dims = tuple(range(len(shape) - k, len(shape)))
+    w = rng.standard_normal(shape[len(shape) - k:])
+    rms = np.sqrt((x * x).mean(dims, keepdims=True) + np.finfo(np.float64).eps)
+    np.testing.assert_allclose(F.rms_norm(t(x), normalized, t(w)).numpy(), x / rms * w,
+                               rtol=1e-12)
+    m = dt.nn.RMSNorm(normalized, eps=1e-3).double()
+    assert [n for n, _ in m.named_parameters()] == ["weight"]
+    np.testing.assert_allclose(m(t(x)).detach().numpy(),
+                               x / np.sqrt((x * x).mean(dims, keepdims=True) + 1e-3), rtol=1e-12)
+    assert dt.nn.RMSNorm(4, elementwise_affine=False).weight is None
+    assert repr(dt.nn.RMSNorm([2, 3])) == "RMSNorm((2, 3), eps=None, elementwise_affine=True)"
+    with pytest.raises(RuntimeError, match="normalized_shape"):
+        F.rms_norm(t(x), 7)

@@ -156,3 +156,61 @@ def test_return_indices_are_flat_positions_of_the_first_maximum():
         assert idx.numpy()[n, c, i, j] == where
     out, idx1 = nn.MaxPool2d(2, return_indices=True)(dt.tensor(x[0]))  # unbatched
     assert out.shape == idx1.shape == (3, 3, 4)
+
+
+def ref_adaptive(x, outs, reduce):
+    """Direct loops over torch's adaptive bins [floor(i n / o), ceil((i + 1) n / o))."""
+    sizes = x.shape[2:]
+    bins = [[(i * n // o, -(-(i + 1) * n // o)) for i in range(o)] for n, o in zip(sizes, outs)]
+    y = np.empty(x.shape[:2] + tuple(outs))
+    idx = np.empty(y.shape, dtype=np.int64)
+    for pos in np.ndindex(*outs):
+        sl = tuple(slice(*bins[d][p]) for d, p in enumerate(pos))
+        win = x[(Ellipsis,) + sl].reshape(x.shape[:2] + (-1,))
+        y[(Ellipsis,) + pos] = reduce(win, -1)
+        if reduce is np.max:
+            local = np.unravel_index(win.argmax(-1), [s.stop - s.start for s in sl])
+            idx[(Ellipsis,) + pos] = np.ravel_multi_index(
+                tuple(loc + s.start for loc, s in zip(local, sl)), sizes)
+    return y, idx
+
+
+@pytest.mark.parametrize("size, out", [(7, 3), (5, 5), (4, 6), (9, 1)])
+def test_adaptive_pool1d(size, out):
+    x = RNG.standard_normal((2, 3, size))
+    avg, _ = ref_adaptive(x, (out,), np.mean)
+    top, idx = ref_adaptive(x, (out,), np.max)
+    np.testing.assert_allclose(nn.AdaptiveAvgPool1d(out)(dt.tensor(x)).numpy(), avg, rtol=1e-12)
+    v, i = nn.AdaptiveMaxPool1d(out, return_indices=True)(dt.tensor(x))
+    np.testing.assert_array_equal(v.numpy(), top)
+    np.testing.assert_array_equal(i.numpy(), idx)
+    np.testing.assert_array_equal(nn.functional.adaptive_max_pool1d(dt.tensor(x[0]), out).numpy(),
+                                  top[0])  # unbatched
+
+
+@pytest.mark.parametrize("shape, out", [((5, 7), (2, 3)), ((4, 4), 3), ((6, 5), (None, 2))])
+def test_adaptive_max_pool2d_values_indices_and_gradient(shape, out):
+    x = RNG.standard_normal((2, 3) + shape)
+    outs = tuple(n if o is None else o for n, o in zip(shape, (out,) * 2
+                                                        if isinstance(out, int) else out))
+    top, idx = ref_adaptive(x, outs, np.max)
+    xt = dt.tensor(x, requires_grad=True)
+    v, i = nn.functional.adaptive_max_pool2d(xt, out, return_indices=True)
+    np.testing.assert_array_equal(v.detach().numpy(), top)
+    np.testing.assert_array_equal(i.numpy(), idx)
+    assert i.dtype == dt.int64 and repr(nn.AdaptiveMaxPool2d(out)) == \
+        f"AdaptiveMaxPool2d(output_size={out})"
+    v.sum().backward()
+    expected = np.zeros(x.size)  # one per window maximum, added up where windows overlap
+    np.add.at(expected, (idx + np.arange(6).reshape(2, 3, 1, 1) * shape[0] * shape[1]).ravel(),
+              1)
+    np.testing.assert_array_equal(xt.grad.numpy().ravel(), expected)
+    with pytest.raises(RuntimeError, match="Expected 3D or 4D tensor"):
+        nn.functional.adaptive_max_pool2d(dt.tensor(x[0, 0, 0]), 2)
+
+
+def test_upsample_is_interpolate_with_a_deprecation_warning():
+    x = dt.tensor(RNG.standard_normal((1, 2, 3, 3)))
+    with pytest.warns(UserWarning, match="upsample` is deprecated"):
+        y = nn.functional.upsample(x, scale_factor=2)
+    np.testing.assert_array_equal(y.numpy(), interpolate(x, scale_factor=2).numpy())
