@@ -13,8 +13,10 @@ from dtrain.autograd.ops.pointwise import Where, where
 from dtrain.autograd.ops.special import erf, erf_array  # noqa: F401  (erf: nn.activation.erf)
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.autograd.tensor_methods import inplace as _inplace
-from dtrain.core import creation
+from dtrain.core import backend, creation
+from dtrain.core import random as rnd
 from dtrain.core.backend import array_module
+from dtrain.core.random import manual_seed
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 
@@ -284,6 +286,59 @@ def softshrink(input, lambd=0.5):
 def hardshrink(input, lambd=0.5):
     """x where |x| > lambd, else 0."""
     return where(input.abs() > lambd, input, 0.0)
+
+
+def _gumbel_noise_samples():
+    s = SampleMaker("gumbel_noise")
+
+    def seeded(x):
+        manual_seed(3)  # the same noise on every call
+        return GumbelNoise.apply(x)
+    return [Sample(seeded, (s(3, 4, grad=False),))]
+
+
+@register("gumbel_noise", _gumbel_noise_samples, differentiable=False)
+class GumbelNoise(Op):
+    """Standard Gumbel samples -log(E), E ~ Exp(1), shaped and typed like `x`, from the
+    default generator of its device (an op, so that dtrain.jit draws afresh on replay)."""
+
+    differentiable = False
+    random = True
+
+    def forward(self, x):
+        xp = array_module(x)
+        dev = backend.device_of(x)
+        with backend.device_context(dev):
+            e = rnd.default_generator(dev).rng.standard_exponential(x.shape)
+        return (-xp.log(e)).astype(x.dtype, copy=False)
+
+
+def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
+    """softmax((logits + g) / tau) over dim with standard Gumbel noise g; `hard`: the one-hot
+    of its argmax in value, with the soft sample's gradient (straight-through)."""
+    if eps != 1e-10:
+        warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
+    y_soft = reduce.softmax((logits + GumbelNoise.apply(logits)) / tau, dim)
+    if not hard:
+        return y_soft
+    d = dim % logits.dim()
+    classes = creation.arange(logits.shape[d], device=logits.device).reshape(
+        (-1,) + (1,) * (logits.dim() - d - 1))
+    y_hard = (classes == y_soft.argmax(d, keepdim=True)).to(y_soft.dtype)
+    return y_hard - y_soft.detach() + y_soft
+
+
+def _gumbel_softmax_samples():
+    s = SampleMaker("gumbel_softmax")
+
+    def seeded(x, **kwargs):
+        manual_seed(5)
+        return gumbel_softmax(x, **kwargs)
+    return [Sample(lambda x: seeded(x, tau=0.5), (s(3, 4),)),
+            Sample(lambda x: seeded(x, dim=0), (s(3, 2, 2),))]
+
+
+register_composite("gumbel_softmax", _gumbel_softmax_samples)
 
 
 def _activation_samples():

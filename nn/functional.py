@@ -7,6 +7,7 @@ from dtrain.nn.activation import (  # noqa: F401
     elu,
     gelu,
     glu,
+    gumbel_softmax,
     hardshrink,
     hardsigmoid,
     hardswish,

@@ -10,4 +10,5 @@ from dtrain.optim.nadam import NAdam  # noqa: F401
 from dtrain.optim.optimizer import Optimizer  # noqa: F401
 from dtrain.optim.radam import RAdam  # noqa: F401
 from dtrain.optim.rmsprop import RMSprop  # noqa: F401
+from dtrain.optim.rprop import Rprop  # noqa: F401
 from dtrain.optim.sgd import SGD  # noqa: F401

@@ -295,3 +295,31 @@ def test_lazy_linear_infers_in_features_at_first_call():
                                + lazy.bias.detach().numpy(), rtol=1e-6)
     assert len(list(lazy.parameters())) == 2
     assert dt.nn.LazyLinear(2, bias=False)(x).shape == (5, 2)
+
+
+def test_gumbel_softmax_soft_hard_and_the_gumbel_max_frequencies():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4]))
+    x = t(np.tile(logits, (40000, 1)))
+    dt.manual_seed(0)
+    hard = F.gumbel_softmax(x, tau=0.5, hard=True).numpy()
+    assert set(np.unique(hard)) == {0.0, 1.0} and (hard.sum(1) == 1).all()
+    # Gumbel-max: the argmax of logits + Gumbel noise is a sample of softmax(logits)
+    np.testing.assert_allclose(hard.mean(0), [0.1, 0.2, 0.3, 0.4], atol=0.01)
+    noise = dt.nn.activation.GumbelNoise.apply(x[:2000]).numpy()
+    assert noise.mean() == pytest.approx(np.euler_gamma, abs=0.05)  # the Gumbel mean
+
+    y = rng.standard_normal((3, 5))
+    a, b = t(y, grad=True), t(y, grad=True)
+    dt.manual_seed(1)
+    soft = F.gumbel_softmax(a, tau=2.0, dim=0)
+    dt.manual_seed(1)
+    st = F.gumbel_softmax(b, tau=2.0, hard=True, dim=0)
+    np.testing.assert_allclose(soft.detach().numpy().sum(0), np.ones(5), rtol=1e-12)
+    np.testing.assert_array_equal(st.detach().numpy(),
+                                  soft.detach().numpy() == soft.detach().numpy().max(0))
+    cot = t(rng.standard_normal((3, 5)))
+    (soft * cot).sum().backward()
+    (st * cot).sum().backward()
+    np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-12)  # straight-through
+    with pytest.warns(UserWarning, match="`eps` parameter is deprecated"):
+        F.gumbel_softmax(a, eps=1e-5)

@@ -40,6 +40,7 @@ VARIANTS = [
     (dt.optim.RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
     (dt.optim.ASGD, dict(lr=0.1, weight_decay=0.1)),
     (dt.optim.ASGD, dict(lr=0.1, t0=1, maximize=True)),  # averaging (mu < 1) from step 4
+    (dt.optim.Rprop, dict(lr=0.05, maximize=True)),
 ]
 ALL, ALL_IDS = CONFIGS + VARIANTS, IDS + [f"{c.__name__}-v{i}" for i, (c, _) in
                                           enumerate(VARIANTS)]
@@ -139,7 +140,8 @@ STATE_KEYS = {dt.optim.SGD: {"momentum_buffer"},
               dt.optim.Adamax: {"step", "exp_avg", "exp_inf"},
               dt.optim.NAdam: {"step", "mu_product", "exp_avg", "exp_avg_sq"},
               dt.optim.RAdam: {"step", "exp_avg", "exp_avg_sq"},
-              dt.optim.ASGD: {"step", "eta", "mu", "ax"}}
+              dt.optim.ASGD: {"step", "eta", "mu", "ax"},
+              dt.optim.Rprop: {"step", "prev", "step_size"}}
 
 
 @pytest.mark.parametrize("cls, kwargs", ALL, ids=ALL_IDS)

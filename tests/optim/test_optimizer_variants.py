@@ -101,7 +101,21 @@ def ref_asgd(p, g, s, t, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0
     return p
 
 
+def ref_rprop(p, g, s, t, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), weight_decay=0.0):
+    """Riedmiller & Braun without weight backtracking (PyTorch's Rprop): grow the step
+    while the gradient keeps its sign, shrink it and skip the move when the sign flips.
+    Rprop has no weight decay: GROUP2's entry is kept in the group and unused (as torch)."""
+    prod = g * s.get("prev", 0.0)
+    factor = np.where(prod > 0, etas[1], np.where(prod < 0, etas[0], 1.0))
+    s["step"] = np.clip(s.get("step", lr) * factor, *step_sizes)
+    g = np.where(prod < 0, 0.0, g)
+    s["prev"] = g
+    return p - np.sign(g) * s["step"]
+
+
 CASES = [
+    (dt.optim.Rprop, ref_rprop, dict()),
+    (dt.optim.Rprop, ref_rprop, dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(0.01, 0.08))),
     (dt.optim.Adadelta, ref_adadelta, dict()),
     (dt.optim.Adadelta, ref_adadelta, dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.05)),
     (dt.optim.Adamax, ref_adamax, dict(lr=0.02)),
@@ -179,7 +193,8 @@ def test_asgd_ax_is_the_average_of_the_iterates_once_averaging_starts(float64_de
                                                                rel=1e-15)
 
 
-STATE_KEYS = {dt.optim.Adadelta: ["step", "square_avg", "acc_delta"],
+STATE_KEYS = {dt.optim.Rprop: ["step", "prev", "step_size"],
+              dt.optim.Adadelta: ["step", "square_avg", "acc_delta"],
               dt.optim.Adamax: ["step", "exp_avg", "exp_inf"],
               dt.optim.NAdam: ["step", "mu_product", "exp_avg", "exp_avg_sq"],
               dt.optim.RAdam: ["step", "exp_avg", "exp_avg_sq"],
@@ -213,6 +228,8 @@ def test_resume_from_saved_state_continues_identically(cls, rule, kwargs, tmp_pa
 def test_defaults_are_pytorchs():
     p = make_params()
     groups = {cls: cls(p).param_groups[0] for cls in STATE_KEYS}
+    assert {k: v for k, v in groups[dt.optim.Rprop].items() if k != "params"} == dict(
+        lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False)
     assert {k: v for k, v in groups[dt.optim.Adadelta].items() if k != "params"} == dict(
         lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False)
     assert {k: v for k, v in groups[dt.optim.Adamax].items() if k != "params"} == dict(
@@ -228,6 +245,8 @@ def test_defaults_are_pytorchs():
 
 
 @pytest.mark.parametrize("make, message", [
+    (lambda p: dt.optim.Rprop(p, lr=-1.0), "Invalid learning rate: -1.0"),
+    (lambda p: dt.optim.Rprop(p, etas=(1.2, 0.5)), "Invalid eta values: 1.2, 0.5"),
     (lambda p: dt.optim.Adadelta(p, lr=-1.0), "Invalid learning rate: -1.0"),
     (lambda p: dt.optim.Adadelta(p, rho=1.5), "Invalid rho value: 1.5"),
     (lambda p: dt.optim.Adadelta(p, eps=-1e-6), "Invalid epsilon value: -1e-06"),
