@@ -15,6 +15,7 @@ from dtrain.nn.containers import (ModuleDict, ModuleList, ParameterDict,  # noqa
 from dtrain.nn.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from dtrain.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from dtrain.nn.linear import LazyLinear  # noqa: F401
+from dtrain.nn.fold import Fold, Unfold  # noqa: F401
 from dtrain.nn.pixelshuffle import ChannelShuffle, PixelShuffle, PixelUnshuffle  # noqa: F401
 from dtrain.nn.loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss,  # noqa: F401
                             HuberLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss)
@@ -23,8 +24,9 @@ from dtrain.nn.loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbedding
                             MultiMarginLoss, PoissonNLLLoss, SoftMarginLoss, TripletMarginLoss)
 from dtrain.nn.normalization import (BatchNorm1d, BatchNorm2d, GroupNorm,  # noqa: F401
                                      LayerNorm)
-from dtrain.nn.normalization import InstanceNorm1d, InstanceNorm2d, RMSNorm  # noqa: F401
-from dtrain.nn.sparse import Embedding  # noqa: F401
+from dtrain.nn.normalization import (InstanceNorm1d, InstanceNorm2d,  # noqa: F401
+                                     LocalResponseNorm, RMSNorm)
+from dtrain.nn.sparse import Embedding, EmbeddingBag  # noqa: F401
 from dtrain.nn import functional, init, utils  # noqa: F401,E402
 from dtrain.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d,  # noqa: F401
                                ConstantPad1d, ConstantPad2d, ConstantPad3d, ReflectionPad1d,

@@ -35,6 +35,7 @@ from dtrain.nn.attention import scaled_dot_product_attention  # noqa: F401
 from dtrain.nn.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: F401
 from dtrain.nn.distance import cosine_similarity, pairwise_distance  # noqa: F401
 from dtrain.nn.dropout import dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
+from dtrain.nn.fold import fold, unfold  # noqa: F401
 from dtrain.nn.linear import bilinear, linear  # noqa: F401
 from dtrain.nn.loss import (  # noqa: F401
     binary_cross_entropy,
@@ -62,6 +63,7 @@ from dtrain.nn.normalization import (  # noqa: F401
     group_norm,
     instance_norm,
     layer_norm,
+    local_response_norm,
     rms_norm,
 )
 from dtrain.nn.pixelshuffle import channel_shuffle, pixel_shuffle, pixel_unshuffle  # noqa: F401
@@ -77,7 +79,7 @@ from dtrain.nn.pooling import (  # noqa: F401
     max_pool2d,
     upsample,
 )
-from dtrain.nn.sparse import embedding, one_hot  # noqa: F401
+from dtrain.nn.sparse import embedding, embedding_bag, one_hot  # noqa: F401
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):

@@ -9,6 +9,7 @@ import numpy as np
 
 from dtrain.autograd.grad_mode import no_grad, state
 from dtrain.autograd.node import Op
+from dtrain.autograd.ops.shape import pad
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import creation
 from dtrain.core import dtype as dtypes
@@ -16,6 +17,7 @@ from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
+from dtrain.nn.pooling import avg_pool2d
 
 
 def _standardize_samples():
@@ -196,6 +198,21 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     return out if weight is None else out * weight
 
 
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    """x_c / (k + alpha / size * sum of x^2 over channels c - size//2 .. c + (size-1)//2)^beta
+    (zeros beyond the edges), over dim 1 of (N, C, *) input (Krizhevsky et al.)."""
+    if input.dim() < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {input.dim()} "
+                         f"dimensions)")
+    if input.numel() == 0:
+        return input
+    n, c = input.shape[:2]
+    sq = (input * input).reshape(n, 1, c, -1)
+    sq = pad(sq, (0, 0, size // 2, (size - 1) // 2))
+    div = avg_pool2d(sq, (size, 1), stride=1).reshape(input.shape)
+    return input / (div * alpha + k) ** beta
+
+
 def _norm_samples():
     s = SampleMaker("normalization")
     rm, rv = s(3, grad=False), s(3, low=0.5, high=1.5, grad=False)
@@ -206,7 +223,9 @@ def _norm_samples():
             Sample(lambda x, w, b: instance_norm(x, None, None, w, b), (s(2, 3, 4), s(3), s(3))),
             Sample(lambda x: instance_norm(x, rm, rv, use_input_stats=False), (s(2, 3, 2, 2),)),
             Sample(lambda x, w: rms_norm(x, (2, 3), w, 1e-3), (s(2, 2, 3), s(2, 3))),
-            Sample(lambda x: rms_norm(x, 4), (s(3, 4),))]
+            Sample(lambda x: rms_norm(x, 4), (s(3, 4),)),
+            Sample(lambda x: local_response_norm(x, 3, 0.5, 0.7, 2.0), (s(2, 5, 3),)),
+            Sample(lambda x: local_response_norm(x, 2), (s(1, 3, 2, 2),))]
 
 
 register_composite("normalization", _norm_samples)
@@ -403,3 +422,15 @@ class RMSNorm(Module):
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
+
+
+class LocalResponseNorm(Module):
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+    def forward(self, input):
+        return local_response_norm(input, self.size, self.alpha, self.beta, self.k)

@@ -1,2 +1,2 @@
 """torch.nn.modules.sparse."""
-from dtrain.nn.sparse import Embedding  # noqa: F401
+from dtrain.nn.sparse import Embedding, EmbeddingBag  # noqa: F401

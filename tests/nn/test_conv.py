@@ -204,3 +204,58 @@ def test_small_cnn_learns_bar_orientation():
     with dt.no_grad():
         pred = model(dt.tensor(x_test)).argmax(1).numpy()
     assert (pred == y_test).mean() >= 0.95
+
+
+def ref_unfold(x, k, d, p, s):
+    """Direct loops: column l of block (i, j) holds x_padded[c, i*s + a*d, j*s + b*d]."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
+    oh = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    out = np.empty((n, c * k[0] * k[1], oh * ow))
+    for ch in range(c):
+        for a in range(k[0]):
+            for b in range(k[1]):
+                row = (ch * k[0] + a) * k[1] + b
+                for i in range(oh):
+                    for j in range(ow):
+                        out[:, row, i * ow + j] = xp[:, ch, i * s[0] + a * d[0],
+                                                     j * s[1] + b * d[1]]
+    return out
+
+
+@pytest.mark.parametrize("k, d, p, s", [((2, 2), (1, 1), (0, 0), (1, 1)),
+                                        ((3, 2), (1, 2), (1, 0), (2, 1)),
+                                        ((2, 3), (2, 1), (1, 2), (1, 3))])
+def test_unfold_fold_against_loops_and_as_adjoints(k, d, p, s):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 6, 7))
+    cols = F.unfold(dt.tensor(x), k, d, p, s).numpy()
+    np.testing.assert_array_equal(cols, ref_unfold(x, k, d, p, s))
+    np.testing.assert_array_equal(nn.Unfold(k, d, p, s)(dt.tensor(x[0])).numpy(), cols[0])
+    # fold is unfold's adjoint: <unfold(x), c> == <x, fold(c)>
+    c = rng.standard_normal(cols.shape)
+    back = nn.Fold((6, 7), k, d, p, s)(dt.tensor(c)).numpy()
+    assert (cols * c).sum() == pytest.approx((x * back).sum(), rel=1e-12)
+    # fold(unfold(x)) counts how many blocks cover each pixel
+    ones = F.fold(F.unfold(dt.ones(1, 1, 6, 7, dtype=dt.float64), k, d, p, s), (6, 7), k, d, p,
+                  s).numpy()
+    np.testing.assert_array_equal(F.fold(dt.tensor(cols), (6, 7), k, d, p, s).numpy(), x * ones)
+
+
+def test_unfold_matmul_is_conv2d_and_fold_errors():
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 3))
+    cols = F.unfold(dt.tensor(x), 3, padding=1)  # torch's documented conv-by-unfold example
+    out = (cols.transpose(1, 2) @ dt.tensor(w.reshape(4, -1)).t()).transpose(1, 2)
+    np.testing.assert_allclose(out.reshape(2, 4, 5, 6).numpy(),
+                               F.conv2d(dt.tensor(x), dt.tensor(w), padding=1).numpy(),
+                               rtol=1e-12, atol=1e-12)
+    assert repr(nn.Fold((4, 5), 2)) == \
+        "Fold(output_size=(4, 5), kernel_size=2, dilation=1, padding=0, stride=1)"
+    with pytest.raises(RuntimeError, match="number of sliding blocks 3 \\* 4 = 12"):
+        F.fold(dt.zeros(1, 4, 10), (4, 5), 2)
+    with pytest.raises(RuntimeError, match="divisible by the product of kernel_size"):
+        F.fold(dt.zeros(1, 5, 12), (4, 5), 2)
+    with pytest.raises(RuntimeError, match="Only 3D or 4D input"):
+        F.unfold(dt.zeros(2, 2), 2)

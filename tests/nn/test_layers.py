@@ -323,3 +323,66 @@ def test_gumbel_softmax_soft_hard_and_the_gumbel_max_frequencies():
     np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-12)  # straight-through
     with pytest.warns(UserWarning, match="`eps` parameter is deprecated"):
         F.gumbel_softmax(a, eps=1e-5)
+
+
+def ref_bags(w, idx, offsets, mode, psw=None, padding_idx=None):
+    """Bag by bag in Python: the kept rows (weighted), then sum, mean or max; 0 if empty."""
+    ends = list(offsets[1:]) + [len(idx)]
+    out = []
+    for b, (s, e) in enumerate(zip(offsets, ends)):
+        rows = [w[i] * (1.0 if psw is None else psw[k]) for k, i in enumerate(idx[s:e], s)
+                if i != padding_idx]
+        if not rows:
+            out.append(np.zeros(w.shape[1]))
+            continue
+        out.append({"sum": np.sum, "mean": np.mean, "max": np.max}[mode](rows, axis=0))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("padding_idx", [None, 2])
+def test_embedding_bag_against_python_bags(mode, padding_idx):
+    w = rng.standard_normal((6, 4))
+    idx = np.array([1, 2, 4, 4, 0, 2, 5, 3])
+    offsets = [0, 3, 3, 4, 7]  # bag 1 empty; bag 4 has one entry
+    got = F.embedding_bag(dt.tensor(idx), t(w), dt.tensor(offsets), mode=mode,
+                          padding_idx=padding_idx)
+    np.testing.assert_allclose(got.numpy(), ref_bags(w, idx, offsets, mode,
+                                                     padding_idx=padding_idx), rtol=1e-12)
+    bag = dt.nn.EmbeddingBag(6, 4, mode=mode, padding_idx=padding_idx,
+                             include_last_offset=True).double()
+    with dt.no_grad():
+        bag.weight.copy_(t(w))
+    got = bag(dt.tensor(idx), dt.tensor(offsets + [8]))
+    np.testing.assert_allclose(got.detach().numpy(), ref_bags(w, idx, offsets, mode,
+                                                              padding_idx=padding_idx),
+                               rtol=1e-12)
+    fixed = bag(dt.tensor(idx.reshape(2, 4)))  # 2-D input: each row is a bag
+    np.testing.assert_allclose(fixed.detach().numpy(), ref_bags(w, idx, [0, 4], mode,
+                                                                padding_idx=padding_idx),
+                               rtol=1e-12)
+
+
+def test_embedding_bag_per_sample_weights_gradient_and_errors():
+    w = rng.standard_normal((5, 3))
+    idx, offsets = np.array([0, 4, 4, 1, 3]), [0, 2]
+    psw = rng.standard_normal(5)
+    wt, pt = t(w, grad=True), t(psw, grad=True)
+    out = F.embedding_bag(dt.tensor(idx), wt, dt.tensor(offsets), mode="sum",
+                          per_sample_weights=pt)
+    np.testing.assert_allclose(out.detach().numpy(), ref_bags(w, idx, offsets, "sum", psw),
+                               rtol=1e-12)
+    out.sum().backward()
+    expected = np.zeros_like(w)
+    np.add.at(expected, idx, np.repeat(psw[:, None], 3, 1))
+    np.testing.assert_allclose(wt.grad.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(pt.grad.numpy(), w[idx].sum(1), rtol=1e-12)
+    bag = dt.nn.EmbeddingBag(5, 3, mode="sum", padding_idx=1)
+    assert repr(bag) == "EmbeddingBag(5, 3, padding_idx=1, mode=sum)"
+    assert (bag.weight[1] == 0).all()
+    with pytest.raises(NotImplementedError, match="only supported for mode='sum'"):
+        F.embedding_bag(dt.tensor(idx), wt, dt.tensor(offsets), per_sample_weights=pt)
+    with pytest.raises(ValueError, match="offsets has to be None"):
+        F.embedding_bag(dt.tensor(idx.reshape(1, 5)), wt, dt.tensor(offsets))
+    with pytest.raises(ValueError, match="offsets\\[0\\] has to be 0"):
+        F.embedding_bag(dt.tensor(idx), wt, dt.tensor([1, 3]))

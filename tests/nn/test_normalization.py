@@ -183,3 +183,19 @@ def test_rms_norm(shape, normalized):
     assert repr(dt.nn.RMSNorm([2, 3])) == "RMSNorm((2, 3), eps=None, elementwise_affine=True)"
     with pytest.raises(RuntimeError, match="normalized_shape"):
         F.rms_norm(t(x), 7)
+
+
+@pytest.mark.parametrize("shape, size", [((2, 6, 4), 3), ((1, 5, 2, 3), 2), ((2, 4, 3), 5)])
+def test_local_response_norm(shape, size):
+    x = rng.standard_normal(shape)
+    c = shape[1]
+    sq = np.zeros_like(x)
+    for ch in range(c):  # window ch - size//2 .. ch + (size-1)//2, zeros outside
+        lo, hi = max(ch - size // 2, 0), min(ch + (size - 1) // 2, c - 1)
+        sq[:, ch] = (x[:, lo:hi + 1] ** 2).sum(1)
+    expect = x / (2.0 + 0.3 / size * sq) ** 0.6
+    m = dt.nn.LocalResponseNorm(size, alpha=0.3, beta=0.6, k=2.0)
+    np.testing.assert_allclose(m(t(x)).numpy(), expect, rtol=1e-12)
+    assert repr(m) == f"LocalResponseNorm({size}, alpha=0.3, beta=0.6, k=2.0)"
+    with pytest.raises(ValueError, match="Expected 3D or higher"):
+        F.local_response_norm(t(x[0, 0]), 2)
