@@ -107,6 +107,10 @@ compile = jit.compile  # dt.compile(fn_or_module): graph mode (see dtrain/jit)
 
 nn.SyncBatchNorm = distributed.SyncBatchNorm  # torch's name; defined above nn in the layers
 from dtrain.nn.distance import cosine_similarity, pairwise_distance  # noqa: E402,F401
+from dtrain.nn.activation import hardshrink, threshold, threshold_  # noqa: E402,F401
+from dtrain.nn.normalization import rms_norm  # noqa: E402,F401
+from dtrain.nn.pixelshuffle import (channel_shuffle, pixel_shuffle,  # noqa: E402,F401
+                                    pixel_unshuffle)
 
 __version__ = "0.1.0"
 

@@ -267,6 +267,11 @@ def threshold(input, threshold, value, inplace=False):
     return _maybe_inplace(lambda x, th, v: where(x > th, x, v), input, inplace, threshold, value)
 
 
+def threshold_(input, threshold_value, value):
+    """In-place `threshold`."""
+    return threshold(input, threshold_value, value, inplace=True)
+
+
 def tanhshrink(input):
     """x - tanh(x)."""
     return input - input.tanh()

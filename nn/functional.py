@@ -30,6 +30,7 @@ from dtrain.nn.activation import (  # noqa: F401
     tanh,
     tanhshrink,
     threshold,
+    threshold_,
 )
 from dtrain.nn.attention import scaled_dot_product_attention  # noqa: F401
 from dtrain.nn.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: F401

@@ -264,8 +264,8 @@ def test_pixel_shuffle_unshuffle(shape, r):
     y = dt.nn.PixelShuffle(r)(t(x))
     np.testing.assert_array_equal(y.numpy(), expect)
     np.testing.assert_array_equal(dt.nn.PixelUnshuffle(r)(y).numpy(), x)
-    y = F.pixel_shuffle(t(x), r)
-    assert F.pixel_unshuffle(y, r).shape == x.shape
+    y = dt.pixel_shuffle(t(x), r)
+    assert dt.pixel_unshuffle(y, r).shape == x.shape
     with pytest.raises(RuntimeError, match="divisible by the square of upscale_factor"):
         F.pixel_shuffle(t(x), 5)
     with pytest.raises(RuntimeError, match="at least 3 dimensions"):
@@ -380,6 +380,10 @@ def test_embedding_bag_per_sample_weights_gradient_and_errors():
     bag = dt.nn.EmbeddingBag(5, 3, mode="sum", padding_idx=1)
     assert repr(bag) == "EmbeddingBag(5, 3, padding_idx=1, mode=sum)"
     assert (bag.weight[1] == 0).all()
+    frozen = dt.nn.EmbeddingBag.from_pretrained(t(w), mode="max")
+    assert not frozen.weight.requires_grad
+    np.testing.assert_array_equal(frozen(dt.tensor(idx), dt.tensor(offsets)).numpy(),
+                                  ref_bags(w, idx, offsets, "max"))
     with pytest.raises(NotImplementedError, match="only supported for mode='sum'"):
         F.embedding_bag(dt.tensor(idx), wt, dt.tensor(offsets), per_sample_weights=pt)
     with pytest.raises(ValueError, match="offsets has to be None"):

@@ -168,6 +168,9 @@ def test_shrink_and_threshold_activations():
     np.testing.assert_allclose(nn.Softshrink(0.4)(t(x)).numpy(),
                                np.where(x > 0.4, x - 0.4, np.where(x < -0.4, x + 0.4, 0)))
     np.testing.assert_allclose(nn.Tanhshrink()(t(x)).numpy(), x - np.tanh(x))
+    assert dt.threshold is F.threshold and dt.hardshrink is F.hardshrink
+    z = t(x)
+    assert F.threshold_(z, 0.5, 0.0) is z and (z.numpy() == np.where(x > 0.5, x, 0)).all()
     y = t(x)
     assert nn.Threshold(0.0, -1.0, inplace=True)(y) is y
     np.testing.assert_array_equal(y.numpy(), np.where(x > 0, x, -1))
