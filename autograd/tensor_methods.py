@@ -78,6 +78,7 @@ METHODS = {
     **{name: getattr(X, name) for name in ("index_add", "index_copy", "index_fill",
                                            "index_put", "put", "masked_scatter", "scatter",
                                            "scatter_reduce")},
+    "hardshrink": P.hardshrink,
     "where": lambda self, condition, other: P.where(condition, self, other),
     "view_as": lambda self, other: S.view(self, other._data.shape),
     "reshape_as": lambda self, other: S.reshape(self, other._data.shape),

@@ -9,7 +9,7 @@ import warnings
 from dtrain.autograd.grad_mode import no_grad
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops import reduce
-from dtrain.autograd.ops.pointwise import Where, where
+from dtrain.autograd.ops.pointwise import Where, hardshrink, where
 from dtrain.autograd.ops.special import erf, erf_array  # noqa: F401  (erf: nn.activation.erf)
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.autograd.tensor_methods import inplace as _inplace
@@ -286,11 +286,6 @@ def softshrink(input, lambd=0.5):
     """x - lambd where x > lambd, x + lambd where x < -lambd, else 0."""
     _check_lambd(lambd)
     return input - input.clamp(-lambd, lambd)
-
-
-def hardshrink(input, lambd=0.5):
-    """x where |x| > lambd, else 0."""
-    return where(input.abs() > lambd, input, 0.0)
 
 
 def _gumbel_noise_samples():

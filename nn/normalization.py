@@ -4,6 +4,7 @@ All three standardize over some axes, (x - mean) / sqrt(var + eps) with the bias
 then apply a per-channel affine map; the standardization is one op, `Standardize`.
 """
 import numbers
+import warnings
 
 import numpy as np
 
@@ -383,9 +384,14 @@ class _InstanceNorm(_NormBase):
                              f"{input.dim()}D input)")
         unbatched = input.dim() == self._dims[0]
         x = input.unsqueeze(0) if unbatched else input
-        if x.shape[1] != self.num_features and self.affine:
-            raise ValueError(f"expected input's size at dim={x.dim() - self._dims[1] + 1} to "
-                             f"match num_features ({self.num_features}), but got: {x.shape[1]}.")
+        if x.shape[1] != self.num_features:
+            feature_dim = 0 if unbatched else 1
+            if self.affine:
+                raise ValueError(f"expected input's size at dim={feature_dim} to match "
+                                 f"num_features ({self.num_features}), but got: {x.shape[1]}.")
+            warnings.warn(f"input's size at dim={feature_dim} does not match num_features. You "
+                          "can silence this warning by not passing in num_features, which is "
+                          "not used because affine=False", stacklevel=2)
         out = instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training or not self.track_running_stats,
                             0.0 if self.momentum is None else self.momentum, self.eps)

@@ -317,4 +317,8 @@ class EmbeddingBag(Module):
                              self.include_last_offset, self.padding_idx)
 
     def extra_repr(self):
-        return Embedding.extra_repr(self) + f", mode={self.mode}"
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm}"
+        s += f", mode={self.mode!r}"  # torch: mode repr'd, then padding_idx
+        return s if self.padding_idx is None else s + f", padding_idx={self.padding_idx}"

@@ -487,6 +487,11 @@ def clamp(input, min=None, max=None):
 clip = clamp
 
 
+def hardshrink(input, lambd=0.5):
+    """x where |x| > lambd, else 0 (`F.hardshrink`, `Tensor.hardshrink`)."""
+    return where(abs(input) > lambd, input, 0.0)
+
+
 def where(condition, input=None, other=None):
     """Elementwise `input if condition else other`; `where(cond)` gives nonzero indices."""
     if input is None and other is None:

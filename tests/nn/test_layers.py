@@ -378,7 +378,7 @@ def test_embedding_bag_per_sample_weights_gradient_and_errors():
     np.testing.assert_allclose(wt.grad.numpy(), expected, rtol=1e-12)
     np.testing.assert_allclose(pt.grad.numpy(), w[idx].sum(1), rtol=1e-12)
     bag = dt.nn.EmbeddingBag(5, 3, mode="sum", padding_idx=1)
-    assert repr(bag) == "EmbeddingBag(5, 3, padding_idx=1, mode=sum)"
+    assert repr(bag) == "EmbeddingBag(5, 3, mode='sum', padding_idx=1)"
     assert (bag.weight[1] == 0).all()
     frozen = dt.nn.EmbeddingBag.from_pretrained(t(w), mode="max")
     assert not frozen.weight.requires_grad

@@ -169,6 +169,7 @@ def test_shrink_and_threshold_activations():
                                np.where(x > 0.4, x - 0.4, np.where(x < -0.4, x + 0.4, 0)))
     np.testing.assert_allclose(nn.Tanhshrink()(t(x)).numpy(), x - np.tanh(x))
     assert dt.threshold is F.threshold and dt.hardshrink is F.hardshrink
+    np.testing.assert_array_equal(t(x).hardshrink(0.4).numpy(), np.where(np.abs(x) > 0.4, x, 0))
     z = t(x)
     assert F.threshold_(z, 0.5, 0.0) is z and (z.numpy() == np.where(x > 0.5, x, 0)).all()
     y = t(x)

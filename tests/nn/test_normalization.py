@@ -162,8 +162,10 @@ def test_instance_norm_and_running_stats(shape):
         [1.0, 2.0, 0.5]).reshape(cs) + np.array([0.0, -1.0, 3.0]).reshape(cs), rtol=1e-10)
     with pytest.raises(ValueError, match="more than 1 spatial element"):
         F.instance_norm(t(np.ones((2, 3, 1))))
-    with pytest.raises(ValueError, match="match num_features"):
+    with pytest.raises(ValueError, match="size at dim=1 to match num_features \\(4\\)"):
         cls(4, affine=True)(t(x))
+    with pytest.warns(UserWarning, match="dim=0 does not match num_features"):
+        cls(4)(t(x[0]))
 
 
 @pytest.mark.parametrize("shape, normalized", [((3, 4), 4), ((2, 3, 4), (3, 4)), ((5,), [5])])
