@@ -1,5 +1,6 @@
 """Distributed training over MPI (mpi4py) and NCCL (CuPy), with torch.distributed's names."""
-from dtrain.distributed.collectives import (ReduceOp, all_gather, all_gather_into_tensor,  # noqa: F401
+from dtrain.distributed.collectives import (CommCounter, ReduceOp, all_gather,  # noqa: F401
+                                            all_gather_into_tensor,
                                             all_gather_object, all_reduce, all_to_all_single,
                                             barrier, broadcast, broadcast_object_list, gather,
                                             irecv, isend, recv, reduce, reduce_scatter_tensor,

@@ -5,6 +5,7 @@ timeout; `async_op=True` returns a `Work`. Every collective is checked to be the
 (collective, op, root, dtypes, shapes) on all ranks of the group, alongside the transfer
 (`call_check`); a mismatch raises CollectiveMismatchError on every rank. Point-to-point
 transfers are not matched that way; a receive checks the size of what arrived.
+`CommCounter` counts the collectives called while it is active (calls and bytes per kind).
 """
 import numpy as np
 
@@ -26,6 +27,34 @@ class ReduceOp:
     MAX = "max"
 
 
+class CommCounter:
+    """Collective calls and payload bytes per kind ("all_reduce", "all_gather",
+    "reduce_scatter", "broadcast", ...) made on this rank while active::
+
+        with dt.distributed.CommCounter() as comm:
+            loss.backward()
+        comm.calls["reduce_scatter"], comm.bytes["reduce_scatter"]
+
+    The payload is the whole (unsharded) buffer: an all-gather's output, a reduce-scatter's
+    input, the tensor of an all-reduce, broadcast or reduce."""
+
+    def __init__(self):
+        self.calls, self.bytes = {}, {}
+
+    def __enter__(self):
+        _counters.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _counters.remove(self)
+
+    def volume(self):
+        """Bytes moved in the ZeRO paper's unit: an all-reduce counts twice (it is a
+        reduce-scatter plus an all-gather), every other collective once."""
+        return sum(b * (2 if kind == "all_reduce" else 1) for kind, b in self.bytes.items())
+
+
+_counters = []  # the active CommCounters
 _OPS = {ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PRODUCT, ReduceOp.MIN, ReduceOp.MAX}
 _WIDER = {np.dtype(np.float16): np.float32, np.dtype(np.bool_): np.uint8}  # no MPI type/op
 
@@ -73,13 +102,17 @@ def _reducible(arr, op, what):
     return work, ("sum" if op == ReduceOp.AVG else op), back
 
 
-def _launch(group, name, start, finish, async_op, *fields, blocking=None):
+def _launch(group, name, start, finish, async_op, *fields, blocking=None, payload=0):
     """Number the call and post its check, start it, and wait (or hand back the Work).
-    `fields` describe the call for the check: strings ("op=sum") and arrays (dtype, shape).
+    `fields` describe the call for the check: strings ("op=sum") and arrays (dtype, shape);
+    `payload` is the bytes that `CommCounter` counts.
 
     A synchronous call with a `blocking` form waits for its check first, then transfers
     with that: once the check passed, every rank is inside this same call, so the transfer
     needs no timeout of its own and a mismatched one never starts."""
+    for counter in _counters:
+        counter.calls[name] = counter.calls.get(name, 0) + 1
+        counter.bytes[name] = counter.bytes.get(name, 0) + payload
     if blocking is not None and not async_op:
         _agree(group, name, *fields)
         blocking()
@@ -121,7 +154,8 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     comm = g.comm_for(work)
     blocking = comm.Allreduce and (lambda: comm.Allreduce(work, mpi_op))
     return _launch(g, "all_reduce", lambda: comm.Iallreduce(work, mpi_op), finish, async_op,
-                   "op=" + op, tensor._data, blocking=blocking)
+                   "op=" + op, tensor._data, blocking=blocking,
+                   payload=buf.array.nbytes)
 
 
 def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
@@ -140,7 +174,8 @@ def reduce(tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
             back(g.size())
         buf.done()
     return _launch(g, "reduce", lambda: g.comm_for(work).Ireduce(work, root, mpi_op), finish,
-                   async_op, "op=" + op, f"dst={dst}", tensor._data)
+                   async_op, "op=" + op, f"dst={dst}", tensor._data,
+                   payload=buf.array.nbytes)
 
 
 def broadcast(tensor, src, group=None, async_op=False):
@@ -152,7 +187,7 @@ def broadcast(tensor, src, group=None, async_op=False):
     buf = _Buffer(tensor, "broadcast", writes=g.rank() != root)
     arr = _raw(buf.array)
     return _launch(g, "broadcast", lambda: g.comm_for(arr).Ibcast(arr, root), buf.done,
-                   async_op, f"src={src}", tensor._data)
+                   async_op, f"src={src}", tensor._data, payload=arr.nbytes)
 
 
 def _raw(arr):
@@ -179,7 +214,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     inp = _Buffer(input_tensor, "all_gather_into_tensor", writes=False)
     send, recv = _raw(inp.array), _raw(out.array)
     return _launch(g, "all_gather", lambda: g.comm_for(send).Iallgather(send, recv), out.done,
-                   async_op, input_tensor._data)
+                   async_op, input_tensor._data, payload=recv.nbytes)
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -234,7 +269,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
         out.done()
     return _launch(g, "reduce_scatter",
                    lambda: g.comm_for(send).Ireduce_scatter(send, recv, mpi_op), finish,
-                   async_op, "op=" + op, input._data)
+                   async_op, "op=" + op, input._data, payload=inp.array.nbytes)
 
 
 def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
@@ -261,7 +296,8 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
     return _launch(g, "gather",
                    lambda: g.comm_for(send).Igather(send, None if recv is None else _raw(recv),
                                                     root),
-                   finish, async_op, f"dst={dst}", tensor._data)
+                   finish, async_op, f"dst={dst}", tensor._data,
+                   payload=send.nbytes * g.size())
 
 
 def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
@@ -280,7 +316,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False):
     out = _Buffer(tensor, "scatter")
     recv = _raw(out.array)
     return _launch(g, "scatter", lambda: g.comm_for(recv).Iscatter(send, recv, root), out.done,
-                   async_op, f"src={src}", tensor._data)
+                   async_op, f"src={src}", tensor._data, payload=recv.nbytes * g.size())
 
 
 def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None,
@@ -304,7 +340,7 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
     return _launch(g, "all_to_all",
                    lambda: g.comm_for(send).Ialltoallv(send, [s * row_in for s in in_sizes],
                                                        recv, [s * row_out for s in out_sizes]),
-                   out.done, async_op, _rows(input._data))
+                   out.done, async_op, _rows(input._data), payload=send.nbytes)
 
 
 def _rows(arr):

@@ -64,6 +64,20 @@ o = dt.zeros(3)
 dist.reduce_scatter_tensor(o, dt.tensor(full[r]))
 np.testing.assert_allclose(o.cpu().numpy(), np.sum(full, 0)[3 * r:3 * r + 3])
 
+# reduce_scatter with AVG in float64, asynchronously; the counter sees every call's payload
+full = [rank_values(k, (n, 2), np.float64) for k in range(n)]
+o = dt.zeros(2, dtype=dt.float64)
+with dist.CommCounter() as comm:
+    dist.reduce_scatter_tensor(o, dt.tensor(full[r]), op=dist.ReduceOp.AVG, async_op=True).wait()
+    dist.all_gather_into_tensor(dt.zeros(n * 3), dt.zeros(3))
+    dist.all_reduce(dt.zeros(10, dtype=dt.float64))
+np.testing.assert_allclose(o.cpu().numpy(), np.mean(full, 0)[r], rtol=1e-15)
+assert comm.calls == {"reduce_scatter": 1, "all_gather": 1, "all_reduce": 1}, comm.calls
+assert comm.bytes == {"reduce_scatter": 16 * n, "all_gather": 12 * n, "all_reduce": 80}
+assert comm.volume() == 16 * n + 12 * n + 160
+dist.all_reduce(dt.zeros(1))  # outside the block: not counted
+assert comm.calls["all_reduce"] == 1
+
 # gather / scatter with a non-default root
 g = [dt.zeros(2, 2) for _ in range(n)] if r == 0 else None
 dist.gather(dt.full((2, 2), float(r)), g, dst=0)
