@@ -14,3 +14,4 @@ from dtrain.distributed.work import CollectiveMismatchError, DistTimeoutError, W
 from dtrain.distributed import comm_hooks  # noqa: F401,E402
 from dtrain.distributed.ddp import DistributedDataParallel  # noqa: F401,E402
 from dtrain.distributed.sync_batchnorm import SyncBatchNorm  # noqa: F401,E402
+from dtrain.distributed import optim  # noqa: F401,E402
