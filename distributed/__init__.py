@@ -15,3 +15,4 @@ from dtrain.distributed import comm_hooks  # noqa: F401,E402
 from dtrain.distributed.ddp import DistributedDataParallel  # noqa: F401,E402
 from dtrain.distributed.sync_batchnorm import SyncBatchNorm  # noqa: F401,E402
 from dtrain.distributed import optim  # noqa: F401,E402
+from dtrain.distributed import fsdp  # noqa: F401,E402

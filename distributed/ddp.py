@@ -61,7 +61,7 @@ class DistributedDataParallel(Module):
         self._inv_world = 1.0 / group.size()
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self._names = {id(p): n for n, p in named}
-        _verify_same_model(module, group)
+        verify_same_model(module.named_parameters(), group, "DistributedDataParallel")
         self._sync_states(module.parameters())
         self._sync_states(module.buffers())
         self._buckets = _make_buckets([p for _, p in reversed(named)], bucket_cap_mb)
@@ -210,9 +210,10 @@ def _make_buckets(params, cap_mb):
     return buckets
 
 
-def _verify_same_model(module, group):
-    """Every rank must hold the same parameter names, shapes and dtypes."""
-    mine = [(n, tuple(p._data.shape), p.dtype.name) for n, p in module.named_parameters()]
+def verify_same_model(named_params, group, who):
+    """Every rank must hold the same parameter names, shapes and dtypes (one small
+    all-gather); `who` names the caller in the error."""
+    mine = [(n, tuple(p._data.shape), p.dtype.name) for n, p in named_params]
     everyone = [None] * group.size()
     collectives.all_gather_object(everyone, mine, group=group)
     reference = everyone[0]
@@ -228,7 +229,7 @@ def _verify_same_model(module, group):
                                 f"{_describe(got.get(n))} but on rank {group.ranks[0]} it is "
                                 f"{_describe(ref.get(n))}")
     if problems:
-        raise RuntimeError("DistributedDataParallel: the ranks' models differ:\n  " +
+        raise RuntimeError(f"{who}: the ranks' models differ:\n  " +
                            "\n  ".join(problems))
 
 

@@ -1,0 +1,1 @@
+"""Checkpoint helpers with `torch.distributed.checkpoint`'s names."""
