@@ -16,6 +16,7 @@ Around each call of a sharded module:
   first), the full tensors are freed and the outputs pass through `_PreBackward`, whose
   backward gathers them again before the module's backward reads them.
 """
+import weakref
 from dataclasses import dataclass
 
 from dtrain.autograd.function import Function
@@ -118,23 +119,38 @@ class _Shard:
 
 
 class _Call:
-    """One forward call's full parameters (Tensors the module's forward used)."""
+    """One forward call's full parameters: the Tensors the module's forward uses. After
+    forward only the graph holds them (weakly referenced here, so no cycle through the
+    graph keeps them alive once it is gone)."""
 
     def __init__(self, state):
         self.state = state
         self.fulls = list(_Unshard.apply(self, *[s.param for s in state.shards]))
+        self._weak = None
         state.unsharded.add(self)
+
+    def release(self):
+        """Forward is over: keep weak references only."""
+        self._weak = [weakref.ref(f) for f in self.fulls]
+        self.fulls = None
+
+    def alive(self):
+        """(index, Tensor) of the full parameters that still exist."""
+        if self.fulls is not None:
+            return list(enumerate(self.fulls))
+        return [(i, f) for i, f in enumerate(w() for w in self._weak) if f is not None]
 
     def free(self):
         """Drop the full arrays (the graph keeps the Tensors, now empty)."""
-        for f in self.fulls:
+        for _, f in self.alive():
             f._data = backend.array_module(f._data).empty(0, f._data.dtype)
         self.state.unsharded.discard(self)
 
     def gather_again(self):
         if self not in self.state.unsharded:
-            for f, arr in zip(self.fulls, self.state.gather(self.state.param_dtype)):
-                f._data = arr
+            arrays = self.state.gather(self.state.param_dtype)
+            for i, f in self.alive():
+                f._data = arrays[i]
             self.state.unsharded.add(self)
 
 
@@ -184,7 +200,8 @@ class _FSDPState:
         self.is_root = True       # until a sharded ancestor takes it in
         self.prefetched = None    # the _Call of unshard(), for the next forward
         self.pending = None       # full gradients kept while gradient sync is off
-        self.unsharded = set()    # the _Calls whose full parameters are held now
+        # the _Calls whose full parameters are held now (a call dies with its graph)
+        self.unsharded = weakref.WeakSet()
         own = shards[0].param._data.dtype if shards else None
         self.own_dtype = own
         self.param_dtype = dtypes.to_np(self.mp.param_dtype) if self.mp.param_dtype else own
@@ -252,7 +269,9 @@ class _FSDPState:
     def post_forward(self, module, args, kwargs, output):
         call, self.call = self.call, None
         self._install([s.param for s in self.shards])
-        if not any(f.requires_grad for f in call.fulls):  # no backward will come
+        fulls = call.fulls
+        call.release()
+        if not any(f.requires_grad for f in fulls):  # no backward will come
             call.free()
         elif self.reshard_after_forward and not self.is_root:
             wrapped = _wrap_outputs(output, call)
@@ -270,7 +289,7 @@ class _FSDPState:
 
     def held_bytes(self):
         """Bytes of full parameters and of kept full gradients this module holds now."""
-        params = sum(f._data.nbytes for c in self.unsharded for f in c.fulls)
+        params = sum(f._data.nbytes for c in self.unsharded for _, f in c.alive())
         grads = sum(g.nbytes for g in self.pending or ())
         return params, grads
 
