@@ -1,7 +1,11 @@
-"""Shared by the benchmark scripts: timing, optional PyTorch, JSON output."""
+"""Shared by the benchmark scripts: timing, optional PyTorch, JSON output, runs on MPI
+ranks."""
 import json
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def best_time(fn, repeat=5, warmup=1):
@@ -29,3 +33,18 @@ def try_torch():
 def emit(result):
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def run_ranks(script, n, *args, timeout=600):
+    """Run `python script args` on `n` MPI ranks (the cores split between them) and return
+    the JSON that a rank printed after "RESULT "."""
+    local = Path(sys.executable).parent / "mpiexec"
+    mpiexec = str(local) if local.exists() else "mpiexec"
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
+    proc = subprocess.run([mpiexec, "-n", str(n), sys.executable, script, *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{Path(script).name} {' '.join(map(str, args))} on {n} ranks "
+                       f"failed:\n{proc.stdout}\n{proc.stderr}")

@@ -7,20 +7,14 @@ and torch, one after another).
 """
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, try_torch  # noqa: E402
+from _common import emit, run_ranks, try_torch  # noqa: E402
 
 STEPS, WARMUP = 30, 5
-
-
-def _mpiexec():
-    local = Path(sys.executable).parent / "mpiexec"
-    return str(local) if local.exists() else "mpiexec"
 
 
 def _median(xs):
@@ -117,13 +111,7 @@ def torch_worker(batch):
 
 
 def _run(kind, n, batch):
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
-    proc = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, __file__, kind, str(batch)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"{kind} run failed:\n{proc.stdout}\n{proc.stderr}")
+    return run_ranks(__file__, n, kind, batch)
 
 
 def main():

@@ -7,22 +7,15 @@ parameter), bytes communicated per step. Prints JSON.
 Run directly: it starts its own ranks with `mpiexec`.
 """
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit  # noqa: E402
+from _common import emit, run_ranks  # noqa: E402
 
 STEPS, WARMUP, BATCH = 8, 2, 32
 WIDTHS = (1024, 2048, 2048, 1024, 10)
-
-
-def _mpiexec():
-    local = Path(sys.executable).parent / "mpiexec"
-    return str(local) if local.exists() else "mpiexec"
 
 
 def _predicted(strategy, psi, n):
@@ -103,19 +96,10 @@ def worker():
         print("RESULT " + json.dumps(out), flush=True)
 
 
-def _run(n):
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
-    proc = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, __file__, "worker"],
-                          capture_output=True, text=True, env=env, timeout=1200)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"{n}-rank run failed:\n{proc.stdout}\n{proc.stderr}")
-
-
 def main():
     emit({"model": f"MLP {'-'.join(map(str, WIDTHS))}, Adam, float32",
-          "batch_per_rank": BATCH, "2_ranks": _run(2), "4_ranks": _run(4)})
+          "batch_per_rank": BATCH, "2_ranks": run_ranks(__file__, 2, "worker", timeout=1200),
+          "4_ranks": run_ranks(__file__, 4, "worker", timeout=1200)})
 
 
 if __name__ == "__main__":
