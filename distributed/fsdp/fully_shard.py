@@ -45,8 +45,8 @@ class FSDPModule:
     """Mixed into the class of every module given to `fully_shard` (`FSDP<Class>`)."""
 
     def reshard(self):
-        """Free the full parameters this module holds (after `unshard()` or a forward
-        without resharding)."""
+        """Free the full parameters that `unshard()` gathered and no forward used yet (those
+        of a forward are freed by its backward, or with its graph)."""
         state = self._fsdp_state
         if state.prefetched is not None:
             state.prefetched.free()
