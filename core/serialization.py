@@ -49,7 +49,7 @@ _SAVABLE = {d.np for d in dtypes.ALL}
 
 
 # -- saving ----------------------------------------------------------------------------------
-def save(obj, f):
+def save(obj, f, *, format=None, metadata=None):
     """Save `obj` to the path (or binary file object) `f`.
 
     Dicts (OrderedDicts stay ordered dicts), lists and tuples of Tensors, NumPy arrays,
@@ -57,7 +57,14 @@ def save(obj, f):
     pickle. Any other picklable object (a whole Module, an optimizer) is pickled with its
     tensors stored beside it; `dt.load` then needs `weights_only=False` or an allowlist. A
     Tensor that appears several times is saved once and loads as one shared Tensor.
+    A path ending in `.safetensors` or `format="safetensors"` writes a safetensors file of a
+    flat state dict instead, with optional str -> str `metadata` (core/safetensors_io.py).
     """
+    if _safetensors(f, format):
+        from dtrain.core import safetensors_io
+        return safetensors_io.save(obj, f, metadata)
+    if metadata is not None:
+        raise ValueError("dt.save: metadata= is for safetensors files (format='safetensors')")
     arrays, tensors, opaque = [], {}, {}
     tree = _encode(obj, arrays, tensors, opaque, "obj")
     extra = {"pickle": _pickle(opaque, arrays, tensors)} if opaque else {}
@@ -209,7 +216,15 @@ def _create_temp(directory, base):
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load(f, map_location=None, *, weights_only=None):
+def _safetensors(f, format):
+    """Whether `format` (None: by `f`'s suffix) is safetensors rather than dtrain's."""
+    if format not in (None, "dtrain", "safetensors"):
+        raise ValueError(f"format must be 'dtrain' or 'safetensors', got {format!r}")
+    return format == "safetensors" or format is None and isinstance(f, (str, os.PathLike)) \
+        and os.fspath(f).endswith(".safetensors")
+
+
+def load(f, map_location=None, *, weights_only=None, format=None):
     """Load an object saved by `dt.save` from a path or binary file object.
 
     `map_location` places tensors: None (where they were saved), a device or "cpu"/"cuda:N",
@@ -218,10 +233,14 @@ def load(f, map_location=None, *, weights_only=None):
     `weights_only` (None means True, as PyTorch 2.6): a file holding pickled objects (see
     `dt.save`) is unpickled allowing only dtrain's own globals and those of
     `add_safe_globals`; False unpickles anything — only for files from a trusted source.
+    A path ending in `.safetensors` or `format="safetensors"` reads a safetensors file.
     """
     if weights_only not in (None, True, False):
         raise TypeError(f"dt.load: weights_only must be None, True or False, got "
                         f"{weights_only!r}")
+    if _safetensors(f, format):
+        from dtrain.core import safetensors_io
+        return safetensors_io.load(f, map_location)
     name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else getattr(f, "name", repr(f))
     buf = _read(f)
     header, payload = _verify(buf, name)
