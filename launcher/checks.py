@@ -1,7 +1,8 @@
 """Checks a config must pass before any rank starts, beyond the schema's types and values:
 the names it gives (models, data sets, transforms, optimizers, schedulers and their
-keywords), `model.target`'s import, the device, the resume path and a writable output
-folder. Every failure is a `ConfigError` naming `file:line: key: problem` (exit code 2)."""
+keywords), `model.target`'s import, the device, TensorBoard's writer, the resume path and a writable
+output folder. Every failure is a `ConfigError` naming `file:line: key: problem` (exit code 2)."""
+import importlib.util
 import os
 import traceback
 from pathlib import Path
@@ -48,7 +49,8 @@ def check_names(cfg, where):
 
 def check_launch(cfg, where):
     """What `dtrain launch` checks on this machine before starting ranks: the model target
-    imports, CUDA is there when asked for, the output folder is writable."""
+    imports, CUDA is there when asked for, tensorboardX with trainer.tensorboard, the output
+    folder is writable."""
     target = cfg.model.target
     if target is not None:
         try:
@@ -61,6 +63,9 @@ def check_launch(cfg, where):
     if cfg.trainer.device == "cuda" and not dt.cuda.is_available():
         raise _error(where, "trainer.device", "cuda asked for, but no CUDA GPU is visible here "
                                               "(CuPy absent or no device); use cpu or auto")
+    if cfg.trainer.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        raise _error(where, "trainer.tensorboard", "TensorBoard events need tensorboardX: pip "
+                                                   "install 'dtrain[tensorboard]'")
     check_paths(cfg, where)
 
 

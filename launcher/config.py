@@ -311,6 +311,10 @@ class Trainer:
                                         help="stop once evaluation accuracy reaches it")
     device: str = key(str, "auto", one_of("auto", "cpu", "cuda"), result=False)
     progress: bool = key(bool, True, result=False)
+    tensorboard: bool = key(bool, False, result=False,
+                            help="also write loss, accuracy, lr, throughput and gradient norm "
+                                 "as TensorBoard events into the run directory (rank 0; needs "
+                                 "dtrain[tensorboard])")
 
     @property
     def resume_path(self):

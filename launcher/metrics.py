@@ -1,5 +1,7 @@
 """Run metrics: `metrics.jsonl` (one JSON record a line, the source of truth) and
-`metrics.csv` (the same values, one column per field of `COLUMNS`); `dtrain plot`.
+`metrics.csv` (the same values, one column per field of `COLUMNS`), with
+`trainer.tensorboard` also TensorBoard event files (tags `<field>/<split>`, such as
+`loss/train`); `dtrain plot`.
 
 JSON has no NaN or infinity, so a non-finite value is written as `null` and the record
 names it under `nonfinite`, with what it was (the spelling `float()` reads back):
@@ -17,6 +19,7 @@ from pathlib import Path
 # The fields a record may hold, in CSV column order (the CSV header is this list).
 COLUMNS = ["step", "epoch", "split", "loss", "accuracy", "grad_norm", "lr", "samples_per_s",
            "elapsed_s"]
+CURVES = ["loss", "accuracy", "grad_norm", "lr", "samples_per_s"]  # TensorBoard's scalars
 SPLITS = ("train", "val", "test")
 
 
@@ -58,14 +61,21 @@ class MetricsWriter:
     JSONL records, so what a killed job left (a torn line, a CSV row short, an older CSV
     header) is repaired before new records follow; with `through_step`, the records of later
     steps are dropped too (a run resumed from the checkpoint of that step writes them
-    again)."""
+    again). With `tensorboard`, the CURVES of each record also go to event files in the
+    run directory (those of steps after `through_step` hidden there); `close` ends them."""
 
-    def __init__(self, run_dir, enabled=True, through_step=None):
+    def __init__(self, run_dir, enabled=True, through_step=None, tensorboard=False):
         self.enabled = enabled
         self.jsonl = Path(run_dir) / "metrics.jsonl"
         self.csv = Path(run_dir) / "metrics.csv"
+        self.events = None
         if not enabled:
             return
+        if tensorboard:
+            from dtrain.utils.tensorboard import SummaryWriter
+
+            self.events = SummaryWriter(run_dir, purge_step=None if through_step is None
+                                        else through_step + 1)
         if self.jsonl.exists():
             self._rewrite([r for r in read(run_dir) if through_step is None
                            or r.get("step", 0) <= through_step])
@@ -98,6 +108,15 @@ class MetricsWriter:
             f.write(line)
         with self.csv.open("a", newline="") as f:
             csv.writer(f).writerow(_csv_row(record))
+        if self.events is not None:
+            for name in CURVES:
+                if record.get(name) is not None:
+                    self.events.add_scalar(f"{name}/{split}", record[name], step)
+
+    def close(self):
+        """Write the pending TensorBoard events and close their file."""
+        if self.events is not None:
+            self.events.close()
 
 
 def read(run_dir):

@@ -505,7 +505,8 @@ def main(config_path):
             log(f"world: {world.size} ranks on nodes {sorted(set(nodes))}")
         path = restore(job, log)
         metrics = MetricsWriter(job.run_dir, enabled=rank == 0,
-                                through_step=job.step if path else None)
+                                through_step=job.step if path else None,
+                                tensorboard=job.cfg.trainer.tensorboard)
     except (UsageError, cfgmod.ConfigError) as err:
         log(f"dtrain trainer: {err}", err=True)
         return ExitCode.USAGE
@@ -518,6 +519,7 @@ def main(config_path):
     finally:
         progress.close()
         progress = None
+        metrics.close()
     if rank == 0:
         _summary(job, outcome, time.monotonic() - began, log)
     if world.size > 1:
