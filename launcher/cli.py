@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   dtrain config configs/digits_mlp.yaml data.batch_size=32   print the resolved config
   dtrain slurm configs/cifar10_resnet20.yaml --dry-run       print the sbatch script
   dtrain plot runs/digits_mlp                                curves of the newest run, PNG
+  dtrain doctor                                              check this machine (--json)
 """
 
 
@@ -114,6 +115,14 @@ def build_parser():
     plot = sub.add_parser("plot", help="draw loss/accuracy curves of a run to PNG",
                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     plot.add_argument("run_dir")
+
+    doctor = sub.add_parser("doctor", help="check this machine (Python, BLAS, MPI, GPUs, "
+                                           "network, the Slurm allocation) and say how to fix "
+                                           "what is wrong; exit 1 when a check fails",
+                            epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    doctor.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    doctor.add_argument("--mpiexec", default=None,
+                        help="the mpiexec to check (default: the one dtrain launch uses)")
     return parser
 
 
@@ -265,11 +274,17 @@ def cmd_plot(args):
     return plot(run_dir)
 
 
+def cmd_doctor(args):
+    from dtrain.launcher import doctor
+
+    return doctor.main(as_json=args.json, mpiexec=args.mpiexec)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     handlers = {"launch": cmd_launch, "config": cmd_config, "slurm": cmd_slurm,
-                "plot": cmd_plot}
+                "plot": cmd_plot, "doctor": cmd_doctor}
     if args.command is None:
         parser.print_help()
         return 0

@@ -6,6 +6,7 @@ rank supervisor sets them from these (`rank_environment`); `dtrain launch` drops
 inherited ones (`stale_variables`) before it starts mpiexec.
 """
 import os
+import socket
 
 # Checked in order: the MPI launcher's own variables (hydra: PMI_* and MPI_LOCAL*, Open MPI:
 # OMPI_*) come before Slurm's, because under `mpiexec` inside an allocation SLURM_* describe
@@ -41,6 +42,11 @@ def identity():
     # mpiexec places the ranks in blocks of local_world per node (-ppn)
     node_rank = int(os.environ["SLURM_NODEID"]) if srun_started else rank // max(local_world, 1)
     return rank, world, local_rank, local_world, node_rank
+
+
+def node_name():
+    """This node's name as the launcher reports it: Slurm's node name, else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def rank_environment():

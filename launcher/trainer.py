@@ -28,6 +28,7 @@ from dtrain.data.sampler import Sampler
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import registry
 from dtrain.launcher.exit_codes import ExitCode
+from dtrain.launcher.identity import node_name
 from dtrain.launcher.metrics import MetricsWriter
 from dtrain.launcher.models import build_model
 from dtrain.launcher.progress import Progress
@@ -500,8 +501,7 @@ def main(config_path):
         world = job.world
         if world.size > 1:
             nodes = [None] * world.size
-            dist.all_gather_object(nodes, os.environ.get("SLURMD_NODENAME") or
-                                   socket.gethostname())
+            dist.all_gather_object(nodes, node_name())
             log(f"world: {world.size} ranks on nodes {sorted(set(nodes))}")
         path = restore(job, log)
         metrics = MetricsWriter(job.run_dir, enabled=rank == 0,

@@ -1,9 +1,11 @@
 """`dtrain slurm`: the generated sbatch script, and real jobs on the two-node test cluster
 (../shared/slurm/local-cluster.sh, started by .ci/run); skipped where Slurm is absent."""
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -187,3 +189,19 @@ def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_p
     assert [r for r in records if r["split"] == "test"][-1]["accuracy"] >= 0.95
     assert sorted(p.name for p in out_dir.iterdir() if p.is_dir() and p.name != "latest") == \
         [f"slurm-{job}", next(out_dir.glob("submit-*")).name]
+
+
+@slurm_cluster
+def test_doctor_inside_an_allocation_runs_a_rank_on_each_node(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMP_")}  # see dtrain_cli
+    proc = subprocess.run(["salloc", "-N", "2", "--ntasks-per-node=1", "-t", "00:03:00",
+                           sys.executable, "-m", "dtrain.launcher", "doctor", "--json"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    slurm = checks["slurm"]
+    assert slurm["status"] == "ok", slurm
+    assert re.fullmatch(r"job \d+ on 2 node\(s\): node1, node2; one rank per node all-reduced",
+                        slurm["detail"])
+    assert slurm["data"] == {"nodes": ["node1", "node2"], "ranks_on": ["node1", "node2"]}
+    assert checks["allreduce"]["status"] in ("ok", "warn")
