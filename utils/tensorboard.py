@@ -6,7 +6,7 @@ NOTE: tensorboardX rather than the tensorboard package: it needs only protobuf a
 maintained. Its own writer is not used: its flush() leaves events queued for a background
 thread, and two writers opened in one second share a file name (the second truncates the
 first, as a quickly restarted run would). The events are written here, synchronously, to
-files named as PyTorch names them (time, host, process, counter).
+files named by time, host, process and a counter, as PyTorch names them.
 """
 import itertools
 import os
@@ -51,7 +51,10 @@ class _EventFile:
     def __init__(self, log_dir, max_queue, flush_secs, filename_suffix):
         _, record_writer, _, self._pb = _tbx()
         os.makedirs(log_dir, exist_ok=True)
-        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+        # NOTE: TensorBoard reads a folder's event files in name order, so the nanoseconds
+        # keep files made within one second (a quick restart) in the order they were made.
+        sec, ns = divmod(time.time_ns(), 10**9)
+        name = (f"events.out.tfevents.{sec:010d}.{socket.gethostname()}.{ns:09d}."
                 f"{os.getpid()}.{next(_files)}{filename_suffix}")
         self._file = record_writer.RecordWriter(os.path.join(log_dir, name))
         self._max_queue, self._flush_secs = max_queue, flush_secs

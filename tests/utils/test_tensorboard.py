@@ -1,5 +1,6 @@
 """dt.utils.tensorboard.SummaryWriter: event files read back with TensorBoard's own
 EventAccumulator."""
+import itertools
 import os
 import socket
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import dtrain as dt
+from dtrain.utils import tensorboard
 from dtrain.utils.tensorboard import SummaryWriter
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -87,7 +89,9 @@ def test_flush_writes_pending_events_before_close(tmp_path):
     assert all(name.endswith(".dt") for name in os.listdir(tmp_path))
 
 
-def test_purge_step_hides_the_steps_a_resumed_run_writes_again(tmp_path):
+def test_purge_step_hides_the_steps_a_resumed_run_writes_again(tmp_path, monkeypatch):
+    # the files' counter goes from 9 to 10 (TensorBoard reads files in name order)
+    monkeypatch.setattr(tensorboard, "_files", itertools.count(9))
     with SummaryWriter(tmp_path) as w:
         for step in range(5):
             w.add_scalar("loss", float(step), step)
