@@ -25,11 +25,11 @@ from dtrain.core.tensor import Tensor
 from dtrain.jit.graph import CAPTURED, CONST, EFFECT, INPUT, OP, STASH, Graph, Node, Ref
 
 # Methods recorded as one opaque call: name -> attributes that identify the owner
-# (optimizers: param_groups; LR schedulers: last_epoch; modules' zero_grad: _parameters).
-OPAQUE = {"step": ("param_groups", "last_epoch"),
-          "zero_grad": ("param_groups", "_parameters")}
-# GradScaler keeps Python state (the scale) that a graph would freeze: not capturable.
-UNSUPPORTED = {"scale", "unscale_", "step", "update"}
+# (optimizers: param_groups; LR schedulers: last_epoch; modules' zero_grad: _parameters;
+# GradScaler: get_scale).
+OPAQUE = {"step": ("param_groups", "last_epoch", "get_scale"),
+          "zero_grad": ("param_groups", "_parameters"),
+          "unscale_": ("get_scale",), "update": ("get_scale",)}
 
 
 # Op params that only pass a cache of work the op can redo itself (conv backward hands its
@@ -86,6 +86,10 @@ class Tracer:
     def finish(self, result):
         """Set the graph's output from the function's return value; returns the graph."""
         self.graph.output = self.lift(result)
+        if self.graph.bad_calls:
+            self.unsupported(f"calls that a graph cannot replay: "
+                             f"{', '.join(self.graph.bad_calls)} (a closure or tensor argument "
+                             f"would be stale at replay: call it outside the compiled function)")
         for t, version in self.versions.values():
             if t._version[0] != version:
                 self.unsupported(
@@ -248,16 +252,9 @@ class Tracer:
     def _profile(self, frame, event, arg):
         if event == "call":
             name = frame.f_code.co_name
-            if self.suspended or (name not in OPAQUE and name not in UNSUPPORTED):
+            if self.suspended or name not in OPAQUE:
                 return
             owner = frame.f_locals.get("self")
-            if name in UNSUPPORTED and hasattr(owner, "get_scale"):
-                self.graph.bad_calls.append(f"GradScaler.{name}()")
-                self._frame = frame
-                self.suspended += 1
-                return
-            if name not in OPAQUE:
-                return
             if owner is None or isinstance(owner, Tensor) or not any(
                     hasattr(owner, a) for a in OPAQUE[frame.f_code.co_name]):
                 return
@@ -272,8 +269,8 @@ class Tracer:
         code = frame.f_code
         names = code.co_varnames[1:code.co_argcount + code.co_kwonlyargcount]
         kwargs = {n: frame.f_locals[n] for n in names if n in frame.f_locals}
-        bad = [n for n, v in kwargs.items() if v is not None and not isinstance(
-            v, (bool, int, float, str))]
+        bad = [n for n, v in kwargs.items() if isinstance(v, Tensor) or is_array(v)
+               or callable(v)]
         n = Node("call", params=kwargs, target=(owner, code.co_name))
         self.graph.nodes.append(n)
         if bad:
@@ -327,10 +324,6 @@ def settle(tracer, other=None):
         if n.kind == "accumulate" and g.values[n.target.vid].kind not in (INPUT, CAPTURED):
             raise TraceError(f"backward accumulated a gradient into a leaf tensor created "
                              f"inside the function (%{n.target.vid}); create it outside")
-    if g.bad_calls:
-        raise TraceError(f"calls that a graph cannot replay: {', '.join(g.bad_calls)} "
-                         f"(optimizer.step(closure), or a GradScaler, whose Python-side scale "
-                         f"a graph would freeze: call those outside the compiled function)")
     return g
 
 

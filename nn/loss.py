@@ -9,9 +9,9 @@ import warnings
 
 import numpy as np
 
-from dtrain.autograd.node import Op
+from dtrain.autograd.ops.index import gather
 from dtrain.autograd.ops.pointwise import Where, eq, lt, minimum, ne, where
-from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
+from dtrain.autograd.registry import Sample, SampleMaker, register_composite
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
 from dtrain.nn.activation import SoftplusOp, log_softmax
@@ -108,25 +108,7 @@ def _nll_samples():
             Sample(lambda x: nll_loss(x, t1[0]), (s(4),))]
 
 
-@register("nll_loss", _nll_samples)
-class NllLoss(Op):
-    """Per-element -weight[t] * logp[t] along the class dim 1 (no reduction).
-
-    NOTE: fused: a gather in forward and one constant one-hot product in backward, instead
-    of building the one-hot matrix in the graph for every step."""
-
-    def forward(self, logp, target, w):
-        xp = array_module(logp)
-        self.target, self.w = target, w
-        picked = xp.take_along_axis(logp, target[:, None], axis=1)[:, 0]
-        return -(w * picked)
-
-    def backward(self, g):
-        xp = array_module(g._data)
-        t = self.target[:, None]
-        classes = xp.arange(self.in_shapes[0][1]).reshape((1, -1) + (1,) * (t.ndim - 2))
-        coef = (t == classes) * -self.w[:, None]
-        return g.unsqueeze(1) * Tensor._make(coef.astype(g._data.dtype)), None, None
+register_composite("nll_loss", _nll_samples)
 
 
 def _class_weights(input, target, weight, ignore_index):
@@ -165,7 +147,9 @@ def _batched(input, target):
 def _nll(logp, target, weight, ignore_index, reduction):
     logp, target, unbatched = _batched(logp, target)
     safe, w = _class_weights(logp, target, weight, ignore_index)
-    loss = NllLoss.apply(logp, safe, w)
+    # A gather, whose backward scatters into zeros: the gradient needs no one-hot matrix
+    # and no array math outside the registry (graph mode replays it for new targets).
+    loss = -(w * gather(logp, 1, safe.unsqueeze(1)).squeeze(1))
     if reduction == "none":
         return loss.reshape(()) if unbatched else loss
     if reduction == "mean":

@@ -40,8 +40,8 @@ class EmbeddingLookup(Op):
 
     def backward(self, g):
         if self.padding_idx is not None:
-            keep = (self.indices != self.padding_idx)[..., None]
-            g = g * Tensor._make(keep.astype(g._data.dtype))
+            keep = Tensor._make(self.indices) != self.padding_idx
+            g = g * keep.unsqueeze(-1).to(g.dtype)
         return IndexGrad.apply(g, self.w_shape, self.indices), None, None
 
 

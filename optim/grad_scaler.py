@@ -9,8 +9,10 @@ Typical loop::
     scaler.step(optimizer)                      # unscales; skips the step on inf/nan grads
     scaler.update()                             # backs off after a skip, grows when stable
 
-The scale is kept as a float32-representable Python float, so `scale(loss)` keeps the loss's
-dtype (as PyTorch's 0-d scale tensor does) and each step synchronizes once, on the inf check.
+The scale is a 0-d float32 tensor, made on the device of the first scaled output (as
+PyTorch's): `scale(loss)` multiplies by it with a registry op, so that a compiled step reads
+the scale of the moment (graph state), and `update()` writes the new scale into it in place.
+`scale(loss)` keeps the loss's dtype; each step synchronizes once, on the inf check.
 """
 import warnings
 from collections import defaultdict
@@ -18,6 +20,7 @@ from enum import Enum
 
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
+from dtrain.core.creation import full
 from dtrain.core.tensor import Tensor
 
 _f32 = dtypes.float32.np.type  # rounds a Python float to float32, like PyTorch's scale tensor
@@ -57,7 +60,8 @@ class GradScaler:
             if backoff_factor >= 1.0:
                 raise AssertionError(f"The backoff factor must be < 1.0 (got "
                                      f"{backoff_factor}).")
-            self._scale = float(_f32(init_scale))
+            self._init_scale = float(_f32(init_scale))
+            self._scale = None  # the 0-d float32 scale tensor, made by the first scale()
             self._growth_factor = growth_factor
             self._backoff_factor = backoff_factor
             self._growth_interval = growth_interval
@@ -69,7 +73,10 @@ class GradScaler:
         if not self._enabled:
             return outputs
         if isinstance(outputs, Tensor):
-            return outputs * self._scale
+            if self._scale is None:
+                self._scale = full((), self._init_scale, dtype=dtypes.float32,
+                                   device=outputs.device)
+            return outputs * self._scale.to(outputs.dtype)
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(v) for v in outputs)
         if hasattr(outputs, "__iter__") and not isinstance(outputs, (str, bytes)):
@@ -87,7 +94,7 @@ class GradScaler:
                                "last update().")
         if state["stage"] is OptState.STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
-        inv_scale = float(_f32(1.0 / self._scale))
+        inv_scale = float(_f32(1.0 / self.get_scale()))
         flags = defaultdict(list)  # device -> per-gradient "has a non-finite value" flags
         for group in optimizer.param_groups:
             for p in group["params"]:
@@ -129,27 +136,39 @@ class GradScaler:
         """Adjust the scale after the iteration's steps (or set it to `new_scale`)."""
         if not self._enabled:
             return
+        scale = self.get_scale()
         if new_scale is not None:
-            self._scale = float(_f32(float(new_scale)))
+            scale = float(_f32(float(new_scale)))
         else:
             found = [bool(f) for state in self._per_optimizer_states.values()
                      for f in state["found_inf_per_device"].values()]
             if not found:
                 raise AssertionError("No inf checks were recorded prior to update.")
             if any(found):
-                self._scale = float(_f32(self._scale * self._backoff_factor))
+                scale = float(_f32(scale * self._backoff_factor))
                 self._growth_tracker = 0
             elif self._growth_tracker + 1 == self._growth_interval:
-                grown = self._scale * self._growth_factor
+                grown = scale * self._growth_factor
                 if grown < _F32_OVERFLOW:  # never grow past float32's range
-                    self._scale = float(_f32(grown))
+                    scale = float(_f32(grown))
                 self._growth_tracker = 0
             else:
                 self._growth_tracker += 1
+        self._set_scale(scale)
         self._per_optimizer_states = defaultdict(_fresh_state)
 
+    def _set_scale(self, value):
+        """Write `value` into the scale tensor in place (a compiled step reads it there)."""
+        if self._scale is None:
+            self._init_scale = value
+        else:
+            self._scale._data[...] = value
+
     def get_scale(self):
-        return self._scale if self._enabled else 1.0
+        """The scale as a Python float (1.0 when disabled)."""
+        if not self._enabled:
+            return 1.0
+        return self._init_scale if self._scale is None else float(self._scale._data)
 
     def get_growth_factor(self):
         return self._growth_factor
@@ -176,7 +195,7 @@ class GradScaler:
         """scale, growth/backoff factors, growth interval and tracker ({} when disabled)."""
         if not self._enabled:
             return {}
-        return {"scale": self._scale, "growth_factor": self._growth_factor,
+        return {"scale": self.get_scale(), "growth_factor": self._growth_factor,
                 "backoff_factor": self._backoff_factor,
                 "growth_interval": self._growth_interval,
                 "_growth_tracker": self._growth_tracker}
@@ -187,7 +206,7 @@ class GradScaler:
         if len(state_dict) == 0:
             raise RuntimeError("The source state dict is empty, possibly because it was saved "
                                "from a disabled instance of GradScaler.")
-        self._scale = float(state_dict["scale"])
+        self._set_scale(float(state_dict["scale"]))
         self._growth_factor = float(state_dict["growth_factor"])
         self._backoff_factor = float(state_dict["backoff_factor"])
         self._growth_interval = int(state_dict["growth_interval"])

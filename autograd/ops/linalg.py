@@ -224,9 +224,9 @@ class VectorNorm(_Reduction):
         if p == 0:
             return Tensor._make(array_module(x._data).zeros_like(x._data)), None, None, None
         if math.isinf(p):  # shared evenly among the elements at the extreme, as amax
-            mask = (x.abs() == n)._data.astype(x._data.dtype)
-            weights = mask / mask.sum(axis=self.axes, keepdims=True)
-            return g * x.sign() * Tensor._make(weights), None, None, None
+            mask = (x.abs() == n).to(x.dtype)
+            weights = mask / mask.sum(self.axes, keepdim=True)
+            return g * x.sign() * weights, None, None, None
         if p == 1:
             return g * x.sign(), None, None, None
         safe = n.masked_fill(n == 0, 1.0)  # where the norm is 0, so is x: the gradient is 0

@@ -63,7 +63,8 @@ class Prod(_Reduction):
         x = self.inputs[0]
         xp = array_module(x._data)
         out = self._expand_grad(self.output, self.keepdim)
-        if not bool(xp.any(x._data == 0)):
+        # A branch on data: graph mode reports it (a host read) when it records this.
+        if not bool((x == 0).any()):
             return (self._expand_grad(g, self.keepdim) * out / x, None, None)
         # NOTE: with zeros, the product of the *other* elements comes from exclusive
         # cumulative products (no division by zero); this path is first-order only.

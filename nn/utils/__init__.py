@@ -1,11 +1,9 @@
 """Gradient clipping and flat parameter vectors (`dt.nn.utils`); `rnn` holds sequence
 packing."""
-import math
-
 from dtrain.autograd.grad_mode import no_grad
-from dtrain.autograd.ops.shape import cat
-from dtrain.core.backend import array_module
-from dtrain.core.creation import zeros
+from dtrain.autograd.ops.linalg import vector_norm
+from dtrain.autograd.ops.shape import cat, stack
+from dtrain.core.creation import full, zeros
 from dtrain.core.tensor import Tensor
 
 
@@ -18,31 +16,20 @@ def _grads(parameters):
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
-    """The `norm_type` norm of all `tensors` together, as if concatenated (a 0-d tensor)."""
+    """The `norm_type` norm of all `tensors` together, as if concatenated (a 0-d tensor):
+    the norm of their norms, in tensor ops (graph mode records it; nothing is read back)."""
     tensors = _tensors(tensors)
     if not tensors:
         return zeros(())
     norm_type = float(norm_type)
-    xp = array_module(tensors[0]._data)
-    if math.isinf(norm_type):
-        total = xp.max(xp.stack([xp.abs(t._data).max() for t in tensors]))
-    else:
-        parts = [(xp.abs(t._data) ** norm_type).sum() for t in tensors]
-        total = xp.sum(xp.stack(parts)) ** (1.0 / norm_type)
-    if error_if_nonfinite and not bool(xp.isfinite(total)):
+    with no_grad():
+        total = vector_norm(stack([vector_norm(t, norm_type) for t in tensors]), norm_type)
+    if error_if_nonfinite and not bool(total.isfinite()):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from "
                            "`parameters` is non-finite, so it cannot be clipped. To disable this "
                            "error and scale the gradients by the non-finite norm anyway, set "
                            "`error_if_nonfinite=False`")
-    return Tensor._make(xp.asarray(total, dtype=tensors[0]._data.dtype))
-
-
-def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
-    """Scale gradients in place by min(max_norm / (total_norm + 1e-6), 1)."""
-    coef = min(float(max_norm) / (float(total_norm) + 1e-6), 1.0)
-    with no_grad():
-        for g in _grads(parameters):
-            g.mul_(coef)
+    return total
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
@@ -53,6 +40,21 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     total = get_total_norm(_grads(parameters), norm_type, error_if_nonfinite)
     clip_grads_with_norm_(parameters, max_norm, total)
     return total
+
+
+def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+    """Scale gradients in place by min(max_norm / (total_norm + 1e-6), 1), a 0-d tensor
+    (`total_norm` a tensor or a number)."""
+    grads = _grads(parameters)
+    if not grads:
+        return
+    with no_grad():
+        if not isinstance(total_norm, Tensor):
+            total_norm = full((), float(total_norm), dtype=grads[0].dtype,
+                              device=grads[0].device)
+        coef = (float(max_norm) / (total_norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.to(g.dtype))
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):

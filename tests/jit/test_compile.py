@@ -272,24 +272,15 @@ def test_integer_casts_are_recorded():
 def test_calls_that_cannot_be_replayed_are_reported():
     w = dt.tensor([1.0, 2.0], dtype=dt.float64, requires_grad=True)
     opt = dt.optim.SGD([w], lr=0.1)
-    scaler = dt.amp.GradScaler("cpu")
 
     def closure_step(x):
         opt.zero_grad()
         (w * x).sum().backward()
         opt.step(lambda: None)
 
-    def scaled_step(x):
-        opt.zero_grad()
-        scaler.scale((w * x).sum()).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    for fn, what in ((closure_step, r"call SGD.step\(closure=...\)"),
-                     (scaled_step, r"GradScaler.scale\(\), GradScaler.step\(\)")):
-        compiled = dt.compile(fn, check=False)
-        with pytest.raises(dt.jit.TraceError, match=what):
-            compiled(_t(2))
+    compiled = dt.compile(closure_step)
+    with pytest.raises(dt.jit.TraceError, match=r"call SGD.step\(closure=...\)"):
+        compiled(_t(2))  # the first call: nothing is replayed with a stale closure
 
 
 class _HalfSquare(dt.autograd.Function):

@@ -1,6 +1,7 @@
-"""A compiled DDP training step on 2 real MPI ranks: DDP's gradient hooks (bucket copy,
-asynchronous all-reduce, the end-of-backward wait) fire in every replay, and the result
-equals one process training on the whole batch."""
+"""Compiled DDP training steps on 2 real MPI ranks (MSE, and cross-entropy on labels that
+change every step): DDP's gradient hooks (bucket copy, asynchronous all-reduce, the
+end-of-backward wait) fire in every replay, and the result equals one process training on
+the whole batch."""
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ dt.set_default_dtype(dt.float64)
 B = 4
 data = np.random.default_rng(1).standard_normal((6, B * n, 5))
 target = np.random.default_rng(2).standard_normal((6, B * n, 3))
+labels = np.random.default_rng(3).integers(0, 3, (6, B * n))
 
 
 def net():
@@ -29,30 +31,31 @@ def net():
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
 
 
-def make_step(model):
+def make_step(model, loss_fn):
     opt = dt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
     def step(x, y):
-        model.zero_grad()  # Module.zero_grad: replayed as an opaque call, as opt.step()
-        ((model(x) - y) ** 2).mean().backward()
+        model.zero_grad()  # Module.zero_grad: replayed as an effect, as opt.step()
+        loss_fn(model(x), y).backward()
         opt.step()
     return step
 
 
-ref = net()
-ref_step = make_step(ref)
-for x, y in zip(data, target):
-    ref_step(dt.tensor(x), dt.tensor(y))
+for loss_fn, ys in ((nn.functional.mse_loss, target), (nn.functional.cross_entropy, labels)):
+    ref = net()
+    ref_step = make_step(ref, loss_fn)
+    for x, y in zip(data, ys):
+        ref_step(dt.tensor(x), dt.tensor(y))
 
-ddp = dist.DistributedDataParallel(net())
-step = dt.compile(make_step(ddp))
-for x, y in zip(data, target):
-    step(dt.tensor(x[r * B:(r + 1) * B]), dt.tensor(y[r * B:(r + 1) * B]))
-graph, = step.graphs
-kinds = [node.kind for node in graph.nodes]
-assert kinds.count("callbacks") == 1 and kinds.count("accumulate") == 4, kinds
-for p, q in zip(ref.parameters(), ddp.module.parameters()):
-    np.testing.assert_allclose(q._data, p._data, rtol=1e-10, atol=1e-12)
+    ddp = dist.DistributedDataParallel(net())
+    step = dt.compile(make_step(ddp, loss_fn))
+    for x, y in zip(data, ys):
+        step(dt.tensor(x[r * B:(r + 1) * B]), dt.tensor(y[r * B:(r + 1) * B]))
+    graph, = step.graphs
+    kinds = [node.kind for node in graph.nodes]
+    assert kinds.count("callbacks") == 1 and kinds.count("accumulate") == 4, kinds
+    for p, q in zip(ref.parameters(), ddp.module.parameters()):
+        np.testing.assert_allclose(q._data, p._data, rtol=1e-10, atol=1e-12)
 import sys
 sys.stdout.write(f"<rank {r} ok>\n")
 '''

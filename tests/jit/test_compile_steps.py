@@ -1,0 +1,300 @@
+"""What must compile: ordinary training steps, compiled and eager side by side on a stream of
+new inputs and new labels, with equal parameters (to float rounding) after 12 steps. The
+first two compiled calls record, the other ten replay. Also every loss that `nn` exports
+and every optimizer that `optim` exports inside a compiled step (found by iterating the
+packages, so a new one is covered or fails here). DDP on 2 ranks: test_ddp_compile.py."""
+import inspect
+
+import numpy as np
+import pytest
+
+import dtrain as dt
+from dtrain import nn, optim
+from dtrain.nn import functional as F
+from dtrain.nn.loss import _Loss
+
+STEPS = 12
+
+
+def _twins(make):
+    dt.manual_seed(0)
+    a, b = make(), make()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _run(make_model, make_step, batches, rtol=1e-5, atol=1e-6, probe=None):
+    """Run STEPS eager and compiled steps on `batches(rng)` with the same random stream;
+    returns (eager outputs, compiled outputs, the compiled function). `probe(model)`, read
+    after every step, must give equal values for both."""
+    eager_model, model = _twins(make_model)
+    eager, compiled = make_step(eager_model), dt.compile(make_step(model))
+    rng = np.random.default_rng(1)
+    want, got = [], []
+    for i in range(STEPS):
+        batch = batches(rng)
+        dt.manual_seed(100 + i)  # dropout draws the same masks in both
+        want.append(eager(*batch))
+        dt.manual_seed(100 + i)
+        got.append(compiled(*batch))
+        if probe is not None:
+            assert probe(model) == probe(eager_model), f"step {i}"
+    for (name, p), q in zip(model.named_parameters(), eager_model.parameters()):
+        np.testing.assert_allclose(p._data, q._data, rtol=rtol, atol=atol, err_msg=name)
+    for (name, b), c in zip(model.named_buffers(), eager_model.buffers()):
+        np.testing.assert_allclose(b._data, c._data, rtol=rtol, atol=atol, err_msg=name)
+    assert len(compiled.graphs) == 1 and compiled.graphs[0].has_backward
+    return want, got, compiled
+
+
+def _floats(rng, *shape):
+    return dt.tensor(rng.standard_normal(shape).astype(np.float32))
+
+
+def _labels(rng, n, *shape):
+    return dt.tensor(rng.integers(0, n, shape))
+
+
+def _plain_step(model, opt, loss_fn, scheduler=None):
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        return loss.detach()
+    return step
+
+
+def _assert_losses(want, got):
+    np.testing.assert_allclose([float(g) for g in got], [float(w) for w in want], rtol=1e-5)
+
+
+def test_mlp_cross_entropy_sgd_momentum():
+    def mlp():
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 5))
+    want, got, _ = _run(mlp, lambda m: _plain_step(
+        m, optim.SGD(m.parameters(), lr=0.1, momentum=0.9), F.cross_entropy),
+        lambda rng: (_floats(rng, 8, 6), _labels(rng, 5, 8)))
+    _assert_losses(want, got)
+
+
+def test_cnn_batchnorm_dropout_adam():
+    def cnn():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Dropout(0.3), nn.Flatten(),
+                             nn.Linear(36, 5))
+    want, got, _ = _run(cnn, lambda m: _plain_step(
+        m, optim.Adam(m.parameters(), lr=0.01), nn.CrossEntropyLoss()),
+        lambda rng: (_floats(rng, 4, 2, 6, 6), _labels(rng, 5, 4)))
+    _assert_losses(want, got)
+
+
+class _LanguageModel(nn.Module):
+    def __init__(self, vocab=11, width=8):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.lstm = nn.LSTM(width, width, num_layers=2, batch_first=True)
+        self.out = nn.Linear(width, vocab)
+
+    def forward(self, tokens):
+        return self.out(self.lstm(self.embed(tokens))[0])
+
+
+def test_lstm_language_model_adamw():
+    def step_of(model):
+        opt = optim.AdamW(model.parameters(), lr=0.01)
+
+        def step(tokens, targets):  # next-token CE over the flattened (batch, time) grid
+            opt.zero_grad()
+            logits = model(tokens)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            loss.backward()
+            opt.step()
+            return loss.detach()
+        return step
+
+    def batch(rng):
+        seq = rng.integers(0, 11, (3, 7))
+        return dt.tensor(seq[:, :-1]), dt.tensor(seq[:, 1:])
+    want, got, _ = _run(_LanguageModel, step_of, batch)
+    _assert_losses(want, got)
+
+
+class _Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(x).mean(1))
+
+
+def test_transformer_label_smoothing_adamw_one_cycle_inside_the_step():
+    opts, lrs = {}, []
+
+    def step_of(model):
+        opt = opts[model] = optim.AdamW(model.parameters(), lr=0.01)
+        sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.02, total_steps=STEPS + 1)
+        return _plain_step(model, opt, nn.CrossEntropyLoss(label_smoothing=0.1), sched)
+
+    def lr(model):  # the scheduler stepped inside the compiled step: replayed every call
+        lrs.append(opts[model].param_groups[0]["lr"])
+        return lrs[-1]
+    want, got, _ = _run(_Encoder, step_of,
+                        lambda rng: (_floats(rng, 4, 5, 8), _labels(rng, 3, 4)), probe=lr)
+    _assert_losses(want, got)
+    assert len(set(lrs)) == STEPS  # the rate moved on every step
+
+
+def test_bce_with_logits_rmsprop():
+    def mlp():
+        return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 4))
+    want, got, _ = _run(mlp, lambda m: _plain_step(
+        m, optim.RMSprop(m.parameters(), lr=0.01), nn.BCEWithLogitsLoss()),
+        lambda rng: (_floats(rng, 8, 6), dt.tensor(rng.integers(0, 2, (8, 4)) * 1.0,
+                                                   dtype=dt.float32)))
+    _assert_losses(want, got)
+
+
+def test_clip_grad_norm_layernorm_gelu():
+    def net():
+        return nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 5))
+
+    def step_of(model):
+        opt = optim.SGD(model.parameters(), lr=0.5)
+
+        def step(x, y):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.3)
+            opt.step()
+            return norm
+        return step
+    want, got, compiled = _run(net, step_of,
+                               lambda rng: (_floats(rng, 8, 6) * 3, _labels(rng, 5, 8)))
+    norms = [float(w) for w in want]
+    np.testing.assert_allclose([float(g) for g in got], norms, rtol=1e-5)
+    assert min(norms) > 0.3  # every step was clipped, by a coefficient computed in the graph
+    names = [n.name() for n in compiled.graphs[0].nodes]
+    assert "vector_norm" in names and "clamp" in names
+
+
+def test_grad_scaler_with_autocast_scale_is_graph_state():
+    scalers, scales = {}, []
+
+    def step_of(model):
+        opt = optim.SGD(model.parameters(), lr=0.05)
+        scaler = scalers[model] = dt.amp.GradScaler("cpu", init_scale=2.0 ** 12,
+                                                    growth_interval=2)
+
+        def step(x, y):
+            opt.zero_grad()
+            with dt.autocast("cpu"):
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            return loss.detach()
+        return step
+
+    def scale(model):
+        scales.append(scalers[model].get_scale())
+        return scales[-1]
+
+    def mlp():
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 5))
+    calls = iter(range(STEPS))
+
+    def batch(rng):
+        x = _floats(rng, 8, 6)
+        if next(calls) in (5, 9):  # non-finite gradients: the step is skipped, scale backs off
+            x._data[0, 0] = np.inf
+        return x, _labels(rng, 5, 8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        _run(mlp, step_of, batch, rtol=2e-3, atol=1e-4, probe=scale)
+    # doubled after every two clean steps, halved at the non-finite ones (as eager's)
+    assert scales[::2] == [2.0 ** e for e in (12, 13, 13, 14, 14, 13, 13, 14, 14, 13, 13, 14)]
+
+
+# -- registry-driven: every loss and every optimizer -------------------------------------------
+def _exported(module, base):
+    return sorted((c for c in vars(module).values()
+                   if inspect.isclass(c) and issubclass(c, base) and c is not base),
+                  key=lambda c: c.__name__)
+
+
+# How each loss's input and target are made, when not "float input, float target":
+# (input transform, target maker).
+LOSS_DATA = {
+    "CrossEntropyLoss": (lambda z: z, lambda rng: _labels(rng, 5, 8)),
+    "NLLLoss": (lambda z: F.log_softmax(z, 1), lambda rng: _labels(rng, 5, 8)),
+    "BCELoss": (dt.sigmoid, lambda rng: dt.tensor(rng.uniform(0, 1, (8, 5)),
+                                                   dtype=dt.float32)),
+    "BCEWithLogitsLoss": (lambda z: z, lambda rng: dt.tensor(rng.uniform(0, 1, (8, 5)),
+                                                             dtype=dt.float32)),
+    "KLDivLoss": (lambda z: F.log_softmax(z, 1),
+                  lambda rng: F.softmax(_floats(rng, 8, 5), 1)),
+}
+
+
+@pytest.mark.parametrize("loss_cls", _exported(nn, _Loss), ids=lambda c: c.__name__)
+def test_every_loss_in_a_compiled_step(loss_cls):
+    transform, target = LOSS_DATA.get(loss_cls.__name__,
+                                      (lambda z: z, lambda rng: _floats(rng, 8, 5)))
+    loss_fn = loss_cls(reduction="batchmean") if loss_cls is nn.KLDivLoss else loss_cls()
+
+    def mlp():
+        return nn.Sequential(nn.Linear(6, 5))
+    want, got, _ = _run(mlp, lambda m: _plain_step(
+        m, optim.SGD(m.parameters(), lr=0.1), lambda z, y: loss_fn(transform(z), y)),
+        lambda rng: (_floats(rng, 8, 6), target(rng)))
+    _assert_losses(want, got)
+
+
+# Optimizers whose step needs a closure (re-evaluating the model in a data-dependent loop).
+CLOSURE_OPTIMIZERS = {"LBFGS"}
+
+
+@pytest.mark.parametrize("opt_cls", [c for c in _exported(optim, optim.Optimizer)
+                                     if c.__name__ not in CLOSURE_OPTIMIZERS],
+                         ids=lambda c: c.__name__)
+def test_every_optimizer_in_a_compiled_step(opt_cls):
+    def mlp():
+        return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5))
+    want, got, _ = _run(mlp, lambda m: _plain_step(
+        m, opt_cls(m.parameters(), lr=0.01), F.cross_entropy),
+        lambda rng: (_floats(rng, 8, 6), _labels(rng, 5, 8)))
+    _assert_losses(want, got)
+
+
+@pytest.mark.parametrize("name", sorted(CLOSURE_OPTIMIZERS))
+def test_closure_optimizers_are_refused_at_the_first_recording(name):
+    model = nn.Linear(6, 5)
+    opt = getattr(optim, name)(model.parameters(), lr=0.1)
+    x, y = _floats(np.random.default_rng(0), 8, 6), dt.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+
+    def step(x, y):
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+        return opt.step(closure)
+    with pytest.raises(dt.jit.TraceError, match=rf"{name}.step\(closure=...\)"):
+        dt.compile(step)(x, y)
+
+
+def test_data_dependent_backward_is_refused_at_the_first_recording():
+    """prod's gradient branches on whether an input holds a zero: a host read, reported while
+    the first call records (never a branch frozen into the graph)."""
+    w = dt.tensor([1.0, 2.0, 3.0], requires_grad=True)
+
+    def step(x):
+        (w * x).prod().backward()
+    with pytest.raises(dt.jit.TraceError, match=r"Tensor.item\(\) was called on"):
+        dt.compile(step)(dt.tensor([1.0, 0.5, 2.0]))
