@@ -9,8 +9,8 @@ Saved tensors are released as each node finishes unless the graph is retained.
 import heapq
 import itertools
 import threading
+from contextlib import contextmanager
 
-from dtrain.autograd import node as _node
 from dtrain.autograd.anomaly_mode import check_grads, is_anomaly_check_nan_enabled
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Node
@@ -90,13 +90,22 @@ class _Run:
             return
         if self.accumulate is not None and leaf not in self.accumulate:
             return
-        if _node.tracer is not None:  # dtrain.jit records this as one replayable effect
-            _node.tracer.on_accumulate(self, leaf, g)
-            return
+        if state.observer is not None:  # autograd/observer.py
+            state.observer.accumulate(leaf, g, lambda: self.deliver(leaf, g))
+        else:
+            self.deliver(leaf, g)
+
+    def deliver(self, leaf, g):
+        """Accumulate `g` into `leaf.grad`, then run the leaf's post-accumulate hooks."""
         self._accumulate_grad(leaf, g)
         if leaf._post_hooks:
             for hook in list(leaf._post_hooks.values()):
                 hook(leaf)
+
+    def run_callbacks(self):
+        """Run the queued callbacks in order (one may queue another)."""
+        while self.callbacks:
+            self.callbacks.pop(0)()
 
     def _accumulate_grad(self, leaf, g):
         if g._data.shape != leaf._data.shape:
@@ -118,6 +127,20 @@ class _Run:
         leaf.grad = Tensor._make(arr)
 
 
+@contextmanager
+def backward_pass():
+    """A backward pass without the graph walk, as a context: `run.deliver(leaf, grad)` and
+    `run.run_callbacks()` do what the engine does, and `queue_callback` works inside (graph
+    mode replays a recorded backward this way)."""
+    run = _Run(False, None, None)
+    prev = getattr(_current, "run", None)
+    _current.run = run
+    try:
+        yield run
+    finally:
+        _current.run = prev
+
+
 def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=None,
             accumulate=None):
     """Back-propagate `grad_roots` from `roots`; returns {captured key: grad} for `capture`."""
@@ -134,7 +157,10 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
     prev_mode, prev_run = state.enabled, getattr(_current, "run", None)
     state.enabled = create_graph
     _current.run = run
+    observer = state.observer
     try:
+        if observer is not None:  # autograd/observer.py
+            observer.backward(create_graph)
         for t in roots:
             if t.grad_fn is None and deps.get(t, 0) == 0 and t in grads:
                 run.finish_leaf(t, grads.pop(t))
@@ -142,8 +168,8 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
         plain = run.capture is None
         # NOTE: summing gradients on raw arrays skips an op dispatch per extra use of a
         # tensor; only create_graph (the sum must be differentiable) and jit tracing (the
-        # sum must be recorded) need the Tensor op.
-        raw_sum = not create_graph and _node.tracer is None
+        # sum must be observed) need the Tensor op.
+        raw_sum = not create_graph and observer is None
         check_nan = is_anomaly_check_nan_enabled()
         while heap:
             fn = heappop(heap)[1]
@@ -182,10 +208,11 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
                         g_leaf = grads.pop(obj, None)
                         if g_leaf is not None:
                             run.finish_leaf(obj, g_leaf)
-        if run.callbacks and _node.tracer is not None:  # dtrain.jit: a replayable effect
-            _node.tracer.on_callbacks(run)
-        while run.callbacks:
-            run.callbacks.pop(0)()
+        if run.callbacks:
+            if observer is not None:
+                observer.callbacks(run.run_callbacks)
+            else:
+                run.run_callbacks()
     finally:
         state.enabled = prev_mode
         _current.run = prev_run

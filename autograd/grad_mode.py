@@ -1,13 +1,7 @@
 """The grad-mode switch: whether ops record the graph (thread-local, as in PyTorch)."""
 import functools
-import threading
 
-
-class _State(threading.local):
-    enabled = True
-
-
-state = _State()
+from dtrain.core.state import state
 
 
 def is_grad_enabled():

@@ -9,8 +9,6 @@ from dtrain.autograd.grad_mode import state
 from dtrain.core.tensor import Tensor
 
 _seq = itertools.count()
-# The active dtrain.jit tracer, or None: `Op.apply` reports every call to it while set.
-tracer = None
 
 FREED = ("Trying to backward through the graph a second time (or directly access saved "
          "tensors after they have already been freed). Saved intermediate values of the graph "
@@ -150,8 +148,9 @@ class Op(Node):
                 if cls.is_view:
                     for t in result:
                         _mark_view(t, args[0], cls, args, params)
-            if tracer is not None:  # dtrain.jit is recording this call (jit/tracer.py)
-                tracer.record(node, args, params, result)
+            observer = state.observer
+            if observer is not None:  # autograd/observer.py
+                observer.op(node, args, params, result)
             return result
         # NOTE: Node._record's edge logic, inlined with the unwrapping loop: one pass over
         # the arguments on the hottest path of the library.
@@ -209,8 +208,9 @@ class Op(Node):
                                      for a in args]
             if cls.saves_output:
                 node._out = (t._data, t._version, t._version[0])
-        if tracer is not None:  # dtrain.jit is recording this call (jit/tracer.py)
-            tracer.record(node, args, params, result)
+        observer = state.observer
+        if observer is not None:  # autograd/observer.py
+            observer.op(node, args, params, result)
         return result
 
     @property

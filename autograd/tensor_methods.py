@@ -120,8 +120,8 @@ def _write(self, result):
         raise RuntimeError(f"unsupported operation: cannot write into this tensor in place "
                            f"({err}); clone() it first") from None
     self._version[0] += 1
-    if _node.tracer is not None:  # dtrain.jit records the write as a graph effect
-        _node.tracer.on_write(self, result)
+    if state.observer is not None:  # autograd/observer.py
+        state.observer.write(self, result)
 
 
 def _check_fits(data, result):
@@ -187,8 +187,8 @@ def inplace(self, fn, args, kwargs=None, reads_self=True):
     _check_inplace(self)
     old = Tensor._make(self._data.copy() if reads_self else self._data, self.requires_grad,
                        self.grad_fn, self._output_nr)
-    if reads_self and _node.tracer is not None:  # dtrain.jit: the snapshot is a graph value
-        _node.tracer.on_copy(self, old)
+    if reads_self and state.observer is not None:  # autograd/observer.py
+        state.observer.snapshot(self, old)
     _commit(self, fn(old, *args, **kwargs))
     return self
 
@@ -204,8 +204,8 @@ def setitem(self, key, value):
         except ValueError as err:
             raise RuntimeError(f"setitem: {err} (tensor {list(self._data.shape)})") from None
         self._version[0] += 1
-        if _node.tracer is not None:  # dtrain.jit records the write as a graph effect
-            _node.tracer.on_setitem(self, key, value)
+        if state.observer is not None:  # autograd/observer.py
+            state.observer.setitem(self, key, value)
         return
     _check_inplace(self)
     old = Tensor._make(self._data, self.requires_grad, self.grad_fn, self._output_nr)

@@ -7,10 +7,7 @@ import numpy as np
 
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
-
-# Called as `host_read_hook(tensor, "item")` before a tensor's values are read into Python
-# (item/tolist/numpy), while dtrain.jit traces a function; None otherwise.
-host_read_hook = None
+from dtrain.core.state import state
 
 
 class Size(tuple):
@@ -263,8 +260,8 @@ class Tensor:
 
     # -- conversion to Python / NumPy -------------------------------------------------------
     def numpy(self, *, force=False):
-        if host_read_hook is not None:
-            host_read_hook(self, "numpy")
+        if state.observer is not None:  # autograd/observer.py
+            state.observer.host_read(self, "numpy")
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
@@ -280,16 +277,16 @@ class Tensor:
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def item(self):
-        if host_read_hook is not None:
-            host_read_hook(self, "item")
+        if state.observer is not None:  # autograd/observer.py
+            state.observer.host_read(self, "item")
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
                                "to Scalar")
         return self._data.reshape(()).item()
 
     def tolist(self):
-        if host_read_hook is not None:
-            host_read_hook(self, "tolist")
+        if state.observer is not None:  # autograd/observer.py
+            state.observer.host_read(self, "tolist")
         return backend.to_device(self._data, backend.CPU).tolist()
 
     def __len__(self):

@@ -4,18 +4,34 @@
     traced = dt.jit.trace(model, (x,))   # a single-signature graph; print(traced.graph)
     dt.jit.save(traced, "model.dtj"); served = dt.jit.load("model.dtj")
 
-What is captured: every registry op (forward, and the backward's ops when the function
-calls `backward()`), leaf-gradient accumulation with its hooks and the backward callbacks
-(DDP's all-reduce), in-place writes, and `optimizer.step()` / `zero_grad()` /
-`scheduler.step()` / GradScaler's `unscale_()`, `step()` and `update()` as opaque calls
-(the scaler's scale is a tensor the graph reads by reference). Random ops of the registry
-(dropout's mask) draw anew on every replay, from the same generator stream as eager calls.
-What is not captured, and is reported (`TraceError`, or eager with `fallback="eager"`):
-Python reading tensor values (`.item()`, `bool()`, ...), values computed with NumPy outside
-the registry that change between calls (e.g. a mask drawn with NumPy; found by recording
-each signature twice), in-place changes to a compiled module's state outside the registry,
-`backward(create_graph=True)` and `optimizer.step(closure)`. A compiled callable is not
-thread-safe.
+How the seam works. Eager code reports to one observer on the thread-local autograd state
+(`dtrain.autograd.observer`; None in eager mode, one attribute test per event): every op
+application (`Op.apply`), in-place write, leaf-gradient accumulation, end-of-backward
+callback and host read (`item`, `tolist`, `numpy`), and every call of an `@effect` method.
+Recording a call installs a `Tracer` (tracer.py) as that observer, as JAX's `bind` hands each
+primitive to the current interpreter:
+- An op declares what it is by its class: the registry op, its arguments and params, and
+  the arrays its forward leaves on itself for backward (its stash). Backward formulas are
+  written with registry ops on those values, so the ops of `backward()` are recorded too;
+  nothing is computed on arrays outside the registry (losses gather instead of building
+  one-hot matrices, clip_grad_norm_'s norm and coefficient are tensors).
+- Effects are marked, not discovered: `Optimizer.step`/`zero_grad`, `LRScheduler.step`,
+  `Module.zero_grad` and GradScaler's `unscale_`/`step`/`update` are `@effect`s (a subclass's
+  override too, via `__init_subclass__`). The tracer records each as one call and runs it
+  unobserved; replay calls it again with the same arguments, so its Python state (learning
+  rates, the scaler's growth tracker) moves on every replay. State that the graph's ops read
+  is a tensor read by reference (parameters, buffers, GradScaler's scale).
+- Replay (executor.py) runs the recorded ops' forwards on arrays, and the effects: writes,
+  accumulation into `.grad` with its hooks, the callbacks (DDP's all-reduce), the calls.
+  Random ops draw anew on every replay, from the same generator stream as eager calls.
+
+What cannot be captured raises `TraceError` (or runs eagerly with `fallback="eager"`) while
+the first call records: Python reading a traced value (`.item()`, `bool()`, a branch on
+data such as prod's gradient with zeros), an effect called with a closure or tensor argument
+(`optimizer.step(closure)`, LBFGS), `backward(create_graph=True)`, in-place changes to a
+compiled module's state outside the registry. A value computed with NumPy outside the
+registry that changes between calls is found by recording each signature twice. A compiled
+callable is not thread-safe.
 """
 from dtrain.jit.compiler import CompiledFunction, TracedFunction, compile, trace  # noqa: F401
 from dtrain.jit.export import load, save  # noqa: F401

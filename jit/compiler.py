@@ -12,7 +12,6 @@ updates are seen; a change of their shape, dtype or requires_grad triggers a new
 import warnings
 
 from dtrain.autograd import autocast as _autocast
-from dtrain.autograd import node as autograd_node
 from dtrain.autograd.grad_mode import state
 from dtrain.core.tensor import Tensor
 from dtrain.jit.executor import ArrayRunner, TensorRunner
@@ -115,7 +114,7 @@ class CompiledFunction:
         return (key, flags), [x for x in leaves if isinstance(x, Tensor)]
 
     def __call__(self, *args, **kwargs):
-        if autograd_node.tracer is not None:  # inside another recording: inline
+        if state.observer is not None:  # inside another recording: inline
             return self.fn(*args, **kwargs)
         key, tensors = self.signature(args, kwargs)
         entry = self.entries.get(key)

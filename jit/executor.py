@@ -16,7 +16,6 @@ from dtrain.core import backend, creation
 from dtrain.core import dtype as dtypes
 from dtrain.core.tensor import Tensor
 from dtrain.jit.graph import INPUT, Ref, map_refs, refs_in
-from dtrain.jit.tracer import accumulate
 
 _new = object.__new__
 
@@ -77,12 +76,8 @@ class ArrayRunner(_Runner):
         for vid, a, mutated in self.consts:
             env[vid] = a.copy() if mutated else a
         if self.graph.has_backward:
-            prev = getattr(engine._current, "run", None)
-            engine._current.run = self.run = engine._Run(False, None, None)
-            try:
+            with engine.backward_pass() as self.run:
                 self._run(env)
-            finally:
-                engine._current.run = prev
         else:
             self._run(env)
         self.tensors = ()
@@ -150,23 +145,22 @@ class ArrayRunner(_Runner):
             leaf = self.leaf(target)
             arr = env[g]
             with no_grad():
-                accumulate(self.run, leaf, Tensor._make(arr.copy() if shared and leaf.grad is None
-                                                        else arr))
+                self.run.deliver(leaf, Tensor._make(arr.copy() if shared and leaf.grad is None
+                                                    else arr))
             env[o] = leaf.grad._data
         return step
 
     def _callbacks(self, n):
         def step(env):
             with no_grad():
-                while self.run.callbacks:
-                    self.run.callbacks.pop(0)()
+                self.run.run_callbacks()
         return step
 
     def _call(self, n):
-        (owner, name), kwargs = n.target, n.params
+        (owner, method), args, kwargs = n.target, n.args, n.params
 
         def step(env):
-            getattr(owner, name)(**kwargs)
+            method(owner, *args, **kwargs)
         return step
 
 
@@ -359,8 +353,8 @@ class TensorRunner(_Runner):
                     tm.setitem(env[n.args[0].vid], map_refs(n.params["key"], get),
                                map_refs(n.args[1], get))
             else:  # "call"
-                owner, name = n.target
-                getattr(owner, name)(**n.params)
+                owner, method = n.target
+                method(owner, *n.args, **n.params)
         self.tensors = ()
         return self.wrap_output(env)
 

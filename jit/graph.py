@@ -4,7 +4,8 @@ Every array a traced function touches is a numbered *value*: an input, a capture
 (a parameter or buffer, read by reference at replay), a constant, or the output of a node.
 Nodes are registry ops (`kind == "op"`: an `Op` class, its arguments and params) or effects
 that replay re-executes because they are not ops: in-place writes, gradient accumulation
-into a leaf's `.grad`, backward callbacks and opaque optimizer calls.
+into a leaf's `.grad`, backward callbacks and calls of `@effect` methods (optimizer steps).
+A call node's `args`/`params` are the call's own positional and keyword arguments.
 """
 from dataclasses import dataclass, field
 
@@ -57,7 +58,7 @@ class Node:
     params: dict = field(default_factory=dict)
     outs: tuple = ()
     stash: dict = field(default_factory=dict)
-    target: object = None     # accumulate: the leaf's Ref; call: (object, method name)
+    target: object = None     # accumulate: the leaf's Ref; call: (object, method function)
     aliases: tuple = ()       # positions of array args the output may share memory with
     multi: bool = False       # forward returns a tuple of outputs
 
@@ -69,7 +70,7 @@ class Node:
         if self.kind == "op":
             return getattr(self.op, "op_name", self.op.__name__.lower())
         if self.kind == "call":
-            return f"call {type(self.target[0]).__name__}.{self.target[1]}"
+            return f"call {type(self.target[0]).__name__}.{self.target[1].__name__}"
         return self.kind
 
 
@@ -106,7 +107,6 @@ class Graph:
         self.has_backward = False  # ops recorded inside backward, or leaf-grad effects
         self.mutated = set()       # values written in place by effects
         self.custom_functions = set()  # autograd.Function nodes met (no autograd replay)
-        self.bad_calls = []        # opaque calls that cannot be replayed
 
     def new_value(self, kind, arr):
         self.values.append(Value(kind, tuple(arr.shape), arr.dtype, _device(arr)))

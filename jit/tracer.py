@@ -1,45 +1,33 @@
-"""Recording a function into a `Graph` while it runs eagerly.
+"""Recording a function into a `Graph` while it runs eagerly: the `Tracer` observer.
 
-While a `Tracer` is active, `Op.apply` reports every registry op call, and the autograd
-engine and in-place Tensor methods report what is not an op (leaf-gradient accumulation,
-backward callbacks, in-place writes). Arrays are identified by object identity: an array an
-op produced is that op's value; one never seen before is *captured* (a parameter, buffer or
-constant, read by reference at replay). Optimizer/scheduler `step()` and `zero_grad()` calls
-are recorded as opaque calls (found with `sys.setprofile`) and run as one unit at replay.
+While a `Tracer` observes the thread (autograd/observer.py), every registry op application,
+in-place write, leaf-gradient accumulation, backward callback, host read and `@effect` call
+reaches it. Arrays are identified by object identity: an array an op produced is that op's
+value; one never seen before is *captured* (a parameter, buffer or constant, read by
+reference at replay). An effect (optimizer/scheduler `step()`, `zero_grad()`, GradScaler's
+`unscale_`/`step`/`update`) is recorded as one call, replayed by calling it again; what it
+does inside is not recorded.
 
 Reading a traced value into Python (`.item()`, `bool()`, `.tolist()`, `.numpy()`) cannot be
 captured: the tracer raises `TraceError`, or with `fallback="eager"` stops recording and lets
 the call finish eagerly.
 """
-import sys
-import threading
+import inspect
 from contextlib import contextmanager
 
 import numpy as np
 
-from dtrain.autograd import engine
-from dtrain.autograd import node as autograd_node
+from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Op
+from dtrain.autograd.observer import Observer, observing
 from dtrain.core import backend
 from dtrain.core.tensor import Tensor
 from dtrain.jit.graph import CAPTURED, CONST, EFFECT, INPUT, OP, STASH, Graph, Node, Ref
-
-# Methods recorded as one opaque call: name -> attributes that identify the owner
-# (optimizers: param_groups; LR schedulers: last_epoch; modules' zero_grad: _parameters;
-# GradScaler: get_scale).
-OPAQUE = {"step": ("param_groups", "last_epoch", "get_scale"),
-          "zero_grad": ("param_groups", "_parameters"),
-          "unscale_": ("get_scale",), "update": ("get_scale",)}
-
 
 # Op params that only pass a cache of work the op can redo itself (conv backward hands its
 # GEMM layouts to the ops it calls): when the array was made outside the registry, the graph
 # passes None and replay recomputes it. TODO(nn): declare this on the op classes instead.
 CACHE_PARAMS = {"conv_transpose": ("gt",), "conv_weight": ("cols", "gt")}
-
-
-# dtrain.core.tensor (`dtrain.core.tensor` as an attribute is the creation function)
-tensor_mod = sys.modules[Tensor.__module__]
 
 
 class TraceError(RuntimeError):
@@ -50,7 +38,7 @@ def is_array(x):
     return isinstance(x, np.ndarray) or backend.is_cuda_array(x)
 
 
-class Tracer:
+class Tracer(Observer):
     """Records one call. Use as a context manager around the eager call, then `finish`."""
 
     def __init__(self, inputs, fallback="error", watch=()):
@@ -59,37 +47,27 @@ class Tracer:
         self.ids = {}          # id(array) -> value id
         self.keep = []         # arrays kept alive so that their ids stay unique
         self.candidates = {}   # captured value id -> the Tensor or array first seen
-        self.suspended = 0     # > 0: inside an opaque call or effect (nothing is recorded)
+        self.suspended = 0     # > 0: inside an effect (nothing is recorded)
         self.abandoned = None  # why recording stopped (fallback="eager")
         self.fallback = fallback
-        self._frame = None     # the frame of the opaque call being run
-        self.thread = threading.get_ident()  # ops of other threads are not recorded
         for t in inputs:
             vid = self.ids.get(id(t._data))
             self.graph.inputs.append(self._define(t._data, INPUT) if vid is None else vid)
 
     # -- activation -------------------------------------------------------------------------
     def __enter__(self):
-        if autograd_node.tracer is not None:
-            raise TraceError("dtrain.jit records one function at a time per process")
-        autograd_node.tracer = self
-        tensor_mod.host_read_hook = self.host_read
-        self._old_profile = sys.getprofile()
-        sys.setprofile(self._profile)
+        if state.observer is not None:
+            raise TraceError("dtrain.jit records one function at a time per thread")
+        self._observing = observing(self)
+        self._observing.__enter__()
         return self
 
     def __exit__(self, *exc):
-        sys.setprofile(self._old_profile)
-        autograd_node.tracer = None
-        tensor_mod.host_read_hook = None
+        self._observing.__exit__(*exc)
 
     def finish(self, result):
         """Set the graph's output from the function's return value; returns the graph."""
         self.graph.output = self.lift(result)
-        if self.graph.bad_calls:
-            self.unsupported(f"calls that a graph cannot replay: "
-                             f"{', '.join(self.graph.bad_calls)} (a closure or tensor argument "
-                             f"would be stale at replay: call it outside the compiled function)")
         for t, version in self.versions.values():
             if t._version[0] != version:
                 self.unsupported(
@@ -133,10 +111,6 @@ class Tracer:
             return {k: self.lift(v) for k, v in obj.items()}
         return obj
 
-    def _off(self):
-        """Whether to let a call through unrecorded (paused, or another thread's)."""
-        return self.suspended or threading.get_ident() != self.thread
-
     @contextmanager
     def paused(self):
         self.suspended += 1
@@ -153,17 +127,11 @@ class Tracer:
             self.abandoned = why
             self.suspended += 1  # for the rest of this call
 
-    # -- hooks (called by Op.apply, the engine and Tensor methods) --------------------------
-    def record(self, node, args, params, result):
-        if self._off():
+    # -- the observer protocol (autograd/observer.py) ---------------------------------------
+    def op(self, node, args, params, result):
+        if self.suspended:
             return
         cls = type(node)
-        run = getattr(engine._current, "run", None)
-        if run is not None:
-            if run.create_graph:
-                return self.unsupported("backward(create_graph=True) inside a compiled "
-                                        "function is not supported by dtrain.jit")
-            self.graph.has_backward = True
         for a in args:
             if isinstance(a, Tensor) and a.grad_fn is not None and not isinstance(a.grad_fn, Op):
                 self.graph.custom_functions.add(a.grad_fn.name())
@@ -183,36 +151,41 @@ class Tracer:
                    if is_array(v) and id(v) not in self.ids}
         self.graph.nodes.append(n)
 
-    def on_accumulate(self, run, leaf, g):
-        """A leaf's gradient reaches it in backward: accumulate into `.grad`, run hooks."""
-        if self._off():
-            return accumulate(run, leaf, g)
+    def backward(self, create_graph):
+        if self.suspended:
+            return
+        if create_graph:
+            self.unsupported("backward(create_graph=True) inside a compiled function is not "
+                             "supported by dtrain.jit")
         self.graph.has_backward = True
-        n = Node("accumulate", args=(self.ref(g),), target=self.ref(leaf))
+
+    def accumulate(self, leaf, grad, apply):
+        """A leaf's gradient reaches it in backward: accumulate into `.grad`, run hooks."""
+        if self.suspended:
+            return apply()
+        n = Node("accumulate", args=(self.ref(grad),), target=self.ref(leaf))
         with self.paused():
-            accumulate(run, leaf, g)
+            apply()
         n.outs = (self._define(leaf.grad._data, EFFECT),)
         self.graph.nodes.append(n)
 
-    def on_callbacks(self, run):
+    def callbacks(self, run):
         """Run the backward pass's queued callbacks (e.g. DDP's final wait) as one effect."""
-        if self._off():
-            return  # the engine runs them
-        self.graph.nodes.append(Node("callbacks"))
+        if not self.suspended:
+            self.graph.nodes.append(Node("callbacks"))
         with self.paused():
-            while run.callbacks:
-                run.callbacks.pop(0)()
+            run()
 
-    def on_write(self, tensor, result):
-        if self._off():
+    def write(self, tensor, array):
+        if self.suspended:
             return
-        n = Node("write", args=(self.ref(tensor), self.ref(result, False)))
+        n = Node("write", args=(self.ref(tensor), self.ref(array, False)))
         self.graph.mutated.add(n.args[0].vid)
         self.graph.nodes.append(n)
         self._seen(tensor)
 
-    def on_setitem(self, tensor, key, value):
-        if self._off():
+    def setitem(self, tensor, key, value):
+        if self.suspended:
             return
         n = Node("setitem", args=(self.ref(tensor), self.lift(value)),
                  params={"key": self.lift(key)})
@@ -220,15 +193,15 @@ class Tracer:
         self.graph.nodes.append(n)
         self._seen(tensor)
 
-    def on_copy(self, src, copy):
-        if self._off():
+    def snapshot(self, tensor, copy):
+        if self.suspended:
             return
-        n = Node("copy", args=(self.ref(src),))
+        n = Node("copy", args=(self.ref(tensor),))
         n.outs = (self._define(copy._data, OP),)
         self.graph.nodes.append(n)
 
     def host_read(self, tensor, what):
-        if self._off():
+        if self.suspended:
             return
         vid = self.ids.get(id(tensor._data))
         if vid is None:
@@ -249,42 +222,26 @@ class Tracer:
             f"instead of if), move it out of the compiled function, or compile with "
             f"fallback='eager' to run such calls eagerly")
 
-    def _profile(self, frame, event, arg):
-        if event == "call":
-            name = frame.f_code.co_name
-            if self.suspended or name not in OPAQUE:
-                return
-            owner = frame.f_locals.get("self")
-            if owner is None or isinstance(owner, Tensor) or not any(
-                    hasattr(owner, a) for a in OPAQUE[frame.f_code.co_name]):
-                return
-            self._begin_call(frame, owner)
-        elif event == "return" and frame is self._frame:
-            self._frame = None
-            self.suspended -= 1
-            for t, _ in list(self.versions.values()):  # the call's changes are replayed
-                self._seen(t)
-
-    def _begin_call(self, frame, owner):
-        code = frame.f_code
-        names = code.co_varnames[1:code.co_argcount + code.co_kwonlyargcount]
-        kwargs = {n: frame.f_locals[n] for n in names if n in frame.f_locals}
-        bad = [n for n, v in kwargs.items() if isinstance(v, Tensor) or is_array(v)
-               or callable(v)]
-        n = Node("call", params=kwargs, target=(owner, code.co_name))
+    def effect(self, owner, method, args, kwargs):
+        """An `@effect` method (optimizer step...): recorded as one call, run unrecorded."""
+        if self.suspended:
+            return method(owner, *args, **kwargs)
+        bound = inspect.signature(method).bind(owner, *args, **kwargs).arguments
+        stale = [k for k, v in list(bound.items())[1:]
+                 if isinstance(v, Tensor) or is_array(v) or callable(v)]
+        n = Node("call", args=args, params=kwargs, target=(owner, method))
+        if stale:
+            self.unsupported(f"{n.name()}({', '.join(k + '=...' for k in stale)}) cannot be "
+                             f"replayed: a graph calls it again with the same arguments, and a "
+                             f"closure or tensor argument would be stale; call it outside the "
+                             f"compiled function")
+            return method(owner, *args, **kwargs)
         self.graph.nodes.append(n)
-        if bad:
-            self.graph.bad_calls.append(f"{n.name()}({', '.join(bad)}=...)")
-        self._frame = frame
-        self.suspended += 1
-
-
-def accumulate(run, leaf, g):
-    """What the engine does for a leaf's gradient: accumulate it, then run post hooks."""
-    run._accumulate_grad(leaf, g)
-    if leaf._post_hooks:
-        for hook in list(leaf._post_hooks.values()):
-            hook(leaf)
+        with self.paused():
+            result = method(owner, *args, **kwargs)
+        for t, _ in list(self.versions.values()):  # the call's changes are replayed
+            self._seen(t)
+        return result
 
 
 def _may_share(a, b):

@@ -9,6 +9,7 @@ from collections import OrderedDict, namedtuple
 from dtrain.autograd.function import Function
 from dtrain.autograd.grad_mode import is_grad_enabled, no_grad
 from dtrain.autograd.node import HookHandle
+from dtrain.autograd.observer import effect
 from dtrain.core import dtype as dtypes
 from dtrain.core.tensor import Tensor
 from dtrain.nn.parameter import Parameter
@@ -276,6 +277,7 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
+    @effect  # graph mode replays it as one call (autograd/observer.py)
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():
             if p.grad is None:

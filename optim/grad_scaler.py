@@ -18,6 +18,7 @@ import warnings
 from collections import defaultdict
 from enum import Enum
 
+from dtrain.autograd.observer import effect
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
 from dtrain.core.creation import full
@@ -83,6 +84,7 @@ class GradScaler:
             return map(self.scale, outputs)
         raise ValueError("outputs must be a Tensor or an iterable of Tensors")
 
+    @effect  # graph mode replays it as one call (autograd/observer.py), as step and update
     def unscale_(self, optimizer):
         """Divide `optimizer`'s gradients by the scale in place (once per step, e.g. before
         gradient clipping) and record whether any of them is inf/nan."""
@@ -110,6 +112,7 @@ class GradScaler:
             dev: backend.array_module(fs[0]).stack(fs).any() for dev, fs in flags.items()}
         state["stage"] = OptState.UNSCALED
 
+    @effect
     def step(self, optimizer, *args, **kwargs):
         """Unscale (unless `unscale_` ran) and call `optimizer.step(*args, **kwargs)` unless
         a gradient is inf/nan. Returns the step's return value, or None when skipped."""
@@ -132,6 +135,7 @@ class GradScaler:
         state["stage"] = OptState.STEPPED
         return retval
 
+    @effect
     def update(self, new_scale=None):
         """Adjust the scale after the iteration's steps (or set it to `new_scale`)."""
         if not self._enabled:

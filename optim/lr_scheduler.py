@@ -12,6 +12,7 @@ import warnings
 from bisect import bisect_right
 from collections import Counter
 
+from dtrain.autograd.observer import effect, mark_effects
 from dtrain.optim.optimizer import Optimizer
 
 EPOCH_DEPRECATION_WARNING = (
@@ -35,6 +36,10 @@ class LRScheduler:
     `last_epoch` and writes the rates that `get_lr` computes into the optimizer's groups."""
 
     _is_initial = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        mark_effects(cls, ("step",))  # an override is one effect, as the base's
 
     def __init__(self, optimizer, last_epoch=-1):
         _check_optimizer(optimizer)
@@ -94,6 +99,7 @@ class LRScheduler:
         """The rates at `last_epoch` from `base_lrs`; schedulers without one chain instead."""
         return self.get_lr()
 
+    @effect  # graph mode replays it as one call (autograd/observer.py)
     def step(self, epoch=None):
         self._step_count += 1
         if epoch is not None:

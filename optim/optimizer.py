@@ -11,6 +11,7 @@ from copy import deepcopy
 from itertools import chain
 
 from dtrain.autograd.grad_mode import enable_grad, no_grad
+from dtrain.autograd.observer import effect, mark_effects
 from dtrain.core import dtype as dtypes
 from dtrain.core.backend import array_module, device_of
 from dtrain.core.creation import zeros
@@ -66,6 +67,10 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        mark_effects(cls, ("step", "zero_grad"))  # an override is one effect, as the base's
+
     def add_param_group(self, param_group):
         """Add a group of parameters with its own hyperparameters (missing ones default)."""
         if not isinstance(param_group, dict):
@@ -95,6 +100,7 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(param_group)
 
+    @effect  # graph mode replays it as one call (autograd/observer.py)
     def zero_grad(self, set_to_none=True):
         """Reset the gradients: drop them (default) or fill them with zeros."""
         for group in self.param_groups:
@@ -110,6 +116,7 @@ class Optimizer:
                         p.grad.requires_grad_(False)
                     p.grad.zero_()
 
+    @effect
     def step(self, closure=None):
         """One update of every parameter that has a gradient. `closure` re-evaluates the
         model and returns the loss (run with grad enabled); its value is returned."""

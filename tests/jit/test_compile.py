@@ -1,5 +1,6 @@
 """dt.compile / dt.jit.trace behaviour: guards, control-flow errors, fallbacks, printing,
 passes, hooks in replay, and the memory plan (no allocation per replay)."""
+import sys
 
 import numpy as np
 import pytest
@@ -281,6 +282,33 @@ def test_calls_that_cannot_be_replayed_are_reported():
     compiled = dt.compile(closure_step)
     with pytest.raises(dt.jit.TraceError, match=r"call SGD.step\(closure=...\)"):
         compiled(_t(2))  # the first call: nothing is replayed with a stale closure
+
+
+def test_recording_leaves_a_profiler_alone():
+    """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
+    the user keeps receiving calls while a function records."""
+    seen = []
+
+    def profiler(frame, event, arg):
+        if event == "call":
+            seen.append(frame.f_code.co_name)
+    w = dt.tensor([1.0, 2.0], dtype=dt.float64, requires_grad=True)
+    opt = dt.optim.SGD([w], lr=0.5)
+
+    def train_step(x):
+        opt.zero_grad()
+        (w * x).sum().backward()
+        opt.step()
+    compiled = dt.compile(train_step)
+    sys.setprofile(profiler)
+    try:
+        for _ in range(3):
+            compiled(_t(2))
+    finally:
+        sys.setprofile(None)
+    # two recordings run the function, the replay does not; both were profiled
+    assert seen.count("train_step") == 2 and "backward" in seen and "_run" in seen
+    np.testing.assert_allclose(w._data, [1.0, 2.0] - 3 * 0.5 * _t(2)._data)
 
 
 class _HalfSquare(dt.autograd.Function):

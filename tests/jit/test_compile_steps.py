@@ -260,16 +260,36 @@ def test_every_loss_in_a_compiled_step(loss_cls):
 CLOSURE_OPTIMIZERS = {"LBFGS"}
 
 
+class _SignSGD(optim.Optimizer):
+    """A custom optimizer with its own torch-style `step` (in-place tensor updates): an
+    effect too, marked by Optimizer.__init_subclass__."""
+
+    def __init__(self, params, lr=0.01):
+        super().__init__(params, dict(lr=lr))
+
+    @dt.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(group["lr"] * p.grad.sign())
+
+
 @pytest.mark.parametrize("opt_cls", [c for c in _exported(optim, optim.Optimizer)
-                                     if c.__name__ not in CLOSURE_OPTIMIZERS],
+                                     if c.__name__ not in CLOSURE_OPTIMIZERS] + [_SignSGD],
                          ids=lambda c: c.__name__)
 def test_every_optimizer_in_a_compiled_step(opt_cls):
     def mlp():
         return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5))
-    want, got, _ = _run(mlp, lambda m: _plain_step(
+    want, got, compiled = _run(mlp, lambda m: _plain_step(
         m, opt_cls(m.parameters(), lr=0.01), F.cross_entropy),
         lambda rng: (_floats(rng, 8, 6), _labels(rng, 5, 8)))
     _assert_losses(want, got)
+    # zero_grad and step replay as one call each; their in-place updates are not recorded
+    effects = [n.name() for n in compiled.graphs[0].nodes if n.kind != "op"]
+    name = opt_cls.__name__
+    assert effects[0] == f"call {name}.zero_grad" and effects[-1] == f"call {name}.step"
+    assert "write" not in effects
 
 
 @pytest.mark.parametrize("name", sorted(CLOSURE_OPTIMIZERS))
@@ -285,8 +305,11 @@ def test_closure_optimizers_are_refused_at_the_first_recording(name):
             loss.backward()
             return loss
         return opt.step(closure)
+    before = [p.detach().numpy().copy() for p in model.parameters()]
     with pytest.raises(dt.jit.TraceError, match=rf"{name}.step\(closure=...\)"):
         dt.compile(step)(x, y)
+    for p, q in zip(model.parameters(), before):  # refused before the step ran
+        np.testing.assert_array_equal(p._data, q)
 
 
 def test_data_dependent_backward_is_refused_at_the_first_recording():

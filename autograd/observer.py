@@ -1,0 +1,92 @@
+"""The one seam between eager execution and graph mode: an observer on the thread-local state.
+
+Eager code calls `state.observer` (None when nothing observes: one attribute test) wherever
+something happens to arrays, as JAX's `bind` hands every primitive to the current
+interpreter. The events, with what eager code does when nothing observes:
+
+    op(node, args, params, result)      after each registry op application (`Op.apply`)
+    write(tensor, array)                an array copied into a tensor in place
+    setitem(tensor, key, value)         `tensor[key] = value` outside autograd
+    snapshot(tensor, copy)              the copy of a tensor that an in-place op saves
+    backward(create_graph)              a backward pass starts
+    accumulate(leaf, grad, apply)       a leaf's gradient arrives: `apply()` accumulates it
+                                        into `.grad` and runs its post hooks
+    callbacks(run)                      the backward pass ends: `run()` runs queued callbacks
+    host_read(tensor, what)             Python reads a tensor's values (item, tolist, numpy)
+    effect(owner, method, args, kwargs) a method marked `@effect` (optimizer and scheduler
+                                        steps, zero_grad, GradScaler): returns its result
+
+`Observer` is the protocol with eager behavior; dtrain.jit's Tracer records instead.
+"""
+import functools
+from contextlib import contextmanager
+
+from dtrain.core.state import state
+
+
+class Observer:
+    """What eager execution reports (see the module doc); every method defaults to eager."""
+
+    def op(self, node, args, params, result):
+        pass
+
+    def write(self, tensor, array):
+        pass
+
+    def setitem(self, tensor, key, value):
+        pass
+
+    def snapshot(self, tensor, copy):
+        pass
+
+    def backward(self, create_graph):
+        pass
+
+    def accumulate(self, leaf, grad, apply):
+        apply()
+
+    def callbacks(self, run):
+        run()
+
+    def host_read(self, tensor, what):
+        pass
+
+    def effect(self, owner, method, args, kwargs):
+        return method(owner, *args, **kwargs)
+
+
+@contextmanager
+def observing(observer):
+    """Make `observer` see everything this thread runs inside the block (one at a time)."""
+    if state.observer is not None:
+        raise RuntimeError(f"{type(state.observer).__name__} is already observing this thread")
+    state.observer = observer
+    try:
+        yield observer
+    finally:
+        state.observer = None
+
+
+def effect(method):
+    """Mark `method` as one unit that graph mode replays by calling it again (with the same
+    arguments) instead of recording what it does: optimizer and scheduler steps, zero_grad."""
+    if getattr(method, "is_effect", False):
+        return method
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        observer = state.observer
+        if observer is None:
+            return method(self, *args, **kwargs)
+        return observer.effect(self, method, args, kwargs)
+    wrapper.is_effect = True
+    return wrapper
+
+
+def mark_effects(cls, names):
+    """Make the methods `names` that `cls` defines itself effects (for `__init_subclass__`,
+    so that a subclass's override of `step` is an effect as the base's is)."""
+    for name in names:
+        method = cls.__dict__.get(name)
+        if callable(method):
+            setattr(cls, name, effect(method))
