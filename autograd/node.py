@@ -6,6 +6,7 @@ they are themselves recorded and higher-order gradients come for free.
 import itertools
 
 from dtrain.autograd.grad_mode import state
+from dtrain.core import state as core_state
 from dtrain.core.tensor import Tensor
 
 _seq = itertools.count()
@@ -148,9 +149,8 @@ class Op(Node):
                 if cls.is_view:
                     for t in result:
                         _mark_view(t, args[0], cls, args, params)
-            observer = state.observer
-            if observer is not None:  # autograd/observer.py
-                observer.op(node, args, params, result)
+            if core_state.observed and state.observer is not None:  # autograd/observer.py
+                state.observer.op(node, args, params, result)
             return result
         # NOTE: Node._record's edge logic, inlined with the unwrapping loop: one pass over
         # the arguments on the hottest path of the library.
@@ -208,9 +208,8 @@ class Op(Node):
                                      for a in args]
             if cls.saves_output:
                 node._out = (t._data, t._version, t._version[0])
-        observer = state.observer
-        if observer is not None:  # autograd/observer.py
-            observer.op(node, args, params, result)
+        if core_state.observed and state.observer is not None:  # autograd/observer.py
+            state.observer.op(node, args, params, result)
         return result
 
     @property

@@ -19,9 +19,8 @@ interpreter. The events, with what eager code does when nothing observes:
 `Observer` is the protocol with eager behavior; dtrain.jit's Tracer records instead.
 """
 import functools
-from contextlib import contextmanager
 
-from dtrain.core.state import state
+from dtrain.core.state import observing, state  # noqa: F401  (observing: the public name)
 
 
 class Observer:
@@ -53,18 +52,6 @@ class Observer:
 
     def effect(self, owner, method, args, kwargs):
         return method(owner, *args, **kwargs)
-
-
-@contextmanager
-def observing(observer):
-    """Make `observer` see everything this thread runs inside the block (one at a time)."""
-    if state.observer is not None:
-        raise RuntimeError(f"{type(state.observer).__name__} is already observing this thread")
-    state.observer = observer
-    try:
-        yield observer
-    finally:
-        state.observer = None
 
 
 def effect(method):
