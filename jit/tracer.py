@@ -13,6 +13,7 @@ captured: the tracer raises `TraceError`, or with `fallback="eager"` stops recor
 the call finish eagerly.
 """
 import inspect
+import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -215,7 +216,8 @@ class Tracer(Observer):
         else:
             subject = f"a traced tensor (%{vid}, {self.graph.values[vid].describe()})"
         self.unsupported(
-            f"Tensor.{what}() was called on {subject} inside the compiled function: its value "
+            f"Tensor.{what}() was called on {subject} inside the compiled function "
+            f"({_caller()}): its value "
             f"is only known when the function runs, so Python code that depends on it "
             f"(if/while on a tensor, bool(), int(), float(), .item(), .tolist(), .numpy()) "
             f"cannot be captured in a graph. Keep the computation in tensor ops (e.g. dt.where "
@@ -242,6 +244,19 @@ class Tracer(Observer):
         for t, _ in list(self.versions.values()):  # the call's changes are replayed
             self._seen(t)
         return result
+
+
+def _caller():
+    """'function (file:line)' of the code that read a tensor: the innermost frame outside
+    Tensor's conversions (core/tensor.py) and this module."""
+    skip = (__file__, sys.modules[Tensor.__module__].__file__)
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in skip:
+        frame = frame.f_back
+    if frame is None:
+        return "caller unknown"
+    code = frame.f_code
+    return f"in {code.co_name}, {code.co_filename}:{frame.f_lineno}"
 
 
 def _may_share(a, b):

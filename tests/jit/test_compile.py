@@ -33,7 +33,8 @@ def test_data_dependent_control_flow_is_reported():
         return x
 
     with pytest.raises(dt.jit.TraceError, match=r"Tensor.item\(\) was called on a traced "
-                       r"tensor \(%\d+, bool\[\]\)"):
+                       r"tensor \(%\d+, bool\[\]\) inside the compiled function \(in f, "
+                       r".*test_compile.py:\d+\)"):
         dt.compile(f)(_t(3))
     for read in (lambda x: x.tolist(), lambda x: x.numpy(), lambda x: float(x.sum())):
         with pytest.raises(dt.jit.TraceError, match="cannot be captured"):
