@@ -80,6 +80,28 @@ def test_mlp_cross_entropy_sgd_momentum():
     _assert_losses(want, got)
 
 
+def test_class_weights_and_ignore_index_on_changing_labels():
+    """The per-element weights (weight[target], 0 where ignored) and the mean's divisor are
+    computed from each call's labels in the graph: a different number of ignored labels
+    every step."""
+    def mlp():
+        return nn.Sequential(nn.Linear(6, 5))
+    weight = dt.tensor([0.5, 1.0, 2.0, 1.5, 0.7])
+    ignored = []
+
+    def batch(rng):
+        y = rng.integers(0, 5, 8)
+        ignored.append(int((y == 3).sum()))
+        return _floats(rng, 8, 6), dt.tensor(y)
+    for loss_fn in (nn.CrossEntropyLoss(weight, ignore_index=3, label_smoothing=0.2),
+                    lambda z, y: F.nll_loss(F.log_softmax(z, 1), y, weight, ignore_index=3)):
+        ignored.clear()
+        want, got, _ = _run(mlp, lambda m, f=loss_fn: _plain_step(
+            m, optim.SGD(m.parameters(), lr=0.1), f), batch)
+        _assert_losses(want, got)
+        assert len(set(ignored)) > 1
+
+
 def test_cnn_batchnorm_dropout_adam():
     def cnn():
         return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
