@@ -2,6 +2,8 @@
 
 (a) a 1,000-op chain of tiny elementwise ops on a 16-element tensor that requires grad,
     forward + backward: microseconds per op;
+(a') the same for a chain of tensor add/mul only, on 10 elements (the cheapest ops: the
+    overhead with nothing to hide it);
 (b) a 1024x1024 float32 matmul, forward + backward (3 GEMMs): GFLOP/s.
 """
 import sys
@@ -23,13 +25,20 @@ def chain(x, w):
     return x.sum()
 
 
-def op_chain_us(lib, make):
-    x = make(np.random.default_rng(0).standard_normal(16).astype(np.float32))
-    w = make(np.full(16, 0.9, np.float32))
+def add_mul_chain(x, w):
+    # 2 ops per round: mul by a tensor, add a tensor
+    for _ in range(N_OPS // 2):
+        x = x * w + w
+    return x.sum()
+
+
+def op_chain_us(lib, make, fn=chain, size=16):
+    x = make(np.random.default_rng(0).standard_normal(size).astype(np.float32))
+    w = make(np.full(size, 0.9, np.float32))
 
     def step():
         x.grad = w.grad = None
-        chain(x, w).backward()
+        fn(x, w).backward()
     return best_time(step, repeat=7, warmup=2) / N_OPS * 1e6
 
 
@@ -50,6 +59,7 @@ def main():
     def dmake(arr):
         return dt.tensor(arr, requires_grad=True)
     result["dtrain"]["op_chain_us_per_op"] = op_chain_us(dt, dmake)
+    result["dtrain"]["add_mul_10_us_per_op"] = op_chain_us(dt, dmake, add_mul_chain, 10)
     result["dtrain"]["matmul_1024_gflops"] = matmul_gflops(dmake)
     torch = try_torch()
     if torch is not None:
@@ -58,11 +68,14 @@ def main():
         result["torch"] = {"version": torch.__version__,
                            "threads": torch.get_num_threads(),
                            "op_chain_us_per_op": op_chain_us(torch, tmake),
+                           "add_mul_10_us_per_op": op_chain_us(torch, tmake, add_mul_chain, 10),
                            "matmul_1024_gflops": matmul_gflops(tmake)}
         d, t = result["dtrain"], result["torch"]
         result["ratio_vs_torch"] = {
             "op_overhead (dtrain/torch time, target <= 1.5)":
                 d["op_chain_us_per_op"] / t["op_chain_us_per_op"],
+            "add_mul_10 (dtrain/torch time)":
+                d["add_mul_10_us_per_op"] / t["add_mul_10_us_per_op"],
             "matmul (torch/dtrain time, target <= 1.1)":
                 t["matmul_1024_gflops"] / d["matmul_1024_gflops"]}
     emit(result)
