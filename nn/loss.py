@@ -17,6 +17,7 @@ from dtrain.core.tensor import Tensor
 from dtrain.nn.activation import SoftplusOp, log_softmax
 from dtrain.nn.distance import clamp_min_keep_grad, pairwise_distance
 from dtrain.nn.module import Module
+from dtrain.nn.sparse import one_hot
 
 
 # -- reductions ----------------------------------------------------------------------------
@@ -418,15 +419,15 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     if x.dim() != 2 or t.shape != x.shape:
         raise RuntimeError(f"multilabel_margin_loss: expected input and target of the same shape "
                            f"(C,) or (N, C), got {list(input.shape)} and {list(target.shape)}")
-    xp = array_module(t._data)
-    n, c = x.shape
-    ended = xp.cumsum(t._data < 0, axis=1) > 0  # entries at or after the first -1
-    rows = xp.broadcast_to(xp.arange(n)[:, None], (n, c))
-    is_target = xp.zeros((n, c), dtype=bool)
-    is_target[rows[~ended], t._data[~ended]] = True
-    pairs = xp.logical_and(is_target[:, :, None], ~is_target[:, None, :])  # (n, j, i)
+    c = x.shape[1]
+    # NOTE: the masks are registry ops on the target (not array code), so that a compiled
+    # step recomputes them for each batch's labels
+    valid = lt(t, 0).long().cumsum(1) == 0  # entries before the first -1
+    hits = one_hot(where(valid, t, 0), c) * valid.unsqueeze(-1).long()  # (n, slot, class)
+    is_target = hits.sum(1).clamp(max=1).to(x.dtype)  # (n, class)
+    pairs = is_target.unsqueeze(2) * (1 - is_target).unsqueeze(1)  # (n, j, i)
     hinge = (1 - x.unsqueeze(2) + x.unsqueeze(1)).clamp(min=0)
-    loss = (hinge * Tensor._make(pairs.astype(x._data.dtype))).sum((1, 2)) / c
+    loss = (hinge * pairs).sum((1, 2)) / c
     if input.dim() == 1:
         loss = loss.reshape(())
     return _reduce(loss, _legacy_reduction(size_average, reduce, reduction))

@@ -250,30 +250,54 @@ def _exported(module, base):
                   key=lambda c: c.__name__)
 
 
-# How each loss's input and target are made, when not "float input, float target":
-# (input transform, target maker).
+def _signs(rng, *shape):
+    return dt.tensor(rng.choice([-1.0, 1.0], shape).astype(np.float32))
+
+
+def _multilabels(rng):
+    """MultiLabelMarginLoss targets: each row's labels first, then -1."""
+    y = np.full((8, 5), -1)
+    for row in y:
+        row[:2] = rng.choice(5, 2, replace=False)
+    return dt.tensor(y)
+
+
+def _plain(transform=lambda z: z):
+    return lambda loss_fn, z, y: loss_fn(transform(z), y)
+
+
+# How each loss is called on the model output z and what its targets are, when not
+# "float input, float target": (call(loss_fn, z, targets), targets maker).
 LOSS_DATA = {
-    "CrossEntropyLoss": (lambda z: z, lambda rng: _labels(rng, 5, 8)),
-    "NLLLoss": (lambda z: F.log_softmax(z, 1), lambda rng: _labels(rng, 5, 8)),
-    "BCELoss": (dt.sigmoid, lambda rng: dt.tensor(rng.uniform(0, 1, (8, 5)),
-                                                   dtype=dt.float32)),
-    "BCEWithLogitsLoss": (lambda z: z, lambda rng: dt.tensor(rng.uniform(0, 1, (8, 5)),
-                                                             dtype=dt.float32)),
-    "KLDivLoss": (lambda z: F.log_softmax(z, 1),
+    "CrossEntropyLoss": (_plain(), lambda rng: _labels(rng, 5, 8)),
+    "NLLLoss": (_plain(lambda z: F.log_softmax(z, 1)), lambda rng: _labels(rng, 5, 8)),
+    "MultiMarginLoss": (_plain(), lambda rng: _labels(rng, 5, 8)),
+    "MultiLabelMarginLoss": (_plain(), _multilabels),
+    "BCELoss": (_plain(dt.sigmoid), lambda rng: dt.tensor(rng.uniform(0, 1, (8, 5)),
+                                                           dtype=dt.float32)),
+    "BCEWithLogitsLoss": (_plain(), lambda rng: dt.tensor(rng.uniform(0, 1, (8, 5)),
+                                                          dtype=dt.float32)),
+    "KLDivLoss": (_plain(lambda z: F.log_softmax(z, 1)),
                   lambda rng: F.softmax(_floats(rng, 8, 5), 1)),
+    "CosineEmbeddingLoss": (lambda f, z, y: f(z, *y),
+                            lambda rng: (_floats(rng, 8, 5), _signs(rng, 8))),
+    "MarginRankingLoss": (lambda f, z, y: f(z[:, 0], z[:, 1], y), lambda rng: _signs(rng, 8)),
+    "TripletMarginLoss": (lambda f, z, y: f(z, *y),
+                          lambda rng: (_floats(rng, 8, 5), _floats(rng, 8, 5))),
+    "GaussianNLLLoss": (lambda f, z, y: f(z, *y),
+                        lambda rng: (_floats(rng, 8, 5), _floats(rng, 8, 5).abs() + 0.1)),
 }
 
 
 @pytest.mark.parametrize("loss_cls", _exported(nn, _Loss), ids=lambda c: c.__name__)
 def test_every_loss_in_a_compiled_step(loss_cls):
-    transform, target = LOSS_DATA.get(loss_cls.__name__,
-                                      (lambda z: z, lambda rng: _floats(rng, 8, 5)))
+    call, target = LOSS_DATA.get(loss_cls.__name__, (_plain(), lambda rng: _floats(rng, 8, 5)))
     loss_fn = loss_cls(reduction="batchmean") if loss_cls is nn.KLDivLoss else loss_cls()
 
     def mlp():
         return nn.Sequential(nn.Linear(6, 5))
     want, got, _ = _run(mlp, lambda m: _plain_step(
-        m, optim.SGD(m.parameters(), lr=0.1), lambda z, y: loss_fn(transform(z), y)),
+        m, optim.SGD(m.parameters(), lr=0.1), lambda z, y: call(loss_fn, z, y)),
         lambda rng: (_floats(rng, 8, 6), target(rng)))
     _assert_losses(want, got)
 
