@@ -52,6 +52,8 @@ from dtrain.autograd.ops.special import (acos, acosh, arccos, arccosh, arcsin,  
                                          polygamma, rad2deg, sgn, sinh, tan, xlogy)
 from dtrain.autograd.ops.stats import (bincount, bucketize, histc, isin, nanmean,  # noqa: F401
                                        nanquantile, nansum, quantile, searchsorted)
+from dtrain.autograd.ops.pointwise import argwhere  # noqa: F401
+from dtrain.autograd.ops.shape import broadcast_shapes  # noqa: F401
 from dtrain.autograd.ops.shape import (broadcast_to, cat, chunk, clone, concat,  # noqa: F401
                                        concatenate, expand, flatten, narrow, pad, permute,
                                        reshape, split, squeeze, stack, swapaxes, swapdims, t,
@@ -74,6 +76,7 @@ from dtrain.core.dtype import int64 as long  # noqa: F401
 from dtrain.core.random import (Generator, get_rng_state, initial_seed,  # noqa: F401
                                 manual_seed, set_rng_state)
 from dtrain.core.serialization import load, save  # noqa: F401
+from dtrain.core.creation import range_ as range  # noqa: F401  (torch.range, deprecated there)
 from dtrain.core.settings import (are_deterministic_algorithms_enabled,  # noqa: F401
                                   get_float32_matmul_precision, get_num_interop_threads,
                                   get_num_threads, is_deterministic_algorithms_warn_only_enabled,

@@ -45,7 +45,7 @@ METHODS = {
         "square", "reciprocal", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "clamp", "clip",
         "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
         "logical_not", "isnan", "isinf", "isfinite", "sign", "floor", "ceil", "trunc", "round",
-        "floor_divide", "remainder", "nonzero", "allclose", "isclose", "equal")},
+        "floor_divide", "remainder", "nonzero", "argwhere", "allclose", "isclose", "equal")},
     **{name: getattr(R, name) for name in (
         "sum", "mean", "var", "std", "prod", "amax", "amin", "max", "min", "argmax", "argmin",
         "logsumexp", "softmax", "log_softmax", "all", "any", "count_nonzero")},
@@ -254,6 +254,16 @@ def fill_(self, value):
 
 def zero_(self):
     return fill_(self, 0)
+
+
+def apply_(self, callable):
+    """Replace each element x by `callable(x)`, in place: a Python call per element, CPU
+    only (as torch; for tests and small tensors, not for hot paths)."""
+    if self.device.type != "cpu":
+        raise TypeError("apply_ is only implemented on CPU tensors")
+    with no_grad():
+        _write(self, np.vectorize(callable, otypes=[self._data.dtype])(self._data))
+    return self
 
 
 def copy_(self, src, non_blocking=False):
@@ -466,7 +476,7 @@ def install():
         setattr(Tensor, f"__i{op}__", getattr(Tensor, {"truediv": "div_"}.get(op, op + "_")))
     Tensor.__setitem__ = setitem
     Tensor.__iter__ = _iter
-    Tensor.fill_, Tensor.zero_, Tensor.copy_ = fill_, zero_, copy_
+    Tensor.fill_, Tensor.zero_, Tensor.copy_, Tensor.apply_ = fill_, zero_, copy_, apply_
     Tensor.uniform_ = _random_fill(_uniform)
     Tensor.normal_ = _random_fill(_normal)
     for name, sample in (("bernoulli_", _bernoulli), ("exponential_", _exponential),

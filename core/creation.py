@@ -1,4 +1,7 @@
 """Tensor factories with PyTorch's names and arguments (`dt.tensor`, `dt.zeros`, `dt.randn`...)."""
+import math
+import warnings
+
 import numpy as np
 
 from dtrain.core import backend
@@ -193,6 +196,24 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     dev, xp, npd = _placement(device, dtype, dtypes.int64 if ints else None)
     with backend.device_context(dev):
         return _finish(xp.arange(start, end, step).astype(npd, copy=False), requires_grad)
+
+
+def range_(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    """torch.range (deprecated there): values from start to end INCLUSIVE by `step`, in the
+    default float dtype. Prefer arange, whose end is exclusive."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise RuntimeError("range: step must be nonzero")
+    warnings.warn("dtrain.range is deprecated and will be removed in a future release because "
+                  "its behavior is inconsistent with Python's range builtin. Instead, use "
+                  "dtrain.arange, which produces values in [start, end).", UserWarning,
+                  stacklevel=2)
+    n = math.floor((end - start) / step + 1e-9) + 1
+    dev, xp, npd = _placement(device, dtype)
+    with backend.device_context(dev):
+        values = start + step * xp.arange(max(n, 0), dtype=np.float64)
+        return _finish(values.astype(npd, copy=False), requires_grad)
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):

@@ -8,11 +8,11 @@ from dtrain.nn.activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid,  # no
                                   Hardswish, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish,
                                   PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softmin, Softplus,
                                   Softsign, Tanh)
-from dtrain.nn.activation import Hardshrink, Softshrink, Tanhshrink, Threshold  # noqa: F401
+from dtrain.nn.activation import Hardshrink, Softmax2d, Softshrink, Tanhshrink, Threshold  # noqa: F401,E501
 from dtrain.nn.distance import CosineSimilarity, PairwiseDistance  # noqa: F401
 from dtrain.nn.containers import (ModuleDict, ModuleList, ParameterDict,  # noqa: F401
                                   ParameterList, Sequential)
-from dtrain.nn.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
+from dtrain.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: F401
 from dtrain.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: F401
 from dtrain.nn.linear import LazyLinear  # noqa: F401
 from dtrain.nn.fold import Fold, Unfold  # noqa: F401
@@ -36,7 +36,8 @@ from dtrain.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d,  # n
 from dtrain.nn.pooling import (AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d,  # noqa: F401
                                MaxPool2d, Upsample)
 from dtrain.nn.pooling import (AdaptiveAvgPool1d, AdaptiveMaxPool1d,  # noqa: F401
-                               AdaptiveMaxPool2d)
+                               AdaptiveMaxPool2d, LPPool1d, LPPool2d, UpsamplingBilinear2d,
+                               UpsamplingNearest2d)
 from dtrain.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell  # noqa: F401
 from dtrain.nn.transformer import (Transformer, TransformerDecoder,  # noqa: F401
                                    TransformerDecoderLayer)

@@ -477,6 +477,16 @@ class Softmax(_Dim):
     fn = staticmethod(softmax)
 
 
+class Softmax2d(Module):
+    """Softmax over the channels of (N, C, H, W) or (C, H, W) input."""
+
+    def forward(self, input):
+        if input.dim() not in (3, 4):
+            raise ValueError(f"Softmax2d: expected input to be 3D or 4D, got {input.dim()}D "
+                             f"instead")
+        return softmax(input, -3)
+
+
 class LogSoftmax(_Dim):
     fn = staticmethod(log_softmax)
 

@@ -85,6 +85,22 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
     return _feature_dropout("dropout3d", input, p, training, inplace, 3)
 
 
+_SELU_ALPHA_PRIME = -1.7580993408473766  # -scale * alpha of SELU: where SELU saturates
+
+
+def alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """Dropout for SELU networks: dropped elements take SELU's saturation value and an
+    affine map keeps the mean and variance (torch's formula)."""
+    _check_p(p)
+    if not training or p == 0.0:
+        return input
+    a = ((1 - p) * (1 + p * _SELU_ALPHA_PRIME ** 2)) ** -0.5
+    b = -a * _SELU_ALPHA_PRIME * p
+    keep = DropoutMask.apply(input, p=p, mask_shape=None) * (1 - p)  # 0/1
+    out = (input * keep + _SELU_ALPHA_PRIME * (1 - keep)) * a + b
+    return input.copy_(out.detach()) if inplace else out
+
+
 def _dropout_samples():
     s = SampleMaker("dropout")
 
@@ -114,6 +130,13 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class AlphaDropout(Dropout):
+    """alpha_dropout in training mode, identity in eval mode."""
+
+    def forward(self, input):
+        return alpha_dropout(input, self.p, self.training, self.inplace)
 
 
 class Dropout1d(Dropout):

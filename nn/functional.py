@@ -35,7 +35,7 @@ from dtrain.nn.activation import (  # noqa: F401
 from dtrain.nn.attention import scaled_dot_product_attention  # noqa: F401
 from dtrain.nn.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d  # noqa: F401
 from dtrain.nn.distance import cosine_similarity, pairwise_distance  # noqa: F401
-from dtrain.nn.dropout import dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
+from dtrain.nn.dropout import alpha_dropout, dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
 from dtrain.nn.fold import fold, unfold  # noqa: F401
 from dtrain.nn.linear import bilinear, linear  # noqa: F401
 from dtrain.nn.loss import (  # noqa: F401
@@ -76,6 +76,8 @@ from dtrain.nn.pooling import (  # noqa: F401
     avg_pool1d,
     avg_pool2d,
     interpolate,
+    lp_pool1d,
+    lp_pool2d,
     max_pool1d,
     max_pool2d,
     upsample,

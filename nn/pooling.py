@@ -372,17 +372,24 @@ register_composite("adaptive_avg_pool2d", _adaptive_samples)
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
-    """Resize the spatial dims of (N, C, *spatial) by `size` or `scale_factor`; mode
-    "nearest" only (source index floor(dst * in/out), as torch)."""
-    if mode != "nearest":
-        raise NotImplementedError(f"interpolate: mode {mode!r} (only 'nearest')")
-    if align_corners is not None:
-        raise ValueError("align_corners option can only be set with the interpolating modes: "
-                         "linear | bilinear | bicubic | trilinear")
+    """Resize the spatial dims of (N, C, *spatial) by `size` or `scale_factor`. Modes:
+    "nearest" (source index floor(dst * in/out), as torch) and the separable linear modes
+    "linear" (3-D input), "bilinear" (4-D), "trilinear" (5-D), with torch's source
+    coordinates for `align_corners` True or False."""
     nd = input._data.ndim - 2
     if nd < 1:
         raise ValueError(f"interpolate: expected a 3-D, 4-D or 5-D input, got "
                          f"{list(input._data.shape)}")
+    linear = _LINEAR_MODES.get(mode)
+    if mode != "nearest" and linear is None:
+        raise NotImplementedError(f"interpolate: mode {mode!r} (dtrain has 'nearest', "
+                                  f"'linear', 'bilinear', 'trilinear')")
+    if linear is not None and linear != nd:
+        raise NotImplementedError(f"Got {nd + 2}D input, but {mode} mode needs {linear + 2}D "
+                                  f"input")
+    if linear is None and align_corners is not None:
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None):
         raise ValueError("only one of size or scale_factor should be defined")
     in_size = input._data.shape[2:]
@@ -402,7 +409,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     y = input
     for d, (n, o, scale) in enumerate(zip(in_size, out_size, scales)):
         axis = 2 + d
-        if o % n == 0 and scale == n / o:  # whole repeats: a broadcast, summed back in backward
+        if linear is not None:
+            y = _linear_resize(y, axis, n, o, scale, bool(align_corners), xp)
+        elif o % n == 0 and scale == n / o:  # whole repeats: a broadcast, summed back in backward
             shape = y._data.shape
             y = y.unsqueeze(axis + 1).expand(shape[:axis + 1] + (o // n,) + shape[axis + 1:])
             y = y.reshape(shape[:axis] + (o,) + shape[axis + 1:])
@@ -411,6 +420,25 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             idx = xp.minimum(src.astype(xp.int64), n - 1)
             y = y.index_select(axis, Tensor._make(idx))
     return y
+
+
+_LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
+
+
+def _linear_resize(y, axis, n, o, scale, align_corners, xp):
+    """Linear interpolation of `y` along `axis` from n to o points: each output mixes its
+    two neighbouring inputs (indices and weights depend on the sizes only)."""
+    dst = xp.arange(o, dtype=xp.float64)
+    if align_corners:
+        src = dst * ((n - 1) / (o - 1)) if o > 1 else dst * 0
+    else:
+        src = xp.maximum((dst + 0.5) * scale - 0.5, 0.0)
+    lo = xp.minimum(xp.floor(src).astype(xp.int64), n - 1)
+    hi = xp.minimum(lo + 1, n - 1)
+    shape = (o,) + (1,) * (y._data.ndim - axis - 1)
+    w_hi = Tensor._make((src - lo).astype(y._data.dtype).reshape(shape))
+    return (y.index_select(axis, Tensor._make(lo)) * (1 - w_hi)
+            + y.index_select(axis, Tensor._make(hi)) * w_hi)
 
 
 def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
@@ -424,7 +452,11 @@ def _interpolate_samples():
     s = SampleMaker("interpolate")
     return [Sample(lambda x: interpolate(x, scale_factor=2), (s(1, 2, 2, 3),)),
             Sample(lambda x: interpolate(x, size=(3, 5)), (s(1, 1, 2, 3),)),
-            Sample(lambda x: interpolate(x, scale_factor=1.5), (s(2, 2, 4),))]
+            Sample(lambda x: interpolate(x, scale_factor=1.5), (s(2, 2, 4),)),
+            Sample(lambda x: interpolate(x, size=(3, 5), mode="bilinear"), (s(1, 2, 2, 3),)),
+            Sample(lambda x: interpolate(x, scale_factor=2, mode="bilinear",
+                                         align_corners=True), (s(1, 1, 3, 2),)),
+            Sample(lambda x: interpolate(x, size=7, mode="linear"), (s(2, 1, 4),))]
 
 
 register_composite("interpolate", _interpolate_samples)
@@ -522,6 +554,44 @@ class AdaptiveMaxPool2d(_AdaptiveMaxPool):
     fn = staticmethod(adaptive_max_pool2d)
 
 
+def _lp_pool(pool, input, norm_type, kernel_size, stride, ceil_mode, n):
+    """(sum over each window of x^p)^(1/p), as torch: an average pool of x^p times the
+    window size (negative averages of odd powers are clamped at 0 before the root)."""
+    kernel = (kernel_size,) * n if isinstance(kernel_size, int) else tuple(kernel_size)
+    out = pool(input.pow(norm_type), kernel, stride, 0, ceil_mode)
+    return (out.sign() * out.abs().relu()).mul(math.prod(kernel)).pow(1.0 / norm_type)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_pool(avg_pool1d, input, float(norm_type), kernel_size, stride, ceil_mode, 1)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_pool(avg_pool2d, input, float(norm_type), kernel_size, stride, ceil_mode, 2)
+
+
+class _LPPool(Module):
+    def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False):
+        super().__init__()
+        self.norm_type, self.kernel_size = norm_type, kernel_size
+        self.stride, self.ceil_mode = stride, ceil_mode
+
+    def forward(self, input):
+        return self.fn(input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+
+    def extra_repr(self):
+        return (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, ceil_mode={self.ceil_mode}")
+
+
+class LPPool1d(_LPPool):
+    fn = staticmethod(lp_pool1d)
+
+
+class LPPool2d(_LPPool):
+    fn = staticmethod(lp_pool2d)
+
+
 class Upsample(Module):
     """Module form of `interpolate` (mode "nearest")."""
 
@@ -540,3 +610,17 @@ class Upsample(Module):
         if self.scale_factor is not None:
             return f"scale_factor={float(self.scale_factor)}, mode='{self.mode}'"
         return f"size={self.size}, mode='{self.mode}'"
+
+
+class UpsamplingNearest2d(Upsample):
+    """Upsample with mode 'nearest' (torch's older name)."""
+
+    def __init__(self, size=None, scale_factor=None):
+        super().__init__(size, scale_factor, mode="nearest")
+
+
+class UpsamplingBilinear2d(Upsample):
+    """Upsample with mode 'bilinear' and align_corners=True (torch's older name)."""
+
+    def __init__(self, size=None, scale_factor=None):
+        super().__init__(size, scale_factor, mode="bilinear", align_corners=True)

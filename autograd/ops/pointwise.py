@@ -575,6 +575,11 @@ def nonzero(input, *, as_tuple=False):
     return Tensor._make(xp.stack(idx, axis=1) if idx else xp.zeros((0, 0), dtype="int64"))
 
 
+def argwhere(input):
+    """torch.argwhere: the (n, ndim) indices of non-zero elements (nonzero's default form)."""
+    return nonzero(input)
+
+
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     xp = array_module(input._data)
     return bool(xp.allclose(input._data, as_array_arg(other), rtol, atol, equal_nan))

@@ -1,11 +1,12 @@
 """Shape ops: views (reshape, permute, expand, ...), joins and splits, padding, copies."""
+import itertools
 import math
 
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim, norm_dims
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
-from dtrain.core.tensor import Tensor
+from dtrain.core.tensor import Size, Tensor
 
 
 def _samples(name, *cases):
@@ -237,6 +238,19 @@ def _size_args(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         return tuple(shape[0])
     return tuple(shape)
+
+
+def broadcast_shapes(*shapes):
+    """The shape that tensors of `shapes` broadcast to (a Size); ints count as 1-d shapes."""
+    shapes = [(s,) if isinstance(s, int) else tuple(s) for s in shapes]
+    out = []
+    for dims in itertools.zip_longest(*(reversed(s) for s in shapes), fillvalue=1):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: "
+                               f"{[list(s) for s in shapes]}")
+        out.append(sizes.pop() if sizes else 1)
+    return Size(reversed(out))
 
 
 def reshape(input, *shape):

@@ -3,5 +3,5 @@ from dtrain.nn.activation import (CELU, ELU, GELU, GLU, SELU, Hardsigmoid,  # no
                                   Hardswish, Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish,
                                   PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softmin, Softplus,
                                   Softsign, Tanh)
-from dtrain.nn.activation import Hardshrink, Softshrink, Tanhshrink, Threshold  # noqa: F401
+from dtrain.nn.activation import Hardshrink, Softmax2d, Softshrink, Tanhshrink, Threshold  # noqa: F401,E501
 from dtrain.nn.attention import MultiheadAttention  # noqa: F401
