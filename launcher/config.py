@@ -324,6 +324,9 @@ class Trainer:
             Path(self.resume).expanduser().resolve()
 
 
+SHARDED_STRATEGIES = ("zero2", "fsdp")  # parameters and gradients sharded
+
+
 @dataclass(frozen=True)
 class Distributed:
     backend: str | None = key((str, NONE), None, one_of("mpi", "nccl"), result=False)
@@ -335,6 +338,9 @@ class Distributed:
     mpiexec: str | None = key((str, NONE), None, result=False)
     launcher: str = key(str, "mpiexec", one_of("mpiexec", "srun"), result=False,
                         help="how ranks start inside a Slurm allocation")
+    strategy: str = key(str, "ddp", one_of("ddp", "zero1", "zero2", "fsdp"), result=False,
+                        help="ddp | zero1 (optimizer state sharded) | zero2 (+ gradients) | "
+                             "fsdp (+ parameters); checkpoints hold full state under each")
 
 
 @dataclass(frozen=True)
@@ -502,6 +508,10 @@ def _cross_checks(s, at):
     if model.target is not None and not re.fullmatch(r"[\w.]+:[\w.]+", model.target):
         raise ConfigError(f"{at('model.target')}: model.target: {model.target!r} is not "
                           "'package.module:Callable'")
+    if s["trainer"].amp and s["distributed"].strategy in SHARDED_STRATEGIES:
+        raise ConfigError(f"{at('distributed.strategy')}: distributed.strategy: "
+                          f"{s['distributed'].strategy!r} does not support trainer.amp (its "
+                          "gradient scaler would see this rank's shards only); use ddp or zero1")
     if s["trainer"].epochs is None and s["trainer"].max_steps is None:
         raise ConfigError(f"{at('trainer')}: trainer: set trainer.epochs or trainer.max_steps")
     if s["experiment"].output_dir is None:

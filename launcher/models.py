@@ -140,6 +140,19 @@ MODELS = {"mlp": mlp, "lenet": lenet, "resnet": resnet, "lstm_classifier": lstm_
           "transformer_lm": transformer_lm}
 
 
+# The block of each built-in model: the unit that `distributed.strategy: fsdp` shards (and
+# gathers) on its own; single layers where the model is a plain stack of them.
+BLOCKS = {"mlp": (nn.Linear,), "lenet": (nn.Conv2d, nn.Linear), "resnet": (BasicBlock,),
+          "lstm_classifier": (nn.LSTM,), "transformer_lm": (nn.TransformerEncoderLayer,)}
+
+
+def blocks(mcfg, model):
+    """The blocks of a built-in model, each after the blocks inside it ([] for a
+    `model.target`)."""
+    kinds = BLOCKS.get(mcfg.name, ())
+    return [m for m in reversed(list(model.modules())) if kinds and isinstance(m, kinds)]
+
+
 def build_model(mcfg, in_shape, num_classes):
     """The model of a config's `model` section: a built-in one (`name`, given the data's
     shape and classes) or `target`'s callable called with `args`."""

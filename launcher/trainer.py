@@ -26,11 +26,11 @@ from dtrain import nn
 from dtrain.data import DataLoader, DistributedSampler, random_split
 from dtrain.data.sampler import Sampler
 from dtrain.launcher import config as cfgmod
-from dtrain.launcher import registry
+from dtrain.launcher import registry, strategy
 from dtrain.launcher.exit_codes import ExitCode
 from dtrain.launcher.identity import node_name
 from dtrain.launcher.metrics import MetricsWriter
-from dtrain.launcher.models import build_model
+from dtrain.launcher.models import blocks, build_model
 from dtrain.launcher.progress import Progress
 from dtrain.launcher.rundir import RUN_ID_ENV, Checkpoints, link_latest
 
@@ -94,7 +94,7 @@ class Job:
     world: World
     run_dir: Path
     model: nn.Module
-    wrapped: nn.Module  # DDP around `model` on several ranks
+    wrapped: nn.Module  # DDP around `model` on several ranks, or `model` sharded in place
     optimizer: object
     scheduler: object
     scaler: object
@@ -140,15 +140,14 @@ def build(cfg, world, run_dir):
         train_ds, val_ds = random_split(train_ds, [len(train_ds) - n_val, n_val],
                                         generator=split_rng)
     model = build_model(cfg.model, in_shape, num_classes).to(world.device)
-    optimizer = registry.lookup(registry.OPTIMIZERS, cfg.optimizer.name)(
-        model.parameters(), lr=cfg.optimizer.lr, **cfg.optimizer.kwargs)
+    wrapped = strategy.wrap(model, blocks(cfg.model, model), cfg, world)
+    optimizer = strategy.make_optimizer(registry.lookup(registry.OPTIMIZERS, cfg.optimizer.name),
+                                        model, cfg, world)
     scheduler = None
     if cfg.scheduler is not None:
         scheduler = registry.lookup(registry.SCHEDULERS, cfg.scheduler.name)(
             optimizer, **cfg.scheduler.kwargs)
     scaler = dt.amp.GradScaler(world.device.type, enabled=tcfg.amp)
-    wrapped = dist.DistributedDataParallel(model, bucket_cap_mb=cfg.distributed.bucket_cap_mb) \
-        if world.size > 1 else model
     sampler = DistributedSampler(train_ds, world.size, world.rank, shuffle=True, seed=exp.seed)
     batches = math.ceil(len(sampler) / data.batch_size)
     steps_per_epoch = math.ceil(batches / tcfg.grad_accum_steps)
@@ -159,8 +158,12 @@ def build(cfg, world, run_dir):
 
 # -- checkpoints -------------------------------------------------------------------------------
 def state_of(job):
-    """The full training state of a job, as a checkpoint holds it."""
-    return {"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
+    """The full training state of a job, as a checkpoint holds it, on rank 0 (None on the
+    others); every rank calls it (sharded state is gathered)."""
+    model, optimizer = strategy.full_state(job.model, job.optimizer, job.world)
+    if model is None:
+        return None
+    return {"model": model, "optimizer": optimizer,
             "scheduler": job.scheduler.state_dict() if job.scheduler is not None else None,
             "scaler": job.scaler.state_dict(), "rng": dt.get_rng_state(), "step": job.step,
             "best": job.best, "config": job.cfg.to_dict()}
@@ -171,9 +174,9 @@ def resume(job, state, log=print):
     An optimizer or scheduler that the config replaced (trainer.resume_allow_changes)
     starts afresh instead of reading another class's state."""
     saved = state.get("config") or {}
-    job.model.load_state_dict(state["model"])
+    strategy.load_model(job.model, state["model"])
     if _same(saved, job.cfg, "optimizer"):
-        job.optimizer.load_state_dict(state["optimizer"])
+        strategy.load_optimizer(job.model, job.optimizer, state["optimizer"])
     else:
         log(f"resume: optimizer {job.cfg.optimizer.name!r} replaces the checkpoint's; its state "
             "starts afresh")
@@ -201,10 +204,11 @@ def save_checkpoint(job, log):
     checkpoints out); every rank waits for it. Returns the path, or None."""
     path = None
     job.saved_step = job.step
-    if job.world.rank == 0:
-        if all(bool(dt.isfinite(p).all()) for p in job.model.parameters()):
-            path = Checkpoints(job.run_dir).save(state_of(job), job.step,
-                                                 job.cfg.trainer.keep_last)
+    state = state_of(job)
+    if state is not None:
+        params = [state["model"][name] for name, _ in job.model.named_parameters()]
+        if all(bool(dt.isfinite(p).all()) for p in params):
+            path = Checkpoints(job.run_dir).save(state, job.step, job.cfg.trainer.keep_last)
         else:
             log(f"step {job.step}: not writing a checkpoint: the model has non-finite "
                 "parameters")
@@ -247,10 +251,12 @@ def grad_norm(job):
     params = [p for p in job.model.parameters() if p.grad is not None]
     if tcfg.clip_grad_norm:
         job.scaler.unscale_(job.optimizer)
-        return nn.utils.clip_grad_norm_(params, tcfg.clip_grad_norm).item()
-    if tcfg.on_nonfinite == "ignore" or tcfg.amp:
+    elif tcfg.on_nonfinite == "ignore" or tcfg.amp:
         return None
-    return nn.utils.get_total_norm([p.grad for p in params]).item()
+    norm = strategy.grad_norm(params, job.cfg, job.world)
+    if tcfg.clip_grad_norm:
+        nn.utils.clip_grads_with_norm_(params, tcfg.clip_grad_norm, norm)
+    return norm
 
 
 def first_nonfinite(loss, norm):
@@ -267,21 +273,37 @@ def evaluate(job, dataset, loss_fn):
     """(loss, accuracy, count) over `dataset`, each sample counted once across ranks."""
     world, model = job.world, job.model
     model.eval()
-    loader = DataLoader(dataset, batch_size=job.cfg.data.eval_batch_size or
-                        job.cfg.data.batch_size, sampler=_Shard(len(dataset), world.rank,
-                                                                world.size))
+    batch_size = job.cfg.data.eval_batch_size or job.cfg.data.batch_size
+    loader = DataLoader(dataset, batch_size=batch_size,
+                        sampler=_Shard(len(dataset), world.rank, world.size))
+    batches = loader
+    if strategy.sharded(job.cfg, world):  # each forward gathers parameters on every rank
+        batches = _even(loader, dataset, math.ceil(len(range(0, len(dataset), world.size)) /
+                                                   batch_size))
     total_loss = correct = count = 0.0
     with dt.no_grad():
-        for x, y in loader:
+        for x, y in batches:
             x, y = x.to(world.device), y.to(world.device)
             out = model(x)
             n = y.numel()
+            if n == 0:  # a padding batch of _even
+                continue
             total_loss += _loss(loss_fn, out, y, job.task).item() * n
             correct += (out.argmax(-1) == y).sum().item()
             count += n
     total_loss, correct, count = world.sum([total_loss, correct, count])
     model.train()
     return total_loss / max(count, 1), correct / max(count, 1), int(count)
+
+
+def _even(loader, dataset, count):
+    """`loader`'s batches, then padding batches up to `count` (one sample of `dataset`, no
+    targets), so that every rank runs as many forwards."""
+    yield from loader
+    if len(loader) < count:
+        x, y = next(iter(DataLoader(dataset, batch_size=1)))
+        for _ in range(count - len(loader)):
+            yield x, y[:0]
 
 
 # -- stopping ----------------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""`distributed.strategy`: how the trainer spreads a model over its ranks.
+
+- ddp: DistributedDataParallel (every rank holds everything);
+- zero1: DDP + ZeroRedundancyOptimizer (each rank keeps the optimizer state of its part);
+- zero2: `fully_shard(reshard_after_forward=False)` on each block of the model, then the root
+  (parameters gathered for forward and kept until backward; gradients and state sharded);
+- fsdp: the same with `reshard_after_forward=True` (ZeRO-3: parameters freed after forward).
+
+Checkpoints hold full state dicts under every strategy (sharded state is gathered, rank 0
+writes it), so they load under any strategy and world size.
+"""
+import math
+
+from dtrain import distributed as dist
+from dtrain import nn
+from dtrain.distributed.checkpoint import state_dict as dcp
+from dtrain.distributed.fsdp import fully_shard
+from dtrain.distributed.optim import ZeroRedundancyOptimizer
+from dtrain.launcher.config import SHARDED_STRATEGIES
+
+FULL = dcp.StateDictOptions(full_state_dict=True)
+
+
+def sharded(cfg, world):
+    """Whether the model's parameters and gradients are sharded across ranks."""
+    return world.size > 1 and cfg.distributed.strategy in SHARDED_STRATEGIES
+
+
+def wrap(model, blocks, cfg, world):
+    """The module the trainer calls: `model` sharded in place (zero2, fsdp; `blocks` first),
+    DDP around it (ddp, zero1), or `model` itself on one rank."""
+    if sharded(cfg, world):
+        reshard = cfg.distributed.strategy == "fsdp"
+        for block in blocks:
+            fully_shard(block, reshard_after_forward=reshard)
+        fully_shard(model, reshard_after_forward=reshard)
+    if world.size == 1 or sharded(cfg, world):
+        return model
+    return dist.DistributedDataParallel(model, bucket_cap_mb=cfg.distributed.bucket_cap_mb)
+
+
+def make_optimizer(cls, model, cfg, world):
+    """`cls` over the model's parameters (the shards under zero2/fsdp), inside a
+    ZeroRedundancyOptimizer under zero1."""
+    kwargs = {"lr": cfg.optimizer.lr, **cfg.optimizer.kwargs}
+    if world.size > 1 and cfg.distributed.strategy == "zero1":
+        return ZeroRedundancyOptimizer(model.parameters(), cls, **kwargs)
+    return cls(model.parameters(), **kwargs)
+
+
+def grad_norm(params, cfg, world):
+    """The 2-norm of all gradients of the model (over every rank's shards when sharded)."""
+    norm = nn.utils.get_total_norm([p.grad for p in params]).item()
+    if sharded(cfg, world):
+        norm = math.sqrt(world.sum([norm * norm])[0])
+    return norm
+
+
+def full_state(model, optimizer, world):
+    """(model, optimizer) full state dicts on rank 0, (None, None) on the others; every rank
+    calls it (sharded and ZeRO-1 state is gathered)."""
+    if isinstance(optimizer, ZeroRedundancyOptimizer):
+        optimizer.consolidate_state_dict(to=0)
+        optim = optimizer.state_dict() if world.rank == 0 else None
+    else:
+        optim = dcp.get_optimizer_state_dict(model, optimizer, options=FULL)
+    model_state = dcp.get_model_state_dict(model, options=FULL)
+    return (model_state, optim) if world.rank == 0 else (None, None)
+
+
+def load_model(model, state):
+    dcp.set_model_state_dict(model, state, options=FULL)
+
+
+def load_optimizer(model, optimizer, state):
+    """Full optimizer state into any strategy's optimizer (each rank keeps its part)."""
+    if isinstance(optimizer, ZeroRedundancyOptimizer):
+        optimizer.load_state_dict(state)
+    else:
+        dcp.set_optimizer_state_dict(model, optimizer, state, options=FULL)

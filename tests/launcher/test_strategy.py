@@ -1,0 +1,92 @@
+"""`distributed.strategy` (ddp, zero1, zero2, fsdp) in real `dtrain launch` runs on 2 ranks:
+the losses equal the ddp run's, the checkpoints are full state dicts, a run stopped halfway
+resumes exactly (issue 14)."""
+import json
+
+import numpy as np
+import pytest
+
+import dtrain as dt
+from dtrain.launcher import config as cfgmod
+
+RUN = ["distributed.nproc_per_node=2", "trainer.progress=false", "trainer.log_every=1",
+       "trainer.eval_every=100", "optimizer.name=adam", "~optimizer.momentum"]
+
+
+def launch(dtrain_cli, configs, out, *overrides):
+    proc = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={out}",
+                      *RUN, *overrides, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def losses(run_dir):
+    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text()
+                                   .splitlines()) if r["split"] == "train"]
+
+
+def weights(run_dir):
+    state = dt.load(sorted(run_dir.glob("checkpoint_*.dtrain"))[-1])
+    return {k: v.numpy() for k, v in state["model"].items()}
+
+
+def test_each_strategy_trains_as_ddp_and_resumes(dtrain_cli, configs, tmp_path):
+    launch(dtrain_cli, configs, tmp_path / "ddp", "trainer.max_steps=8")
+    ref = tmp_path / "ddp" / "version_0"
+    assert len(losses(ref)) == 8
+    for name in ["zero1", "zero2", "fsdp"]:
+        out = tmp_path / name
+        keys = [f"distributed.strategy={name}"]
+        launch(dtrain_cli, configs, out, *keys, "trainer.max_steps=4")
+        more = launch(dtrain_cli, configs, out, *keys, "trainer.max_steps=8",
+                      "trainer.resume=latest")
+        assert "resumed from step 4 of 8" in more.stdout
+        run = out / "version_0"
+        np.testing.assert_allclose(losses(run), losses(ref), rtol=1e-6, err_msg=name)
+        full, expected = weights(run), weights(ref)
+        assert full.keys() == expected.keys()
+        for k in full:  # the full tensors, not rank 0's shards
+            np.testing.assert_allclose(full[k], expected[k], rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{name}: {k}")
+
+
+def test_a_ddp_checkpoint_resumes_under_fsdp(dtrain_cli, configs, tmp_path):
+    launch(dtrain_cli, configs, tmp_path / "a", "trainer.max_steps=6")
+    launch(dtrain_cli, configs, tmp_path / "b", "trainer.max_steps=3")
+    more = launch(dtrain_cli, configs, tmp_path / "b", "trainer.max_steps=6",
+                  "trainer.resume=latest", "distributed.strategy=fsdp")
+    assert "resumed from step 3 of 6" in more.stdout
+    np.testing.assert_allclose(losses(tmp_path / "b" / "version_0"),
+                               losses(tmp_path / "a" / "version_0"), rtol=1e-6)
+
+
+BASE = """\
+model:
+  name: mlp
+data:
+  dataset: digits
+optimizer:
+  lr: 0.1
+trainer:
+  epochs: 1
+  amp: true
+distributed:
+  strategy: {}
+"""
+
+
+@pytest.mark.parametrize("value, message", [
+    ("zero4", "c.yaml:11: distributed.strategy: 'zero4' must be one of ['ddp', 'zero1', "
+              "'zero2', 'fsdp']"),
+    ("fsdp", "c.yaml:11: distributed.strategy: 'fsdp' does not support trainer.amp (its "
+             "gradient scaler would see this rank's shards only); use ddp or zero1")])
+def test_bad_strategy_names_file_line_and_key(tmp_path, value, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE.format(value))
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.load_config(path)
+    assert str(err.value) == f"{tmp_path}/{message}"
+    cfg, _ = cfgmod.load_config(path, ["trainer.amp=false", "distributed.strategy=zero2"])
+    assert cfg.distributed.strategy == "zero2"
+    assert cfgmod.load_config(path, ["~distributed.strategy"])[0].distributed.strategy == "ddp"
+
