@@ -310,6 +310,9 @@ class Trainer:
                                         else "must be in (0, 1]", result=False,
                                         help="stop once evaluation accuracy reaches it")
     device: str = key(str, "auto", one_of("auto", "cpu", "cuda"), result=False)
+    activation_checkpointing: bool = key(bool, False, result=False,
+                                         help="recompute each block's activations in "
+                                              "backward instead of keeping them")
     progress: bool = key(bool, True, result=False)
     tensorboard: bool = key(bool, False, result=False,
                             help="also write loss, accuracy, lr, throughput and gradient norm "
@@ -512,6 +515,11 @@ def _cross_checks(s, at):
         raise ConfigError(f"{at('distributed.strategy')}: distributed.strategy: "
                           f"{s['distributed'].strategy!r} does not support trainer.amp (its "
                           "gradient scaler would see this rank's shards only); use ddp or zero1")
+    if s["trainer"].activation_checkpointing and model.target is not None:
+        raise ConfigError(f"{at('trainer.activation_checkpointing')}: "
+                          "trainer.activation_checkpointing: needs a built-in model (model.name),"
+                          " whose blocks are known; a model.target can call "
+                          "dtrain.utils.checkpoint.checkpoint itself")
     if s["trainer"].epochs is None and s["trainer"].max_steps is None:
         raise ConfigError(f"{at('trainer')}: trainer: set trainer.epochs or trainer.max_steps")
     if s["experiment"].output_dir is None:

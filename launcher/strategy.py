@@ -6,6 +6,10 @@
   (parameters gathered for forward and kept until backward; gradients and state sharded);
 - fsdp: the same with `reshard_after_forward=True` (ZeRO-3: parameters freed after forward).
 
+`trainer.activation_checkpointing` runs each call of a block under
+`checkpoint(use_reentrant=False)`, fully_shard's gathering included, so that the recomputation
+in backward sees the full parameters.
+
 Checkpoints hold full state dicts under every strategy (sharded state is gathered, rank 0
 writes it), so they load under any strategy and world size.
 """
@@ -17,6 +21,7 @@ from dtrain.distributed.checkpoint import state_dict as dcp
 from dtrain.distributed.fsdp import fully_shard
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 from dtrain.launcher.config import SHARDED_STRATEGIES
+from dtrain.utils.checkpoint import checkpoint
 
 FULL = dcp.StateDictOptions(full_state_dict=True)
 
@@ -28,15 +33,31 @@ def sharded(cfg, world):
 
 def wrap(model, blocks, cfg, world):
     """The module the trainer calls: `model` sharded in place (zero2, fsdp; `blocks` first),
-    DDP around it (ddp, zero1), or `model` itself on one rank."""
+    DDP around it (ddp, zero1), or `model` itself on one rank; `blocks` checkpointed with
+    trainer.activation_checkpointing."""
     if sharded(cfg, world):
         reshard = cfg.distributed.strategy == "fsdp"
         for block in blocks:
             fully_shard(block, reshard_after_forward=reshard)
         fully_shard(model, reshard_after_forward=reshard)
+    if cfg.trainer.activation_checkpointing:
+        for block in blocks:
+            block.__class__ = _checkpointed(type(block))
     if world.size == 1 or sharded(cfg, world):
         return model
     return dist.DistributedDataParallel(model, bucket_cap_mb=cfg.distributed.bucket_cap_mb)
+
+
+_CHECKPOINTED = {}
+
+
+def _checkpointed(cls):
+    """A subclass of `cls` whose calls (hooks and forward) run under `checkpoint`."""
+    if cls not in _CHECKPOINTED:
+        def __call__(self, *args, **kwargs):
+            return checkpoint(nn.Module.__call__, self, *args, use_reentrant=False, **kwargs)
+        _CHECKPOINTED[cls] = type(f"Checkpointed{cls.__name__}", (cls,), {"__call__": __call__})
+    return _CHECKPOINTED[cls]
 
 
 def make_optimizer(cls, model, cfg, world):

@@ -1,13 +1,17 @@
-"""`distributed.strategy` (ddp, zero1, zero2, fsdp) in real `dtrain launch` runs on 2 ranks:
-the losses equal the ddp run's, the checkpoints are full state dicts, a run stopped halfway
-resumes exactly (issue 14)."""
+"""`distributed.strategy` (ddp, zero1, zero2, fsdp) and `trainer.activation_checkpointing` in
+real `dtrain launch` runs on 2 ranks: the losses equal the ddp run's, the checkpoints are full
+state dicts, a run stopped halfway resumes exactly (issue 14)."""
 import json
 
 import numpy as np
 import pytest
 
 import dtrain as dt
+from dtrain.autograd.graph import saved_nbytes
 from dtrain.launcher import config as cfgmod
+from dtrain.launcher import strategy
+from dtrain.launcher.models import blocks, build_model
+from dtrain.launcher.trainer import World
 
 RUN = ["distributed.nproc_per_node=2", "trainer.progress=false", "trainer.log_every=1",
        "trainer.eval_every=100", "optimizer.name=adam", "~optimizer.momentum"]
@@ -90,3 +94,58 @@ def test_bad_strategy_names_file_line_and_key(tmp_path, value, message):
     assert cfg.distributed.strategy == "zero2"
     assert cfgmod.load_config(path, ["~distributed.strategy"])[0].distributed.strategy == "ddp"
 
+
+def test_activation_checkpointing_under_each_strategy_trains_as_ddp(dtrain_cli, configs,
+                                                                     tmp_path):
+    launch(dtrain_cli, configs, tmp_path / "ddp", "trainer.max_steps=6")
+    ref = losses(tmp_path / "ddp" / "version_0")
+    for name in ["ddp", "zero1", "zero2", "fsdp"]:
+        out = tmp_path / f"ac_{name}"
+        launch(dtrain_cli, configs, out, "trainer.max_steps=6", f"distributed.strategy={name}",
+               "trainer.activation_checkpointing=true")
+        np.testing.assert_allclose(losses(out / "version_0"), ref, rtol=1e-6, err_msg=name)
+
+
+LM = """\
+model:
+  name: transformer_lm
+  args: {d_model: 32, nhead: 2, num_layers: 4, dim_feedforward: 64, dropout: 0.1}
+data:
+  dataset: synthetic_lm
+optimizer:
+  lr: 0.1
+trainer:
+  epochs: 1
+"""
+
+
+def test_activation_checkpointing_keeps_less_and_computes_the_same(tmp_path):
+    """Each TransformerEncoderLayer's call is recomputed in backward: the graph keeps a
+    fraction of the activations, the gradients are the same floats (dropout masks too)."""
+    path = tmp_path / "lm.yaml"
+    path.write_text(LM)
+    saved, grads = {}, {}
+    for on in (False, True):
+        cfg, _ = cfgmod.load_config(path, [f"trainer.activation_checkpointing={on}"])
+        dt.manual_seed(0)
+        model = build_model(cfg.model, (16,), 16)
+        wrapped = strategy.wrap(model, blocks(cfg.model, model), cfg,
+                                World(0, 1, dt.device("cpu")))
+        assert [type(b).__name__ for b in blocks(cfg.model, model)] == \
+            ["CheckpointedTransformerEncoderLayer" if on else "TransformerEncoderLayer"] * 4
+        out = wrapped(dt.randint(0, 16, (8, 16)))
+        saved[on] = saved_nbytes(out)
+        out.square().mean().backward()
+        grads[on] = {n: p.grad.numpy() for n, p in model.named_parameters()}
+    assert saved[True] * 4 < saved[False], saved
+    for name, g in grads[False].items():
+        np.testing.assert_array_equal(grads[True][name], g, err_msg=name)
+
+
+def test_activation_checkpointing_needs_a_built_in_model(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(LM.replace("name: transformer_lm", "target: mypkg.models:Net") +
+                    "  activation_checkpointing: true\n")
+    with pytest.raises(cfgmod.ConfigError, match=r"c\.yaml:10: trainer.activation_checkpointing:"
+                                                 r" needs a built-in model \(model.name\)"):
+        cfgmod.load_config(path)
