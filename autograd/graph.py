@@ -91,13 +91,13 @@ def take_saved(node, twin):
             node.__dict__[name] = value
 
 
-def saved_nbytes(tensors):
+def saved_nbytes(tensors, exclude=(), params=False):
     """Bytes of the arrays that the live graph behind `tensors` holds for backward: each
-    memory block once (views count as their base), leaves that require grad (parameters)
-    left out."""
-    blocks = {}
+    memory block once (views count as their base), the arrays in `exclude` (gathered
+    parameters, say) left out, and leaves that require grad (parameters) unless `params`."""
+    blocks = {id(a if a.base is None else a.base): 0 for a in exclude}
     for node in nodes_since(tensors_in(tensors), 0).values():
-        for a in saved_arrays(node, params=False):
+        for a in saved_arrays(node, params=params):
             base = a if a.base is None else a.base
-            blocks[id(base)] = base.nbytes
+            blocks.setdefault(id(base), base.nbytes)
     return sum(blocks.values())

@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   dtrain slurm configs/cifar10_resnet20.yaml --dry-run       print the sbatch script
   dtrain plot runs/digits_mlp                                curves of the newest run, PNG
   dtrain doctor                                              check this machine (--json)
+  dtrain estimate-memory configs/digits_mlp.yaml --world-size 4   bytes per rank, per strategy
 """
 
 
@@ -123,6 +124,19 @@ def build_parser():
     doctor.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     doctor.add_argument("--mpiexec", default=None,
                         help="the mpiexec to check (default: the one dtrain launch uses)")
+
+    memory = sub.add_parser(
+        "estimate-memory", help="bytes per rank under each distributed.strategy: predicted, "
+                                "and measured on real ranks with --measure",
+        description="Per strategy (ddp, zero1, zero2, fsdp), the bytes one rank holds for "
+                    "parameters, gradients, optimizer state and activations.")
+    memory.add_argument("config")
+    memory.add_argument("overrides", nargs="*")
+    memory.add_argument("--world-size", type=int, default=None, metavar="N",
+                        help="ranks (default: the config's nproc_per_node x nnodes)")
+    memory.add_argument("--measure", action="store_true",
+                        help="also run one step of each strategy on N real ranks")
+    memory.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -280,11 +294,25 @@ def cmd_doctor(args):
     return doctor.main(as_json=args.json, mpiexec=args.mpiexec)
 
 
+def cmd_estimate_memory(args):
+    from dtrain.launcher import memory
+
+    if args.world_size is not None and args.world_size < 1:
+        sys.stderr.write(f"dtrain estimate-memory: --world-size: must be >= 1, got "
+                         f"{args.world_size}\n")
+        return ExitCode.USAGE
+    try:
+        cfg, _ = _load(args.config, args.overrides)
+    except cfgmod.ConfigError as err:
+        return _config_error(err)
+    return memory.main(cfg, args.world_size, args.measure, args.json)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     handlers = {"launch": cmd_launch, "config": cmd_config, "slurm": cmd_slurm,
-                "plot": cmd_plot, "doctor": cmd_doctor}
+                "plot": cmd_plot, "doctor": cmd_doctor, "estimate-memory": cmd_estimate_memory}
     if args.command is None:
         parser.print_help()
         return 0

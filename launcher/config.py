@@ -327,6 +327,7 @@ class Trainer:
             Path(self.resume).expanduser().resolve()
 
 
+STRATEGIES = ("ddp", "zero1", "zero2", "fsdp")
 SHARDED_STRATEGIES = ("zero2", "fsdp")  # parameters and gradients sharded
 
 
@@ -341,7 +342,7 @@ class Distributed:
     mpiexec: str | None = key((str, NONE), None, result=False)
     launcher: str = key(str, "mpiexec", one_of("mpiexec", "srun"), result=False,
                         help="how ranks start inside a Slurm allocation")
-    strategy: str = key(str, "ddp", one_of("ddp", "zero1", "zero2", "fsdp"), result=False,
+    strategy: str = key(str, "ddp", one_of(*STRATEGIES), result=False,
                         help="ddp | zero1 (optimizer state sharded) | zero2 (+ gradients) | "
                              "fsdp (+ parameters); checkpoints hold full state under each")
 

@@ -287,9 +287,13 @@ class _FSDPState:
             for mod, name in places:
                 mod._parameters[name] = t
 
+    def full_arrays(self):
+        """The full parameter arrays this module holds now."""
+        return [f._data for c in self.unsharded for _, f in c.alive()]
+
     def held_bytes(self):
         """Bytes of full parameters and of kept full gradients this module holds now."""
-        params = sum(f._data.nbytes for c in self.unsharded for _, f in c.alive())
+        params = sum(a.nbytes for a in self.full_arrays())
         grads = sum(g.nbytes for g in self.pending or ())
         return params, grads
 

@@ -37,3 +37,10 @@ def memory_stats(model, optimizer=None):
                                   if isinstance(v, Tensor))
     stats["total"] = stats["parameters"] + stats["gradients"] + stats["optimizer"]
     return stats
+
+
+def gathered_arrays(model):
+    """The full parameter arrays that the sharded modules of `model` hold now (what
+    `memory_stats` counts as parameters beyond the shards)."""
+    return [a for m in model.modules() if isinstance(m, FSDPModule)
+            for a in m._fsdp_state.full_arrays()]
