@@ -6,10 +6,12 @@ Predictions, with P the parameters' bytes, G the gradients', O the optimizer sta
 (one rank: ddp for all), S the bytes of the parameters that the graph saves for backward and
 S_root those of them outside the model's blocks:
   ddp    P + G + O              zero2  P/N + S (gathered, kept by the graph) + G/N + O/N
-  zero1  P + G + O/N            fsdp   P/N + S_root (the root is not resharded) + G/N + O/N
-Parameters are counted between forward and backward (where the strategies differ), gradients
-and optimizer state after the step. O comes from stepping the optimizer class once on a tiny
-parameter (state bytes per element and per parameter); activations and S are `saved_nbytes`
+  zero1  P + G + O_0            fsdp   P/N + S_root (the root is not resharded) + G/N + O/N
+where O_0 is the state of the largest ZeroRedundancyOptimizer partition (whole parameters,
+assigned as it assigns them). Parameters are counted between forward and backward (where the
+strategies differ), gradients and optimizer state after the step. The optimizer state comes
+from stepping the optimizer class once on a tiny parameter (state bytes per element and per
+parameter); activations and S are `saved_nbytes`
 of a forward and loss on 2 and on 4 samples, activations extended linearly to
 data.batch_size.
 Measured: each rank runs the trainer's build and one step: `memory_stats` after forward
@@ -29,6 +31,7 @@ from dtrain import nn
 from dtrain.autograd.graph import saved_nbytes
 from dtrain.data import DataLoader
 from dtrain.distributed.fsdp import gathered_arrays, memory_stats
+from dtrain.distributed.optim.zero_redundancy_optimizer import assign_ranks
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import registry, strategy, trainer
 from dtrain.launcher.models import blocks, build_model
@@ -40,13 +43,13 @@ def _nbytes(params):
     return sum(p.numel() * p.element_size() for p in params)
 
 
-def optimizer_bytes(cls, cfg, params):
-    """Bytes of `cls`'s state for `params` (those with gradients), from one step of `cls` on a
-    tiny parameter of their dtype: state shaped like the parameter costs per element, any
-    other state per parameter."""
+def state_bytes(cls, cfg, params):
+    """Bytes of `cls`'s state for each of `params` (0 without gradients), from one step of
+    `cls` on a tiny parameter of their dtype: state shaped like the parameter costs per
+    element, any other state per parameter."""
     trained = [p for p in params if p.requires_grad]
     if not trained:
-        return 0
+        return [0] * len(params)
     probe = nn.Parameter(dt.zeros(3, dtype=trained[0].dtype))
     probe.grad = dt.ones(3, dtype=trained[0].dtype)
     opt = cls([probe], lr=cfg.optimizer.lr, **cfg.optimizer.kwargs)
@@ -58,17 +61,17 @@ def optimizer_bytes(cls, cfg, params):
                 per_element += value.element_size()
             else:
                 per_param += value.numel() * value.element_size()
-    return sum(p.numel() * per_element + per_param for p in trained)
+    return [p.numel() * per_element + per_param if p.requires_grad else 0 for p in params]
 
 
 @dataclasses.dataclass
 class Sizes:
     """What the predictions are made of (bytes; `activations` for data.batch_size)."""
 
-    count: int
+    numels: list  # of each parameter
     parameters: int
     gradients: int
-    optimizer: int
+    optimizer: list  # the state of each parameter
     saved_params: int
     saved_root_params: int
     activations: int
@@ -93,24 +96,28 @@ def sizes(cfg):
         saved.append(saved_nbytes(loss))
     per_sample = (saved[1] - saved[0]) / 2
     in_blocks = [p._data for p in params if id(p) in inside]
-    return Sizes(sum(p.numel() for p in params), _nbytes(params),
+    return Sizes([p.numel() for p in params], _nbytes(params),
                  _nbytes(p for p in params if p.requires_grad),
-                 optimizer_bytes(cls, cfg, params),
+                 state_bytes(cls, cfg, params),
                  saved_nbytes(loss, params=True) - saved[1],
                  saved_nbytes(loss, exclude=in_blocks, params=True) - saved[1],
                  round(saved[1] + (cfg.data.batch_size - 4) * per_sample))
 
 
 def predict(s, name, n):
-    """{column: bytes} that one of `n` ranks holds under strategy `name`."""
+    """{column: bytes} that the most loaded of `n` ranks holds under strategy `name`."""
+    state = sum(s.optimizer)
     if n == 1 or name == "ddp":
-        held = (s.parameters, s.gradients, s.optimizer)
+        held = (s.parameters, s.gradients, state)
     elif name == "zero1":
-        held = (s.parameters, s.gradients, s.optimizer / n)
+        parts = [0] * n
+        for rank, b in zip(assign_ranks(s.numels, [0] * n), s.optimizer):
+            parts[rank] += b
+        held = (s.parameters, s.gradients, max(parts))
     elif name == "zero2":
-        held = (s.parameters / n + s.saved_params, s.gradients / n, s.optimizer / n)
+        held = (s.parameters / n + s.saved_params, s.gradients / n, state / n)
     else:
-        held = (s.parameters / n + s.saved_root_params, s.gradients / n, s.optimizer / n)
+        held = (s.parameters / n + s.saved_root_params, s.gradients / n, state / n)
     return _with_total(dict(zip(COLUMNS, [round(v) for v in held] + [s.activations])))
 
 
@@ -176,7 +183,7 @@ def _rank_main(config_path, result_path):
 def report(cfg, n, measured=None):
     """The estimate as a JSON-ready dict."""
     s = sizes(cfg)
-    out = {"model": cfg.model.name or cfg.model.target, "parameters": s.count,
+    out = {"model": cfg.model.name or cfg.model.target, "parameters": sum(s.numels),
            "optimizer": cfg.optimizer.name, "world_size": n,
            "batch_size_per_rank": cfg.data.batch_size,
            "activation_checkpointing": cfg.trainer.activation_checkpointing, "strategies": {}}

@@ -86,18 +86,15 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     def _partition(self):
         """`_owner[id(p)]`: the group rank updating p; `_local[i]`: this rank's part of group i."""
-        n, me = self.process_group.size(), self.process_group.rank()
-        sizes = [0] * n
+        loads = [0] * self.process_group.size()
         self._owner, self._local = {}, []
         for group in self.param_groups:
             params = group["params"]
-            if not self.parameters_as_bucket_view:
-                params = sorted(params, key=lambda p: p._data.size, reverse=True)
-            for p in params:
-                rank = sizes.index(min(sizes))
-                self._owner[id(p)] = rank
-                sizes[rank] += p._data.size
-            self._local.append([p for p in group["params"] if self._owner[id(p)] == me])
+            owners = assign_ranks([p._data.size for p in params], loads,
+                                  largest_first=not self.parameters_as_bucket_view)
+            self._owner.update((id(p), rank) for p, rank in zip(params, owners))
+            me = self.process_group.rank()
+            self._local.append([p for p in params if self._owner[id(p)] == me])
 
     def _make_buckets(self):
         by_key = defaultdict(list)
@@ -164,6 +161,19 @@ class ZeroRedundancyOptimizer(Optimizer):
             local["param_groups"].append({**_hyper(group), "params": indices})
         self.optim.load_state_dict(local)
         self.state = defaultdict(dict)  # the full state stays with its owners only
+
+
+def assign_ranks(sizes, loads, largest_first=True):
+    """The owner rank of each of `sizes` (in their order): each in turn (the largest first)
+    goes to the rank with the least so far; `loads` (one number per rank) is updated."""
+    order = range(len(sizes))
+    if largest_first:
+        order = sorted(order, key=lambda i: sizes[i], reverse=True)
+    owners = [0] * len(sizes)
+    for i in order:
+        owners[i] = loads.index(min(loads))
+        loads[owners[i]] += sizes[i]
+    return owners
 
 
 def _hyper(group):
