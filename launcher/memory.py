@@ -218,7 +218,7 @@ def table(est):
             lines.append(f"{'':<9}{'measured':<10}" + "".join(f"{_size(got[c]):>13}"
                                                              for c in cols))
             lines.append(f"{'':<9}{'error':<10}" + "".join(
-                f"{(pred[c] - got[c]) / got[c]:>+12.1%} " if got[c] else f"{'-':>13}"
+                f"{(pred[c] - got[c]) / got[c]:>+13.1%}" if got[c] else f"{'-':>13}"
                 for c in cols))
     return "\n".join(lines)
 
