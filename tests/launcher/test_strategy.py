@@ -55,13 +55,19 @@ def test_each_strategy_trains_as_ddp_and_resumes(dtrain_cli, configs, tmp_path):
 
 
 def test_a_ddp_checkpoint_resumes_under_fsdp(dtrain_cli, configs, tmp_path):
+    """The fsdp run evaluates one sample per batch: 180 forwards on rank 0, 179 and a padding
+    one on rank 1 (each forward gathers parameters on both)."""
     launch(dtrain_cli, configs, tmp_path / "a", "trainer.max_steps=6")
     launch(dtrain_cli, configs, tmp_path / "b", "trainer.max_steps=3")
     more = launch(dtrain_cli, configs, tmp_path / "b", "trainer.max_steps=6",
-                  "trainer.resume=latest", "distributed.strategy=fsdp")
+                  "trainer.resume=latest", "distributed.strategy=fsdp", "data.eval_batch_size=1")
     assert "resumed from step 3 of 6" in more.stdout
-    np.testing.assert_allclose(losses(tmp_path / "b" / "version_0"),
-                               losses(tmp_path / "a" / "version_0"), rtol=1e-6)
+    a, b = tmp_path / "a" / "version_0", tmp_path / "b" / "version_0"
+    np.testing.assert_allclose(losses(b), losses(a), rtol=1e-6)
+    tests = [[(r["loss"], r["accuracy"]) for r in map(json.loads, (run / "metrics.jsonl")
+              .read_text().splitlines()) if r["split"] == "test"] for run in (a, b)]
+    np.testing.assert_allclose(tests[1][-1], tests[0][-1], rtol=1e-6)  # at step 6
+    assert "test loss" in more.stdout and "(359 samples)" in more.stdout
 
 
 BASE = """\
