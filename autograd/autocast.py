@@ -28,6 +28,7 @@ _state = _State()
 
 
 def is_autocast_enabled(device_type="cuda"):
+    """Whether autocast is on for `device_type` ("cuda" or "cpu")."""
     return _state.dtype[_check_device_type(device_type)] is not None
 
 

@@ -5,6 +5,7 @@ from dtrain.core.state import state
 
 
 def is_grad_enabled():
+    """Whether operations record a graph for backward now."""
     return state.enabled
 
 

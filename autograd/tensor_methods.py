@@ -1,6 +1,7 @@
 """Attach the registry ops to `Tensor` as methods and operators, plus in-place variants,
 conversions and the autograd entry points (`backward`, hooks). Imported once by
 `dtrain.autograd`; `core` itself stays free of autograd logic."""
+import inspect
 import weakref
 
 import numpy as np
@@ -79,10 +80,25 @@ METHODS = {
                                            "index_put", "put", "masked_scatter", "scatter",
                                            "scatter_reduce")},
     "hardshrink": P.hardshrink,
-    "where": lambda self, condition, other: P.where(condition, self, other),
-    "view_as": lambda self, other: S.view(self, other._data.shape),
-    "reshape_as": lambda self, other: S.reshape(self, other._data.shape),
 }
+
+
+def _where(self, condition, other):
+    """Elementwise `self if condition else other`."""
+    return P.where(condition, self, other)
+
+
+def view_as(self, other):
+    """A view of self with `other`'s shape."""
+    return S.view(self, other._data.shape)
+
+
+def reshape_as(self, other):
+    """Self reshaped to `other`'s shape."""
+    return S.reshape(self, other._data.shape)
+
+
+METHODS.update(where=_where, view_as=view_as, reshape_as=reshape_as)
 
 OPERATORS = {
     # Binary-operator slots drop `self` for non-function callables, hence the lambdas;
@@ -213,6 +229,7 @@ def setitem(self, key, value):
 
 
 def _polygamma(self, n):
+    """The n-th derivative of the digamma function, elementwise."""
     return M.polygamma(n, self)
 
 
@@ -244,15 +261,18 @@ def _make_inplace(fn, reads_self):
         return inplace(self, fn, args, kwargs, reads_self)
     method.__name__ = fn.__name__ + "_"
     method.__doc__ = f"In-place `{fn.__name__}`; returns self."
+    method.__wrapped__ = fn  # inspect.signature (stubs.py) shows fn's parameters
     return method
 
 
 def fill_(self, value):
+    """Set every element to `value`, in place; returns self."""
     setitem(self, Ellipsis, value)
     return self
 
 
 def zero_(self):
+    """Set every element to 0, in place; returns self."""
     return fill_(self, 0)
 
 
@@ -287,47 +307,61 @@ def _random_fill(sample):
         with no_grad():
             _write(self, values.astype(self._data.dtype, copy=False))
         return self
+    params = list(inspect.signature(sample).parameters.values())
+    method.__signature__ = inspect.Signature([
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params[2:],
+        inspect.Parameter("generator", inspect.Parameter.KEYWORD_ONLY, default=None)])
+    method.__name__ = sample.__name__.lstrip("_") + "_"
+    method.__doc__ = sample.__doc__
     return method
 
 
 def _uniform(rng, like, a=0.0, b=1.0):
+    """Fill self in place with samples from the uniform distribution on [a, b)."""
     return rng.random(like.shape) * (b - a) + a
 
 
 def _normal(rng, like, mean=0.0, std=1.0):
+    """Fill self in place with samples from N(mean, std**2)."""
     return rng.standard_normal(like.shape) * std + mean
 
 
 def _bernoulli(rng, like, p=0.5):
+    """Fill self in place with 1 with probability p (a number or a tensor), else 0."""
     sampling.check_probability("bernoulli_", p)
     return rng.random(like.shape) < (p._data if isinstance(p, Tensor) else p)
 
 
 def _exponential(rng, like, lambd=1.0):
+    """Fill self in place with samples from the exponential distribution of rate lambd."""
     if not lambd > 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
     return rng.standard_exponential(like.shape) / lambd
 
 
 def _geometric(rng, like, p):
+    """Fill self in place with the number of Bernoulli(p) trials up to the first success."""
     if not 0 < p < 1:
         raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
     return rng.geometric(p, like.shape)
 
 
 def _cauchy(rng, like, median=0.0, sigma=1.0):
+    """Fill self in place with samples from the Cauchy distribution (median, sigma)."""
     # a ratio of independent standard normals is standard Cauchy (CuPy has no cauchy)
     return median + sigma * (rng.standard_normal(like.shape) / rng.standard_normal(like.shape))
 
 
 def _log_normal(rng, like, mean=1.0, std=2.0):
+    """Fill self in place with exp of samples from N(mean, std**2)."""
     z = rng.standard_normal(like.shape) * std + mean
     return backend.array_module(z).exp(z)
 
 
 def _random(rng, like, *bounds, to=None):
-    """`random_(to)`: [0, to); `random_(from, to)`: [from, to); no `to`: up to 2**mantissa
-    for floats (every integer exact), the dtype's max for integers, as torch.random_."""
+    """Fill self in place with integers: `random_(to)` in [0, to), `random_(from, to)` in
+    [from, to); with no `to`, up to 2**mantissa for floats (every integer exact) and the
+    dtype's max for integers, as torch.random_."""
     low, high = (0, bounds[0]) if len(bounds) == 1 and to is None else (
         bounds[0] if bounds else 0, bounds[1] if len(bounds) == 2 else to)
     if high is not None:
@@ -368,6 +402,32 @@ def to(self, *args, dtype=None, device=None, copy=False, non_blocking=False):
     return t
 
 
+# through `self.to`, which sparse tensors override
+def cpu(self):
+    """Self on the CPU (self if it is there)."""
+    return self.to("cpu")
+
+
+def cuda(self, device=None):
+    """Self on a CUDA device (the current one unless given)."""
+    return self.to("cuda" if device is None else backend.device(device))
+
+
+def type_as(self, other):
+    """Self converted to `other`'s dtype."""
+    return to(self, other.dtype)
+
+
+def T(self):
+    """Self with all dimensions reversed."""
+    return S.permute(self, *reversed(range(self._data.ndim)))
+
+
+def mT(self):
+    """Self with its last two dimensions swapped (a batch of transposed matrices)."""
+    return S.transpose(self, -2, -1)
+
+
 def type_(self, dtype=None, non_blocking=False):
     """No argument: torch's type string, e.g. "torch.FloatTensor" ("torch.cuda.FloatTensor"
     on a GPU). With one: this tensor converted to a dtype, a type string ("torch.LongTensor",
@@ -386,6 +446,7 @@ def _cast(d):
     def method(self):
         return self.to(d)
     method.__name__ = d.name
+    method.__doc__ = f"Self converted to {d} (self if it already is)."
     return method
 
 
@@ -393,15 +454,21 @@ def _new(factory):
     def method(self, *size, dtype=None, device=None, requires_grad=False):
         return factory(*size, dtype=dtype or self.dtype, device=device or self.device,
                        requires_grad=requires_grad)
+    method.__name__ = "new_" + factory.__name__
+    method.__doc__ = (f"A new tensor like `dt.{factory.__name__}(*size)`, of self's dtype and "
+                      f"device unless given.")
     return method
 
 
 def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    """A new tensor of `size` filled with `fill_value`, of self's dtype and device unless
+    given."""
     return creation.full(size, fill_value, dtype=dtype or self.dtype,
                          device=device or self.device, requires_grad=requires_grad)
 
 
 def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
+    """A new tensor copying `data`, of self's dtype and device unless given."""
     return creation.tensor(data, dtype=dtype or self.dtype, device=device or self.device,
                            requires_grad=requires_grad)
 
@@ -455,12 +522,14 @@ RETAIN = "retain_grad"
 
 
 def retains_grad(self):
+    """Whether backward keeps `.grad` for this non-leaf tensor (see retain_grad)."""
     fn = self.grad_fn
     return bool(fn is not None and fn._pre_hooks and RETAIN in fn._pre_hooks.get(
         self._output_nr, ()))
 
 
 def _iter(self):
+    """Iterate over the first dimension (slices of shape self.shape[1:])."""
     if self._data.ndim == 0:
         raise TypeError("iteration over a 0-d tensor")
     return iter(S.unbind(self, 0))
@@ -484,10 +553,7 @@ def install():
                          ("log_normal_", _log_normal), ("random_", _random)):
         setattr(Tensor, name, _random_fill(sample))
     Tensor.to = to
-    # through `self.to`, which sparse tensors override
-    Tensor.cpu = lambda self: self.to("cpu")
-    Tensor.cuda = lambda self, device=None: self.to("cuda" if device is None else
-                                                    backend.device(device))
+    Tensor.cpu, Tensor.cuda = cpu, cuda
     for d, names in ((dtypes.float32, ("float",)), (dtypes.float64, ("double",)),
                      (dtypes.float16, ("half",)), (dtypes.int64, ("long",)),
                      (dtypes.int32, ("int",)), (dtypes.bool_, ("bool",)),
@@ -496,13 +562,12 @@ def install():
         for n in names:
             setattr(Tensor, n, _cast(d))
     Tensor.type = type_
-    Tensor.type_as = lambda self, other: to(self, other.dtype)
+    Tensor.type_as = type_as
     Tensor.new_zeros = _new(creation.zeros)
     Tensor.new_ones = _new(creation.ones)
     Tensor.new_empty = _new(creation.empty)
     Tensor.new_full, Tensor.new_tensor = new_full, new_tensor
-    Tensor.T = property(lambda self: S.permute(self, *reversed(range(self._data.ndim))))
-    Tensor.mT = property(lambda self: S.transpose(self, -2, -1))
+    Tensor.T, Tensor.mT = property(T), property(mT)
     Tensor.backward = backward
     Tensor.register_hook = register_hook
     Tensor.register_post_accumulate_grad_hook = register_post_accumulate_grad_hook

@@ -39,6 +39,7 @@ def set_default_device(device):
 
 
 def get_default_device():
+    """The device of new tensors when factories get no `device`."""
     return _default_device
 
 
@@ -118,10 +119,12 @@ def _fill(value, size, dtype, device, requires_grad, default=None):
 
 
 def zeros(*sizes, size=None, dtype=None, device=None, requires_grad=False):
+    """A tensor of zeros: `zeros(2, 3)`, `zeros((2, 3))` or `zeros(size=(2, 3))`."""
     return _fill(0, _size(sizes, size), dtype, device, requires_grad)
 
 
 def ones(*sizes, size=None, dtype=None, device=None, requires_grad=False):
+    """A tensor of ones: `ones(2, 3)`, `ones((2, 3))` or `ones(size=(2, 3))`."""
     return _fill(1, _size(sizes, size), dtype, device, requires_grad)
 
 
@@ -169,11 +172,14 @@ class LegacyTensorType(type):
         return f"<class 'dtrain.{cls.__name__}'>"
 
 
-LEGACY_TYPES = {name: LegacyTensorType(name, (), {"dtype": d, "__module__": "dtrain"})
-                for d, name in dtypes.LEGACY_NAMES.items()}
+LEGACY_TYPES = {name: LegacyTensorType(name, (), {
+    "dtype": d, "__module__": "dtrain",
+    "__doc__": f"torch's legacy CPU {d} tensor type: `{name}(2, 3)` or `{name}(data)`."})
+    for d, name in dtypes.LEGACY_NAMES.items()}
 
 
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    """A tensor of shape `size` filled with `fill_value` (bool and int values keep their dtype)."""
     default = (dtypes.bool_ if isinstance(fill_value, bool) else
                dtypes.int64 if isinstance(fill_value, (int, np.integer)) else None)
     return _fill(fill_value, (size,) if isinstance(size, int) else tuple(size), dtype, device,
@@ -181,6 +187,7 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    """An (n, m) identity matrix (m defaults to n)."""
     dev, xp, npd = _placement(device, dtype)
     with backend.device_context(dev):
         return _finish(xp.eye(n, m, dtype=npd), requires_grad)
@@ -217,6 +224,7 @@ def range_(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    """`steps` values evenly spaced from start to end inclusive: shape (steps,)."""
     dev, xp, npd = _placement(device, dtype)
     with backend.device_context(dev):
         return _finish(xp.linspace(start, end, steps, dtype=npd), requires_grad)
@@ -295,10 +303,12 @@ randn_like = _like(randn)
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
+    """`full` with the shape, dtype and device of `input`."""
     return full(input._data.shape, fill_value, dtype=dtype or input.dtype,
                 device=device or input.device, requires_grad=requires_grad)
 
 
 def randint_like(input, low, high=None, *, dtype=None, device=None, requires_grad=False):
+    """`randint` with the shape, dtype and device of `input`."""
     return randint(low, high, input._data.shape, dtype=dtype or input.dtype,
                    device=device or input.device, requires_grad=requires_grad)

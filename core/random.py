@@ -97,14 +97,17 @@ def seed():
 
 
 def initial_seed():
+    """The seed the default CPU generator started from."""
     return default_generator().initial_seed()
 
 
 def get_rng_state():
+    """The default CPU generator's state (for set_rng_state)."""
     return default_generator().get_state()
 
 
 def set_rng_state(state):
+    """Restore the default CPU generator's state from get_rng_state()."""
     default_generator().set_state(state)
 
 

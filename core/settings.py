@@ -10,6 +10,7 @@ _state = {"precision": "highest", "deterministic": False, "warn_only": False, "t
 
 
 def set_float32_matmul_precision(precision):
+    """Record torch's float32 matmul precision: "highest", "high" or "medium" (see above)."""
     if precision not in _PRECISIONS:
         raise RuntimeError(f"Invalid float32 matmul precision {precision!r}; expected one of "
                            f"{', '.join(_PRECISIONS)}")
@@ -17,18 +18,22 @@ def set_float32_matmul_precision(precision):
 
 
 def get_float32_matmul_precision():
+    """The precision set by set_float32_matmul_precision ("highest" by default)."""
     return _state["precision"]
 
 
 def use_deterministic_algorithms(mode, *, warn_only=False):
+    """Record torch's deterministic-algorithms switch (see above)."""
     _state["deterministic"], _state["warn_only"] = bool(mode), bool(warn_only)
 
 
 def are_deterministic_algorithms_enabled():
+    """The mode set by use_deterministic_algorithms."""
     return _state["deterministic"]
 
 
 def is_deterministic_algorithms_warn_only_enabled():
+    """The warn_only flag set by use_deterministic_algorithms."""
     return _state["warn_only"]
 
 
@@ -69,9 +74,11 @@ def set_num_threads(n):
 
 
 def get_num_interop_threads():
+    """1: NumPy runs one op at a time."""
     return 1  # NumPy runs one op at a time
 
 
 def set_num_interop_threads(n):
+    """Accept torch's inter-op thread count (dtrain runs one op at a time)."""
     if not isinstance(n, int) or n < 1:
         raise RuntimeError(f"set_num_interop_threads expects a positive integer, got {n!r}")

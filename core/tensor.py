@@ -19,6 +19,7 @@ class Size(tuple):
         return f"dtrain.Size({list(self)})"
 
     def numel(self):
+        """The product of the sizes: a tensor's number of elements."""
         n = 1
         for s in self:
             n *= s
@@ -119,68 +120,88 @@ class Tensor:
     # -- metadata ---------------------------------------------------------------------------
     @property
     def shape(self):
+        """The sizes of the dimensions, a `Size`."""
         return Size(self._data.shape)
 
     def size(self, dim=None):
+        """The shape as a `Size`, or the size of dimension `dim`."""
         if dim is None:
             return Size(self._data.shape)
         return self._data.shape[self._wrap_dim(dim)]
 
     @property
     def ndim(self):
+        """The number of dimensions."""
         return self._data.ndim
 
     def dim(self):
+        """The number of dimensions."""
         return self._data.ndim
 
     def numel(self):
+        """The number of elements."""
         return int(self._data.size)
 
     nelement = numel
 
     @property
     def dtype(self):
+        """The element type, a `dtrain.dtype`."""
         return dtypes.from_np(self._data.dtype)
 
     @property
     def device(self):
+        """Where the data lives, a `dtrain.device`."""
         return backend.device_of(self._data)
 
     @property
     def is_cuda(self):
+        """Whether the data is on a CUDA device."""
         return backend.is_cuda_array(self._data)
 
     @property
     def is_cpu(self):
+        """Whether the data is on the CPU."""
         return not backend.is_cuda_array(self._data)
 
-    # Kinds of tensor that dtrain does not have: always False, for scripts that ask.
-    is_xpu = is_mps = is_meta = is_quantized = property(lambda self: False)
+    @property
+    def is_xpu(self):
+        """False: dtrain has no XPU, MPS, meta or quantized tensors (for scripts that ask)."""
+        return False
+
+    is_mps = is_meta = is_quantized = is_xpu
     is_sparse = False  # True for SparseCooTensor
     layout = strided
 
     @property
     def is_leaf(self):
+        """Whether no recorded operation made this tensor (grad_fn is None)."""
         return self.grad_fn is None
 
     def is_floating_point(self):
+        """Whether the dtype is a floating type."""
         return self._data.dtype.kind == "f"
 
     def is_contiguous(self):
+        """Whether the data is in C order without gaps."""
         return bool(self._data.flags.c_contiguous)
 
     def element_size(self):
+        """Bytes per element."""
         return self._data.itemsize
 
     @property
     def itemsize(self):
+        """Bytes per element."""
         return self._data.itemsize
 
     @property
     def nbytes(self):
+        """Bytes of all elements."""
         return int(self._data.nbytes)
 
     def is_complex(self):
+        """False: dtrain has no complex dtypes."""
         return False  # dtrain has no complex dtypes
 
     def stride(self, dim=None):
@@ -213,9 +234,11 @@ class Tensor:
         return self
 
     def is_pinned(self, device=None):
+        """False: dtrain never pins host memory (see pin_memory)."""
         return False
 
     def data_ptr(self):
+        """The address of the first element."""
         if backend.is_cuda_array(self._data):
             return self._data.data.ptr
         return self._data.__array_interface__["data"][0]
@@ -231,6 +254,7 @@ class Tensor:
 
     # -- autograd flags ---------------------------------------------------------------------
     def requires_grad_(self, requires_grad=True):
+        """Set requires_grad on a leaf (in place); returns self."""
         if self.grad_fn is not None:
             if not requires_grad:
                 raise RuntimeError("you can only change requires_grad flags of leaf variables. "
@@ -252,6 +276,7 @@ class Tensor:
         return t
 
     def detach_(self):
+        """Make this tensor a leaf outside the graph, in place; returns self."""
         if self._base is not None and self._base.requires_grad:
             raise RuntimeError("Can't detach views in-place. Use detach() instead.")
         self.grad_fn = None
@@ -260,6 +285,8 @@ class Tensor:
 
     # -- conversion to Python / NumPy -------------------------------------------------------
     def numpy(self, *, force=False):
+        """The CPU data as a NumPy array, without a copy (`force=True`: detached, from any
+        device)."""
         if state.observer is not None:  # autograd/observer.py
             state.observer.host_read(self, "numpy")
         if self.requires_grad and not force:
@@ -277,6 +304,7 @@ class Tensor:
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def item(self):
+        """The value of a one-element tensor as a Python number."""
         if state.observer is not None:  # autograd/observer.py
             state.observer.host_read(self, "item")
         if self._data.size != 1:
@@ -285,6 +313,7 @@ class Tensor:
         return self._data.reshape(()).item()
 
     def tolist(self):
+        """The values as (nested) Python lists of numbers."""
         if state.observer is not None:  # autograd/observer.py
             state.observer.host_read(self, "tolist")
         return backend.to_device(self._data, backend.CPU).tolist()

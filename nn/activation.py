@@ -107,6 +107,7 @@ class SoftplusOp(Op):
 
 # -- functional forms -------------------------------------------------------------------------
 def relu(input, inplace=False):
+    """max(x, 0), elementwise; same shape as input."""
     return input.relu_() if inplace else input.relu()
 
 
@@ -151,14 +152,17 @@ def elu(input, alpha=1.0, inplace=False):
 
 
 def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta * x)) / beta, linear where beta * x > threshold."""
     return SoftplusOp.apply(input, beta, threshold)
 
 
 def tanh(input):
+    """Hyperbolic tangent, elementwise."""
     return input.tanh()
 
 
 def sigmoid(input):
+    """1 / (1 + exp(-x)), elementwise."""
     return input.sigmoid()
 
 
@@ -169,12 +173,14 @@ def _softmax_dim(name, ndim):
 
 
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """exp(x) / sum(exp(x)) along `dim`; same shape as input."""
     if dim is None:
         dim = _softmax_dim("softmax", input.dim())
     return reduce.softmax(input, dim, dtype=dtype)
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """log(softmax(x, dim)), computed stably; same shape as input."""
     if dim is None:
         dim = _softmax_dim("log_softmax", input.dim())
     return reduce.log_softmax(input, dim, dtype=dtype)
@@ -190,6 +196,7 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
 
 
 def relu6(input, inplace=False):
+    """min(max(x, 0), 6), elementwise."""
     return hardtanh(input, 0.0, 6.0, inplace)
 
 
@@ -248,6 +255,7 @@ def prelu(input, weight):
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    """softmax(-x) along `dim`; same shape as input."""
     if dim is None:
         dim = _softmax_dim("softmin", input.dim())
     return reduce.softmax(-input, dim, dtype=dtype)

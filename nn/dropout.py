@@ -74,14 +74,20 @@ def _feature_dropout(name, input, p, training, inplace, spatial):
 
 
 def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of (N, C, L) or (C, L) input with probability p, scaling the rest by
+    1/(1-p)."""
     return _feature_dropout("dropout1d", input, p, training, inplace, 1)
 
 
 def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of (N, C, H, W) or (C, H, W) input with probability p, scaling the rest
+    by 1/(1-p)."""
     return _feature_dropout("dropout2d", input, p, training, inplace, 2)
 
 
 def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of (N, C, D, H, W) or (C, D, H, W) input with probability p, scaling the
+    rest by 1/(1-p)."""
     return _feature_dropout("dropout3d", input, p, training, inplace, 3)
 
 

@@ -563,10 +563,12 @@ def _lp_pool(pool, input, norm_type, kernel_size, stride, ceil_mode, n):
 
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """(sum of x**p over each window) ** (1/p) of (N, C, L) input."""
     return _lp_pool(avg_pool1d, input, float(norm_type), kernel_size, stride, ceil_mode, 1)
 
 
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """(sum of x**p over each window) ** (1/p) of (N, C, H, W) input."""
     return _lp_pool(avg_pool2d, input, float(norm_type), kernel_size, stride, ceil_mode, 2)
 
 

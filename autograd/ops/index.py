@@ -264,18 +264,21 @@ def getitem(input, key):
 
 
 def gather(input, dim, index):
+    """out[i][j] = input[i][index[i][j]] along `dim` (dim=1 shown); out has index's shape."""
     d = norm_dim(dim, input._data.ndim, "gather")
     _check_gather_index("gather", input, d, index)
     return Gather.apply(input, d, index)
 
 
 def scatter_add(input, dim, index, src):
+    """A copy of input with src added at `index` along `dim` (index, src: same shape)."""
     d = norm_dim(dim, input._data.ndim, "scatter_add")
     _check_gather_index("scatter_add", input, d, index, src)
     return ScatterAdd.apply(input, d, index, src)
 
 
 def index_select(input, dim, index):
+    """The entries of input at the 1-D `index` along `dim` (that dim becomes len(index))."""
     if index._data.ndim > 1:
         raise IndexError("index_select(): Index is supposed to be a vector")
     d = norm_dim(dim, input._data.ndim, "index_select")

@@ -55,6 +55,8 @@ class Matmul(Op):
 
 
 def matmul(input, other):
+    """Matrix product with torch's rules: (n) @ (n), (b.., n, m) @ (b.., m, p) broadcast over batch
+    dims."""
     if isinstance(input, SparseCooTensor):
         return sparse_mm(input, other)
     return Matmul.apply(*autocast_args(input, other))
@@ -71,6 +73,7 @@ def mm(input, mat2):
 
 
 def bmm(input, mat2):
+    """Batched product: (b, n, m) @ (b, m, p) -> (b, n, p)."""
     if input._data.ndim != 3 or mat2._data.ndim != 3:
         raise RuntimeError(f"bmm: expected 3-D tensors, got {input._data.ndim}-D and "
                            f"{mat2._data.ndim}-D")
@@ -81,6 +84,7 @@ def bmm(input, mat2):
 
 
 def dot(input, other):
+    """Inner product of two 1-D tensors of the same length: a 0-d tensor."""
     if input._data.ndim != 1 or other._data.ndim != 1:
         raise RuntimeError("1D tensors expected, but got "
                            f"{input._data.ndim}D and {other._data.ndim}D tensors")
@@ -88,6 +92,7 @@ def dot(input, other):
 
 
 def outer(input, vec2):
+    """Outer product: (n), (m) -> (n, m)."""
     return input.unsqueeze(1) * vec2
 
 

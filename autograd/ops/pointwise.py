@@ -375,14 +375,17 @@ class Where(Op):
 
 # -- public functions ---------------------------------------------------------------------
 def add(input, other, *, alpha=1):
+    """input + alpha * other, elementwise with broadcasting."""
     return Add.apply(input, other if alpha == 1 else other * alpha)
 
 
 def sub(input, other, *, alpha=1):
+    """input - alpha * other, elementwise with broadcasting."""
     return Sub.apply(input, other if alpha == 1 else other * alpha)
 
 
 def mul(input, other):
+    """input * other, elementwise with broadcasting."""
     return Mul.apply(input, other)
 
 
@@ -404,18 +407,22 @@ multiply = mul
 
 
 def pow(input, exponent):
+    """input ** exponent, elementwise (exponent a number or a tensor)."""
     return Pow.apply(input, exponent)
 
 
 def maximum(input, other):
+    """The larger of input and other, elementwise with broadcasting."""
     return Maximum.apply(input, other)
 
 
 def minimum(input, other):
+    """The smaller of input and other, elementwise with broadcasting."""
     return Minimum.apply(input, other)
 
 
 def neg(input):
+    """-input, elementwise."""
     return Neg.apply(input)
 
 
@@ -423,54 +430,67 @@ negative = neg
 
 
 def exp(input):
+    """e ** input, elementwise."""
     return Exp.apply(input)
 
 
 def log(input):
+    """Natural logarithm, elementwise."""
     return Log.apply(input)
 
 
 def log1p(input):
+    """log(1 + input), elementwise (accurate for small input)."""
     return Log1p.apply(input)
 
 
 def sqrt(input):
+    """Square root, elementwise."""
     return Sqrt.apply(input)
 
 
 def rsqrt(input):
+    """1 / sqrt(input), elementwise."""
     return Pow.apply(input, -0.5)
 
 
 def square(input):
+    """input * input, elementwise."""
     return Mul.apply(input, input)
 
 
 def reciprocal(input):
+    """1 / input, elementwise."""
     return Div.apply(1.0, input)
 
 
 def abs(input):
+    """|input|, elementwise."""
     return Abs.apply(input)
 
 
 def sin(input):
+    """Sine, elementwise."""
     return Sin.apply(input)
 
 
 def cos(input):
+    """Cosine, elementwise."""
     return Cos.apply(input)
 
 
 def tanh(input):
+    """Hyperbolic tangent, elementwise."""
     return Tanh.apply(input)
 
 
 def sigmoid(input):
+    """1 / (1 + exp(-input)), elementwise."""
     return Sigmoid.apply(input)
 
 
 def relu(input):
+    """max(input, 0), elementwise."""
     return Relu.apply(input)
 
 
@@ -581,11 +601,13 @@ def argwhere(input):
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """True when |input - other| <= atol + rtol * |other| everywhere (a Python bool)."""
     xp = array_module(input._data)
     return bool(xp.allclose(input._data, as_array_arg(other), rtol, atol, equal_nan))
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Elementwise |input - other| <= atol + rtol * |other|: a bool tensor."""
     xp = array_module(input._data)
     return Tensor._make(xp.isclose(input._data, as_array_arg(other), rtol, atol, equal_nan))
 

@@ -35,12 +35,14 @@ def flip(input, *args, dims=None):
 
 
 def fliplr(input):
+    """input reversed along dim 1 (input at least 2-D)."""
     if _ndim(input) < 2:
         raise RuntimeError(f"fliplr: Input must be >= 2-d, got {_ndim(input)}-d")
     return flip(input, (1,))
 
 
 def flipud(input):
+    """input reversed along dim 0 (input at least 1-D)."""
     if _ndim(input) < 1:
         raise RuntimeError("flipud: Input must be >= 1-d, got 0-d")
     return flip(input, (0,))

@@ -166,6 +166,7 @@ class LogSoftmax(Op):
 
 # -- public functions -----------------------------------------------------------------------
 def sum(input, dim=None, keepdim=False, *, dtype=None):
+    """Sum over `dim` (all elements when None); small ints and bools sum in int64."""
     if dtype is not None:
         input = input.to(dtype)
     elif input._data.dtype.kind in "bi" and input._data.dtype.itemsize < 8:
@@ -181,6 +182,7 @@ def _count(input, dim):
 
 
 def mean(input, dim=None, keepdim=False, *, dtype=None):
+    """Mean over `dim` (all elements when None) of a floating tensor."""
     if dtype is not None:
         input = input.to(dtype)
     if input._data.dtype.kind != "f":
@@ -199,15 +201,18 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Standard deviation over `dim`: sqrt of `var` (same arguments)."""
     return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(var, mean) over `dim`, as `var` and `mean` give them."""
     return (var(input, dim, unbiased, keepdim, correction=correction),
             mean(input, dim, keepdim))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(std, mean) over `dim`, as `std` and `mean` give them."""
     return (std(input, dim, unbiased, keepdim, correction=correction),
             mean(input, dim, keepdim))
 
@@ -219,16 +224,19 @@ register_composite("std", _reduce_samples(
 
 
 def prod(input, dim=None, keepdim=False, *, dtype=None):
+    """Product over `dim` (all elements when None)."""
     if dtype is not None:
         input = input.to(dtype)
     return Prod.apply(input, dim, keepdim)
 
 
 def amax(input, dim=(), keepdim=False):
+    """Largest values over `dim` (all dims when ()); the gradient is split among ties."""
     return Amax.apply(input, None if dim == () else dim, keepdim)
 
 
 def amin(input, dim=(), keepdim=False):
+    """Smallest values over `dim` (all dims when ()); the gradient is split among ties."""
     return Amin.apply(input, None if dim == () else dim, keepdim)
 
 
@@ -258,6 +266,7 @@ def max(input, dim=None, keepdim=False, *, other=None):
 
 
 def min(input, dim=None, keepdim=False, *, other=None):
+    """`min(x)`: smallest value; `min(x, dim)`: (values, indices); `min(x, y)`: minimum."""
     from dtrain.autograd.ops.pointwise import minimum
 
     return _extreme(input, dim, keepdim, other, amin, minimum, argmin)
@@ -291,6 +300,7 @@ argmin = _arg("argmin")
 
 
 def logsumexp(input, dim, keepdim=False):
+    """log(sum(exp(input))) over `dim`, computed without overflow."""
     return LogSumExp.apply(input, dim, keepdim)
 
 
@@ -302,27 +312,32 @@ def _check_dim(input, dim, name):
 
 
 def softmax(input, dim, dtype=None):
+    """exp(input) / sum(exp(input)) along `dim`; same shape as input."""
     if dtype is not None:
         input = input.to(dtype)
     return Softmax.apply(input, _check_dim(input, dim, "softmax"))
 
 
 def log_softmax(input, dim, dtype=None):
+    """log(softmax(input, dim)), computed stably; same shape as input."""
     if dtype is not None:
         input = input.to(dtype)
     return LogSoftmax.apply(input, _check_dim(input, dim, "log_softmax"))
 
 
 def all(input, dim=None, keepdim=False):
+    """Whether every element is non-zero, over `dim` (all when None): a bool tensor."""
     xp = array_module(input._data)
     return Tensor._make(xp.all(input._data, axis=dim, keepdims=keepdim))
 
 
 def any(input, dim=None, keepdim=False):
+    """Whether some element is non-zero, over `dim` (all when None): a bool tensor."""
     xp = array_module(input._data)
     return Tensor._make(xp.any(input._data, axis=dim, keepdims=keepdim))
 
 
 def count_nonzero(input, dim=None):
+    """The number of non-zero elements over `dim` (all when None): int64."""
     xp = array_module(input._data)
     return Tensor._make(xp.asarray(xp.count_nonzero(input._data, axis=dim), dtype="int64"))

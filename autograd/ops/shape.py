@@ -254,6 +254,8 @@ def broadcast_shapes(*shapes):
 
 
 def reshape(input, *shape):
+    """input with a new shape of the same number of elements (-1 is inferred); a view when it can
+    be."""
     shape = _size_args(shape)
     if shape == input._data.shape:
         return input
@@ -273,6 +275,7 @@ def view(input, *shape):
 
 
 def flatten(input, start_dim=0, end_dim=-1):
+    """input with dims start_dim..end_dim merged into one (a 0-d input gives shape (1,))."""
     nd = input._data.ndim
     if nd == 0:
         return reshape(input, 1)
@@ -284,12 +287,14 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 
 def unflatten(input, dim, sizes):
+    """input with `dim` split into `sizes` (their product equals that dim's size)."""
     d = norm_dim(dim, input._data.ndim, "unflatten")
     shape = input._data.shape
     return reshape(input, shape[:d] + tuple(sizes) + shape[d + 1:])
 
 
 def permute(input, *dims):
+    """A view with the dims reordered: out.shape[i] = input.shape[dims[i]]."""
     dims = _size_args(dims)
     if len(dims) != input._data.ndim:
         raise RuntimeError(f"permute(): number of dims don't match: input.dim() = "
@@ -300,6 +305,7 @@ def permute(input, *dims):
 
 
 def transpose(input, dim0, dim1):
+    """A view with dims dim0 and dim1 swapped."""
     nd = input._data.ndim
     if nd < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return input
@@ -313,6 +319,7 @@ swapaxes = swapdims = transpose
 
 
 def t(input):
+    """The transpose of a matrix (n, m) -> (m, n); 0-D and 1-D input is returned as is."""
     if input._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
                            f"{input._data.ndim}D")
@@ -320,6 +327,7 @@ def t(input):
 
 
 def squeeze(input, dim=None):
+    """input without its size-1 dims (only those among `dim`, when given)."""
     shape = input._data.shape
     if dim is None:
         return reshape(input, tuple(s for s in shape if s != 1))
@@ -328,12 +336,14 @@ def squeeze(input, dim=None):
 
 
 def unsqueeze(input, dim):
+    """A view with a size-1 dim inserted at `dim`."""
     d = norm_dim(dim, input._data.ndim + 1, "unsqueeze")
     shape = input._data.shape
     return reshape(input, shape[:d] + (1,) + shape[d:])
 
 
 def expand(input, *sizes):
+    """A broadcast view to `sizes` (-1 keeps a dim; size-1 dims repeat without copying)."""
     sizes = _size_args(sizes)
     shape = input._data.shape
     if len(sizes) < len(shape):
@@ -354,14 +364,17 @@ def expand(input, *sizes):
 
 
 def broadcast_to(input, size):
+    """input broadcast to `size` (as expand)."""
     return expand(input, *size)
 
 
 def expand_as(input, other):
+    """input broadcast to other's shape (as expand)."""
     return expand(input, *other._data.shape)
 
 
 def sum_to_size(input, *size):
+    """input summed down to `size`, which broadcasts to input's shape."""
     size = _size_args(size)
     if size == input._data.shape:
         return input
@@ -373,6 +386,7 @@ def sum_to_size(input, *size):
 
 
 def cat(tensors, dim=0):
+    """Tensors joined along an existing `dim` (equal sizes elsewhere)."""
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("cat(): expected a non-empty list of Tensors")
@@ -392,6 +406,7 @@ concat = concatenate = cat
 
 
 def stack(tensors, dim=0):
+    """Tensors of one shape joined along a new `dim`: (n tensors of S) -> S with n at dim."""
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
@@ -405,6 +420,7 @@ def stack(tensors, dim=0):
 
 
 def narrow(input, dim, start, length):
+    """A view of `length` entries from `start` along `dim`."""
     d = norm_dim(dim, input._data.ndim, "narrow")
     return input[(slice(None),) * d + (slice(start, start + length),)]
 
@@ -426,6 +442,7 @@ def split(tensor, split_size_or_sections, dim=0):
 
 
 def chunk(input, chunks, dim=0):
+    """`chunks` views of (nearly) equal size along `dim`; the last may be smaller."""
     d = norm_dim(dim, input._data.ndim, "chunk")
     n = input._data.shape[d]
     return split(input, max(1, -(-n // chunks)), d)
@@ -474,8 +491,10 @@ def pad(input, pad, mode="constant", value=None):
 
 
 def clone(input):
+    """A copy of input that stays in the graph (gradients flow back to input)."""
     return Clone.apply(input)
 
 
 def contiguous(input):
+    """input in C order: itself when it already is, else a copy."""
     return input if input._data.flags.c_contiguous else Clone.apply(input)

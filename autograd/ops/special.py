@@ -285,10 +285,12 @@ def frac(input):
 
 
 def deg2rad(input):
+    """Degrees converted to radians, elementwise."""
     return input * (math.pi / 180)
 
 
 def rad2deg(input):
+    """Radians converted to degrees, elementwise."""
     return input * (180 / math.pi)
 
 
@@ -298,10 +300,12 @@ def sgn(input):
 
 
 def clamp_min(input, min):
+    """max(input, min), elementwise."""
     return clamp(input, min=min)
 
 
 def clamp_max(input, max):
+    """min(input, max), elementwise."""
     return clamp(input, max=max)
 
 
