@@ -159,16 +159,16 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """True when |input - other| <= atol + rtol * |other| everywhere (a Python bool)."""
 
 def bitwise_and(*args):
-    """Elementwise bitwise_and (no gradient)."""
+    """Elementwise input & other, of integers or booleans (no gradient)."""
 
 def bitwise_not(*args):
-    """Elementwise bitwise_not (no gradient)."""
+    """Elementwise ~input, of integers or booleans (no gradient)."""
 
 def bitwise_or(*args):
-    """Elementwise bitwise_or (no gradient)."""
+    """Elementwise input | other, of integers or booleans (no gradient)."""
 
 def ceil(*args):
-    """Elementwise ceil (no gradient)."""
+    """Elementwise smallest integer >= input (no gradient)."""
 
 def clamp(input, min=None, max=None):
     """Limit values to [min, max]; tensor bounds compose maximum/minimum."""
@@ -182,7 +182,7 @@ def div(input, other, *, rounding_mode=None):
 divide = div
 
 def eq(*args):
-    """Elementwise eq (no gradient)."""
+    """Elementwise input == other (no gradient)."""
 
 def equal(input, other):
     """True when both tensors have the same shape and elements."""
@@ -191,31 +191,31 @@ def exp(input):
     """e ** input, elementwise."""
 
 def floor(*args):
-    """Elementwise floor (no gradient)."""
+    """Elementwise largest integer <= input (no gradient)."""
 
 def floor_divide(*args):
-    """Elementwise floor_divide (no gradient)."""
+    """Elementwise floor(input / other), keeping integer dtypes (no gradient)."""
 
 def ge(*args):
-    """Elementwise ge (no gradient)."""
+    """Elementwise input >= other (no gradient)."""
 
 def gt(*args):
-    """Elementwise gt (no gradient)."""
+    """Elementwise input > other (no gradient)."""
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """Elementwise |input - other| <= atol + rtol * |other|: a bool tensor."""
 
 def isfinite(*args):
-    """Elementwise isfinite (no gradient)."""
+    """Elementwise whether input is neither infinite nor NaN (no gradient)."""
 
 def isinf(*args):
-    """Elementwise isinf (no gradient)."""
+    """Elementwise whether input is +inf or -inf (no gradient)."""
 
 def isnan(*args):
-    """Elementwise isnan (no gradient)."""
+    """Elementwise whether input is NaN (no gradient)."""
 
 def le(*args):
-    """Elementwise le (no gradient)."""
+    """Elementwise input <= other (no gradient)."""
 
 def log(input):
     """Natural logarithm, elementwise."""
@@ -224,19 +224,19 @@ def log1p(input):
     """log(1 + input), elementwise (accurate for small input)."""
 
 def logical_and(*args):
-    """Elementwise logical_and (no gradient)."""
+    """Elementwise input and other, as booleans (no gradient)."""
 
 def logical_not(*args):
-    """Elementwise logical_not (no gradient)."""
+    """Elementwise not input, as booleans (no gradient)."""
 
 def logical_or(*args):
-    """Elementwise logical_or (no gradient)."""
+    """Elementwise input or other, as booleans (no gradient)."""
 
 def logical_xor(*args):
-    """Elementwise logical_xor (no gradient)."""
+    """Elementwise input xor other, as booleans (no gradient)."""
 
 def lt(*args):
-    """Elementwise lt (no gradient)."""
+    """Elementwise input < other (no gradient)."""
 
 def maximum(input, other):
     """The larger of input and other, elementwise with broadcasting."""
@@ -249,7 +249,7 @@ def mul(input, other):
 multiply = mul
 
 def ne(*args):
-    """Elementwise ne (no gradient)."""
+    """Elementwise input != other (no gradient)."""
 
 def neg(input):
     """-input, elementwise."""
@@ -268,10 +268,10 @@ def relu(input):
     """max(input, 0), elementwise."""
 
 def remainder(*args):
-    """Elementwise remainder (no gradient)."""
+    """Elementwise input mod other with the sign of other (Python's %; no gradient)."""
 
 def round(*args):
-    """Elementwise round (no gradient)."""
+    """Elementwise input rounded to the nearest integer, halves to even (no gradient)."""
 
 def rsqrt(input):
     """1 / sqrt(input), elementwise."""
@@ -280,7 +280,7 @@ def sigmoid(input):
     """1 / (1 + exp(-input)), elementwise."""
 
 def sign(*args):
-    """Elementwise sign (no gradient)."""
+    """Elementwise -1, 0 or 1 by the sign of input (no gradient)."""
 
 def sin(input):
     """Sine, elementwise."""
@@ -300,7 +300,7 @@ def tanh(input):
 true_divide = div
 
 def trunc(*args):
-    """Elementwise trunc (no gradient)."""
+    """Elementwise input rounded toward zero (no gradient)."""
 
 def where(condition, input=None, other=None):
     """Elementwise `input if condition else other`; `where(cond)` gives nonzero indices."""
@@ -646,7 +646,9 @@ def frac(input):
     """The fractional part, input - trunc(input) (sign of input); gradient 1."""
 
 def heaviside(*args):
-    """Elementwise heaviside (no gradient)."""
+    """Elementwise step: 0 where input < 0, other where input == 0, 1 where input > 0 (no
+    gradient).
+    """
 
 def hypot(input, other):
     """sqrt(input^2 + other^2), elementwise without overflow."""

@@ -202,45 +202,45 @@ class Tensor:
         """Limit values to [min, max]; tensor bounds compose maximum/minimum."""
     clip = clamp
     def eq(self):
-        """Elementwise eq (no gradient)."""
+        """Elementwise input == other (no gradient)."""
     def ne(self):
-        """Elementwise ne (no gradient)."""
+        """Elementwise input != other (no gradient)."""
     def lt(self):
-        """Elementwise lt (no gradient)."""
+        """Elementwise input < other (no gradient)."""
     def le(self):
-        """Elementwise le (no gradient)."""
+        """Elementwise input <= other (no gradient)."""
     def gt(self):
-        """Elementwise gt (no gradient)."""
+        """Elementwise input > other (no gradient)."""
     def ge(self):
-        """Elementwise ge (no gradient)."""
+        """Elementwise input >= other (no gradient)."""
     def logical_and(self):
-        """Elementwise logical_and (no gradient)."""
+        """Elementwise input and other, as booleans (no gradient)."""
     def logical_or(self):
-        """Elementwise logical_or (no gradient)."""
+        """Elementwise input or other, as booleans (no gradient)."""
     def logical_xor(self):
-        """Elementwise logical_xor (no gradient)."""
+        """Elementwise input xor other, as booleans (no gradient)."""
     def logical_not(self):
-        """Elementwise logical_not (no gradient)."""
+        """Elementwise not input, as booleans (no gradient)."""
     def isnan(self):
-        """Elementwise isnan (no gradient)."""
+        """Elementwise whether input is NaN (no gradient)."""
     def isinf(self):
-        """Elementwise isinf (no gradient)."""
+        """Elementwise whether input is +inf or -inf (no gradient)."""
     def isfinite(self):
-        """Elementwise isfinite (no gradient)."""
+        """Elementwise whether input is neither infinite nor NaN (no gradient)."""
     def sign(self):
-        """Elementwise sign (no gradient)."""
+        """Elementwise -1, 0 or 1 by the sign of input (no gradient)."""
     def floor(self):
-        """Elementwise floor (no gradient)."""
+        """Elementwise largest integer <= input (no gradient)."""
     def ceil(self):
-        """Elementwise ceil (no gradient)."""
+        """Elementwise smallest integer >= input (no gradient)."""
     def trunc(self):
-        """Elementwise trunc (no gradient)."""
+        """Elementwise input rounded toward zero (no gradient)."""
     def round(self):
-        """Elementwise round (no gradient)."""
+        """Elementwise input rounded to the nearest integer, halves to even (no gradient)."""
     def floor_divide(self):
-        """Elementwise floor_divide (no gradient)."""
+        """Elementwise floor(input / other), keeping integer dtypes (no gradient)."""
     def remainder(self):
-        """Elementwise remainder (no gradient)."""
+        """Elementwise input mod other with the sign of other (Python's %; no gradient)."""
     def nonzero(self, *, as_tuple=False):
         """Indices of non-zero elements: an (n, ndim) int64 tensor, or a tuple of 1-D tensors."""
     def argwhere(self):
@@ -556,7 +556,9 @@ class Tensor:
     def sgn(self):
         """sign(input) (dtrain has no complex tensors, where sgn differs)."""
     def heaviside(self):
-        """Elementwise heaviside (no gradient)."""
+        """Elementwise step: 0 where input < 0, other where input == 0, 1 where input > 0 (no
+        gradient).
+        """
     def nansum(self, dim=None, keepdim=False, *, dtype=None):
         """sum treating NaN as zero (its gradient is 0 at NaN elements)."""
     def nanmean(self, dim=None, keepdim=False, *, dtype=None):
@@ -692,11 +694,11 @@ class Tensor:
     def __rmod__(self, b):
         ...
     def __and__(self):
-        """Elementwise bitwise_and (no gradient)."""
+        """Elementwise input & other, of integers or booleans (no gradient)."""
     def __or__(self):
-        """Elementwise bitwise_or (no gradient)."""
+        """Elementwise input | other, of integers or booleans (no gradient)."""
     def __invert__(self):
-        """Elementwise bitwise_not (no gradient)."""
+        """Elementwise ~input, of integers or booleans (no gradient)."""
     __xor__ = logical_xor
     def __getitem__(self, key):
         ...

@@ -525,65 +525,210 @@ def where(condition, input=None, other=None):
 
 
 # -- non-differentiable elementwise ---------------------------------------------------------
-def _nondiff_samples(name, arity, ints):
+class NonDiff(Op):
+    """Base of the registered ops without gradient (comparisons, rounding, bit operations,
+    indices): recorded like any op (so graph mode captures it), never part of the autograd
+    graph. Register one, and make its public function, with `_nondiff`."""
+
+    differentiable = False
+
+
+class NonDiffUfunc(NonDiff):
+    """A `NonDiff` op that is one ufunc of the array module (`forward = ufunc_forward(...)`)."""
+
+    writes_out = elementwise = True
+
+
+def _nondiff_samples(cls, name, arity, ints):
     def samples():
         s = SampleMaker(name)
         make = (lambda: s.ints(5, 3, 4)) if ints else (lambda: s(3, 4, low=-3, high=3,
                                                                    grad=False))
         args = tuple(make() for _ in range(arity))
-        return [Sample(lambda *a: _NONDIFF[name](*a), args)]
+        return [Sample(lambda *a: cls.apply(*a), args)]
     return samples
 
 
-_NONDIFF = {}
-
-
-def _nondiff(name, fn, arity=2, ints=False):
-    """A registered op without gradient (comparisons, rounding, bit operations): recorded
-    like any op (so graph mode captures it), never part of the autograd graph. `fn` is
-    the name of the array module's ufunc, or a function (xp, *arrays) -> array."""
-    if isinstance(fn, str):
-        body = {"writes_out": True, "elementwise": True, "forward": ufunc_forward(fn)}
-    else:
-        body = {"forward": lambda self, *arrays: fn(array_module(arrays[0]), *arrays)}
-    cls = type("".join(p.title() for p in name.split("_")), (Op,), {
-        "differentiable": False, "__module__": __name__,
-        "__doc__": f"Elementwise {name} (no gradient).", **body})
-    register(name, _nondiff_samples(name, arity, ints), differentiable=False)(cls)
+def _nondiff(cls, name, arity=2, ints=False):
+    """Register `cls` (a NonDiff op) as `name`, its samples `arity` float (or, with `ints`,
+    integer) tensors, and return its public function."""
+    register(name, _nondiff_samples(cls, name, arity, ints), differentiable=False)(cls)
 
     def op(*args):
         return cls.apply(*args)
     op.__name__ = name
     op.__doc__ = cls.__doc__
-    _NONDIFF[name] = op
     return op
 
 
-eq = _nondiff("eq", "equal")
-ne = _nondiff("ne", "not_equal")
-lt = _nondiff("lt", "less")
-le = _nondiff("le", "less_equal")
-gt = _nondiff("gt", "greater")
-ge = _nondiff("ge", "greater_equal")
-logical_and = _nondiff("logical_and", "logical_and")
-logical_or = _nondiff("logical_or", "logical_or")
-logical_xor = _nondiff("logical_xor", "logical_xor")
-logical_not = _nondiff("logical_not", "logical_not", 1)
-isnan = _nondiff("isnan", "isnan", 1)
-isinf = _nondiff("isinf", "isinf", 1)
-isfinite = _nondiff("isfinite", "isfinite", 1)
-sign = _nondiff("sign", "sign", 1)
-floor = _nondiff("floor", "floor", 1)
-ceil = _nondiff("ceil", "ceil", 1)
-trunc = _nondiff("trunc", "trunc", 1)
-round = _nondiff("round", "round", 1)
-floor_divide = _nondiff("floor_divide", lambda xp, a, b: torch_dtype(xp.floor_divide(a, b), a, b))
-_trunc_divide = _nondiff("div_trunc", lambda xp, a, b: torch_dtype(
-    (xp.trunc(a / b)).astype(xp.result_type(a, b)), a, b))
-remainder = _nondiff("remainder", lambda xp, a, b: torch_dtype(xp.remainder(a, b), a, b))
-bitwise_and = _nondiff("bitwise_and", "bitwise_and", ints=True)
-bitwise_or = _nondiff("bitwise_or", "bitwise_or", ints=True)
-bitwise_not = _nondiff("bitwise_not", "invert", 1, ints=True)
+class Eq(NonDiffUfunc):
+    """Elementwise input == other (no gradient)."""
+
+    forward = ufunc_forward("equal")
+
+
+class Ne(NonDiffUfunc):
+    """Elementwise input != other (no gradient)."""
+
+    forward = ufunc_forward("not_equal")
+
+
+class Lt(NonDiffUfunc):
+    """Elementwise input < other (no gradient)."""
+
+    forward = ufunc_forward("less")
+
+
+class Le(NonDiffUfunc):
+    """Elementwise input <= other (no gradient)."""
+
+    forward = ufunc_forward("less_equal")
+
+
+class Gt(NonDiffUfunc):
+    """Elementwise input > other (no gradient)."""
+
+    forward = ufunc_forward("greater")
+
+
+class Ge(NonDiffUfunc):
+    """Elementwise input >= other (no gradient)."""
+
+    forward = ufunc_forward("greater_equal")
+
+
+class LogicalAnd(NonDiffUfunc):
+    """Elementwise input and other, as booleans (no gradient)."""
+
+    forward = ufunc_forward("logical_and")
+
+
+class LogicalOr(NonDiffUfunc):
+    """Elementwise input or other, as booleans (no gradient)."""
+
+    forward = ufunc_forward("logical_or")
+
+
+class LogicalXor(NonDiffUfunc):
+    """Elementwise input xor other, as booleans (no gradient)."""
+
+    forward = ufunc_forward("logical_xor")
+
+
+class LogicalNot(NonDiffUfunc):
+    """Elementwise not input, as booleans (no gradient)."""
+
+    forward = ufunc_forward("logical_not")
+
+
+class Isnan(NonDiffUfunc):
+    """Elementwise whether input is NaN (no gradient)."""
+
+    forward = ufunc_forward("isnan")
+
+
+class Isinf(NonDiffUfunc):
+    """Elementwise whether input is +inf or -inf (no gradient)."""
+
+    forward = ufunc_forward("isinf")
+
+
+class Isfinite(NonDiffUfunc):
+    """Elementwise whether input is neither infinite nor NaN (no gradient)."""
+
+    forward = ufunc_forward("isfinite")
+
+
+class Sign(NonDiffUfunc):
+    """Elementwise -1, 0 or 1 by the sign of input (no gradient)."""
+
+    forward = ufunc_forward("sign")
+
+
+class Floor(NonDiffUfunc):
+    """Elementwise largest integer <= input (no gradient)."""
+
+    forward = ufunc_forward("floor")
+
+
+class Ceil(NonDiffUfunc):
+    """Elementwise smallest integer >= input (no gradient)."""
+
+    forward = ufunc_forward("ceil")
+
+
+class Trunc(NonDiffUfunc):
+    """Elementwise input rounded toward zero (no gradient)."""
+
+    forward = ufunc_forward("trunc")
+
+
+class Round(NonDiffUfunc):
+    """Elementwise input rounded to the nearest integer, halves to even (no gradient)."""
+
+    forward = ufunc_forward("round")
+
+
+class FloorDivide(NonDiff):
+    """Elementwise floor(input / other), keeping integer dtypes (no gradient)."""
+
+    def forward(self, a, b):
+        return torch_dtype(array_module(a).floor_divide(a, b), a, b)
+
+
+class DivTrunc(NonDiff):
+    """Elementwise trunc(input / other), keeping integer dtypes (no gradient)."""
+
+    def forward(self, a, b):
+        xp = array_module(a)
+        return torch_dtype(xp.trunc(a / b).astype(xp.result_type(a, b)), a, b)
+
+
+class Remainder(NonDiff):
+    """Elementwise input mod other with the sign of other (Python's %; no gradient)."""
+
+    def forward(self, a, b):
+        return torch_dtype(array_module(a).remainder(a, b), a, b)
+
+
+class BitwiseAnd(NonDiffUfunc):
+    """Elementwise input & other, of integers or booleans (no gradient)."""
+
+    forward = ufunc_forward("bitwise_and")
+
+
+class BitwiseOr(NonDiffUfunc):
+    """Elementwise input | other, of integers or booleans (no gradient)."""
+
+    forward = ufunc_forward("bitwise_or")
+
+
+class BitwiseNot(NonDiffUfunc):
+    """Elementwise ~input, of integers or booleans (no gradient)."""
+
+    forward = ufunc_forward("invert")
+
+
+eq, ne, lt, le = _nondiff(Eq, "eq"), _nondiff(Ne, "ne"), _nondiff(Lt, "lt"), _nondiff(Le, "le")
+gt, ge = _nondiff(Gt, "gt"), _nondiff(Ge, "ge")
+logical_and = _nondiff(LogicalAnd, "logical_and")
+logical_or = _nondiff(LogicalOr, "logical_or")
+logical_xor = _nondiff(LogicalXor, "logical_xor")
+logical_not = _nondiff(LogicalNot, "logical_not", 1)
+isnan = _nondiff(Isnan, "isnan", 1)
+isinf = _nondiff(Isinf, "isinf", 1)
+isfinite = _nondiff(Isfinite, "isfinite", 1)
+sign = _nondiff(Sign, "sign", 1)
+floor = _nondiff(Floor, "floor", 1)
+ceil = _nondiff(Ceil, "ceil", 1)
+trunc = _nondiff(Trunc, "trunc", 1)
+round = _nondiff(Round, "round", 1)
+floor_divide = _nondiff(FloorDivide, "floor_divide")
+_trunc_divide = _nondiff(DivTrunc, "div_trunc")
+remainder = _nondiff(Remainder, "remainder")
+bitwise_and = _nondiff(BitwiseAnd, "bitwise_and", ints=True)
+bitwise_or = _nondiff(BitwiseOr, "bitwise_or", ints=True)
+bitwise_not = _nondiff(BitwiseNot, "bitwise_not", 1, ints=True)
 
 
 def nonzero(input, *, as_tuple=False):

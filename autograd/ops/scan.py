@@ -3,7 +3,7 @@ logcumsumexp, and the differences and integrals built on them (diff, trapezoid).
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.index import gather
-from dtrain.autograd.ops.pointwise import _nondiff, maximum, where
+from dtrain.autograd.ops.pointwise import NonDiff, _nondiff, maximum, where
 from dtrain.autograd.ops.rearrange import flip
 from dtrain.autograd.ops.reduce import ValuesIndices
 from dtrain.autograd.ops.shape import _samples, cat
@@ -127,10 +127,22 @@ def _running_index(xp, a, dim, better):
     return running(xp, "maximum", xp.where(reached, pos, 0), dim).astype("int64")
 
 
-_cummax_index = _nondiff("cummax_indices",
-                         lambda xp, a, dim=-1: _running_index(xp, a, dim, "max"), 1)
-_cummin_index = _nondiff("cummin_indices",
-                         lambda xp, a, dim=-1: _running_index(xp, a, dim, "min"), 1)
+class CummaxIndices(NonDiff):
+    """The index of the running maximum along `dim` (no gradient)."""
+
+    def forward(self, a, dim=-1):
+        return _running_index(array_module(a), a, dim, "max")
+
+
+class CumminIndices(NonDiff):
+    """The index of the running minimum along `dim` (no gradient)."""
+
+    def forward(self, a, dim=-1):
+        return _running_index(array_module(a), a, dim, "min")
+
+
+_cummax_index = _nondiff(CummaxIndices, "cummax_indices", 1)
+_cummin_index = _nondiff(CumminIndices, "cummin_indices", 1)
 
 
 def _running(input, dim, index, op):

@@ -3,7 +3,7 @@ Indices come from non-differentiable ops; values are gathered from the input at 
 gradients flow back through `gather` to the selected elements."""
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.index import gather
-from dtrain.autograd.ops.pointwise import _nondiff, where
+from dtrain.autograd.ops.pointwise import NonDiff, _nondiff, where
 from dtrain.autograd.ops.reduce import ValuesIndices
 from dtrain.autograd.registry import Sample, SampleMaker, register_composite
 from dtrain.core.backend import array_module, running
@@ -38,8 +38,22 @@ def _mode_index(xp, a, dim=-1):
     return xp.moveaxis(xp.take_along_axis(order, last, -1), -1, dim)
 
 
-_argsort = _nondiff("argsort", _sorted_index, 1)
-_mode = _nondiff("mode_indices", _mode_index, 1)
+class Argsort(NonDiff):
+    """Indices that sort input along `dim`, stably (no gradient)."""
+
+    def forward(self, a, dim=-1, descending=False):
+        return _sorted_index(array_module(a), a, dim, descending)
+
+
+class ModeIndices(NonDiff):
+    """The index of the most frequent value along `dim` (no gradient)."""
+
+    def forward(self, a, dim=-1):
+        return _mode_index(array_module(a), a, dim)
+
+
+_argsort = _nondiff(Argsort, "argsort", 1)
+_mode = _nondiff(ModeIndices, "mode_indices", 1)
 
 
 def _as_1d(input):

@@ -12,6 +12,7 @@ import math
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import binary_forward, ufunc_forward
 from dtrain.autograd.ops.pointwise import (
+    NonDiffUfunc,
     _binary_samples,
     _nondiff,
     _unary_samples,
@@ -37,22 +38,28 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 
 
-def _unary(name, forward, grad, uses_output=False, low=-1.0, high=1.0):
-    """Register the elementwise op `name` and return its public function. `forward` is the
-    array module's ufunc name or a function of one array; `grad(t)` is the derivative from
-    the input (or, with `uses_output`, the output) as Tensor ops, so higher orders record."""
-    body = ({"writes_out": True, "elementwise": True, "forward": ufunc_forward(forward)}
-            if isinstance(forward, str) else {"forward": lambda self, x: forward(x)})
-    saved = "output" if uses_output else "inputs"
-    cls = type(name.title(), (Op,), {
-        "__module__": __name__, "__doc__": f"Elementwise {name}.", f"saves_{saved}": True,
-        "backward": lambda self, g: (g * grad(self.output if uses_output else
-                                              self.inputs[0]),), **body})
-    register(name, _unary_samples(name, lambda x: cls.apply(x), low, high))(cls)
+class _UnaryMath(Op):
+    """An elementwise op whose backward is g * grad(t): `grad` (a static function) is the
+    derivative from the input (or, when the op saves its output, from the output) in Tensor
+    ops, so that higher orders record."""
 
+    def backward(self, g):
+        return (g * self.grad(self.output if self.saves_output else self.inputs[0]),)
+
+
+class _UnaryUfunc(_UnaryMath):
+    """A `_UnaryMath` op that is one ufunc of the array module (`forward = ufunc_forward(...)`)."""
+
+    writes_out = elementwise = True
+
+
+def _unary(cls):
+    """The public function of the registered elementwise op `cls`, named as in the registry
+    (integer input as the default float dtype)."""
     def fn(input):
         return cls.apply(_as_float(input))
-    fn.__name__, fn.__doc__ = name, f"Elementwise {name} of `input` (any shape)."
+    fn.__name__ = cls.op_name
+    fn.__doc__ = f"Elementwise {cls.op_name} of `input` (any shape)."
     return fn
 
 
@@ -134,12 +141,43 @@ def _erfinv_array(x):
     return xp.copysign(y, x64).astype(x.dtype, copy=False)
 
 
-erf = _unary("erf", erf_array, lambda x: (x * x * -1.0).exp() * _TWO_OVER_SQRT_PI, low=-3,
-             high=3)
-erfc = _unary("erfc", lambda x: _erf_pair(x, True),
-              lambda x: (x * x * -1.0).exp() * -_TWO_OVER_SQRT_PI, low=-3, high=3)
-erfinv = _unary("erfinv", _erfinv_array, lambda y: (y * y).exp() * (math.sqrt(math.pi) / 2),
-                uses_output=True, low=-0.9, high=0.9)
+@register("erf", _unary_samples("erf", lambda x: Erf.apply(x), low=-3, high=3))
+class Erf(_UnaryMath):
+    """Elementwise erf."""
+
+    saves_inputs = True
+
+    def forward(self, x):
+        return erf_array(x)
+
+    grad = staticmethod(lambda x: (x * x * -1.0).exp() * _TWO_OVER_SQRT_PI)
+
+
+@register("erfc", _unary_samples("erfc", lambda x: Erfc.apply(x), low=-3, high=3))
+class Erfc(_UnaryMath):
+    """Elementwise erfc."""
+
+    saves_inputs = True
+
+    def forward(self, x):
+        return _erf_pair(x, True)
+
+    grad = staticmethod(lambda x: (x * x * -1.0).exp() * -_TWO_OVER_SQRT_PI)
+
+
+@register("erfinv", _unary_samples("erfinv", lambda x: Erfinv.apply(x), low=-0.9, high=0.9))
+class Erfinv(_UnaryMath):
+    """Elementwise erfinv."""
+
+    saves_output = True
+
+    def forward(self, x):
+        return _erfinv_array(x)
+
+    grad = staticmethod(lambda y: (y * y).exp() * (math.sqrt(math.pi) / 2))
+
+
+erf, erfc, erfinv = map(_unary, (Erf, Erfc, Erfinv))
 
 
 # -- log-gamma and polygamma --------------------------------------------------------------------
@@ -255,22 +293,122 @@ def digamma(input):
 
 
 psi = digamma
-lgamma = _unary("lgamma", _lgamma_array, digamma, low=-2.7, high=4)
+
+
+@register("lgamma", _unary_samples("lgamma", lambda x: Lgamma.apply(x), low=-2.7, high=4))
+class Lgamma(_UnaryMath):
+    """Elementwise lgamma."""
+
+    saves_inputs = True
+
+    def forward(self, x):
+        return _lgamma_array(x)
+
+    grad = staticmethod(digamma)
+
+
+lgamma = _unary(Lgamma)
 
 
 # -- trigonometric, hyperbolic, exp and log -----------------------------------------------------
-tan = _unary("tan", "tan", lambda y: y * y + 1, uses_output=True)
-sinh = _unary("sinh", "sinh", lambda x: cosh(x))
-cosh = _unary("cosh", "cosh", lambda x: sinh(x))
-asin = _unary("asin", "arcsin", lambda x: (1 - x * x).rsqrt(), low=-0.9, high=0.9)
-acos = _unary("acos", "arccos", lambda x: -(1 - x * x).rsqrt(), low=-0.9, high=0.9)
-atan = _unary("atan", "arctan", lambda x: (x * x + 1).reciprocal(), low=-2, high=2)
-asinh = _unary("asinh", "arcsinh", lambda x: (x * x + 1).rsqrt(), low=-2, high=2)
-acosh = _unary("acosh", "arccosh", lambda x: (x * x - 1).rsqrt(), low=1.2, high=3)
-atanh = _unary("atanh", "arctanh", lambda x: (1 - x * x).reciprocal(), low=-0.9, high=0.9)
-expm1 = _unary("expm1", "expm1", lambda y: y + 1, uses_output=True)
-log2 = _unary("log2", "log2", lambda x: (x * _LN2).reciprocal(), low=0.2, high=2)
-log10 = _unary("log10", "log10", lambda x: (x * _LN10).reciprocal(), low=0.2, high=2)
+@register("tan", _unary_samples("tan", lambda x: Tan.apply(x)))
+class Tan(_UnaryUfunc):
+    """Elementwise tan."""
+
+    saves_output, forward = True, ufunc_forward("tan")
+    grad = staticmethod(lambda y: y * y + 1)
+
+
+@register("sinh", _unary_samples("sinh", lambda x: Sinh.apply(x)))
+class Sinh(_UnaryUfunc):
+    """Elementwise sinh."""
+
+    saves_inputs, forward = True, ufunc_forward("sinh")
+    grad = staticmethod(lambda x: cosh(x))
+
+
+@register("cosh", _unary_samples("cosh", lambda x: Cosh.apply(x)))
+class Cosh(_UnaryUfunc):
+    """Elementwise cosh."""
+
+    saves_inputs, forward = True, ufunc_forward("cosh")
+    grad = staticmethod(lambda x: sinh(x))
+
+
+@register("asin", _unary_samples("asin", lambda x: Asin.apply(x), low=-0.9, high=0.9))
+class Asin(_UnaryUfunc):
+    """Elementwise asin."""
+
+    saves_inputs, forward = True, ufunc_forward("arcsin")
+    grad = staticmethod(lambda x: (1 - x * x).rsqrt())
+
+
+@register("acos", _unary_samples("acos", lambda x: Acos.apply(x), low=-0.9, high=0.9))
+class Acos(_UnaryUfunc):
+    """Elementwise acos."""
+
+    saves_inputs, forward = True, ufunc_forward("arccos")
+    grad = staticmethod(lambda x: -(1 - x * x).rsqrt())
+
+
+@register("atan", _unary_samples("atan", lambda x: Atan.apply(x), low=-2, high=2))
+class Atan(_UnaryUfunc):
+    """Elementwise atan."""
+
+    saves_inputs, forward = True, ufunc_forward("arctan")
+    grad = staticmethod(lambda x: (x * x + 1).reciprocal())
+
+
+@register("asinh", _unary_samples("asinh", lambda x: Asinh.apply(x), low=-2, high=2))
+class Asinh(_UnaryUfunc):
+    """Elementwise asinh."""
+
+    saves_inputs, forward = True, ufunc_forward("arcsinh")
+    grad = staticmethod(lambda x: (x * x + 1).rsqrt())
+
+
+@register("acosh", _unary_samples("acosh", lambda x: Acosh.apply(x), low=1.2, high=3))
+class Acosh(_UnaryUfunc):
+    """Elementwise acosh."""
+
+    saves_inputs, forward = True, ufunc_forward("arccosh")
+    grad = staticmethod(lambda x: (x * x - 1).rsqrt())
+
+
+@register("atanh", _unary_samples("atanh", lambda x: Atanh.apply(x), low=-0.9, high=0.9))
+class Atanh(_UnaryUfunc):
+    """Elementwise atanh."""
+
+    saves_inputs, forward = True, ufunc_forward("arctanh")
+    grad = staticmethod(lambda x: (1 - x * x).reciprocal())
+
+
+@register("expm1", _unary_samples("expm1", lambda x: Expm1.apply(x)))
+class Expm1(_UnaryUfunc):
+    """Elementwise expm1."""
+
+    saves_output, forward = True, ufunc_forward("expm1")
+    grad = staticmethod(lambda y: y + 1)
+
+
+@register("log2", _unary_samples("log2", lambda x: Log2.apply(x), low=0.2, high=2))
+class Log2(_UnaryUfunc):
+    """Elementwise log2."""
+
+    saves_inputs, forward = True, ufunc_forward("log2")
+    grad = staticmethod(lambda x: (x * _LN2).reciprocal())
+
+
+@register("log10", _unary_samples("log10", lambda x: Log10.apply(x), low=0.2, high=2))
+class Log10(_UnaryUfunc):
+    """Elementwise log10."""
+
+    saves_inputs, forward = True, ufunc_forward("log10")
+    grad = staticmethod(lambda x: (x * _LN10).reciprocal())
+
+
+tan, sinh, cosh, asin, acos, atan, asinh, acosh, atanh, expm1, log2, log10 = map(_unary, (
+    Tan, Sinh, Cosh, Asin, Acos, Atan, Asinh, Acosh, Atanh, Expm1, Log2, Log10))
 arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
 
 
@@ -383,37 +521,61 @@ def _function(cls, name, doc):
     return fn
 
 
-def _binary(name, ufunc, partials, doc, saves_output=False, sample=None):
-    """Register the binary elementwise op `name`, one ufunc of the array module with
-    PyTorch's result dtype, and return its public function. `partials(op, a, b, na, nb)`
-    gives its partial derivatives (see `_BinaryMath`)."""
-    cls = type(name.title(), (_BinaryMath,), {
-        "__module__": __name__, "__doc__": doc, "writes_out": True, "elementwise": True,
-        "saves_output": saves_output, "forward": binary_forward(_ufunc2(ufunc), ufunc),
-        "partials": partials})
-    register(name, _binary_samples(name, sample or (lambda a, b: cls.apply(a, b)),
-                                   positive_b=sample is not None))(cls)
-    return _function(cls, name, doc)
+class _BinaryUfunc(_BinaryMath):
+    """A `_BinaryMath` op that is one ufunc of the array module with PyTorch's result dtype
+    (`forward = binary_forward(_ufunc2(name), name)`)."""
+
+    writes_out = elementwise = True
 
 
-def _atan2_partials(op, a, b, na, nb):
-    r2 = a * a + b * b
-    return b / r2 if na else None, -a / r2 if nb else None
+@register("atan2", _binary_samples("atan2", lambda a, b: Atan2.apply(a, b)))
+class Atan2(_BinaryUfunc):
+    """The angle of the point (other, input) in (-pi, pi], elementwise."""
+
+    forward = binary_forward(_ufunc2("arctan2"), "arctan2")
+
+    def partials(self, a, b, na, nb):
+        r2 = a * a + b * b
+        return b / r2 if na else None, -a / r2 if nb else None
 
 
-atan2 = arctan2 = _binary("atan2", "arctan2", _atan2_partials,
-                          "The angle of the point (other, input) in (-pi, pi], elementwise.")
-hypot = _binary("hypot", "hypot", lambda op, a, b, na, nb: (
-    a / op.output if na else None, b / op.output if nb else None),
-    "sqrt(input^2 + other^2), elementwise without overflow.", saves_output=True)
-fmod = _binary("fmod", "fmod", lambda op, a, b, na, nb: (
-    1.0, -trunc(a / b) if nb else None),
-    "Remainder with the sign of the dividend (C's fmod; `remainder` takes the divisor's): "
-    "input - trunc(input / other) * other.", sample=lambda a, b: fmod(a * 3, b))
-copysign = _binary("copysign", "copysign", lambda op, a, b, na, nb: (
-    sign(a) * sign(op.output) if na else None, 0.0),
-    "|input| with the sign (bit) of other: -0.0 counts as negative; d/dother = 0.",
-    saves_output=True)
+@register("hypot", _binary_samples("hypot", lambda a, b: Hypot.apply(a, b)))
+class Hypot(_BinaryUfunc):
+    """sqrt(input^2 + other^2), elementwise without overflow."""
+
+    saves_output = True
+    forward = binary_forward(_ufunc2("hypot"), "hypot")
+
+    def partials(self, a, b, na, nb):
+        return a / self.output if na else None, b / self.output if nb else None
+
+
+@register("fmod", _binary_samples("fmod", lambda a, b: fmod(a * 3, b), positive_b=True))
+class Fmod(_BinaryUfunc):
+    """Remainder with the sign of the dividend (C's fmod; `remainder` takes the divisor's):
+    input - trunc(input / other) * other."""
+
+    forward = binary_forward(_ufunc2("fmod"), "fmod")
+
+    def partials(self, a, b, na, nb):
+        return 1.0, -trunc(a / b) if nb else None
+
+
+@register("copysign", _binary_samples("copysign", lambda a, b: Copysign.apply(a, b)))
+class Copysign(_BinaryUfunc):
+    """|input| with the sign (bit) of other: -0.0 counts as negative; d/dother = 0."""
+
+    saves_output = True
+    forward = binary_forward(_ufunc2("copysign"), "copysign")
+
+    def partials(self, a, b, na, nb):
+        return sign(a) * sign(self.output) if na else None, 0.0
+
+
+atan2 = arctan2 = _function(Atan2, "atan2", Atan2.__doc__)
+hypot = _function(Hypot, "hypot", Hypot.__doc__)
+fmod = _function(Fmod, "fmod", Fmod.__doc__)
+copysign = _function(Copysign, "copysign", Copysign.__doc__)
 
 
 def _xlogy_samples():
@@ -470,4 +632,11 @@ def _binary_composite_samples():
 
 register_composite("binary_math_composites", _binary_composite_samples)
 
-heaviside = _nondiff("heaviside", "heaviside")
+class Heaviside(NonDiffUfunc):
+    """Elementwise step: 0 where input < 0, other where input == 0, 1 where input > 0 (no
+    gradient)."""
+
+    forward = ufunc_forward("heaviside")
+
+
+heaviside = _nondiff(Heaviside, "heaviside")

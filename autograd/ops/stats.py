@@ -4,7 +4,7 @@ isin), as in PyTorch."""
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.index import scatter_add
-from dtrain.autograd.ops.pointwise import isnan, where
+from dtrain.autograd.ops.pointwise import NonDiff, isnan, where
 from dtrain.autograd.ops.reduce import sum
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import dtype as dtypes
@@ -145,33 +145,25 @@ def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
 
 
 # -- counting and searching (no gradient) ------------------------------------------------------
-def _nondiff_op(name, forward, samples):
-    """Register a recorded op without gradient whose `forward(xp, *arrays, **params)`."""
-    cls = type(name.title(), (Op,), {
-        "differentiable": False, "__module__": __name__, "__doc__": f"{name} (no gradient).",
-        "forward": lambda self, *arrays, **params: forward(array_module(arrays[0]), *arrays,
-                                                           **params)})
-    register(name, samples, differentiable=False)(cls)
-    return cls
-
-
-def _histc(xp, x, bins, lo, hi):
-    if lo == hi and x.size:  # the data's range, widened when it is a single value
-        lo, hi = float(x.min()), float(x.max())
-    if lo == hi:
-        lo, hi = lo - 1, hi + 1
-    inside = x[(x >= lo) & (x <= hi)]
-    pos = ((inside - lo) * bins / (hi - lo)).astype("int64")
-    return xp.bincount(xp.minimum(pos, bins - 1), minlength=bins).astype(x.dtype)
-
-
 def _histc_samples():
     s = SampleMaker("histc")
     return [Sample(lambda x: histc(x, bins=5), (s(20, grad=False),)),
             Sample(lambda x: histc(x, 4, -0.5, 0.5), (s(3, 7, grad=False),))]
 
 
-Histc = _nondiff_op("histc", _histc, _histc_samples)
+@register("histc", _histc_samples, differentiable=False)
+class Histc(NonDiff):
+    """histc (no gradient)."""
+
+    def forward(self, x, bins, lo, hi):
+        xp = array_module(x)
+        if lo == hi and x.size:  # the data's range, widened when it is a single value
+            lo, hi = float(x.min()), float(x.max())
+        if lo == hi:
+            lo, hi = lo - 1, hi + 1
+        inside = x[(x >= lo) & (x <= hi)]
+        pos = ((inside - lo) * bins / (hi - lo)).astype("int64")
+        return xp.bincount(xp.minimum(pos, bins - 1), minlength=bins).astype(x.dtype)
 
 
 def histc(input, bins=100, min=0, max=0):
@@ -186,20 +178,22 @@ def histc(input, bins=100, min=0, max=0):
     return Histc.apply(input, int(bins), float(min), float(max))
 
 
-def _bincount(xp, x, weights, minlength):
-    if weights is None:
-        return xp.bincount(x, minlength=minlength)
-    dt = weights.dtype if weights.dtype == "float32" else "float64"  # as torch's CPU kernel
-    return xp.bincount(x, weights, minlength).astype(dt)
-
-
 def _bincount_samples():
     s = SampleMaker("bincount")
     return [Sample(lambda x: bincount(x), (s.ints(6, 10),)),
             Sample(lambda x, w: bincount(x, w, minlength=9), (s.ints(4, 7), s(7, grad=False)))]
 
 
-Bincount = _nondiff_op("bincount", _bincount, _bincount_samples)
+@register("bincount", _bincount_samples, differentiable=False)
+class Bincount(NonDiff):
+    """bincount (no gradient)."""
+
+    def forward(self, x, weights, minlength):
+        xp = array_module(x)
+        if weights is None:
+            return xp.bincount(x, minlength=minlength)
+        dt = weights.dtype if weights.dtype == "float32" else "float64"  # as torch's CPU kernel
+        return xp.bincount(x, weights, minlength).astype(dt)
 
 
 def bincount(input, weights=None, minlength=0):
@@ -215,17 +209,6 @@ def bincount(input, weights=None, minlength=0):
     return Bincount.apply(input, weights, int(minlength))
 
 
-def _searchsorted(xp, seq, values, right, sorter):
-    if sorter is not None:
-        seq = xp.take_along_axis(seq, sorter, -1)
-    side = "right" if right else "left"
-    if seq.ndim == 1:
-        return xp.searchsorted(seq, values, side)
-    # row-wise: count the row's entries below each value (<= for right), on whole arrays
-    rows, vals = seq[..., None, :], values[..., :, None]
-    return ((rows <= vals) if right else (rows < vals)).sum(-1)
-
-
 def _searchsorted_samples():
     s = SampleMaker("searchsorted")
     seq = Tensor._make(s.rng.uniform(-1, 1, (3, 5)).cumsum(-1))
@@ -234,7 +217,20 @@ def _searchsorted_samples():
             Sample(lambda v: bucketize(v, seq[1]), (s(7, grad=False),))]
 
 
-Searchsorted = _nondiff_op("searchsorted", _searchsorted, _searchsorted_samples)
+@register("searchsorted", _searchsorted_samples, differentiable=False)
+class Searchsorted(NonDiff):
+    """searchsorted (no gradient)."""
+
+    def forward(self, seq, values, right, sorter):
+        xp = array_module(seq)
+        if sorter is not None:
+            seq = xp.take_along_axis(seq, sorter, -1)
+        side = "right" if right else "left"
+        if seq.ndim == 1:
+            return xp.searchsorted(seq, values, side)
+        # row-wise: count the row's entries below each value (<= for right), on whole arrays
+        rows, vals = seq[..., None, :], values[..., :, None]
+        return ((rows <= vals) if right else (rows < vals)).sum(-1)
 
 
 def searchsorted(sorted_sequence, values, *, out_int32=False, right=False, side=None,
@@ -277,8 +273,12 @@ def _isin_samples():
             Sample(lambda a, b: isin(a, b, invert=True), (s.ints(5, 7), s.ints(5, 2, 2)))]
 
 
-Isin = _nondiff_op("isin", lambda xp, a, b, invert: xp.isin(a, b, invert=invert),
-                   _isin_samples)
+@register("isin", _isin_samples, differentiable=False)
+class Isin(NonDiff):
+    """isin (no gradient)."""
+
+    def forward(self, a, b, invert):
+        return array_module(a).isin(a, b, invert=invert)
 
 
 def isin(elements, test_elements, *, assume_unique=False, invert=False):
