@@ -1,4 +1,5 @@
 """The generated stubs (core/tensor.pyi, __init__.pyi) match the API installed now."""
+import ast
 import subprocess
 import sys
 
@@ -22,6 +23,30 @@ def test_check_names_a_stale_stub(tmp_path, monkeypatch, capsys):
     assert stale.read_text() == "old\n"
     assert stubs.main([]) == 0
     assert stale.read_text() == "new\n"
+
+
+def _defined(body):
+    """Names a stub body defines: functions, annotated names and assignments."""
+    names = set()
+    for node in body:
+        if isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets)
+    return names
+
+
+def test_stubs_parse_and_name_every_tensor_attribute_and_package_export():
+    tensor = ast.parse(stubs.tensor_stub())
+    body = next(n.body for n in tensor.body if isinstance(n, ast.ClassDef) and n.name == "Tensor")
+    assert _defined(body) == set(vars(dt.Tensor)) - stubs._SKIP
+    package = ast.parse(stubs.package_stub(dt))
+    exported = _defined(package.body) | {a.asname for n in package.body
+                                         if isinstance(n, ast.ImportFrom) for a in n.names}
+    public = {n for n in vars(dt) if not n.startswith("_")} | {"__version__"}
+    assert public <= exported
 
 
 def test_tensor_stub_lists_installed_methods_with_their_signatures():
