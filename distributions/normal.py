@@ -7,8 +7,9 @@ from dtrain.distributions import constraints
 from dtrain.distributions.distribution import Distribution, broadcast_all
 
 
-class Normal(Distribution):
-    """N(loc, scale^2), parameters broadcast together."""
+class _LocScale(Distribution):
+    """A real-valued family centred at `loc` with a positive `scale` (broadcast together),
+    whose mean and mode are `loc`."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real
@@ -20,6 +21,11 @@ class Normal(Distribution):
 
     mean = property(lambda self: self.loc)
     mode = property(lambda self: self.loc)
+
+
+class Normal(_LocScale):
+    """N(loc, scale^2), parameters broadcast together."""
+
     stddev = property(lambda self: self.scale)
     variance = property(lambda self: self.scale.pow(2))
 
@@ -123,19 +129,9 @@ class Exponential(Distribution):
         return 1.0 - self.rate.log()
 
 
-class Laplace(Distribution):
+class Laplace(_LocScale):
     """Laplace(loc, scale)."""
 
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
-
-    mean = property(lambda self: self.loc)
-    mode = property(lambda self: self.loc)
     variance = property(lambda self: 2 * self.scale.pow(2))
 
     def rsample(self, sample_shape=Size()):
