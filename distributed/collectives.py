@@ -272,6 +272,57 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
                    async_op, "op=" + op, input._data, payload=inp.array.nbytes)
 
 
+def _check_counts(what, counts, g, flat, part):
+    """`counts` has one entry per rank, `flat` their sum and `part` this rank's entry."""
+    if len(counts) != g.size() or any(c < 0 for c in counts):
+        raise ValueError(f"{what}: counts {list(counts)} must give {g.size()} element counts, "
+                         "one per rank of the group")
+    if flat._data.size != sum(counts) or part._data.size != counts[g.rank()]:
+        raise ValueError(f"{what}: counts {list(counts)} need a flat tensor of {sum(counts)} "
+                         f"elements and {counts[g.rank()]} on rank {g.rank()}; got "
+                         f"{flat._data.size} and {part._data.size}")
+    if flat._data.dtype != part._data.dtype:
+        raise TypeError(f"{what}: dtypes differ: {flat.dtype} and {part.dtype}")
+
+
+def reduce_scatter_v(output, input, counts, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce the flat `input` (sum(counts) elements) over ranks and give rank i the counts[i]
+    elements after the first sum(counts[:i]) in `output`. dtrain's: uneven parts (MPI's
+    Reduce_scatter), which `reduce_scatter_tensor` does not allow."""
+    g = _member(group)
+    if g is None:
+        return None
+    _check_counts("reduce_scatter_v", counts, g, input, output)
+    out = _Buffer(output, "reduce_scatter_v")
+    inp = _Buffer(input, "reduce_scatter_v", writes=False)
+    send, mpi_op, _ = _reducible(inp.array.reshape(-1), op, "reduce_scatter_v")
+    recv, _, back = _reducible(out.array.reshape(-1), op, "reduce_scatter_v")
+
+    def finish():
+        if back is not None:
+            back(g.size())
+        out.done()
+    return _launch(g, "reduce_scatter",
+                   lambda: g.comm_for(send).Ireduce_scatter_v(send, recv, counts, mpi_op),
+                   finish, async_op, "op=" + op, f"counts={list(counts)}", input._data,
+                   payload=inp.array.nbytes)
+
+
+def all_gather_v(output, input, counts, group=None, async_op=False):
+    """Concatenate every rank's `input` (counts[i] elements on rank i) into the flat `output`
+    (rank order). dtrain's: uneven parts (MPI's Allgatherv)."""
+    g = _member(group)
+    if g is None:
+        return None
+    _check_counts("all_gather_v", counts, g, output, input)
+    out = _Buffer(output, "all_gather_v")
+    inp = _Buffer(input, "all_gather_v", writes=False)
+    send, recv = _raw(inp.array.reshape(-1)), _raw(out.array.reshape(-1))
+    return _launch(g, "all_gather",
+                   lambda: g.comm_for(send).Iallgatherv(send, recv, counts), out.done,
+                   async_op, f"counts={list(counts)}", output._data, payload=recv.nbytes)
+
+
 def gather(tensor, gather_list=None, dst=0, group=None, async_op=False):
     """Collect every rank's tensor into `gather_list` on global rank `dst`."""
     g = _member(group)

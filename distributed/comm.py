@@ -15,6 +15,15 @@ def launched_by_mpi():
     return any(v in os.environ for v in LAUNCHER_VARS)
 
 
+def offsets(counts):
+    """[0, c0, c0 + c1, ..., sum(counts)]: where consecutive parts of `counts` elements start
+    in one buffer (and where the last ends)."""
+    out = [0]
+    for c in counts:
+        out.append(out[-1] + int(c))
+    return out
+
+
 class Pending:
     """An operation in flight: `test()` polls completion (driving progress), `finish()` runs
     once after completion (e.g. copies staged results back); after it, `source` and
@@ -49,6 +58,15 @@ class Communicator:
         raise NotImplementedError
 
     def Ireduce_scatter(self, sendbuf, recvbuf, op):
+        raise NotImplementedError
+
+    def Ireduce_scatter_v(self, sendbuf, recvbuf, counts, op):
+        """Reduce `sendbuf` (sum(counts) elements) and give rank i the counts[i] elements
+        that follow the first sum(counts[:i]) (MPI's Reduce_scatter)."""
+        raise NotImplementedError
+
+    def Iallgatherv(self, sendbuf, recvbuf, counts):
+        """Concatenate every rank's `sendbuf` (counts[i] elements on rank i) in `recvbuf`."""
         raise NotImplementedError
 
     def Igather(self, sendbuf, recvbuf, root):

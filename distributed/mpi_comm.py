@@ -8,7 +8,7 @@ import numpy as np
 from mpi4py import MPI
 
 from dtrain.core import backend
-from dtrain.distributed.comm import Communicator, Pending
+from dtrain.distributed.comm import Communicator, Pending, offsets
 
 OPS = {"sum": MPI.SUM, "product": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
 
@@ -91,6 +91,15 @@ class MPICommunicator(Communicator):
         (s, r), staged = self._host([sendbuf, recvbuf], {1})
         return MPIPending(self.comm.Ireduce_scatter_block(s, r, op=OPS[op]), staged)
 
+    def Ireduce_scatter_v(self, sendbuf, recvbuf, counts, op):
+        (s, r), staged = self._host([sendbuf, recvbuf], {1})
+        return MPIPending(self.comm.Ireduce_scatter(s, r, list(counts), op=OPS[op]), staged)
+
+    def Iallgatherv(self, sendbuf, recvbuf, counts):
+        (s, r), staged = self._host([sendbuf, recvbuf], {1})
+        return MPIPending(self.comm.Iallgatherv(s, [r, (list(counts), offsets(counts)[:-1])]),
+                          staged)
+
     def Igather(self, sendbuf, recvbuf, root):
         (s, r), staged = self._host([sendbuf, recvbuf], {1})
         recv = r if self.rank == root else None
@@ -103,10 +112,9 @@ class MPICommunicator(Communicator):
 
     def Ialltoallv(self, sendbuf, sendcounts, recvbuf, recvcounts):
         (s, r), staged = self._host([sendbuf, recvbuf], {1})
-        sdispl = np.concatenate([[0], np.cumsum(sendcounts)[:-1]]).astype(int)
-        rdispl = np.concatenate([[0], np.cumsum(recvcounts)[:-1]]).astype(int)
-        return MPIPending(self.comm.Ialltoallv([s, (list(sendcounts), list(sdispl))],
-                                               [r, (list(recvcounts), list(rdispl))]), staged)
+        return MPIPending(self.comm.Ialltoallv([s, (list(sendcounts), offsets(sendcounts)[:-1])],
+                                               [r, (list(recvcounts), offsets(recvcounts)[:-1])]),
+                          staged)
 
     def Isend(self, buf, dest, tag):
         (h,), staged = self._host([buf], set())

@@ -8,7 +8,7 @@ NOTE: written against CuPy's documented NCCL API; it has not run on a GPU yet.
 import numpy as np
 
 from dtrain.core import backend
-from dtrain.distributed.comm import Communicator, Pending
+from dtrain.distributed.comm import Communicator, Pending, offsets
 
 
 def _nccl():
@@ -29,9 +29,10 @@ def _dtype_code(nccl, dtype):
 
 
 class NCCLPending(Pending):
-    def __init__(self, event, source=None):
+    def __init__(self, event, source=None, keep=()):
         self.event = event
         self.source = source
+        self.keep = keep
 
     def test(self):
         return self.event.done
@@ -54,12 +55,13 @@ class NCCLCommunicator(Communicator):
         self.ops = {"sum": nccl.NCCL_SUM, "product": nccl.NCCL_PROD, "max": nccl.NCCL_MAX,
                     "min": nccl.NCCL_MIN}
 
-    def _run(self, launch, source=None):
-        """Order after the current stream, launch on our stream, return its completion."""
+    def _run(self, launch, source=None, keep=()):
+        """Order after the current stream, launch on our stream, return its completion
+        (which holds `keep`, scratch arrays the stream uses, until then)."""
         cp = backend.require_cuda()
         self.stream.wait_event(cp.cuda.get_current_stream().record())
         launch(self.stream.ptr)
-        return NCCLPending(self.stream.record(), source)
+        return NCCLPending(self.stream.record(), source, keep)
 
     def _args(self, arr):
         return arr.data.ptr, arr.size, _dtype_code(self.nccl, arr.dtype)
@@ -85,6 +87,40 @@ class NCCLCommunicator(Communicator):
         return self._run(lambda s: self.comm.reduceScatter(sendbuf.data.ptr, rptr, n, dt,
                                                            self.ops[op], s))
 
+    def Ireduce_scatter_v(self, sendbuf, recvbuf, counts, op):
+        """NCCL needs equal counts: every part is padded to the largest (with zeros)."""
+        cp = backend.require_cuda()
+        width, at = max(counts), offsets(counts)
+        padded = cp.zeros(self.size * width, sendbuf.dtype)
+        part = cp.empty(width, recvbuf.dtype)
+
+        def launch(s):
+            with self.stream:
+                for k in range(self.size):
+                    padded[k * width:k * width + counts[k]] = sendbuf[at[k]:at[k + 1]]
+            self.comm.reduceScatter(padded.data.ptr, part.data.ptr, width,
+                                    _dtype_code(self.nccl, part.dtype), self.ops[op], s)
+            with self.stream:
+                recvbuf[...] = part[:counts[self.rank]]
+        return self._run(launch, keep=(padded, part))
+
+    def Iallgatherv(self, sendbuf, recvbuf, counts):
+        """NCCL needs equal counts: every rank's part travels padded to the largest."""
+        cp = backend.require_cuda()
+        width, at = max(counts), offsets(counts)
+        part = cp.zeros(width, sendbuf.dtype)
+        padded = cp.empty(self.size * width, recvbuf.dtype)
+
+        def launch(s):
+            with self.stream:
+                part[:sendbuf.size] = sendbuf
+            self.comm.allGather(part.data.ptr, padded.data.ptr, width,
+                                _dtype_code(self.nccl, part.dtype), s)
+            with self.stream:
+                for k in range(self.size):
+                    recvbuf[at[k]:at[k + 1]] = padded[k * width:k * width + counts[k]]
+        return self._run(launch, keep=(part, padded))
+
     def _grouped(self, sends, recvs):
         """Point-to-point transfers as one NCCL group: sends/recvs are (array, peer)."""
         def launch(s):
@@ -105,8 +141,7 @@ class NCCLCommunicator(Communicator):
         return self._run(self._grouped(sends, [(recvbuf, root)]))
 
     def Ialltoallv(self, sendbuf, sendcounts, recvbuf, recvcounts):
-        so = np.concatenate([[0], np.cumsum(sendcounts)]).astype(int)
-        ro = np.concatenate([[0], np.cumsum(recvcounts)]).astype(int)
+        so, ro = offsets(sendcounts), offsets(recvcounts)
         sends = [(sendbuf[so[k]:so[k + 1]], k) for k in range(self.size)]
         recvs = [(recvbuf[ro[k]:ro[k + 1]], k) for k in range(self.size)]
         return self._run(self._grouped(sends, recvs))

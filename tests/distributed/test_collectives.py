@@ -78,6 +78,31 @@ assert comm.volume() == 16 * n + 12 * n + 160
 dist.all_reduce(dt.zeros(1))  # outside the block: not counted
 assert comm.calls["all_reduce"] == 1
 
+# uneven parts (dtrain's reduce_scatter_v / all_gather_v; NCCL pads them): rank 1 has none
+from dtrain.distributed.collectives import all_gather_v, reduce_scatter_v
+counts = [2, 0, 3, 1][:n]
+start = sum(counts[:r])
+full = [rank_values(k, (sum(counts),), np.float64) for k in range(n)]
+for op, ref in ((dist.ReduceOp.SUM, np.sum), (dist.ReduceOp.AVG, np.mean)):
+    o = dt.full((counts[r],), -1.0, dtype=dt.float64)
+    with dist.CommCounter() as comm:
+        reduce_scatter_v(o, dt.tensor(full[r]), counts, op=op)
+    np.testing.assert_allclose(o.cpu().numpy(), ref(full, 0)[start:start + counts[r]],
+                               rtol=1e-15)
+    assert comm.bytes == {"reduce_scatter": 8 * sum(counts)}
+for dtype in (np.float16, np.float32, np.int64):
+    parts = [rank_values(k, (counts[k],), dtype) for k in range(n)]
+    o = dt.tensor(np.zeros(sum(counts), dtype))
+    all_gather_v(o, dt.tensor(parts[r]), counts, async_op=True).wait()
+    np.testing.assert_array_equal(o.cpu().numpy(), np.concatenate(parts))
+for bad, message in (([1] * (n + 1), f"must give {n} element counts"),
+                     ([1] * n, f"need a flat tensor of {n} elements")):
+    try:
+        all_gather_v(dt.zeros(sum(counts)), dt.zeros(counts[r]), bad)
+        raise SystemExit("expected an error")
+    except ValueError as e:
+        assert message in str(e), e
+
 # gather / scatter with a non-default root
 g = [dt.zeros(2, 2) for _ in range(n)] if r == 0 else None
 dist.gather(dt.full((2, 2), float(r)), g, dst=0)

@@ -1,5 +1,6 @@
-"""ZeroRedundancyOptimizer (ZeRO-1) on real MPI ranks: DDP + ZeRO on a split batch equals one
-process with the plain optimizer on the whole batch, in float64."""
+"""ZeroRedundancyOptimizer (ZeRO-1) on real MPI ranks: DDP + ZeRO, and ZeRO reducing the
+gradients itself (`reduce_scatter_gradients=True`, no DDP), on a split batch equal one process
+with the plain optimizer on the whole batch, in float64."""
 import pytest
 
 ZERO = r'''
@@ -50,7 +51,9 @@ def close(a, b, what):
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14, err_msg=what)
 
 for cls, kw in ((dt.optim.SGD, dict(lr=0.1, momentum=0.9)), (dt.optim.Adam, dict(lr=0.01))):
-    for as_view in (False, True):
+    for as_view, reduce in ((False, False), (True, False), (False, True), (True, True)):
+        wrap = (lambda m: m) if reduce else dist.DistributedDataParallel
+        options = dict(parameters_as_bucket_view=as_view, reduce_scatter_gradients=reduce)
         ref = Net()
         first, second = groups(ref)
         ref_opt = cls(first, **kw)
@@ -58,9 +61,9 @@ for cls, kw in ((dt.optim.SGD, dict(lr=0.1, momentum=0.9)), (dt.optim.Adam, dict
         ref_losses = [l.item() for l in train(ref, ref_opt, range(K), slice(None))]
 
         net = Net()
-        model = dist.DistributedDataParallel(net)
+        model = wrap(net)
         first, second = groups(net)
-        zero = ZeroRedundancyOptimizer(first, cls, parameters_as_bucket_view=as_view, **kw)
+        zero = ZeroRedundancyOptimizer(first, cls, **options, **kw)
         zero.add_param_group(second)
         losses = train(model, zero, range(K), mine)
         for loss in losses:
@@ -106,19 +109,32 @@ for cls, kw in ((dt.optim.SGD, dict(lr=0.1, momentum=0.9)), (dt.optim.Adam, dict
         net2 = Net()
         net2.load_state_dict(net.state_dict())
         first, second = groups(net2)
-        zero2 = ZeroRedundancyOptimizer(first, cls, parameters_as_bucket_view=as_view, **kw)
+        zero2 = ZeroRedundancyOptimizer(first, cls, **options, **kw)
         zero2.add_param_group(second)
         zero2.load_state_dict(box[0])
         ref_more = train(ref, ref_opt, [0], slice(None))
-        train(dist.DistributedDataParallel(net2), zero2, [0], mine)
+        train(wrap(net2), zero2, [0], mine)
         for name, p in ref.named_parameters():
             close(net2.get_parameter(name), p, f"resumed {name}")
+
+        if reduce:  # ZeRO's 2 parameter sizes per step (DDP + broadcasts move 3)
+            with dist.CommCounter() as comm:
+                train(net2, zero2, [1], mine)
+            psi = 8 * sum(p.numel() for p in net2.parameters())
+            assert comm.bytes == {"reduce_scatter": psi, "all_gather": psi}, comm.bytes
+            assert comm.volume() == 2 * psi
 
 try:
     ZeroRedundancyOptimizer(Net().parameters(), dt.optim.SGD, overlap_with_ddp=True, lr=0.1)
     raise SystemExit("expected an error")
 except NotImplementedError as e:
     assert "overlap_with_ddp" in str(e)
+net = Net()
+try:
+    ZeroRedundancyOptimizer(net.parameters(), dt.optim.SGD, lr=0.1).reduce_scatter_gradients()
+    raise SystemExit("expected an error")
+except RuntimeError as e:
+    assert "reduce_scatter_gradients=True" in str(e)
 print(f"RANK {r} OK")
 '''
 
