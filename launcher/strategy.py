@@ -1,7 +1,10 @@
 """`distributed.strategy`: how the trainer spreads a model over its ranks.
 
 - ddp: DistributedDataParallel (every rank holds everything);
-- zero1: DDP + ZeroRedundancyOptimizer (each rank keeps the optimizer state of its part);
+- zero1: ZeroRedundancyOptimizer(reduce_scatter_gradients=True) without DDP (each rank keeps
+  the optimizer state of its part, gets the averaged gradients of that part by a
+  reduce-scatter and all-gathers the parameters it updated: 2 parameter sizes moved per step,
+  as DDP);
 - zero2: `fully_shard(reshard_after_forward=False)` on each block of the model, then the root
   (parameters gathered for forward and kept until backward; gradients and state sharded);
 - fsdp: the same with `reshard_after_forward=True` (ZeRO-3: parameters freed after forward).
@@ -33,7 +36,7 @@ def sharded(cfg, world):
 
 def wrap(model, blocks, cfg, world):
     """The module the trainer calls: `model` sharded in place (zero2, fsdp; `blocks` first),
-    DDP around it (ddp, zero1), or `model` itself on one rank; `blocks` checkpointed with
+    DDP around it (ddp), or `model` itself (zero1, one rank); `blocks` checkpointed with
     trainer.activation_checkpointing."""
     if sharded(cfg, world):
         reshard = cfg.distributed.strategy == "fsdp"
@@ -43,7 +46,7 @@ def wrap(model, blocks, cfg, world):
     if cfg.trainer.activation_checkpointing:
         for block in blocks:
             block.__class__ = _checkpointed(type(block))
-    if world.size == 1 or sharded(cfg, world):
+    if world.size == 1 or cfg.distributed.strategy != "ddp":
         return model
     return dist.DistributedDataParallel(model, bucket_cap_mb=cfg.distributed.bucket_cap_mb)
 
@@ -62,17 +65,30 @@ def _checkpointed(cls):
 
 def make_optimizer(cls, model, cfg, world):
     """`cls` over the model's parameters (the shards under zero2/fsdp), inside a
-    ZeroRedundancyOptimizer under zero1."""
+    ZeroRedundancyOptimizer that reduces the gradients under zero1."""
     kwargs = {"lr": cfg.optimizer.lr, **cfg.optimizer.kwargs}
     if world.size > 1 and cfg.distributed.strategy == "zero1":
-        return ZeroRedundancyOptimizer(model.parameters(), cls, **kwargs)
+        return ZeroRedundancyOptimizer(model.parameters(), cls, reduce_scatter_gradients=True,
+                                       **kwargs)
     return cls(model.parameters(), **kwargs)
 
 
-def grad_norm(params, cfg, world):
-    """The 2-norm of all gradients of the model (over every rank's shards when sharded)."""
+def reduce_gradients(optimizer):
+    """Average the gradients over ranks where backward did not (zero1: into the part of
+    the parameters each rank updates)."""
+    if isinstance(optimizer, ZeroRedundancyOptimizer):
+        optimizer.reduce_scatter_gradients()
+
+
+def grad_norm(params, optimizer, cfg, world):
+    """The 2-norm of all gradients of the model (over every rank's shards when sharded, or
+    its partition's reduced gradients under zero1)."""
+    zero1 = isinstance(optimizer, ZeroRedundancyOptimizer)
+    if zero1:
+        params = [p for g in optimizer.optim.param_groups for p in g["params"]
+                  if p.grad is not None]
     norm = nn.utils.get_total_norm([p.grad for p in params]).item()
-    if sharded(cfg, world):
+    if zero1 or sharded(cfg, world):
         norm = math.sqrt(world.sum([norm * norm])[0])
     return norm
 

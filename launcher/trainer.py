@@ -94,7 +94,7 @@ class Job:
     world: World
     run_dir: Path
     model: nn.Module
-    wrapped: nn.Module  # DDP around `model` on several ranks, or `model` sharded in place
+    wrapped: nn.Module  # DDP around `model` (ddp), `model` sharded in place, or `model`
     optimizer: object
     scheduler: object
     scaler: object
@@ -233,13 +233,14 @@ def forward_backward(job, micro_batches, loss_fn):
     for i, (x, y) in enumerate(micro_batches):
         x, y = x.to(device), y.to(device)
         last = i == len(micro_batches) - 1
-        sync = last or job.world.size == 1
-        with contextlib.nullcontext() if sync else job.wrapped.no_sync():
+        ddp = isinstance(job.wrapped, dist.DistributedDataParallel)
+        with job.wrapped.no_sync() if ddp and not last else contextlib.nullcontext():
             with dt.autocast(device.type, enabled=amp):
                 loss = _loss(loss_fn, job.wrapped(x), y, job.task)
             job.scaler.scale(loss / len(micro_batches)).backward()
         total += loss.item()
         samples += x.shape[0]
+    strategy.reduce_gradients(job.optimizer)
     return total / len(micro_batches), samples
 
 
@@ -253,7 +254,7 @@ def grad_norm(job):
         job.scaler.unscale_(job.optimizer)
     elif tcfg.on_nonfinite == "ignore" or tcfg.amp:
         return None
-    norm = strategy.grad_norm(params, job.cfg, job.world)
+    norm = strategy.grad_norm(params, job.optimizer, job.cfg, job.world)
     if tcfg.clip_grad_norm:
         nn.utils.clip_grads_with_norm_(params, tcfg.clip_grad_norm, norm)
     return norm

@@ -70,6 +70,20 @@ def test_a_ddp_checkpoint_resumes_under_fsdp(dtrain_cli, configs, tmp_path):
     assert "test loss" in more.stdout and "(359 samples)" in more.stdout
 
 
+def test_zero1_clips_the_reduced_gradients_as_ddp(dtrain_cli, configs, tmp_path):
+    """zero1 has no DDP: its grad norm sums the ranks' reduced partitions, so clipping and the
+    logged norm equal ddp's, with gradients accumulated over 2 micro-batches."""
+    runs = {}
+    for name in ["ddp", "zero1"]:
+        launch(dtrain_cli, configs, tmp_path / name, "trainer.max_steps=4",
+               f"distributed.strategy={name}", "trainer.clip_grad_norm=0.05",
+               "trainer.grad_accum_steps=2")
+        records = [json.loads(line) for line in
+                   (tmp_path / name / "version_0" / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = [(r["loss"], r["grad_norm"]) for r in records if r["split"] == "train"]
+    assert len(runs["ddp"]) == 4 and all(norm > 0.05 for _, norm in runs["ddp"])
+    np.testing.assert_allclose(runs["zero1"], runs["ddp"], rtol=1e-6)
+
 BASE = """\
 model:
   name: mlp
@@ -89,7 +103,11 @@ distributed:
     ("zero4", "c.yaml:11: distributed.strategy: 'zero4' must be one of ['ddp', 'zero1', "
               "'zero2', 'fsdp']"),
     ("fsdp", "c.yaml:11: distributed.strategy: 'fsdp' does not support trainer.amp (its "
-             "gradient scaler would see this rank's shards only); use ddp or zero1")])
+             "gradient scaler would see this rank's part of the reduced gradients only); use "
+             "ddp"),
+    ("zero1", "c.yaml:11: distributed.strategy: 'zero1' does not support trainer.amp (its "
+              "gradient scaler would see this rank's part of the reduced gradients only); use "
+              "ddp")])
 def test_bad_strategy_names_file_line_and_key(tmp_path, value, message):
     path = tmp_path / "c.yaml"
     path.write_text(BASE.format(value))
