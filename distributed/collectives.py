@@ -272,8 +272,14 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
                    async_op, "op=" + op, input._data, payload=inp.array.nbytes)
 
 
-def _check_counts(what, counts, g, flat, part):
-    """`counts` has one entry per rank, `flat` their sum and `part` this rank's entry."""
+def _uneven(what, group, output, input, counts, gathers):
+    """(group, output buffer, input buffer) of a collective over parts of `counts` elements,
+    one per rank (the flat side holds them all: `output` where it `gathers`, else `input`);
+    None off the group."""
+    g = _member(group)
+    if g is None:
+        return None
+    flat, part = (output, input) if gathers else (input, output)
     if len(counts) != g.size() or any(c < 0 for c in counts):
         raise ValueError(f"{what}: counts {list(counts)} must give {g.size()} element counts, "
                          "one per rank of the group")
@@ -283,18 +289,17 @@ def _check_counts(what, counts, g, flat, part):
                          f"{flat._data.size} and {part._data.size}")
     if flat._data.dtype != part._data.dtype:
         raise TypeError(f"{what}: dtypes differ: {flat.dtype} and {part.dtype}")
+    return g, _Buffer(output, what), _Buffer(input, what, writes=False)
 
 
 def reduce_scatter_v(output, input, counts, op=ReduceOp.SUM, group=None, async_op=False):
     """Reduce the flat `input` (sum(counts) elements) over ranks and give rank i the counts[i]
     elements after the first sum(counts[:i]) in `output`. dtrain's: uneven parts (MPI's
     Reduce_scatter), which `reduce_scatter_tensor` does not allow."""
-    g = _member(group)
-    if g is None:
+    found = _uneven("reduce_scatter_v", group, output, input, counts, gathers=False)
+    if found is None:
         return None
-    _check_counts("reduce_scatter_v", counts, g, input, output)
-    out = _Buffer(output, "reduce_scatter_v")
-    inp = _Buffer(input, "reduce_scatter_v", writes=False)
+    g, out, inp = found
     send, mpi_op, _ = _reducible(inp.array.reshape(-1), op, "reduce_scatter_v")
     recv, _, back = _reducible(out.array.reshape(-1), op, "reduce_scatter_v")
 
@@ -311,12 +316,10 @@ def reduce_scatter_v(output, input, counts, op=ReduceOp.SUM, group=None, async_o
 def all_gather_v(output, input, counts, group=None, async_op=False):
     """Concatenate every rank's `input` (counts[i] elements on rank i) into the flat `output`
     (rank order). dtrain's: uneven parts (MPI's Allgatherv)."""
-    g = _member(group)
-    if g is None:
+    found = _uneven("all_gather_v", group, output, input, counts, gathers=True)
+    if found is None:
         return None
-    _check_counts("all_gather_v", counts, g, output, input)
-    out = _Buffer(output, "all_gather_v")
-    inp = _Buffer(input, "all_gather_v", writes=False)
+    g, out, inp = found
     send, recv = _raw(inp.array.reshape(-1)), _raw(out.array.reshape(-1))
     return _launch(g, "all_gather",
                    lambda: g.comm_for(send).Iallgatherv(send, recv, counts), out.done,

@@ -51,21 +51,24 @@ class _Bucket:
     def share(self, group, gather):
         """Send each owner's parameters to every rank: one all-gather of uneven parts
         (`gather`) or one broadcast per owner."""
+        me = group.rank()
+        owned = [owner == me for owner in self.owners]
         if not self.as_view:
-            for p, view in zip(self.params, self.views):
-                view[...] = p._data
+            for p, view, mine in zip(self.params, self.views, owned):
+                if mine:
+                    view[...] = p._data
         if gather:
-            mine = self._part(group.rank())
-            collectives.all_gather_v(self.flat, Tensor._make(mine._data.copy()), self.counts,
-                                     group=group)
+            collectives.all_gather_v(self.flat, Tensor._make(self._part(me)._data.copy()),
+                                     self.counts, group=group)
         else:
             for rank, count in enumerate(self.counts):
                 if count:
                     collectives.broadcast(self._part(rank), src=group.ranks[rank], group=group)
-        for p, view in zip(self.params, self.views):
-            if not self.as_view:
-                p._data[...] = view
-            p._version[0] += 1
+        for p, view, mine in zip(self.params, self.views, owned):
+            if not mine:
+                if not self.as_view:
+                    p._data[...] = view
+                p._version[0] += 1
 
     def reduce_scatter_gradients(self, group):
         """Average the gradients over ranks into the `.grad` of the parameters this rank
