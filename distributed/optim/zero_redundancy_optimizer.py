@@ -72,18 +72,24 @@ class _Bucket:
 
     def reduce_scatter_gradients(self, group):
         """Average the gradients over ranks into the `.grad` of the parameters this rank
-        owns (a missing gradient counts as zeros; frozen parameters get none)."""
+        owns (a gradient missing on a rank counts as zeros; a parameter without one on every
+        rank keeps none, as under DDP)."""
         grads = self._empty(self.at[-1])
         me = group.rank()
+        with backend.device_context(self.device):
+            used = Tensor._make(self.xp.array([p.grad is not None for p in self.params],
+                                              dtype="int32"))
+        collectives.all_reduce(used, group=group)
         reduced = self._empty(self.counts[me])
         for p, start in zip(self.params, offsets(p._data.size for p in self.params)):
             part = grads._data[start:start + p._data.size]
             part[...] = 0 if p.grad is None else p.grad._data.reshape(-1)
         collectives.reduce_scatter_v(reduced, grads, self.counts, op=collectives.ReduceOp.AVG,
                                      group=group)
-        mine = [p for p, owner in zip(self.params, self.owners) if owner == me]
-        for p, start in zip(mine, offsets(p._data.size for p in mine)):
-            if p.requires_grad:
+        mine = [(p, u) for p, u, owner in zip(self.params, used._data.tolist(), self.owners)
+                if owner == me]
+        for (p, u), start in zip(mine, offsets(p._data.size for p, _ in mine)):
+            if u:
                 grad = reduced._data[start:start + p._data.size].reshape(p._data.shape)
                 if p.grad is None:
                     p.grad = Tensor._make(grad)

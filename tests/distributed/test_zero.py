@@ -121,14 +121,36 @@ for cls, kw in ((dt.optim.SGD, dict(lr=0.1, momentum=0.9)), (dt.optim.Adam, dict
             with dist.CommCounter() as comm:
                 train(net2, zero2, [1], mine)
             psi = 8 * sum(p.numel() for p in net2.parameters())
-            assert comm.bytes == {"reduce_scatter": psi, "all_gather": psi}, comm.bytes
-            assert comm.volume() == 2 * psi
+            flags = 4 * len(list(net2.parameters()))  # which parameters have a gradient
+            assert comm.bytes == {"reduce_scatter": psi, "all_gather": psi,
+                                  "all_reduce": flags}, comm.bytes
+            assert comm.volume() == 2 * psi + 2 * flags  # 2 psi and a flag each (2 % in test_fsdp)
 
 try:
     ZeroRedundancyOptimizer(Net().parameters(), dt.optim.SGD, overlap_with_ddp=True, lr=0.1)
     raise SystemExit("expected an error")
 except NotImplementedError as e:
     assert "overlap_with_ddp" in str(e)
+# a parameter without a gradient on any rank keeps none (its owner's Adam leaves it alone);
+# one with a gradient on some ranks only is averaged with zeros from the others
+net = Net()
+before = net.b2.detach().numpy().copy()
+zero = ZeroRedundancyOptimizer(net.parameters(), dt.optim.Adam, reduce_scatter_gradients=True,
+                               lr=0.1, weight_decay=0.1)
+if r == 0:
+    (dt.tensor(data[0, mine]) @ net.w1).sum().backward()
+zero.reduce_scatter_gradients()
+owned = {id(q) for g in zero.optim.param_groups for q in g["params"]}
+for p in (net.w1, net.b2):
+    if id(p) in owned:
+        if p is net.b2:
+            assert p.grad is None
+        else:
+            expected = np.tile(data[0, :B].sum(0)[:, None], (1, 3)) / n
+            close(p.grad, expected, "w1 gradient from rank 0 only")
+zero.step()
+assert np.array_equal(net.b2.detach().numpy(), before)
+
 net = Net()
 try:
     ZeroRedundancyOptimizer(net.parameters(), dt.optim.SGD, lr=0.1).reduce_scatter_gradients()
