@@ -112,7 +112,7 @@ def relu(input, inplace=False):
 
 
 def _leaky(input, negative_slope):
-    return Where.apply(input._data > 0, input, input * negative_slope)
+    return Where.apply(input > 0, input, input * negative_slope)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
@@ -141,7 +141,7 @@ def silu(input, inplace=False):
 
 def _elu(input, alpha):
     # exp only of the non-positive part: no overflow (and no inf * 0 in backward).
-    return Where.apply(input._data > 0, input, (input.clamp(max=0).exp() - 1) * alpha)
+    return Where.apply(input > 0, input, (input.clamp(max=0).exp() - 1) * alpha)
 
 
 def elu(input, alpha=1.0, inplace=False):
@@ -227,7 +227,7 @@ def softsign(input):
 
 def celu(input, alpha=1.0, inplace=False):
     """x where x > 0, else alpha * (exp(x / alpha) - 1)."""
-    return _maybe_inplace(lambda x: Where.apply(x._data > 0, x, ((x / alpha).clamp(max=0).exp()
+    return _maybe_inplace(lambda x: Where.apply(x > 0, x, ((x / alpha).clamp(max=0).exp()
                                                                 - 1) * alpha),
                           input, inplace)
 
@@ -251,7 +251,7 @@ def prelu(input, weight):
                                f"{channels}.")
         if input.dim() >= 2:
             weight = weight.reshape((-1,) + (1,) * (input.dim() - 2))
-    return Where.apply(input._data > 0, input, input * weight)
+    return Where.apply(input > 0, input, input * weight)
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
