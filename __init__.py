@@ -138,3 +138,6 @@ cuda.amp = _module_path("cuda.amp", _cuda_amp)
 cuda = _module_path("cuda", cuda)
 multiprocessing = _module_path("multiprocessing", _spawn)
 serialization = _module_path("serialization", serialization)  # torch.serialization's place
+from dtrain.jit import onnx_export as _onnx_export  # noqa: E402
+
+onnx = _module_path("onnx", _onnx_export)  # a root folder would shadow the onnx package
