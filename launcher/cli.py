@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dtrain.launcher import checks, rundir
 from dtrain.launcher import config as cfgmod
+from dtrain.launcher import export as export_cmd
 from dtrain.launcher.exit_codes import MEANING, SIGNAL_MEANING, ExitCode
 
 EXAMPLES = """examples:
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
   dtrain plot runs/digits_mlp                                curves of the newest run, PNG
   dtrain doctor                                              check this machine (--json)
   dtrain estimate-memory configs/digits_mlp.yaml --world-size 4   bytes per rank, per strategy
+  dtrain export runs/digits_mlp --format onnx                the newest run's model as ONNX
 """
 
 
@@ -137,6 +139,7 @@ def build_parser():
     memory.add_argument("--measure", action="store_true",
                         help="also run one step of each strategy on N real ranks")
     memory.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    export_cmd.register(sub)
     return parser
 
 
@@ -312,7 +315,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     handlers = {"launch": cmd_launch, "config": cmd_config, "slurm": cmd_slurm,
-                "plot": cmd_plot, "doctor": cmd_doctor, "estimate-memory": cmd_estimate_memory}
+                "plot": cmd_plot, "doctor": cmd_doctor, "estimate-memory": cmd_estimate_memory,
+                "export": export_cmd.main}
     if args.command is None:
         parser.print_help()
         return 0
