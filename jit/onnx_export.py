@@ -28,6 +28,7 @@ from dtrain.jit.graph import Ref
 
 DEFAULT_OPSET, MIN_OPSET = 17, 17
 INT64_MAX, INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+JOINT = object()  # the variant trace with every dynamic axis one longer
 
 
 def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=None,
@@ -63,6 +64,9 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
         base = _trace(model, args)
         variants = {name: _trace(model, _grown(args, axes)) for name, axes in groups.items()
                     if axes[0][0] is not None}
+        if len(variants) > 1:  # all grown at once: checks that sizes are linear in each
+            variants[JOINT] = _trace(model, _grown(args, [m for d in variants
+                                                          for m in groups[d]]))
     finally:
         for m, training in modes:
             m.training = training
@@ -117,7 +121,8 @@ def _weight_names(model):
 
 # -- symbolic integers ------------------------------------------------------------------------
 class Sym:
-    """An integer that follows dynamic axes: base + sum(step * size(dim))."""
+    """An integer that follows dynamic axes: `base` at the traced sizes, plus `step` for each
+    unit that a dim grows."""
 
     def __init__(self, base, steps):
         self.base, self.steps = base, steps  # steps: {dim_name: int}
@@ -128,6 +133,27 @@ class Sym:
 
 class _Mismatch(Exception):
     pass
+
+
+class _Nonlinear(Exception):
+    pass
+
+
+def _without_joint(obj):
+    """Merged `obj` without the JOINT steps, checked to equal the sum of the others (a size
+    such as batch * length is not linear in each axis)."""
+    if isinstance(obj, Sym):
+        joint = obj.steps.pop(JOINT, 0)
+        if joint != sum(obj.steps.values()):
+            raise _Nonlinear(obj)
+        return obj if obj.steps else obj.base
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_without_joint(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _without_joint(v) for k, v in obj.items()}
+    if isinstance(obj, slice):
+        return slice(*_without_joint((obj.start, obj.stop, obj.step)))
+    return obj
 
 
 def _merge(a, others):
@@ -265,10 +291,13 @@ class _Builder:
                     f"dt.onnx.export: op {name!r} (step {step}) has no ONNX mapping; "
                     f"supported: {', '.join(sorted(ONNX_OPS))}")
             try:
-                args = _bind(node.op, _merge(node.args, {d: o.args for d, o in others.items()}),
-                             _merge(node.params, {d: o.params for d, o in others.items()}))
+                args = _bind(node.op, self.merge(node.args, {d: o.args for d, o in others.items()}),
+                             self.merge(node.params, {d: o.params for d, o in others.items()}))
             except _Mismatch:
                 raise ValueError(self._structure_error(step, name)) from None
+            except _Nonlinear as e:
+                raise NotImplementedError(_nonlinear_error(e, f" at op {name!r} (step {step})")) \
+                    from None
             try:
                 outs = emit(self, node, args)
             except _Unsupported as e:
@@ -309,19 +338,27 @@ class _Builder:
 
     def _structure_error(self, step, name, dim=None):
         where = f" at op {name!r} (step {step})" if name else ""
+        dim = dim if isinstance(dim, str) else "a dynamic dim"
         return (f"dt.onnx.export: the model's graph changes with a dynamic axis{where} "
-                f"({dim or 'a dynamic dim'} one longer traces other ops); it cannot be "
-                f"exported with that axis dynamic")
+                f"({dim} one longer traces other ops); it cannot be exported with that axis "
+                f"dynamic")
 
     def _shapes(self):
         n = len(self.g.values)
         if any(len(o.values) != n for o in self.variants.values()):
             raise ValueError(self._structure_error(None, None))
         try:
-            return [_merge(v.shape, {d: o.values[i].shape for d, o in self.variants.items()})
+            return [self.merge(v.shape, {d: o.values[i].shape for d, o in self.variants.items()})
                     for i, v in enumerate(self.g.values)]
         except _Mismatch:
             raise ValueError(self._structure_error(None, None)) from None
+        except _Nonlinear as e:
+            raise NotImplementedError(_nonlinear_error(e, "")) from None
+
+    def merge(self, a, others):
+        """`_merge`, then the check against the trace with every axis grown (if any)."""
+        merged = _merge(a, others)
+        return _without_joint(merged) if JOINT in self.variants else merged
 
     def _info(self, name, vid, shape):
         dims = []
@@ -358,6 +395,12 @@ class _Builder:
 
 class _Unsupported(Exception):
     """A use of a mapped op that ONNX cannot express (the message says which)."""
+
+
+def _nonlinear_error(err, where):
+    return (f"dt.onnx.export: a size{where} is not linear in each dynamic axis (e.g. a "
+            f"reshape to batch * length; traced as {err.args[0].base}); export with one of "
+            f"those axes static")
 
 
 def _refs(obj):

@@ -124,6 +124,24 @@ def test_structure_that_depends_on_batch_is_an_error():
                        dynamic_axes={"x": [0]})
 
 
+def test_batch_and_sequence_axes():
+    """Two dynamic axes; a size that is their product is refused, naming the problem."""
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1)
+    buf = io.BytesIO()
+    dt.onnx.export(model, dt.randn(2, 3, 8), buf, input_names=["x"],
+                   dynamic_axes={"x": {0: "batch", 1: "length"}})
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    model.eval()
+    x = dt.randn(4, 6, 8)
+    with dt.no_grad():
+        np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], model(x).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(NotImplementedError, match="not linear in each dynamic axis"):
+        dt.onnx.export(lambda x: x.reshape(x.shape[0] * x.shape[1], -1).exp(),
+                       dt.randn(2, 3, 4), io.BytesIO(), input_names=["x"],
+                       dynamic_axes={"x": [0, 1]})
+
+
 def test_static_export_to_path(tmp_path):
     """Without dynamic_axes every size is the traced one; `f` may be a path."""
     model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(-1))
