@@ -34,6 +34,7 @@ from dtrain.core.tensor import Tensor as Tensor
 from dtrain.core.tensor import layout
 from dtrain.core.tensor import layout as layout
 from dtrain.distributed import spawn as _spawn
+from dtrain.jit import onnx_export as _onnx_export
 
 inference_mode = _no_grad
 bool: dtype
@@ -64,6 +65,7 @@ BoolTensor: LegacyTensorType
 bfloat16: dtype
 __version__: str
 multiprocessing = _spawn
+onnx = _onnx_export
 
 def is_grad_enabled():
     """Whether operations record a graph for backward now."""
