@@ -48,10 +48,7 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"dt.onnx.export: opset_version must be in [{MIN_OPSET}, {newest}] "
                          f"(the installed onnx package's newest), got {opset}")
-    args = args if isinstance(args, tuple) else (args,)
-    if not all(isinstance(a, Tensor) for a in args):
-        raise TypeError(f"dt.onnx.export: args must be tensors, got "
-                        f"{[type(a).__name__ for a in args]}")
+    fn, args = _flat_call(model, args if isinstance(args, tuple) else (args,))
     input_names = list(input_names or [f"input_{i}" for i in range(len(args))])
     if len(input_names) != len(args):
         raise ValueError(f"dt.onnx.export: {len(input_names)} input_names for {len(args)} "
@@ -61,12 +58,12 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
     if modes:
         model.eval()
     try:
-        base = _trace(model, args)
-        variants = {name: _trace(model, _grown(args, axes)) for name, axes in groups.items()
+        base = _trace(fn, args)
+        variants = {name: _trace(fn, _grown(args, axes)) for name, axes in groups.items()
                     if axes[0][0] is not None}
         if len(variants) > 1:  # all grown at once: checks that sizes are linear in each
-            variants[JOINT] = _trace(model, _grown(args, [m for d in variants
-                                                          for m in groups[d]]))
+            variants[JOINT] = _trace(fn, _grown(args, [m for d in variants
+                                                       for m in groups[d]]))
     finally:
         for m, training in modes:
             m.training = training
@@ -78,6 +75,36 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
         onnx.save(proto, f)
     else:
         f.write(proto.SerializeToString())
+
+
+def _flat_call(model, args):
+    """(a callable on flat tensors, the flat tensors) for `model(*args)`: arguments and
+    results nesting tuples of tensors (an RNN's (h, c) state) are flattened in order, as
+    torch's exporter names and feeds them."""
+    if all(isinstance(a, Tensor) for a in args):
+        return model, args
+
+    def flat_model(*flat):
+        return tuple(_flatten(model(*_rebuild(args, iter(flat))), "the outputs"))
+    return flat_model, tuple(_flatten(args, "args"))
+
+
+def _flatten(value, what):
+    """The tensors of `value` (a Tensor, or tuples/lists nesting them), in order: torch's
+    exporter names and feeds flattened inputs and outputs the same way."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _flatten(v, what)]
+    raise TypeError(f"dt.onnx.export: {what} must be tensors or tuples/lists of tensors, got "
+                    f"{type(value).__name__}")
+
+
+def _rebuild(structure, flat):
+    """`structure` (nested tuples/lists of tensors) with its tensors taken from `flat`."""
+    if isinstance(structure, Tensor):
+        return next(flat)
+    return type(structure)(_rebuild(v, flat) for v in structure)
 
 
 def _trace(model, args):

@@ -110,6 +110,39 @@ def test_more_layers_and_activations():
     _check(Zoo(), dt.randn(2, 3, 4, 4), dt.randn(3, 3, 4, 4))
 
 
+class _WordLM(nn.Module):
+    """The word_language_model example's RNNModel shape: forward(input, hidden) with an
+    LSTM's (h, c) hidden state in and out."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.rnn = nn.Embedding(20, 8), nn.LSTM(8, 8)
+        self.decoder = nn.Linear(8, 20)
+
+    def forward(self, input, hidden):
+        output, hidden = self.rnn(self.encoder(input), hidden)
+        return self.decoder(output), hidden
+
+
+def test_nested_tuple_arguments_and_outputs_are_flattened_in_order():
+    dt.manual_seed(0)
+    model = _WordLM().eval()
+    x = dt.randint(0, 20, (5, 2))
+    hidden = (dt.randn(1, 2, 8), dt.randn(1, 2, 8))
+    buf = io.BytesIO()
+    dt.onnx.export(model, (x, hidden), buf)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_0", "input_1", "input_2"]
+    got = sess.run(None, {"input_0": x.numpy(), "input_1": hidden[0].numpy(),
+                          "input_2": hidden[1].numpy()})
+    with dt.no_grad():
+        out, (h, c) = model(x, hidden)
+    for g, want in zip(got, (out, h, c)):
+        np.testing.assert_allclose(g, want.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="tensors or tuples/lists of tensors, got int"):
+        dt.onnx.export(model, (x, 3), io.BytesIO())
+
+
 def test_op_without_mapping_is_named():
     with pytest.raises(NotImplementedError, match="op 'cumprod'"):
         dt.onnx.export(lambda x: x.cumprod(1), (dt.randn(2, 3),), io.BytesIO())
