@@ -15,7 +15,7 @@
 import functools
 
 from dtrain.autograd.grad_mode import no_grad, state
-from dtrain.autograd.node import FREED, Node, refresh_view, version_error
+from dtrain.autograd.node import FREED, Node, is_differentiable_view, refresh_view, version_error
 from dtrain.core import creation
 from dtrain.core.tensor import Tensor
 
@@ -117,7 +117,7 @@ class Function:
         ctx = FunctionCtx(cls, len(args))
         if state.enabled:
             for a in args:  # a view whose base changed since it was taken: renew its history
-                if isinstance(a, Tensor) and a._base is not None and a._view is not None:
+                if isinstance(a, Tensor) and is_differentiable_view(a):
                     refresh_view(a)
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         with no_grad():

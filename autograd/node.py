@@ -162,6 +162,7 @@ class Op(Node):
         record = False
         for a in args:
             if isinstance(a, Tensor):
+                # is_differentiable_view(a), inlined on the hottest path
                 if a._base is not None and a._view is not None:
                     refresh_view(a)
                 d = a._data
@@ -237,9 +238,10 @@ class Op(Node):
 def _mark_view(t, src, cls, args, params):
     """Make `t` a view of `src`'s base when its array aliases `src`'s: it shares the version
     counter, and `t._view` = (steps from the base to `t`, the base's grad_fn they were taken
-    from), so an in-place change of `t` can rebase the base's history (`rebase_view`) and a
-    change of the base's history can renew `t`'s (`refresh_view`). A view of a detached
-    tensor is not differentiable (`_view` None), as in PyTorch."""
+    from), so an in-place change of `t` can rebase the base's history
+    (`tensor_methods._commit`) and a change of the base's history can renew `t`'s
+    (`refresh_view`). A view of a detached tensor is not differentiable (`_view` None), as in
+    PyTorch."""
     if isinstance(src, Tensor):
         owner, d = t._data.base, src._data
         if owner is not None and (owner is d or owner is d.base):
@@ -251,6 +253,11 @@ def _mark_view(t, src, cls, args, params):
                 t._base = src._base
                 t._view = None if src._view is None else (src._view[0] + (step,),
                                                           src._base.grad_fn)
+
+
+def is_differentiable_view(t):
+    """Whether `t` is a differentiable view of another tensor (not a detached alias)."""
+    return t._base is not None and t._view is not None
 
 
 def replay_view(x, steps):

@@ -149,17 +149,12 @@ def _check_fits(data, result):
                            f"desired output type {dtypes.from_np(data.dtype)}")
 
 
-def _is_view(t):
-    """Whether `t` is a differentiable view of another tensor (not a detached alias)."""
-    return t._base is not None and t._view is not None
-
-
 def _commit(self, res):
     """Make `self` hold `res`, a recorded result computed from it: its values and history.
     A view instead rebases its base's history (the base becomes a CopySlices of `res` into
     it) and becomes a view of the new base, as in PyTorch, so that gradients through the
     base and through any of its views see the change."""
-    if not _is_view(self):
+    if not _node.is_differentiable_view(self):
         _write(self, res._data)
         self.grad_fn, self._output_nr, self.requires_grad = res.grad_fn, res._output_nr, True
         return
@@ -175,7 +170,7 @@ def _commit(self, res):
 def _recording(self, args):
     if not state.enabled:
         return False
-    if _is_view(self):  # its base may have gained a history since the view was taken
+    if _node.is_differentiable_view(self):  # its base may have a newer history
         _node.refresh_view(self)
     return self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)
 
@@ -185,7 +180,8 @@ def _check_inplace(self):
     if self.grad_fn is None and self.requires_grad:
         raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
                            "operation.")
-    if _is_view(self) and self._base.requires_grad and self._base.grad_fn is None:
+    base = self._base
+    if _node.is_differentiable_view(self) and base.requires_grad and base.grad_fn is None:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
                            "in-place operation.")
 

@@ -59,10 +59,7 @@ class _SpectralNorm(Module):
             self._power_method(w, 15)
 
     def _matrix(self, weight):
-        if self.dim != 0:
-            weight = weight.movedim(self.dim, 0) if hasattr(weight, "movedim") else \
-                weight.permute(self.dim, *[d for d in range(weight.dim()) if d != self.dim])
-        return weight.flatten(1)
+        return weight.movedim(self.dim, 0).flatten(1)
 
     def _power_method(self, w, n):
         with no_grad():
