@@ -324,6 +324,21 @@ def _verify(buf, name):
     return header, view[start:start + payload_len]
 
 
+def payload_offsets(path):
+    """{key: byte offset in the file} of the arrays of a flat dict of arrays saved at `path`
+    (read from the header only: for readers that seek to one array and check it
+    themselves, as distributed checkpoints do)."""
+    with open(path, "rb") as src:
+        prefix = src.read(_PREFIX.size)
+        magic, header_len, _ = _PREFIX.unpack(prefix)
+        if magic != MAGIC:
+            _not_ours(path)
+        header = json.loads(src.read(header_len))
+    start = _PREFIX.size + header_len
+    return {key: start + header["arrays"][node["i"]]["offset"]
+            for key, node in header["tree"]["items"]}
+
+
 def _not_ours(name):
     raise RuntimeError(f"dt.load: {name} is not a dtrain checkpoint (bad magic bytes). "
                        "dt.load reads only files written by dt.save (torch.save/.pt files, "

@@ -1,13 +1,22 @@
 """`torch.distributed.checkpoint.state_dict`'s get/set functions: a model's and an
 optimizer's state dicts, sharded as they live under `fully_shard` or as full tensors (for
-export, and for checkpoints that load at any world size)."""
+export, and for checkpoints that load at any world size).
+
+`get_state_dict` / `set_state_dict` key the optimizer's state by parameter name, as
+PyTorch's do, so that `dcp.save` / `dcp.load` reshard it like the parameters: {"state":
+{name: {"exp_avg": ..., "step": ...}}, "param_groups": [{"lr": ..., "params": [names]}]}.
+(`get_optimizer_state_dict` keeps `optimizer.state_dict()`'s indices, which the trainer's
+full checkpoints use.)"""
 from dataclasses import dataclass
 
 import numpy as np
 
 from dtrain.core.tensor import Tensor
 from dtrain.distributed import collectives
+from dtrain.distributed.checkpoint.planner import ShardedTensor
+from dtrain.distributed.ddp import DistributedDataParallel
 from dtrain.distributed.fsdp.fully_shard import FSDPModule
+from dtrain.distributed.optim.zero_redundancy_optimizer import ZeroRedundancyOptimizer
 
 
 @dataclass
@@ -107,3 +116,121 @@ def _rows(value, shard):
     if shard is None or not isinstance(value, Tensor) or tuple(value.shape) != shard.shape:
         return value
     return value.reshape((shard.rows,) + shard.rest)[shard.start:shard.stop]
+
+
+def get_state_dict(model, optimizers, *, options=None):
+    """(model state dict, optimizer state dict keyed by parameter name) of `model` (plain,
+    DDP-wrapped, or with `fully_shard`ed modules) and `optimizers` (an optimizer or a
+    ZeroRedundancyOptimizer), the form `dcp.save` writes. By default sharded parameters and
+    their optimizer state are `ShardedTensor`s of this rank's rows, and the optimizer state
+    is first created (a step with zero gradients and lr 0) if no step made it yet, so that
+    a fresh model's state dict can be loaded into. `options.full_state_dict` gathers full
+    tensors instead (see `get_model_state_dict`)."""
+    options = options or StateDictOptions()
+    module = _unwrap(model)
+    if options.full_state_dict:
+        return (get_model_state_dict(module, options=options),
+                _by_name(module, optimizers,
+                         get_optimizer_state_dict(module, optimizers, options=options)))
+    _init_optim_state(optimizers)
+    model_sd = module.state_dict()
+    where = getattr(model_sd, "shard_metadata", {})
+    model_sd = {k: _sharded(v, where.get(k)) for k, v in model_sd.items()}
+    shards = {id(s.param): s.metadata() for s in _shards(module).values()}
+    inner = optimizers.optim if isinstance(optimizers, ZeroRedundancyOptimizer) else optimizers
+    names = _names(module)
+    state = {names[id(p)]: {k: _sharded(v, shards.get(id(p))) for k, v in values.items()}
+             for p, values in inner.state.items()}
+    groups = [{**{k: v for k, v in g.items() if k != "params"},
+               "params": [names[id(p)] for p in g["params"]]} for g in optimizers.param_groups]
+    return model_sd, {"state": state, "param_groups": groups}
+
+
+def set_state_dict(model, optimizers, *, model_state_dict, optim_state_dict, options=None):
+    """Load what `get_state_dict` returned (filled by `dcp.load`, or full tensors with
+    `options.full_state_dict`) into `model` and `optimizers`; a ZeroRedundancyOptimizer
+    keeps the state of its own partition. Returns the model's (missing, unexpected) keys."""
+    options = options or StateDictOptions()
+    module = _unwrap(model)
+    model_state_dict = {k: _local(v) for k, v in model_state_dict.items()}
+    if options.full_state_dict:
+        result = set_model_state_dict(module, model_state_dict, options=options)
+    else:
+        result = module.load_state_dict(model_state_dict)
+    names = _names(module)
+    index = {}
+    for group in optimizers.param_groups:
+        for p in group["params"]:
+            index.setdefault(names[id(p)], len(index))
+    unknown = sorted(set(optim_state_dict["state"]) - set(index))
+    if unknown:
+        raise KeyError(f"set_state_dict: the optimizer state names parameters the optimizer "
+                       f"does not have: {', '.join(unknown[:8])}")
+    indexed = {"state": {index[name]: {k: _local(v) for k, v in values.items()}
+                         for name, values in optim_state_dict["state"].items()},
+               "param_groups": [{**g, "params": [index[n] for n in g["params"]]}
+                                for g in optim_state_dict["param_groups"]]}
+    if options.full_state_dict and not isinstance(optimizers, ZeroRedundancyOptimizer):
+        set_optimizer_state_dict(module, optimizers, indexed, options=options)
+    else:
+        optimizers.load_state_dict(indexed)
+    return result
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _names(module):
+    """{id(parameter): its name in `module`} (the first name of a tied parameter)."""
+    names = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), name)
+    return names
+
+
+def _by_name(module, optimizers, indexed):
+    """An index-keyed optimizer state dict keyed by parameter name instead."""
+    names = _names(module)
+    params = [names[id(p)] for g in optimizers.param_groups for p in g["params"]]
+    return {"state": {params[i]: v for i, v in indexed["state"].items()},
+            "param_groups": [{**g, "params": [params[i] for i in g["params"]]}
+                             for g in indexed["param_groups"]]}
+
+
+def _sharded(value, meta):
+    """`value` as a ShardedTensor where it is a parameter's rows (`meta`), else itself."""
+    if meta is None or not isinstance(value, Tensor) or \
+            tuple(value.shape) != tuple(meta["local_shape"]):
+        return value
+    return ShardedTensor(value, tuple(meta["global_shape"]), tuple(meta["offsets"]))
+
+
+def _local(value):
+    return value.local if isinstance(value, ShardedTensor) else value
+
+
+def _init_optim_state(optimizer):
+    """Create an optimizer's state, as PyTorch does: one step with zero gradients and lr 0
+    (every rank, for ZeRO), unless it has state or some parameter has a gradient."""
+    inner = optimizer.optim if isinstance(optimizer, ZeroRedundancyOptimizer) else optimizer
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    has_state = bool(inner.state) or any(p.grad is not None for p in params)
+    if isinstance(optimizer, ZeroRedundancyOptimizer):  # a rank may own no parameter
+        everyone = [None] * optimizer.process_group.size()
+        collectives.all_gather_object(everyone, has_state, group=optimizer.process_group)
+        has_state = any(everyone)
+    if has_state:
+        return
+    for p in params:
+        if p.requires_grad:
+            p.grad = Tensor._make(p._data * 0)
+    lrs = [g.get("lr") for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        if "lr" in g:
+            g["lr"] = 0.0
+    optimizer.step()
+    for g, lr in zip(optimizer.param_groups, lrs):
+        if lr is not None:
+            g["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
