@@ -79,6 +79,12 @@ def async_save(state_dict, *, checkpoint_id, process_group=None):
     or not: the staged copies are written."""
     global _pending
     wait_for_pending()
+    if is_initialized():
+        from mpi4py import MPI
+        if MPI.Query_thread() != MPI.THREAD_MULTIPLE:
+            raise RuntimeError("dcp.async_save writes from a background thread, which needs "
+                               "MPI initialized with MPI_THREAD_MULTIPLE (mpi4py's default "
+                               "rc.thread_level); use dcp.save")
     _pending = _writer.submit(_stage(state_dict, checkpoint_id, process_group, copy=True))
     return _pending
 

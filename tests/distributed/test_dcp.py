@@ -104,6 +104,19 @@ ref, now = dt.load(REF), gathered(model, opt)
 assert sorted(ref) == sorted(now), (sorted(ref), sorted(now))
 for p in ref:
     np.testing.assert_array_equal(now[p], ref[p], err_msg=p)
+if STRATEGY in ("fsdp", "ddp"):  # full_state_dict gathers the same, by name, and loads back
+    full = dcp.StateDictOptions(full_state_dict=True)
+    fmsd, fosd = dcp.get_state_dict(model, opt, options=full)
+    for name, value in fmsd.items():
+        np.testing.assert_array_equal(value.numpy(), ref["model." + name], err_msg=name)
+    for name, values in fosd["state"].items():
+        for k, v in values.items():
+            np.testing.assert_array_equal(v.numpy(), ref[f"optim.state.{name}.{k}"])
+    again, again_opt = build(STRATEGY)
+    dcp.set_state_dict(again, again_opt, model_state_dict=fmsd, optim_state_dict=fosd,
+                       options=full)
+    for p, v in gathered(again, again_opt).items():
+        np.testing.assert_array_equal(v, ref[p], err_msg=p)
 # one more step equals an uninterrupted single-process run of K + 1 steps
 train(model, opt, [K], rows)
 plain = net()
