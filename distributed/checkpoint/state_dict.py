@@ -125,25 +125,38 @@ def get_state_dict(model, optimizers, *, options=None):
     their optimizer state are `ShardedTensor`s of this rank's rows, and the optimizer state
     is first created (a step with zero gradients and lr 0) if no step made it yet, so that
     a fresh model's state dict can be loaded into. `options.full_state_dict` gathers full
-    tensors instead (see `get_model_state_dict`)."""
+    tensors instead (see `get_model_state_dict`; a ZeroRedundancyOptimizer's partitions are
+    all-gathered)."""
     options = options or StateDictOptions()
     module = _unwrap(model)
     if options.full_state_dict:
-        return (get_model_state_dict(module, options=options),
-                _by_name(module, optimizers,
-                         get_optimizer_state_dict(module, optimizers, options=options)))
+        model_sd = get_model_state_dict(module, options=options)
+        if not isinstance(optimizers, ZeroRedundancyOptimizer):
+            return model_sd, _by_name(module, optimizers, get_optimizer_state_dict(
+                module, optimizers, options=options))
+        osd = _named_optim_state(module, optimizers, {})
+        everyone = [None] * optimizers.process_group.size()  # every rank's partition
+        collectives.all_gather_object(everyone, osd["state"], group=optimizers.process_group)
+        return model_sd, {**osd, "state": {k: v for part in everyone for k, v in part.items()}}
     _init_optim_state(optimizers)
     model_sd = module.state_dict()
     where = getattr(model_sd, "shard_metadata", {})
-    model_sd = {k: _sharded(v, where.get(k)) for k, v in model_sd.items()}
     shards = {id(s.param): s.metadata() for s in _shards(module).values()}
+    return ({k: _sharded(v, where.get(k)) for k, v in model_sd.items()},
+            _named_optim_state(module, optimizers, shards))
+
+
+def _named_optim_state(module, optimizers, shards):
+    """The optimizer's own state by parameter name (a ZeroRedundancyOptimizer's: this
+    rank's partition), the rows of parameters in `shards` ({id: metadata}) as
+    ShardedTensors."""
     inner = optimizers.optim if isinstance(optimizers, ZeroRedundancyOptimizer) else optimizers
     names = _names(module)
     state = {names[id(p)]: {k: _sharded(v, shards.get(id(p))) for k, v in values.items()}
              for p, values in inner.state.items()}
     groups = [{**{k: v for k, v in g.items() if k != "params"},
                "params": [names[id(p)] for p in g["params"]]} for g in optimizers.param_groups]
-    return model_sd, {"state": state, "param_groups": groups}
+    return {"state": state, "param_groups": groups}
 
 
 def set_state_dict(model, optimizers, *, model_state_dict, optim_state_dict, options=None):
