@@ -1,7 +1,7 @@
 """`dcp.load`: fill a state dict in place from a checkpoint written at any world size under
-any sharding. Each rank reads only the pieces that overlap what its tensors hold (one seek
-per piece, its sha256 checked) and copies the overlaps in: the resharding is box arithmetic
-on global offsets (planner.overlap)."""
+any sharding. Each rank reads only the rows of the saved pieces that overlap what its
+tensors hold (one seek per piece, the blocks read checked against their sha256) and copies
+the overlaps in: the resharding is box arithmetic on global offsets (planner.overlap)."""
 import os
 
 import numpy as np
@@ -59,7 +59,9 @@ def _fill(path, leaf, record, reader):
         both = planner.overlap(leaf.offsets, leaf.shape, chunk["offsets"], chunk["shape"])
         if both is not None:
             mine, theirs = both
-            out[mine] = reader.piece(path, chunk, dtype)[theirs]
+            rows = theirs[0] if theirs else slice(0, 1)
+            piece = reader.rows(path, chunk, dtype, rows.start, rows.stop)
+            out[mine] = piece[(slice(None),) + theirs[1:]] if theirs else piece
             covered += out[mine].size
     if covered != out.size:
         raise RuntimeError(f"dcp.load: the checkpoint holds {covered} of the {out.size} "

@@ -140,9 +140,9 @@ def _commit(directory, records, writer, shapes, values, world_size):
     tensors = {path: {"shape": list(shape), "dtype": dtype, "chunks": []}
                for path, (shape, dtype) in shapes.items()}
     for (path, offsets, shape) in writer:
-        name, (at, digest) = where[storage.piece_name(path, offsets)]
+        name, stored = where[storage.piece_name(path, offsets)]
         tensors[path]["chunks"].append({"offsets": list(offsets), "shape": list(shape),
-                                        "file": name, "at": at, "sha256": digest})
+                                        "file": name, **stored})
     metadata.write(directory, {"world_size": world_size, "files": files, "tensors": tensors,
                                "values": values})
     for stale in glob.glob(os.path.join(directory, "__*.distcp")) + \

@@ -1,13 +1,15 @@
 """The files of a distributed checkpoint: one per writing rank, in dtrain's safe format
 (`dt.save` of a flat dict of arrays: written atomically and fsync'ed, sha256 of the whole
-file at its end), each piece also checksummed on its own so that a reader can seek to the
-pieces it needs and check just those."""
+file at its end). Each piece is also checksummed by blocks of whole rows (about BLOCK
+bytes), so that a reader seeks to the rows it needs and checks just those."""
 import hashlib
 import os
 
 import numpy as np
 
 from dtrain.core import serialization
+
+BLOCK = 4 << 20
 
 
 def piece_name(path, offsets):
@@ -22,9 +24,14 @@ def _bytes(arr):
                       .view(np.uint8))
 
 
+def _rows(shape):
+    return shape[0] if shape else 1
+
+
 def write_file(directory, name, pieces):
-    """Write `pieces` ({key: host array}) to `directory/name`; returns the file's record
-    (size, sha256) and {key: (byte offset, sha256 of the piece)}."""
+    """Write `pieces` ({key: non-empty host array}) to `directory/name`; returns the
+    file's record (size, sha256) and {key: {"at": byte offset, "block_rows": rows per
+    block, "sha256": [one per block]}}."""
     path = os.path.join(directory, name)
     serialization.save(pieces, path)
     at = serialization.payload_offsets(path)
@@ -32,8 +39,14 @@ def write_file(directory, name, pieces):
         size = src.seek(0, os.SEEK_END)
         src.seek(size - 32)
         digest = src.read(32).hex()
-    where = {key: (at[key], hashlib.sha256(_bytes(arr)).hexdigest())
-             for key, arr in pieces.items()}
+    where = {}
+    for key, arr in pieces.items():
+        data, rows = _bytes(arr), _rows(arr.shape)
+        row_bytes = len(data) // rows
+        block = max(1, BLOCK // row_bytes)
+        where[key] = {"at": at[key], "block_rows": block, "sha256": [
+            hashlib.sha256(data[i * row_bytes:(i + block) * row_bytes]).hexdigest()
+            for i in range(0, rows, block)]}
     return {"size": size, "sha256": digest}, where
 
 
@@ -44,20 +57,30 @@ class Reader:
     def __init__(self, directory, files):
         self.directory, self.files, self.open = directory, files, {}
 
-    def piece(self, path, chunk, dtype):
-        """The array of `chunk` (a metadata record of the piece of tensor `path`), read
-        with one seek and checked against its sha256; errors name the file."""
+    def rows(self, path, chunk, dtype, lo, hi):
+        """Rows [lo, hi) of the piece `chunk` (a metadata record of a piece of tensor
+        `path`; a 0-d piece has one row): the blocks holding them are read with one seek
+        and checked against their sha256. Errors name the file."""
         name = chunk["file"]
         full = os.path.join(self.directory, name)
         src = self._file(name, full)
         shape = tuple(chunk["shape"])
-        buf = bytearray(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-        src.seek(chunk["at"])
-        if src.readinto(buf) != len(buf) or hashlib.sha256(buf).hexdigest() != chunk["sha256"]:
-            raise RuntimeError(f"dcp.load: {full} is corrupted: the bytes of {path} (piece at "
-                               f"offsets {tuple(chunk['offsets'])}) do not match their sha256 "
-                               "checksum")
-        return np.frombuffer(buf, dtype.newbyteorder("<")).reshape(shape)
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        block = chunk["block_rows"]
+        first, last = lo // block, (hi - 1) // block + 1
+        start, stop = first * block, min(last * block, _rows(shape))
+        buf = bytearray((stop - start) * row_bytes)
+        src.seek(chunk["at"] + start * row_bytes)
+        got = src.readinto(buf)
+        for i, digest in enumerate(chunk["sha256"][first:last]):
+            part = memoryview(buf)[i * block * row_bytes:(i + 1) * block * row_bytes]
+            if got != len(buf) or hashlib.sha256(part).hexdigest() != digest:
+                raise RuntimeError(
+                    f"dcp.load: {full} is corrupted: the bytes of {path} (piece at offsets "
+                    f"{tuple(chunk['offsets'])}, rows {(first + i) * block} and on) do not "
+                    "match their sha256 checksum")
+        arr = np.frombuffer(buf, dtype.newbyteorder("<")).reshape((stop - start,) + shape[1:])
+        return arr[lo - start:hi - start] if shape else arr.reshape(())
 
     def _file(self, name, full):
         if name not in self.open:

@@ -260,3 +260,27 @@ def test_async_save_equals_save_and_writes_the_staged_arrays(tmp_path):
     # saving again into a folder replaces its files (no stale pieces are left)
     dcp.save(state, checkpoint_id=tmp_path / "sync")
     assert len(list((tmp_path / "sync").glob("*.distcp"))) == 1
+
+
+def test_load_reads_only_the_rows_it_needs(tmp_path, monkeypatch):
+    """A piece is checked by blocks of rows: corrupting the first block fails the loads that
+    read it and no other (so a rank taking rows 60-80 reads only their block)."""
+    import dtrain as dt
+    import dtrain.distributed.checkpoint as dcp
+    from dtrain.distributed.checkpoint import storage
+    monkeypatch.setattr(storage, "BLOCK", 16 * 8 * 20)  # 20 rows of 16 float64 per block
+    full = dt.tensor(np.arange(100 * 16, dtype=np.float64).reshape(100, 16))
+    dcp.save({"w": full}, checkpoint_id=tmp_path)
+    chunk = dt.load(tmp_path / ".metadata")["tensors"]["w"]["chunks"][0]
+    assert chunk["block_rows"] == 20 and len(chunk["sha256"]) == 5
+    path = tmp_path / chunk["file"]
+    data = bytearray(path.read_bytes())
+    data[chunk["at"] + 3] ^= 1  # row 0
+    path.write_bytes(bytes(data))
+    tail = dcp.ShardedTensor(dt.zeros(20, 16), (100, 16), (60, 0))
+    dcp.load({"w": tail}, checkpoint_id=tmp_path)
+    np.testing.assert_array_equal(tail.local.numpy(), full.numpy()[60:80])
+    head = dcp.ShardedTensor(dt.zeros(30, 16), (100, 16), (10, 0))
+    with pytest.raises(RuntimeError, match=r"the bytes of w \(piece at offsets \(0, 0\), "
+                                           r"rows 0 and on\)"):
+        dcp.load({"w": head}, checkpoint_id=tmp_path)
