@@ -104,7 +104,8 @@ ref, now = dt.load(REF), gathered(model, opt)
 assert sorted(ref) == sorted(now), (sorted(ref), sorted(now))
 for p in ref:
     np.testing.assert_array_equal(now[p], ref[p], err_msg=p)
-if STRATEGY in ("fsdp", "ddp", "zero1"):  # full_state_dict gathers the same, by name, and loads back
+# full_state_dict gathers the same tensors, by name, and loads them back
+if STRATEGY in ("fsdp", "ddp", "zero1"):
     full = dcp.StateDictOptions(full_state_dict=True)
     fmsd, fosd = dcp.get_state_dict(model, opt, options=full)
     for name, value in fmsd.items():
