@@ -33,10 +33,10 @@ def net():
 
 def build(strategy):
     model = net()
-    if strategy == "fsdp":
+    if strategy in ("fsdp", "zero2"):
         for layer in (model[0], model[2]):
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, reshard_after_forward=strategy == "fsdp")
+        fully_shard(model, reshard_after_forward=strategy == "fsdp")
     if strategy == "ddp":
         model = dist.DistributedDataParallel(model)
     if strategy == "zero1":
@@ -145,7 +145,9 @@ def _env(tmp_path, strategy, **extra):
     (("zero1", 2), ("single", 1), False),
     (("fsdp", 2), ("zero1", 4), False),
     (("single", 1), ("fsdp", 2), True),
-], ids=["fsdp4-ddp2", "ddp2-fsdp3-async", "zero1_2-single", "fsdp2-zero1_4", "single-fsdp2"])
+    (("zero2", 3), ("fsdp", 4), False),
+], ids=["fsdp4-ddp2", "ddp2-fsdp3-async", "zero1_2-single", "fsdp2-zero1_4", "single-fsdp2",
+        "zero2_3-fsdp4"])
 def test_checkpoint_reshards_across_strategies_and_world_sizes(mpirun, tmp_path, saved,
                                                                 loaded, asynchronous):
     extra = {"ASYNC": "1"} if asynchronous else {}
