@@ -4,6 +4,7 @@ file at its end). Each piece is also checksummed by blocks of whole rows (about 
 bytes), so that a reader seeks to the rows it needs and checks just those."""
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,23 +32,30 @@ def _rows(shape):
 def write_file(directory, name, pieces):
     """Write `pieces` ({key: non-empty host array}) to `directory/name`; returns the
     file's record (size, sha256) and {key: {"at": byte offset, "block_rows": rows per
-    block, "sha256": [one per block]}}."""
+    block, "sha256": [one per block]}}. The blocks are hashed on a second thread while the
+    file is written (hashlib releases the GIL)."""
     path = os.path.join(directory, name)
-    serialization.save(pieces, path)
-    at = serialization.payload_offsets(path)
-    with open(path, "rb") as src:
-        size = src.seek(0, os.SEEK_END)
-        src.seek(size - 32)
-        digest = src.read(32).hex()
-    where = {}
-    for key, arr in pieces.items():
-        data, rows = _bytes(arr), _rows(arr.shape)
-        row_bytes = len(data) // rows
-        block = max(1, BLOCK // row_bytes)
-        where[key] = {"at": at[key], "block_rows": block, "sha256": [
-            hashlib.sha256(data[i * row_bytes:(i + block) * row_bytes]).hexdigest()
-            for i in range(0, rows, block)]}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        blocks = pool.submit(lambda: {key: _block_hashes(arr) for key, arr in pieces.items()})
+        serialization.save(pieces, path)
+        at = serialization.payload_offsets(path)
+        with open(path, "rb") as src:
+            size = src.seek(0, os.SEEK_END)
+            src.seek(size - 32)
+            digest = src.read(32).hex()
+        where = {key: {"at": at[key], **stored} for key, stored in blocks.result().items()}
     return {"size": size, "sha256": digest}, where
+
+
+def _block_hashes(arr):
+    """{"block_rows", "sha256": [...]}: `arr` hashed by blocks of about BLOCK bytes of
+    whole rows (along dim 0; a 0-d array is one row)."""
+    data, rows = _bytes(arr), _rows(arr.shape)
+    row_bytes = len(data) // rows
+    block = max(1, BLOCK // row_bytes)
+    return {"block_rows": block, "sha256": [
+        hashlib.sha256(data[i * row_bytes:(i + block) * row_bytes]).hexdigest()
+        for i in range(0, rows, block)]}
 
 
 class Reader:
