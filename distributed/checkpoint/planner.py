@@ -8,8 +8,6 @@ which go into the metadata. Pieces are boxes (offsets, shape) in the global tens
 """
 from dataclasses import dataclass
 
-import numpy as np
-
 from dtrain.core.tensor import Tensor
 
 
@@ -33,10 +31,12 @@ class Leaf:
 
     @property
     def shape(self):
+        """This rank's box's shape."""
         return tuple(self.tensor.shape)
 
     @property
     def dtype(self):
+        """The NumPy dtype of the local array."""
         return self.tensor._data.dtype
 
 
@@ -94,6 +94,3 @@ def overlap(a_offsets, a_shape, b_offsets, b_shape):
         in_b.append(slice(lo - bo, hi - bo))
     return tuple(in_a), tuple(in_b)
 
-
-def numel(shape):
-    return int(np.prod(shape, dtype=np.int64))
