@@ -2,7 +2,7 @@
 dtrain's safe format): its presence is what makes the checkpoint complete.
 
     {"version": 1, "world_size": N,
-     "files": {name: {"size": bytes, "sha256": hex of the whole file}},
+     "files": {name: {"rank": writer, "size": bytes, "sha256": hex of the whole file}},
      "tensors": {path: {"shape": global shape, "dtype": name, "chunks": [
          {"offsets", "shape", "file", "at": byte offset in the file,
           "block_rows", "sha256": [one per block of block_rows rows]}, ...]}},

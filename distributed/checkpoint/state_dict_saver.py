@@ -133,9 +133,9 @@ def _commit(directory, records, writer, shapes, values, world_size):
     """Rank 0: write `.metadata` from every rank's file records, then delete the files of
     earlier saves into this folder (and temporary files that interrupted writes left)."""
     files, where = {}, {}
-    for name, record in records:
+    for rank, (name, record) in enumerate(records):
         if record is not None:
-            files[name] = record[0]
+            files[name] = {**record[0], "rank": rank}
             where.update({key: (name, at) for key, at in record[1].items()})
     tensors = {path: {"shape": list(shape), "dtype": dtype, "chunks": []}
                for path, (shape, dtype) in shapes.items()}

@@ -212,6 +212,8 @@ def test_flipped_byte_is_named_and_errors_are_clear(tmp_path):
     dcp.save(state, checkpoint_id=tmp_path)
     meta = dt.load(tmp_path / ".metadata")
     chunk = meta["tensors"]["model.0.weight"]["chunks"][0]
+    assert meta["files"][chunk["file"]]["rank"] == 0 and meta["values"]["epoch"] == 3
+    assert meta["tensors"]["model.0.weight"]["shape"] == [3, 4]
     # a fresh state dict loads; then: a missing key, an unexpected one, a shape mismatch
     _, _, fresh = _state(seed=1)
     dcp.load(fresh, checkpoint_id=tmp_path)
