@@ -189,6 +189,15 @@ def test_rank_dying_mid_save_leaves_the_previous_checkpoint(mpirun, tmp_path):
     # the same folder still loads, into one process, as the checkpoint before the crash
     out = mpirun(1, LOAD, timeout=180, env=_env(tmp_path, "single")).stdout
     assert "LOADED" in out, out
+    # the dead save's files stay until the next save there commits, which deletes them
+    import dtrain as dt
+    import dtrain.distributed.checkpoint as dcp
+    folder = tmp_path / "ckpt"
+    before = {p.name for p in folder.iterdir()}
+    assert len(before - set(dt.load(folder / ".metadata")["files"]) - {".metadata"}) >= 1
+    dcp.save({"w": dt.ones(3)}, checkpoint_id=folder)
+    assert {p.name for p in folder.iterdir()} == \
+        set(dt.load(folder / ".metadata")["files"]) | {".metadata"}
 
 
 # -- one process: the format's checks --------------------------------------------------------
