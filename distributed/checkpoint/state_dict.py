@@ -139,10 +139,9 @@ def get_state_dict(model, optimizers, *, options=None):
         collectives.all_gather_object(everyone, osd["state"], group=optimizers.process_group)
         return model_sd, {**osd, "state": {k: v for part in everyone for k, v in part.items()}}
     _init_optim_state(optimizers)
-    model_sd = module.state_dict()
-    where = getattr(model_sd, "shard_metadata", {})
     shards = {id(s.param): s.metadata() for s in _shards(module).values()}
-    return ({k: _sharded(v, where.get(k)) for k, v in model_sd.items()},
+    live = module.state_dict(keep_vars=True)  # (the root itself need not be sharded)
+    return ({k: _sharded(v, shards.get(id(live[k]))) for k, v in module.state_dict().items()},
             _named_optim_state(module, optimizers, shards))
 
 

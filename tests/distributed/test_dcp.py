@@ -36,7 +36,8 @@ def build(strategy):
     if strategy in ("fsdp", "zero2"):
         for layer in (model[0], model[2]):
             fully_shard(layer, reshard_after_forward=strategy == "fsdp")
-        fully_shard(model, reshard_after_forward=strategy == "fsdp")
+        if strategy == "fsdp":  # (zero2: the root stays unsharded)
+            fully_shard(model)
     if strategy == "ddp":
         model = dist.DistributedDataParallel(model)
     if strategy == "zero1":
