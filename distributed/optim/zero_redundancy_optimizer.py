@@ -74,7 +74,10 @@ class _Bucket:
         """Average the gradients over ranks into the `.grad` of the parameters this rank
         owns (a gradient missing on a rank counts as zeros; a parameter without one on every
         rank keeps none, as under DDP)."""
-        grads = self._empty(self.at[-1])
+        # NOTE: without `parameters_as_bucket_view` the flat buffer is free until `share()`
+        # rewrites every element of it: packing the gradients there saves allocating (and
+        # page-faulting) a fresh buffer of all the parameters' size every step
+        grads = self._empty(self.at[-1]) if self.as_view else self.flat
         me = group.rank()
         with backend.device_context(self.device):
             used = Tensor._make(self.xp.array([p.grad is not None for p in self.params],
