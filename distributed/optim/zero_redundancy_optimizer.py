@@ -82,23 +82,23 @@ class _Bucket:
         with backend.device_context(self.device):
             used = Tensor._make(self.xp.array([p.grad is not None for p in self.params],
                                               dtype="int32"))
-        collectives.all_reduce(used, group=group)
+        flags = collectives.all_reduce(used, group=group, async_op=True)
         reduced = self._empty(self.counts[me])
+        scale = 1.0 / group.size()  # NOTE: the average's 1/N rides on the packing, as in DDP
         for p, start in zip(self.params, offsets(p._data.size for p in self.params)):
             part = grads._data[start:start + p._data.size]
-            part[...] = 0 if p.grad is None else p.grad._data.reshape(-1)
-        collectives.reduce_scatter_v(reduced, grads, self.counts, op=collectives.ReduceOp.AVG,
-                                     group=group)
+            if p.grad is None:
+                part[...] = 0
+            else:
+                self.xp.multiply(p.grad._data.reshape(-1), scale, out=part)
+        collectives.reduce_scatter_v(reduced, grads, self.counts, group=group)
+        flags.wait()
         mine = [(p, u) for p, u, owner in zip(self.params, used._data.tolist(), self.owners)
                 if owner == me]
         for (p, u), start in zip(mine, offsets(p._data.size for p, _ in mine)):
-            if u:
-                grad = reduced._data[start:start + p._data.size].reshape(p._data.shape)
-                if p.grad is None:
-                    p.grad = Tensor._make(grad)
-                else:
-                    p.grad._data[...] = grad
-                    p.grad._version[0] += 1
+            if u:  # the gradient becomes a view of the reduced part, as DDP's of its bucket
+                p.grad = Tensor._make(reduced._data[start:start + p._data.size]
+                                      .reshape(p._data.shape))
 
 
 class ZeroRedundancyOptimizer(Optimizer):
