@@ -13,13 +13,19 @@ CHECK_AFTER_S = 1e-3
 _crowded = [False]  # see share_cores()
 
 
-def share_cores(ranks_on_node):
-    """Called once the job is known: when its ranks on this node outnumber the CPUs this
-    process may run on (its affinity mask), a busy poll takes the core from a rank that has
-    work to do (measured: 4 ranks on 2 cores ran FSDP 1.6x slower than with yielding polls),
-    so from then on every poll of a wait yields the CPU. Returns whether they do."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    _crowded[0] = ranks_on_node > (cpus or 1)
+def allowed_cpus():
+    """The CPUs this process may run on (its affinity mask)."""
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
+def share_cores(ranks_on_node, cpus_on_node):
+    """Called once the job is known: when its ranks on this node outnumber the CPUs they may
+    run on (the union of their affinity masks), a busy poll takes the core from a rank that
+    has work to do (measured: 4 ranks on 2 cores ran FSDP 1.6x slower than with yielding
+    polls), so from then on every poll of a wait yields the CPU. Returns whether they do."""
+    _crowded[0] = ranks_on_node > max(cpus_on_node, 1)
     return _crowded[0]
 
 
