@@ -14,7 +14,7 @@ from dtrain.core.tensor import Tensor
 from dtrain.distributed import call_check
 from dtrain.distributed.call_check import render as _render
 from dtrain.distributed.process_group import resolve
-from dtrain.distributed.work import Work
+from dtrain.distributed.work import Work, crowded
 
 
 class ReduceOp:
@@ -109,11 +109,12 @@ def _launch(group, name, start, finish, async_op, *fields, blocking=None, payloa
 
     A synchronous call with a `blocking` form waits for its check first, then transfers
     with that: once the check passed, every rank is inside this same call, so the transfer
-    needs no timeout of its own and a mismatched one never starts."""
+    needs no timeout of its own and a mismatched one never starts. Not when ranks outnumber
+    cores: MPI's blocking calls busy-poll, `Work.wait` yields the CPU."""
     for counter in _counters:
         counter.calls[name] = counter.calls.get(name, 0) + 1
         counter.bytes[name] = counter.bytes.get(name, 0) + payload
-    if blocking is not None and not async_op:
+    if blocking is not None and not async_op and not crowded():
         _agree(group, name, *fields)
         blocking()
         finish()

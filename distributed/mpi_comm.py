@@ -96,8 +96,13 @@ class MPICommunicator(Communicator):
         return MPIPending(self.comm.Ireduce_scatter(s, r, list(counts), op=OPS[op]), staged)
 
     def Iallgatherv(self, sendbuf, recvbuf, counts):
+        """As an all-to-all that sends the same part (displacement 0) to every rank.
+        NOTE: MPICH's Iallgatherv with uneven counts was 3-40x slower here (4 ranks, parts of
+        4.2/2.1/2.1/0.01 M floats: 130 ms to 1.6 s against 35-65 ms)."""
         (s, r), staged = self._host([sendbuf, recvbuf], {1})
-        return MPIPending(self.comm.Iallgatherv(s, [r, (list(counts), offsets(counts)[:-1])]),
+        mine = [counts[self.rank]] * self.size
+        return MPIPending(self.comm.Ialltoallv([s, (mine, [0] * self.size)],
+                                               [r, (list(counts), offsets(counts)[:-1])]),
                           staged)
 
     def Igather(self, sendbuf, recvbuf, root):

@@ -16,7 +16,7 @@ import numpy as np
 from dtrain.core import backend as array_backend
 from dtrain.distributed.call_check import rank_list
 from dtrain.distributed.comm import launched_by_mpi, make_communicator
-from dtrain.distributed.work import _seconds, abort_job
+from dtrain.distributed.work import _seconds, abort_job, allowed_cpus, share_cores
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -149,7 +149,9 @@ def init_process_group(backend=None, init_method=None, timeout=None, world_size=
                          f"{world.Get_rank()}); leave them unset")
     local = world.Split_type(MPI.COMM_TYPE_SHARED)
     state.local_rank, state.local_size = local.Get_rank(), local.Get_size()
+    masks = local.allgather(sorted(allowed_cpus()))
     local.Free()
+    share_cores(state.local_size, len(set().union(*map(set, masks))))
     seconds = _seconds(timeout if timeout is not None else _env_timeout())
     state.world = ProcessGroup(world, range(world.Get_size()), backend, seconds, world.Dup(),
                                world.Get_rank())
@@ -208,6 +210,7 @@ def destroy_process_group(group=None):
     world = _require_world()
     world.free()
     state.world = None
+    share_cores(0, 0)
 
 
 def _require_world():

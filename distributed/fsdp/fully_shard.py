@@ -112,6 +112,17 @@ class _Shard:
         mine = gathered[:, offset:offset + self.numel].reshape(self.world * self.chunk, -1)
         return mine[:self.rows].reshape(self.shape)
 
+    def into_ranks(self, full, out):
+        """Copy the full array `full` (a gradient) into `out` (ranks, numel), each rank's
+        chunk of rows in its row and zeros past the last row: one copy, no padded temporary."""
+        rows = full.reshape(self.rows, self.row_numel)
+        chunks = out.reshape(self.world, self.chunk, self.row_numel)
+        for r in range(self.world):
+            lo = min(r * self.chunk, self.rows)
+            hi = min(lo + self.chunk, self.rows)
+            chunks[r, :hi - lo] = rows[lo:hi]
+            chunks[r, hi - lo:] = 0
+
     def metadata(self):
         return {"global_shape": self.shape,
                 "offsets": (self.start,) + (0,) * len(self.rest),
@@ -245,9 +256,7 @@ class _FSDPState:
             send = xp.empty((n, size), dtype)
             recv = xp.empty(size, dtype)
             for s, off, g in zip(self.grad_shards, self.grad_offsets, full):
-                padded = xp.zeros((n * s.chunk, s.row_numel), dtype)
-                padded[:s.rows] = g.reshape(s.rows, s.row_numel)
-                send[:, off:off + s.numel] = padded.reshape(n, s.numel)
+                s.into_ranks(g, send[:, off:off + s.numel])
         collectives.reduce_scatter_tensor(Tensor._make(recv), Tensor._make(send.reshape(-1)),
                                           op=collectives.ReduceOp.AVG, group=self.group)
         out = [None] * len(self.shards)

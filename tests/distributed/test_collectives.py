@@ -233,3 +233,25 @@ def test_stale_rank_variables_fail_on_every_rank(mpirun, stale):
     else:                         # rank 0 agrees, but fails with rank 1 instead of hanging
         assert ("RANK/WORLD_SIZE from the environment disagree with MPI on rank 1 (see the "
                 f"error there): {fix}") in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_waits_yield_the_cpu_only_when_ranks_outnumber_cpus(mpirun, n):
+    out = mpirun(n, r'''
+import os
+import numpy as np
+import dtrain as dt
+import dtrain.distributed as dist
+from dtrain.distributed import work
+
+dist.init_process_group(backend="mpi")
+cpus = len(os.sched_getaffinity(0))  # unbound ranks: every mask is the whole machine
+assert work.crowded() == (dist.get_local_world_size() > cpus), (work.crowded(), cpus)
+t = dt.tensor(np.full(3, dist.get_rank() + 1.0))
+dist.all_reduce(t)  # synchronous: MPI's blocking form only when not crowded
+assert t.tolist() == [sum(range(1, dist.get_world_size() + 1))] * 3, t.tolist()
+dist.destroy_process_group()
+assert not work.crowded()
+print("OK")
+''')
+    assert out.stdout.count("OK") == n, out.stdout

@@ -370,3 +370,43 @@ def test_full_optimizer_state_dict_gathers_and_loads_back(mpirun, n):
     back to this rank's rows."""
     out = mpirun(n, OPTIMIZER_STATE, timeout=240).stdout
     assert out.count("OK") == n, out
+
+
+SCALER = COMMON + r'''
+from dtrain.distributed.fsdp import ShardedGradScaler
+mine = slice(r * B, (r + 1) * B)
+
+def params(model):  # full parameters, the same on every rank when they agree
+    return {k: v.numpy().copy() for k, v in get_model_state_dict(model, options=FULL).items()}
+
+for name in ("fsdp", "zero1"):
+    model = shard(Net()) if name == "fsdp" else Net()
+    opt = (dt.optim.Adam(model.parameters(), lr=0.01) if name == "fsdp" else
+           dist.optim.ZeroRedundancyOptimizer(model.parameters(), dt.optim.Adam,
+                                              reduce_scatter_gradients=True, lr=0.01))
+    scaler = ShardedGradScaler("cpu", init_scale=1024.0)
+    for k in range(3):
+        opt.zero_grad()
+        scaler.scale(loss_fn(model, k, mine)).backward()
+        if k == 1 and r == 0:  # a non-finite gradient on rank 0 only
+            p = next(p for p in model.parameters() if p.grad is not None)
+            p.grad._data.reshape(-1)[0] = np.inf
+        before = params(model)
+        scaler.step(opt)
+        scaler.update()
+        after = params(model)
+        skipped = all(np.array_equal(before[key], after[key]) for key in before)
+        # every rank skips step 1 (rank 0's inf), steps 0 and 2 run; the scale halves once
+        assert skipped == (k == 1), (name, k, skipped)
+        assert scaler.get_scale() == (512.0 if k >= 1 else 1024.0), (name, k, scaler.get_scale())
+    everyone = [None] * n
+    dist.all_gather_object(everyone, params(model))
+    for key in everyone[0]:
+        close(everyone[r][key], everyone[0][key], f"{name} {key} agrees across ranks", rtol=0)
+print(f"RANK {r} OK")
+'''
+
+
+def test_sharded_grad_scaler_skips_on_every_rank(mpirun):
+    out = mpirun(2, SCALER, timeout=120).stdout
+    assert out.count("OK") == 2, out
