@@ -22,6 +22,11 @@ from dtrain.launcher.exit_codes import MEANING, ExitCode, for_signal, job_code
 from dtrain.launcher.identity import EMULATED_NODES, stale_variables
 
 DEFAULT_GRACE_S = 10.0
+# After a rank failed, the others are (or soon will be) blocked in a collective that rank
+# never joins: no checkpoint can be agreed on, so they get this long (at most the grace
+# period) before SIGKILL. Hydra ends them at once on one machine, but not under
+# `-bootstrap slurm`, where a failed node's peers waited out the whole grace period (115 s).
+FAILED_RANK_GRACE_S = 5.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)
 
 
@@ -272,7 +277,9 @@ def run_job(spec, stop, out=sys.stderr):
                 # a failed rank's peers would wait for it forever: stop them too
                 stopped_by = stop.signals[0] if stop.signals else None
                 _deliver(proc, spec, stopped_by or signal.SIGTERM)
-                deadline, asked = time.monotonic() + spec.grace_period, len(stop.signals)
+                grace = spec.grace_period if stopped_by else min(spec.grace_period,
+                                                                 FAILED_RANK_GRACE_S)
+                deadline, asked = time.monotonic() + grace, len(stop.signals)
             elif deadline is not None and (time.monotonic() >= deadline or
                                            len(stop.signals) > asked):  # asked again: now
                 killed = _kill(proc, control_dir)
