@@ -312,6 +312,12 @@ def launch(spec, max_restarts=0, out=sys.stderr):
     trainer resumes from its newest complete checkpoint): on the same nodes, or, when
     `spec.min_nnodes` is set, on those not lost, while at least that many remain. A stop
     signal ends it for good."""
+    if spec.min_nnodes is not None:  # elastic: on the nodes there are now (MIN..MAX)
+        spec = replace(spec, nodes=spec.node_names())
+        if len(spec.nodes) < spec.min_nnodes:
+            out.write(f"dtrain launch: only {len(spec.nodes)} node(s) to start on "
+                      f"({', '.join(spec.nodes)}), fewer than --nnodes MIN={spec.min_nnodes}\n")
+            return ExitCode.USAGE
     with StopRequests() as stop:
         for restart in range(1, max_restarts + 2):
             code, failed = run_job(spec, stop, out)

@@ -1,6 +1,7 @@
 """Elastic jobs (`--nnodes MIN:MAX --max-restarts R`): real ranks on nodes emulated on this
 machine and on the two-node test cluster lose a node and finish on the one left."""
 import argparse
+import io
 import json
 import os
 import re
@@ -197,3 +198,14 @@ def test_slurm_job_continues_on_the_node_left(dtrain_cli, configs, tmp_path, slu
     assert "resumed from step 10 of 30" in second and "summary: completed; 30/30" in second
     steps = _train_steps(out_dir / f"slurm-{job}")
     assert steps == sorted(set(steps)) and steps[-1] == 30
+
+
+def test_an_allocation_smaller_than_min_is_refused(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node1")
+    out = io.StringIO()
+    spec = run.JobSpec(["x.py"], nnodes=3, min_nnodes=2)
+    assert run.launch(spec, max_restarts=1, out=out) == 2
+    assert out.getvalue() == ("dtrain launch: only 1 node(s) to start on (node1), fewer than "
+                              "--nnodes MIN=2\n")
