@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   dtrain launch configs/digits_mlp.yaml trainer.epochs=5 distributed.nproc_per_node=2
   dtrain launch --nproc-per-node 2 train.py --lr 0.1         your own script on 2 ranks
   dtrain launch configs/digits_mlp.yaml --dry-run            print the mpiexec command
+  dtrain launch --nnodes 1:2 --nproc-per-node 2 --max-restarts 3 configs/digits_mlp.yaml
+                                                             go on on 1 node if one is lost
   dtrain config configs/digits_mlp.yaml data.batch_size=32   print the resolved config
   dtrain slurm configs/cifar10_resnet20.yaml --dry-run       print the sbatch script
   dtrain plot runs/digits_mlp                                curves of the newest run, PNG
