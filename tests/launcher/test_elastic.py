@@ -5,6 +5,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -209,3 +211,43 @@ def test_an_allocation_smaller_than_min_is_refused(monkeypatch):
     assert run.launch(spec, max_restarts=1, out=out) == 2
     assert out.getvalue() == ("dtrain launch: only 1 node(s) to start on (node1), fewer than "
                               "--nnodes MIN=2\n")
+
+
+DRAINS_NODE2 = """
+import os, subprocess, sys, time
+from pathlib import Path
+import dtrain as dt
+import dtrain.distributed as dist
+dist.init_process_group()
+print("world", dist.get_world_size(), "on", os.environ["SLURMD_NODENAME"], flush=True)
+marker = Path(sys.argv[1])
+for step in range(10):
+    dist.all_reduce(dt.ones(4))
+    if step == 3 and dist.get_rank() == 0 and not marker.exists():
+        marker.write_text("drained node2")
+        subprocess.run(["scontrol", "update", "nodename=node2", "state=drain",
+                        "reason=dtrain test_elastic"], check=True)
+        raise RuntimeError("a bug while node2 drains")
+    time.sleep(0.02)
+"""
+
+
+def test_a_node_slurm_drains_is_left_out_of_the_restart(slurm, tmp_path):
+    (tmp_path / "drains.py").write_text(DRAINS_NODE2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMP_")}  # see dtrain_cli
+    try:
+        proc = subprocess.run(
+            ["salloc", "-N", "2", "--ntasks-per-node=2", "--no-kill", "-t", "00:03:00",
+             sys.executable, "-m", "dtrain.launcher", "launch", "--nnodes", "1:2",
+             "--nproc-per-node", "2", "--max-restarts", "1", "drains.py", str(tmp_path / "m")],
+            capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
+    finally:
+        subprocess.run(["scontrol", "update", "nodename=node2", "state=resume"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "RuntimeError: a bug while node2 drains" in proc.stderr
+    assert ("dtrain launch: node node2 lost (Slurm reports it draining); restarting on 2 ranks "
+            "(was 4) (restart 1 of 1)") in proc.stderr
+    first = sorted(line for line in proc.stdout.splitlines() if " world 4 " in line)
+    second = sorted(line for line in proc.stdout.splitlines() if " world 2 " in line)
+    assert first == [f"[rank {r}] world 4 on node{1 + r // 2}" for r in range(4)]
+    assert second == [f"[rank {r}] world 2 on node1" for r in range(2)]
