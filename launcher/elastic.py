@@ -110,7 +110,8 @@ def restart_line(lost, failed, ranks_before, ranks_after, run_dir, restart, max_
         what = "; ".join(f"node {node} lost ({why})" for node, why in lost.items())
     else:
         what = "no node lost" + (f" ({_how(failed[0])})" if failed else "")
-    return (f"dtrain launch: {what}; restarting on {ranks_after} ranks (was {ranks_before})"
+    ranks = f"{ranks_after} rank" + ("s" if ranks_after != 1 else "")
+    return (f"dtrain launch: {what}; restarting on {ranks} (was {ranks_before})"
             f"{resume_point(run_dir)} (restart {restart} of {max_restarts})")
 
 

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -192,11 +193,13 @@ def test_slurm_job_continues_on_the_node_left(dtrain_cli, configs, tmp_path, slu
     state, code = slurm.wait(job, timeout=120)
     log = (out_dir / f"slurm-{job}.out").read_text()
     assert (state, code) == ("COMPLETED", "0:0"), log
-    assert "world: 4 ranks on nodes ['node1', 'node2']" in log
-    assert re.search(r"dtrain launch: node node2 lost \(rank [23] killed by SIGKILL\); "
+    line = re.search(r"dtrain launch: node node2 lost \(rank [23] killed by SIGKILL\); "
                      r"restarting on 2 ranks \(was 4\), resuming from step 10 \(restart 1 of "
-                     r"1\)", log), log
-    second = log.split("world: 2 ranks on nodes ['node1']")[1]
+                     r"1\)\n", log)
+    assert line, log
+    first, second = log.split(line.group(0))
+    assert "world: 4 ranks on nodes ['node1', 'node2']" in first
+    assert "world: 2 ranks on nodes ['node1']" in second
     assert "resumed from step 10 of 30" in second and "summary: completed; 30/30" in second
     steps = _train_steps(out_dir / f"slurm-{job}")
     assert steps == sorted(set(steps)) and steps[-1] == 30
@@ -251,3 +254,17 @@ def test_a_node_slurm_drains_is_left_out_of_the_restart(slurm, tmp_path):
     second = sorted(line for line in proc.stdout.splitlines() if " world 2 " in line)
     assert first == [f"[rank {r}] world 4 on node{1 + r // 2}" for r in range(4)]
     assert second == [f"[rank {r}] world 2 on node1" for r in range(2)]
+
+
+def test_a_stop_signal_still_ends_an_elastic_job_for_good(tmp_path):
+    script = tmp_path / "sleepy.py"
+    script.write_text("import time\nprint('up', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dtrain.launcher", "launch", "--nnodes", "1:2",
+                             "--max-restarts", "3", str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    up = [proc.stdout.readline() for _ in range(2)]        # both ranks are running
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert sorted(up) == ["[rank 0] up\n", "[rank 1] up\n"]
+    assert proc.returncode == 143 and "stopped by SIGTERM; every rank was stopped" in err
+    assert "restarting" not in err and "up" not in out
