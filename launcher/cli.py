@@ -6,7 +6,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from dtrain.launcher import checks, rundir
+from dtrain.launcher import checks, elastic, rundir
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import export as export_cmd
 from dtrain.launcher.exit_codes import MEANING, SIGNAL_MEANING, ExitCode
@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   dtrain launch configs/digits_mlp.yaml trainer.epochs=5 distributed.nproc_per_node=2
   dtrain launch --nproc-per-node 2 train.py --lr 0.1         your own script on 2 ranks
   dtrain launch configs/digits_mlp.yaml --dry-run            print the mpiexec command
+  dtrain launch --nnodes 1:2 --nproc-per-node 2 --max-restarts 3 configs/digits_mlp.yaml
+                                                             go on on 1 node if one is lost
   dtrain config configs/digits_mlp.yaml data.batch_size=32   print the resolved config
   dtrain slurm configs/cifar10_resnet20.yaml --dry-run       print the sbatch script
   dtrain plot runs/digits_mlp                                curves of the newest run, PNG
@@ -68,7 +70,10 @@ def _launch_options():
     opts = argparse.ArgumentParser(add_help=False)
     opts.add_argument("--nproc-per-node", type=int, default=None,
                       help="ranks per node (default: the config's, or 1)")
-    opts.add_argument("--nnodes", type=int, default=None, help="number of nodes")
+    opts.add_argument("--nnodes", type=elastic.parse_nnodes, default=None, metavar="N|MIN:MAX",
+                      help="number of nodes; MIN:MAX: elastic, with --max-restarts a failed "
+                           "job restarts on the nodes left while >= MIN (without a hostfile "
+                           "or Slurm, nodes are emulated on this machine)")
     opts.add_argument("--hostfile", default=None, help="MPI hostfile (one host per line)")
     opts.add_argument("--max-restarts", type=int, default=None,
                       help="start a failed job again up to R times (resumes from checkpoints)")
@@ -114,6 +119,11 @@ def build_parser():
     slurm.add_argument("config")
     slurm.add_argument("overrides", nargs="*")
     slurm.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+    slurm.add_argument("--nnodes", type=elastic.parse_nnodes, default=None, metavar="N|MIN:MAX",
+                       help="nodes to ask for (default: slurm.nodes); MIN:MAX: MAX nodes, and "
+                            "the job goes on on >= MIN when nodes fail (with --max-restarts)")
+    slurm.add_argument("--max-restarts", type=int, default=None,
+                       help="dtrain launch's --max-restarts inside the job")
 
     plot = sub.add_parser("plot", help="draw loss/accuracy curves of a run to PNG",
                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,13 +171,13 @@ def _cli_overrides(args):
     run records is the one it ran with)."""
     pairs = (("nproc_per_node", "distributed.nproc_per_node"), ("nnodes", "distributed.nnodes"),
              ("hostfile", "distributed.hostfile"))
-    return [f"{key}={getattr(args, opt)}" for opt, key in pairs if getattr(args, opt) is not None]
+    values = {**vars(args), "nnodes": args.nnodes and args.nnodes[1]}  # MIN:MAX runs MAX
+    return [f"{key}={values[opt]}" for opt, key in pairs if values[opt] is not None]
 
 
 def _check_counts(args):
     """The launch options' values (argparse checks only their types)."""
-    limits = (("nproc_per_node", 1, ">= 1"), ("nnodes", 1, ">= 1"),
-              ("grace_period", 0, ">= 0 seconds"))
+    limits = (("nproc_per_node", 1, ">= 1"), ("grace_period", 0, ">= 0 seconds"))
     for opt, low, what in limits:
         value = getattr(args, opt)
         if value is not None and not value >= low:  # NaN too
@@ -211,8 +221,14 @@ def _launch_config(args):
     rundir.link_latest(plan.run_dir)
     print(f"dtrain launch: run directory {plan.run_dir} ("
           f"{'continuing it' if plan.continuing else 'a new run'})", flush=True)
-    return run.launch(_spec(cfg, args, plan.run_dir / "config.yaml", plan.run_id),
+    spec = _spec(cfg, args, plan.run_dir / "config.yaml", plan.run_id)
+    return run.launch(dataclasses.replace(spec, run_dir=str(plan.run_dir)),
                       max_restarts=args.max_restarts or 0)
+
+
+def _min_nnodes(args):
+    """MIN of `--nnodes MIN:MAX` (None: a fixed number of nodes)."""
+    return args.nnodes[0] if args.nnodes else None
 
 
 def _spec(cfg, args, config_path, run_id):
@@ -222,7 +238,7 @@ def _spec(cfg, args, config_path, run_id):
     return run.JobSpec(["trainer", str(config_path)], nproc_per_node=dist.nproc_per_node,
                        nnodes=dist.nnodes, hostfile=dist.hostfile, mpiexec=dist.mpiexec,
                        launcher=dist.launcher, rank0_only=args.rank0_only,
-                       grace_period=args.grace_period,
+                       grace_period=args.grace_period, min_nnodes=_min_nnodes(args),
                        env={rundir.RUN_ID_ENV: run_id} if run_id else {})
 
 
@@ -253,8 +269,9 @@ def cmd_launch(args):
         sys.stderr.write(f"dtrain launch: no such script or config: {args.target}\n")
         return ExitCode.USAGE
     spec = run.JobSpec([args.target, *args.rest], nproc_per_node=args.nproc_per_node or 1,
-                       nnodes=args.nnodes or 1, hostfile=args.hostfile,
-                       rank0_only=args.rank0_only, grace_period=args.grace_period)
+                       nnodes=args.nnodes[1] if args.nnodes else 1, hostfile=args.hostfile,
+                       rank0_only=args.rank0_only, grace_period=args.grace_period,
+                       min_nnodes=_min_nnodes(args))
     if args.dry_run:
         print(run.dry_run_text(spec))
         return ExitCode.OK
@@ -279,7 +296,8 @@ def cmd_slurm(args):
             checks.check_paths(cfg, where)
     except cfgmod.ConfigError as err:
         return _config_error(err)
-    return slurm.submit(cfg.to_dict(), dry_run=args.dry_run)
+    return slurm.submit(cfg.to_dict(), dry_run=args.dry_run, nnodes=args.nnodes,
+                        max_restarts=args.max_restarts)
 
 
 def cmd_plot(args):

@@ -16,6 +16,9 @@ _SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
 _LOCAL_RANK = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 _LOCAL_SIZE = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 _MPIEXEC_MARKERS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_RANK")
+# Set by `dtrain launch` when it emulates several nodes on one machine (launcher/elastic.py):
+# the emulated node names, comma-separated; node k holds the k-th block of ranks.
+EMULATED_NODES = "DTRAIN_EMULATED_NODES"
 
 # What torchrun (and launchers that imitate it) export to each worker.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK",
@@ -41,11 +44,18 @@ def identity():
         m in os.environ for m in _MPIEXEC_MARKERS)
     # mpiexec places the ranks in blocks of local_world per node (-ppn)
     node_rank = int(os.environ["SLURM_NODEID"]) if srun_started else rank // max(local_world, 1)
+    emulated = os.environ.get(EMULATED_NODES)
+    if emulated:  # LOCAL_RANK stays the host's: it picks the device
+        node_rank = rank * len(emulated.split(",")) // world
     return rank, world, local_rank, local_world, node_rank
 
 
 def node_name():
-    """This node's name as the launcher reports it: Slurm's node name, else the host name."""
+    """This node's name as the launcher reports it: the emulated node's, Slurm's node name,
+    else the host name."""
+    emulated = os.environ.get(EMULATED_NODES)
+    if emulated:
+        return emulated.split(",")[identity()[4]]
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 

@@ -1,7 +1,9 @@
 """Start the ranks of a job (mpiexec locally or with a hostfile, srun inside a Slurm
 allocation), watch them, stop the whole job when one fails or when `dtrain launch` gets
 SIGTERM, SIGHUP, SIGINT or SIGUSR2 (Slurm's warning before the time limit: the job is then
-requeued), and report how it ended with a stable exit code (launcher/exit_codes.py)."""
+requeued), and report how it ended with a stable exit code (launcher/exit_codes.py).
+`--max-restarts` starts a failed job again, on fewer nodes when `--nnodes MIN:MAX` allows it
+(launcher/elastic.py)."""
 import os
 import shlex
 import shutil
@@ -12,15 +14,19 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dtrain.launcher import records
+from dtrain.launcher import elastic, records
 from dtrain.launcher.exit_codes import MEANING, ExitCode, for_signal, job_code
-from dtrain.launcher.hostlist import expand
-from dtrain.launcher.identity import stale_variables
+from dtrain.launcher.identity import EMULATED_NODES, stale_variables
 
 DEFAULT_GRACE_S = 10.0
+# After a rank failed, the others are (or soon will be) blocked in a collective that rank
+# never joins: no checkpoint can be agreed on, so they get this long (at most the grace
+# period) before SIGKILL. Hydra ends them at once on one machine, but not under
+# `-bootstrap slurm`, where a failed node's peers waited out the whole grace period (115 s).
+FAILED_RANK_GRACE_S = 5.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)
 
 
@@ -38,10 +44,25 @@ class JobSpec:
     env: dict = field(default_factory=dict)
     # seconds the ranks get to stop (a checkpoint, say) before SIGKILL; None: DEFAULT_GRACE_S
     grace_period: float | None = None
+    min_nnodes: int | None = None  # elastic (--nnodes MIN:MAX): restart on >= MIN nodes
+    nodes: tuple | None = None  # the nodes to run on (an elastic restart's); None: nnodes
+    run_dir: str | None = None  # the trainer's run folder (to say where a restart resumes)
 
     def __post_init__(self):
         if self.grace_period is None:
             self.grace_period = DEFAULT_GRACE_S
+
+    def node_names(self):
+        """The nodes this job runs on (launcher/elastic.py says how they are named)."""
+        if self.nodes is not None:
+            return self.nodes
+        slurm = os.environ["SLURM_JOB_NODELIST"] if in_slurm_allocation() else None
+        return elastic.initial_nodes(self.nnodes, self.hostfile, slurm)
+
+    def emulated(self):
+        """Several nodes emulated on this machine (no hostfile, no Slurm allocation)."""
+        return not (in_slurm_allocation() or self.hostfile) and (
+            self.nodes is not None or self.nnodes > 1)
 
 
 def in_slurm_allocation():
@@ -71,15 +92,18 @@ def command(spec):
     mpich wheel and Slurm 22.05's pmi2 plugin, srun jobs intermittently failed here with
     corrupted PMI2 requests ("value not properly terminated"); hydra's PMI did not."""
     rank_cmd = [sys.executable, "-m", "dtrain.launcher.rank", *spec.target]
-    ntasks = spec.nproc_per_node * spec.nnodes
+    nnodes = len(spec.nodes) if spec.nodes is not None else spec.nnodes
+    ntasks = spec.nproc_per_node * nnodes
     if in_slurm_allocation() and spec.launcher == "srun":
-        return ["srun", "--mpi=pmi2", f"--ntasks={ntasks}",
+        where = [f"--nodes={nnodes}", f"--nodelist={','.join(spec.nodes)}"] if spec.nodes \
+            else []
+        return ["srun", "--mpi=pmi2", *where, f"--ntasks={ntasks}",
                 f"--ntasks-per-node={spec.nproc_per_node}", "--kill-on-bad-exit=1", *rank_cmd]
     cmd = [find_mpiexec(spec.mpiexec), "-n", str(ntasks)]
-    if in_slurm_allocation():
-        hosts = expand(os.environ["SLURM_JOB_NODELIST"])[:spec.nnodes]
-        cmd += ["-bootstrap", "slurm", "-hosts", ",".join(hosts), "-ppn",
-                str(spec.nproc_per_node)]
+    if in_slurm_allocation() or (spec.hostfile and spec.nodes is not None):
+        if in_slurm_allocation():
+            cmd += ["-bootstrap", "slurm"]
+        cmd += ["-hosts", ",".join(spec.node_names()), "-ppn", str(spec.nproc_per_node)]
     elif spec.hostfile:
         cmd += ["-f", spec.hostfile, "-ppn", str(spec.nproc_per_node)]
     return cmd + rank_cmd
@@ -90,6 +114,8 @@ def environment(spec, run_id, control_dir):
            "PYTHONUNBUFFERED": "1", **spec.env}
     if spec.rank0_only:
         env["DTRAIN_RANK0_ONLY"] = "1"
+    if spec.emulated():
+        env[EMULATED_NODES] = ",".join(spec.node_names())
     return env
 
 
@@ -236,8 +262,9 @@ def _requeue(out):
 
 def run_job(spec, stop, out=sys.stderr):
     """Run the job once, stopping it on a rank's failure or a signal noted in `stop`; returns
-    its exit code: 128+N when signal N stopped it, else `job_code` of the ranks that failed,
-    root cause first (1 also when mpiexec failed with no rank to blame)."""
+    its exit code and the records of the ranks that failed, root cause first. The code is
+    128+N when signal N stopped it, else `job_code` of the failed ranks (1 also when mpiexec
+    failed with no rank to blame)."""
     run_id = os.environ.get("DTRAIN_RUN_ID") or uuid.uuid4().hex[:12]
     control_dir = tempfile.mkdtemp(prefix="dtrain-control-")
     try:
@@ -250,7 +277,9 @@ def run_job(spec, stop, out=sys.stderr):
                 # a failed rank's peers would wait for it forever: stop them too
                 stopped_by = stop.signals[0] if stop.signals else None
                 _deliver(proc, spec, stopped_by or signal.SIGTERM)
-                deadline, asked = time.monotonic() + spec.grace_period, len(stop.signals)
+                grace = spec.grace_period if stopped_by else min(spec.grace_period,
+                                                                 FAILED_RANK_GRACE_S)
+                deadline, asked = time.monotonic() + grace, len(stop.signals)
             elif deadline is not None and (time.monotonic() >= deadline or
                                            len(stop.signals) > asked):  # asked again: now
                 killed = _kill(proc, control_dir)
@@ -262,7 +291,7 @@ def run_job(spec, stop, out=sys.stderr):
         out.write(_stopped(stopped_by, killed, spec.grace_period) + "\n")
         if stopped_by == signal.SIGUSR2 and in_slurm_allocation():
             _requeue(out)
-        return for_signal(stopped_by)
+        return for_signal(stopped_by), []
     failed = [r for r in ended if r.failed]
     if failed:
         code = job_code([r.code for r in failed])
@@ -275,18 +304,46 @@ def run_job(spec, stop, out=sys.stderr):
     else:
         code = ExitCode.OK
     out.flush()
-    return code
+    return code, failed
 
 
 def launch(spec, max_restarts=0, out=sys.stderr):
     """Run the job, starting it again up to `max_restarts` times after a failure (the
-    trainer resumes from its newest complete checkpoint); a stop signal ends it for good."""
+    trainer resumes from its newest complete checkpoint): on the same nodes, or, when
+    `spec.min_nnodes` is set, on those not lost, while at least that many remain. A stop
+    signal ends it for good."""
+    if spec.min_nnodes is not None:  # elastic: on the nodes there are now (MIN..MAX)
+        spec = replace(spec, nodes=spec.node_names())
+        if len(spec.nodes) < spec.min_nnodes:
+            out.write(f"dtrain launch: only {len(spec.nodes)} node(s) to start on "
+                      f"({', '.join(spec.nodes)}), fewer than --nnodes MIN={spec.min_nnodes}\n")
+            return ExitCode.USAGE
     with StopRequests() as stop:
-        for attempt in range(max_restarts + 1):
-            if attempt:
-                out.write(f"dtrain launch: restarting the job (restart {attempt} of "
+        for restart in range(1, max_restarts + 2):
+            code, failed = run_job(spec, stop, out)
+            if code == ExitCode.OK or stop.signals or restart > max_restarts:
+                break
+            if spec.min_nnodes is None:
+                out.write(f"dtrain launch: restarting the job (restart {restart} of "
                           f"{max_restarts})\n")
-            code = run_job(spec, stop, out)
-            if code == ExitCode.OK or stop.signals:
+                continue
+            spec, line = _shrink(spec, failed, restart, max_restarts)
+            out.write(line + "\n")
+            out.flush()
+            if spec is None:
                 break
     return code
+
+
+def _shrink(spec, failed, restart, max_restarts):
+    """The spec of an elastic restart on the nodes not lost, and the line that says so; None
+    and the final error when fewer than spec.min_nnodes remain."""
+    nodes = spec.node_names()
+    lost = elastic.lost_nodes(failed, nodes, spec.nproc_per_node, in_slurm_allocation())
+    left = tuple(n for n in nodes if n not in lost)
+    if len(left) < spec.min_nnodes:
+        return None, elastic.too_few_line(lost, left, spec.min_nnodes)
+    ppn = spec.nproc_per_node
+    line = elastic.restart_line(lost, failed, ppn * len(nodes), ppn * len(left), spec.run_dir,
+                                restart, max_restarts)
+    return replace(spec, nodes=left), line

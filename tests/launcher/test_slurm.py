@@ -1,9 +1,8 @@
 """`dtrain slurm`: the generated sbatch script, and real jobs on the two-node test cluster
-(../shared/slurm/local-cluster.sh, started by .ci/run); skipped where Slurm is absent."""
+(the `slurm` fixture, conftest.py); skipped where Slurm is absent."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -71,35 +70,6 @@ def test_launch_command_inside_an_allocation(dtrain_cli, configs):
     assert "srun --mpi=pmi2 --ntasks=4 --ntasks-per-node=2 --kill-on-bad-exit=1 " in proc.stdout
 
 
-def _cluster_up():
-    if shutil.which("sinfo") is None:
-        return False
-    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True,
-                         timeout=20)
-    return out.returncode == 0 and out.stdout.count("idle") + out.stdout.count("mix") >= 2
-
-
-slurm_cluster = pytest.mark.skipif(not _cluster_up(), reason="no Slurm cluster with 2 idle nodes"
-                                   " (start ../shared/slurm/local-cluster.sh as root)")
-
-
-def _job(job):
-    return subprocess.run(["scontrol", "show", "job", job], capture_output=True,
-                          text=True).stdout
-
-
-def _wait(job, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = _job(job)
-        state = re.search(r"JobState=(\w+)", out).group(1)
-        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-            return state, re.search(r"ExitCode=(\S+)", out).group(1)
-        time.sleep(1)
-    subprocess.run(["scancel", job])
-    raise AssertionError(f"job {job} did not finish in {timeout} s")
-
-
 def _submit(dtrain_cli, configs, out_dir, *overrides, env=None):
     """Submit digits_mlp on the two nodes; returns the job id (its run directory is
     out_dir/slurm-<id>, its log out_dir/slurm-<id>.out)."""
@@ -112,11 +82,10 @@ def _submit(dtrain_cli, configs, out_dir, *overrides, env=None):
     return job
 
 
-@slurm_cluster
-def test_slurm_job_runs_one_mpi_world_over_two_nodes(dtrain_cli, configs, tmp_path):
+def test_slurm_job_runs_one_mpi_world_over_two_nodes(dtrain_cli, configs, tmp_path, slurm):
     out_dir = tmp_path / "run"
     job = _submit(dtrain_cli, configs, out_dir)
-    state, code = _wait(job)
+    state, code = slurm.wait(job)
     log = (out_dir / f"slurm-{job}.out").read_text()
     assert (state, code) == ("COMPLETED", "0:0"), log
     assert "world: 2 ranks on nodes ['node1', 'node2']" in log
@@ -124,13 +93,12 @@ def test_slurm_job_runs_one_mpi_world_over_two_nodes(dtrain_cli, configs, tmp_pa
     assert [r for r in records if r["split"] == "test"][-1]["accuracy"] >= 0.95
 
 
-@slurm_cluster
-def test_failing_slurm_job_reports_its_failure(dtrain_cli, configs, tmp_path):
+def test_failing_slurm_job_reports_its_failure(dtrain_cli, configs, tmp_path, slurm):
     (tmp_path / "broken.py").write_text("def build():\n    raise ValueError('no such model')\n")
     out_dir = tmp_path / "run"
     job = _submit(dtrain_cli, configs, out_dir, "model.name=null", "model.target=broken:build",
                   "model.args={}", env={"PYTHONPATH": str(tmp_path)})
-    state, code = _wait(job)
+    state, code = slurm.wait(job)
     log = (out_dir / f"slurm-{job}.out").read_text()
     assert state == "FAILED" and code != "0:0", log
     assert "Root cause: rank" in log and "ValueError: no such model" in log
@@ -141,11 +109,11 @@ def _nodes_idle():
     return set(out.stdout.split()) == {"idle"}
 
 
-def _start_requeued_now(job, timeout=150):
+def _start_requeued_now(job, show, timeout=150):
     """Slurm holds a requeued job for ~2 min (EligibleTime); make it eligible at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = _job(job)
+        out = show(job)
         if "Restarts=1" in out and "JobState=PENDING" in out and _nodes_idle():
             # the first run's job credential must be gone first, or slurmctld kills the new
             # start ("Job credential revoked", seen here when it was started at once)
@@ -157,9 +125,9 @@ def _start_requeued_now(job, timeout=150):
     raise AssertionError(f"job {job} was not requeued in {timeout} s")
 
 
-@slurm_cluster
 @pytest.mark.parametrize("launcher", ["mpiexec", "srun"])
-def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_path, launcher):
+def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_path, launcher,
+                                                     slurm):
     out_dir = tmp_path / "run"
     # signal_before_s=10: no time-limit USR2 of Slurm's own within this test
     job = _submit(dtrain_cli, configs, out_dir, "trainer.epochs=60",
@@ -172,11 +140,11 @@ def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_p
     # what --signal=B:USR2@T does before the time limit: USR2 to the batch shell, that is
     # to `dtrain launch` (exec'd by it)
     subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)
-    _start_requeued_now(job)
-    state, code = _wait(job)
+    _start_requeued_now(job, slurm.show)
+    state, code = slurm.wait(job)
     log = (out_dir / f"slurm-{job}.out").read_text()       # both runs: --open-mode=append
     assert (state, code) == ("COMPLETED", "0:0"), log
-    assert "Restarts=1" in _job(job), log
+    assert "Restarts=1" in slurm.show(job), log
     first, second = log.split(f"run directory {run_dir} (continuing it)")
     step = int(re.search(r"resumed from step (\d+) of 1380", second).group(1))
     # the ranks' stop request: SIGTERM through mpiexec, SIGUSR2 through srun
@@ -191,8 +159,7 @@ def test_preempted_job_requeues_and_continues_its_run(dtrain_cli, configs, tmp_p
         [f"slurm-{job}", next(out_dir.glob("submit-*")).name]
 
 
-@slurm_cluster
-def test_doctor_inside_an_allocation_runs_a_rank_on_each_node(tmp_path):
+def test_doctor_inside_an_allocation_runs_a_rank_on_each_node(tmp_path, slurm):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KMP_")}  # see dtrain_cli
     proc = subprocess.run(["salloc", "-N", "2", "--ntasks-per-node=1", "-t", "00:03:00",
                            sys.executable, "-m", "dtrain.launcher", "doctor", "--json"],
