@@ -355,7 +355,7 @@ def forward_backward(job, micro_batches, count, loss_fn):
     (gradients accumulated locally, reduced across ranks on the last). `loss_fn` sums; each
     sample's loss is weighted world/count, so that the ranks' averaged gradient is the mean
     over the step's `count` samples however they were split; a padding micro-batch (real:
-    False) weighs 0. Returns this rank's mean loss."""
+    False) weighs 0. Returns this rank's mean loss (0 on a rank that only padded)."""
     device, amp = job.world.device, job.cfg.trainer.amp
     job.optimizer.zero_grad()
     total, samples = 0.0, 0
@@ -373,7 +373,7 @@ def forward_backward(job, micro_batches, count, loss_fn):
             total += loss.item()
             samples += y.numel()
     strategy.reduce_gradients(job.optimizer)
-    return total / samples
+    return total / samples if samples else 0.0
 
 
 def grad_norm(job):
