@@ -227,30 +227,27 @@ def _reshard_batch(job, data, saved_cfg, log):
     global batch: the checkpoint's global batch kept (trainer.elastic_batch=global, unless
     the config changed data.batch_size or trainer.grad_accum_steps), or the config's per-rank
     batch (per_rank); said in the log."""
-    tcfg = job.cfg.trainer
+    head = f"resume: world size {data['world_size']} -> {job.world.size}: "
+    target = data["global_batch"]
     was = ((saved_cfg.get("data") or {}).get("batch_size"),
            (saved_cfg.get("trainer") or {}).get("grad_accum_steps"))
-    target = data["global_batch"]
-    why = ""
-    if tcfg.elastic_batch == "per_rank":
-        why = " (trainer.elastic_batch=per_rank)"
-    elif was != (job.batch_size, job.accum):
-        why = " (data.batch_size or trainer.grad_accum_steps changed)"
-    else:
-        job.batch_size, job.accum = split_global_batch(target, job.world.size, job.batch_size,
-                                                       job.accum)
+    if job.cfg.trainer.elastic_batch == "per_rank":
+        log(head + f"per-rank batch {job.batch_size} kept (trainer.elastic_batch=per_rank): "
+            f"global batch {target} -> {job.global_batch}")
+        return
+    if was != (job.batch_size, job.accum):
+        log(head + f"global batch {target} -> {job.global_batch} (data.batch_size or "
+            "trainer.grad_accum_steps changed)")
+        return
+    job.batch_size, job.accum = split_global_batch(target, job.world.size, job.batch_size,
+                                                   job.accum)
     changes = [f"{what} {a} -> {b}" for what, a, b in [
         ("per-rank batch", data["batch_size"], job.batch_size),
         ("gradient accumulation", data["accum"], job.accum)] if a != b]
-    changes = changes or [f"per-rank batch {job.batch_size}"]
-    if job.global_batch == target:
-        outcome = f"global {target} kept"
-    else:
-        outcome = f"global {target} -> {job.global_batch}{why}"
-        if not why:
-            outcome += f": {target} does not split evenly over {job.world.size} ranks"
-    log(f"resume: world size {data['world_size']} -> {job.world.size}: "
-        f"{', '.join(changes)} ({outcome})")
+    changes = ", ".join(changes) or f"per-rank batch {job.batch_size}"
+    kept = "kept" if job.global_batch == target else \
+        f"-> {job.global_batch}: it does not split evenly over {job.world.size} ranks"
+    log(head + f"{changes} (global {target} {kept})")
 
 
 def split_global_batch(target, world, batch_size, accum):
@@ -276,8 +273,8 @@ def _restore_rng(job, states, log):
         dt.set_rng_state(states[job.world.rank])
         return
     dt.manual_seed(rng_seed(job.cfg.experiment.seed, job.step, job.world.rank))
-    log(f"resume: RNG streams of {job.world.size} ranks derived from (seed "
-        f"{job.cfg.experiment.seed}, step {job.step}, rank)")
+    log(f"resume: each rank's RNG streams derived from (seed {job.cfg.experiment.seed}, "
+        f"step {job.step}, rank)")
 
 
 def _same(saved_cfg, cfg, section):

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import dtrain as dt
-from dtrain.launcher.trainer import rng_seed, split_global_batch
+from dtrain.launcher import config as cfgmod
+from dtrain.launcher import trainer
+from dtrain.launcher.trainer import World, rng_seed, split_global_batch
 
 MODEL = """
 import dtrain as dt
@@ -93,7 +95,7 @@ def test_resume_on_other_world_sizes_continues_the_same_samples_and_weights(laun
     assert "resume: world size 4 -> 2: per-rank batch 3 -> 6 (global 12 kept)" in log42
     assert "resume: world size 3 -> 1: per-rank batch 4 -> 6, gradient accumulation 1 -> 2 " \
            "(global 12 kept)" in log31
-    assert "resume: RNG streams of 3 ranks derived from (seed 3, step 3, rank)" in log23
+    assert "resume: each rank's RNG streams derived from (seed 3, step 3, rank)" in log23
     assert "resume:" not in log22 and "resumed from step 3 of 8" in log22
 
     reference = steps(one)
@@ -134,3 +136,27 @@ def test_split_global_batch(target, world, batch, accum, expected):
 def test_rng_seed_is_a_function_of_seed_step_and_rank():
     seeds = {rng_seed(s, t, r) for s in (0, 1) for t in (3, 6) for r in range(4)}
     assert len(seeds) == 16 and rng_seed(0, 3, 1) == rng_seed(0, 3, 1)
+
+
+def test_per_rank_batch_kept_on_request(tmp_path):
+    """trainer.elastic_batch=per_rank: a 4-rank checkpoint (global batch 24, one step done)
+    resumed on 1 rank keeps data.batch_size; the epoch goes on from sample 24 in steps of
+    6, and an epochs-long run's total follows (1 + 5 + 9 steps)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG.replace('target: "f64model:build"', "name: mlp"))
+    cfg, _ = cfgmod.load_config(path, ["data.batch_size=6", "~trainer.max_steps",
+                                       "+trainer.epochs=2", "trainer.elastic_batch=per_rank"])
+    job = trainer.build(cfg, World(0, 1, dt.device("cpu")), tmp_path)
+    state = trainer.state_of(job)
+    state["step"], state["rng"] = 1, state["rng"] * 4
+    state["data"].update(world_size=4, global_batch=24, start=24)
+    logs = []
+    trainer.resume(job, state, logs.append)
+    assert logs == ["resume: world size 4 -> 1: per-rank batch 6 kept (trainer.elastic_batch="
+                    "per_rank): global batch 24 -> 6",
+                    "resume: each rank's RNG streams derived from (seed 3, step 1, rank)"]
+    assert (job.global_batch, job.steps_per_epoch, job.total) == (6, 9, 15)
+    assert [count for _, count in trainer.epoch_steps(job)] == [6, 6, 6, 6, 2]
+    with pytest.raises(cfgmod.ConfigError, match="trainer.elastic_batch: 'all' must be one of "
+                                                 r"\['global', 'per_rank'\]"):
+        cfgmod.load_config(path, ["trainer.elastic_batch=all"])
