@@ -33,7 +33,6 @@ import dtrain as dt
 from dtrain import distributed as dist
 from dtrain import nn
 from dtrain.data import DataLoader, ResumableDistributedSampler, random_split
-from dtrain.data.sampler import Sampler
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import registry, strategy
 from dtrain.launcher.exit_codes import ExitCode
@@ -48,21 +47,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)
 
 class UsageError(Exception):
     """A problem of the config or the machine found as the run starts (exit code 2)."""
-
-
-# -- samplers ------------------------------------------------------------------------------------
-class _Shard(Sampler):
-    """Indices rank, rank + world, ...: every sample exactly once over the ranks (no
-    padding, unlike DistributedSampler), for evaluation."""
-
-    def __init__(self, n, rank, world):
-        self.indices = range(rank, n, world)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
 
 
 # -- what build() makes -------------------------------------------------------------------------
@@ -405,7 +389,8 @@ def evaluate(job, dataset, loss_fn):
     model.eval()
     batch_size = job.cfg.data.eval_batch_size or job.cfg.data.batch_size
     loader = DataLoader(dataset, batch_size=batch_size,
-                        sampler=_Shard(len(dataset), world.rank, world.size))
+                        sampler=ResumableDistributedSampler(dataset, world.size, world.rank,
+                                                            shuffle=False))  # no padding
     batches = loader
     if strategy.sharded(job.cfg, world):  # each forward gathers parameters on every rank
         batches = _even(loader, dataset, math.ceil(len(range(0, len(dataset), world.size)) /
