@@ -505,13 +505,9 @@ def fit(job, flags, metrics, progress, log):
                 metrics.write(step=job.step, epoch=epoch, split="train", loss=loss,
                               grad_norm=norm, lr=job.optimizer.param_groups[0]["lr"],
                               samples_per_s=rate, elapsed_s=elapsed)
-            if stop or tcfg.checkpoint_every and job.step % tcfg.checkpoint_every == 0:
-                checkpoint = save_checkpoint(job, log) or checkpoint
-            if stop:
-                return _stopped(job, flags.signal, checkpoint, log)
             end_of_epoch = job.sampler.start == n
             due = job.step % tcfg.eval_every == 0 if tcfg.eval_every else end_of_epoch
-            if due or job.step == job.total:
+            if not stop and (due or job.step == job.total):
                 acc = _evaluate_and_record(job, loss_fn, metrics, epoch, start, log)
                 if tcfg.target_accuracy is not None and acc >= tcfg.target_accuracy:
                     log(f"target accuracy {tcfg.target_accuracy} reached at step {job.step} "
@@ -520,6 +516,11 @@ def fit(job, flags, metrics, progress, log):
             if end_of_epoch and job.scheduler is not None and \
                     job.cfg.scheduler.interval == "epoch" and not _plateau(job.scheduler):
                 job.scheduler.step()
+            # after the epoch's end (its scheduler step): a resume starts the next epoch
+            if stop or tcfg.checkpoint_every and job.step % tcfg.checkpoint_every == 0:
+                checkpoint = save_checkpoint(job, log) or checkpoint
+            if stop:
+                return _stopped(job, flags.signal, checkpoint, log)
             if end_of_epoch:
                 break
     return _finish(job, "completed", checkpoint, metrics, log)

@@ -1,8 +1,9 @@
 """Resuming a run on another world size (issue 15): real `dtrain launch` runs of a float64 MLP
-with Adam on 50 synthetic samples, global batch 12 (5 steps an epoch, the last of 2 samples:
-ranks 2 and 3 of a 3- or 4-rank run get none and pad). Checkpoints at steps 3 (mid-epoch 0)
-and 6 (mid-epoch 1) are resumed on other world sizes, under ddp and fsdp, chained:
-1 -> 4 -> 2, 2 -> 3 -> 1, and 2 -> 2; each run goes to step 8. Every step trains on the same
+with Adam and a learning rate halved each epoch on 50 synthetic samples, global batch 12 (5
+steps an epoch, the last of 2 samples: ranks 2 and 3 of a 3- or 4-rank run get none and pad).
+Checkpoints at steps 3 (mid-epoch 0), 5 (the end of epoch 0) and 6 (mid-epoch 1) are resumed
+on other world sizes, under ddp and fsdp, chained: 1 -> 4 -> 2, 2 -> 3 -> 1, and 2 -> 2;
+each run goes to step 8. Every step trains on the same
 12 samples as the uninterrupted 1-rank run, every index is seen exactly once in epoch 0
 across the interruptions, the weights equal that run's to 1e-10, and 2 -> 2 equals the
 uninterrupted 2-rank run bit for bit."""
@@ -41,6 +42,7 @@ experiment: {name: reshard, seed: 3}
 model: {target: "f64model:build"}
 data: {dataset: synthetic, args: {num_samples: 50, shape: [4], num_classes: 3}}
 optimizer: {name: adam, lr: 0.01}
+scheduler: {name: step, step_size: 1, gamma: 0.5}
 trainer: {max_steps: 8, checkpoint_every: 3, keep_last: 10, eval_every: 100, log_every: 1,
           progress: false, log_samples: true}
 """
@@ -51,10 +53,11 @@ def launch(dtrain_cli, tmp_path):
     (tmp_path / "f64model.py").write_text(MODEL)
     (tmp_path / "c.yaml").write_text(CONFIG)
 
-    def run(name, nproc, batch, strategy="ddp", resume=None):
+    def run(name, nproc, batch, strategy="ddp", resume=None, every=3):
         out = tmp_path / name
         args = [f"experiment.output_dir={out}", f"distributed.nproc_per_node={nproc}",
-                f"data.batch_size={batch}", f"distributed.strategy={strategy}"]
+                f"data.batch_size={batch}", f"distributed.strategy={strategy}",
+                f"trainer.checkpoint_every={every}"]
         if resume is not None:
             args.append(f"trainer.resume={resume}")
         path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
@@ -83,11 +86,11 @@ def steps(run):
 
 def test_resume_on_other_world_sizes_continues_the_same_samples_and_weights(launch):
     one, _ = launch("one", 1, 12)
-    two, _ = launch("two", 2, 6)
+    two, _ = launch("two", 2, 6, every=5)
     runs = {}
     runs["1-4"], log14 = launch("r14", 4, 12, "fsdp", checkpoint(one, 3))
-    runs["2-3"], log23 = launch("r23", 3, 6, "fsdp", checkpoint(two, 3))
-    runs["2-2"], log22 = launch("r22", 2, 6, "ddp", checkpoint(two, 3))
+    runs["2-3"], log23 = launch("r23", 3, 6, "fsdp", checkpoint(two, 5))
+    runs["2-2"], log22 = launch("r22", 2, 6, "ddp", checkpoint(two, 5))
     runs["4-2"], log42 = launch("r42", 2, 12, "ddp", checkpoint(runs["1-4"], 6))  # fsdp's
     runs["3-1"], log31 = launch("r31", 1, 6, "ddp", checkpoint(runs["2-3"], 6))
     assert "resume: world size 1 -> 4: per-rank batch 12 -> 3 (global 12 kept)" in log14
@@ -95,14 +98,14 @@ def test_resume_on_other_world_sizes_continues_the_same_samples_and_weights(laun
     assert "resume: world size 4 -> 2: per-rank batch 3 -> 6 (global 12 kept)" in log42
     assert "resume: world size 3 -> 1: per-rank batch 4 -> 6, gradient accumulation 1 -> 2 " \
            "(global 12 kept)" in log31
-    assert "resume: each rank's RNG streams derived from (seed 3, step 3, rank)" in log23
-    assert "resume:" not in log22 and "resumed from step 3 of 8" in log22
+    assert "resume: each rank's RNG streams derived from (seed 3, step 5, rank)" in log23
+    assert "resume:" not in log22 and "resumed from step 5 of 8" in log22
 
     reference = steps(one)
     assert len(reference) == 8 and [len(reference[s]) for s in range(1, 9)] == \
         [12, 12, 12, 12, 2, 12, 12, 12]
     assert sorted(i for s in range(1, 6) for i in reference[s]) == list(range(50))
-    parents = {"1-4": (one, 3), "2-3": (two, 3), "2-2": (two, 3), "4-2": (runs["1-4"], 6),
+    parents = {"1-4": (one, 3), "2-3": (two, 5), "2-2": (two, 5), "4-2": (runs["1-4"], 6),
                "3-1": (runs["2-3"], 6)}
     for name, run in runs.items():
         history, (parent, at) = steps(run), parents[name]
