@@ -159,6 +159,13 @@ def test_per_rank_batch_kept_on_request(tmp_path):
                     "per_rank): global batch 24 -> 6",
                     "resume: each rank's RNG streams derived from (seed 3, step 1, rank)"]
     assert (job.global_batch, job.steps_per_epoch, job.total) == (6, 9, 15)
+    derived = dt.randn(3, generator=dt.Generator().manual_seed(rng_seed(3, 1, 0)))
+    np.testing.assert_array_equal(dt.randn(3).numpy(), derived.numpy())
+    state["data"].update(world_size=1, global_batch=6)  # the same world: its own state back
+    state["rng"] = [dt.get_rng_state()]
+    expected = dt.randn(3).numpy()
+    trainer.resume(job, state, logs.append)
+    np.testing.assert_array_equal(dt.randn(3).numpy(), expected)
     assert [count for _, count in trainer.epoch_steps(job)] == [6, 6, 6, 6, 2]
     with pytest.raises(cfgmod.ConfigError, match="trainer.elastic_batch: 'all' must be one of "
                                                  r"\['global', 'per_rank'\]"):
