@@ -10,6 +10,6 @@ from dtrain.data.dataset import (ChainDataset, ConcatDataset, Dataset,  # noqa: 
                                  IterableDataset, StackDataset, Subset, TensorDataset,
                                  random_split)
 from dtrain.data.sampler import (BatchSampler, DistributedSampler, RandomSampler,  # noqa: F401
-                                 Sampler, SequentialSampler, SubsetRandomSampler,
-                                 WeightedRandomSampler)
+                                 ResumableDistributedSampler, Sampler, SequentialSampler,
+                                 SubsetRandomSampler, WeightedRandomSampler)
 from dtrain.data.worker import WorkerInfo, get_worker_info  # noqa: F401

@@ -228,13 +228,17 @@ class DistributedSampler(Sampler):
         self.shuffle = shuffle
         self.seed = seed
 
-    def __iter__(self):
+    def order(self):
+        """The epoch's global order of every index: a permutation seeded with `seed + epoch`
+        when `shuffle` (the same on every rank), else 0, 1, ..., n - 1."""
         n = len(self.dataset)
         if self.shuffle:
             g = rnd.Generator().manual_seed(self.seed + self.epoch)
-            indices = randperm(n, generator=g).tolist()
-        else:
-            indices = list(range(n))
+            return randperm(n, generator=g).tolist()
+        return list(range(n))
+
+    def __iter__(self):
+        indices = self.order()
         if self.drop_last:
             indices = indices[:self.total_size]
         else:
@@ -249,3 +253,65 @@ class DistributedSampler(Sampler):
     def set_epoch(self, epoch):
         """Make the next epoch's shuffle use seed `seed + epoch` (call before each epoch)."""
         self.epoch = epoch
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """A DistributedSampler whose position in the epoch is global, so that it resumes on any
+    number of ranks.
+
+    `start` counts the samples of the epoch's global order (`order()`) already consumed by
+    all ranks together; iterating deals the rest, `order()[start:]`, round robin to the
+    `num_replicas` ranks (rank r gets positions start + r, start + r + num_replicas, ...).
+    Ranks that consume their shares in lockstep, the same number of samples each per step,
+    consume a prefix of the global order: a consumer advances `start` by the samples all
+    ranks consumed (`advance`), and `state_dict()` (epoch, seed, start) taken on N ranks
+    and loaded on M continues the same order from the next unseen sample.
+
+    There is no padding: with `drop_last=False` every index is dealt exactly once per epoch
+    and the shares differ by at most one sample (the consumer evens out the last step);
+    with `drop_last=True` the last `len(rest) % num_replicas` indices are not dealt this
+    epoch, so that every share has the same length. `set_epoch` to another epoch starts
+    it at position 0.
+    """
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False):
+        super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last)
+        self.start = 0
+
+    def _rest(self):
+        """How many indices of the epoch are dealt from `start` on."""
+        rest = max(len(self.dataset) - self.start, 0)
+        return rest - rest % self.num_replicas if self.drop_last else rest
+
+    def __iter__(self):
+        end = self.start + self._rest()
+        return iter(self.order()[self.start + self.rank:end:self.num_replicas])
+
+    def __len__(self):
+        return len(range(self.rank, self._rest(), self.num_replicas))
+
+    def set_epoch(self, epoch):
+        """Make the next iteration deal epoch `epoch` (from position 0 if it is another
+        epoch than the current one, from `start` if it is the same)."""
+        if epoch != self.epoch:
+            self.start = 0
+        self.epoch = epoch
+
+    def advance(self, count):
+        """Record that all ranks together consumed `count` more samples of this epoch."""
+        if count < 0 or self.start + count > len(self.dataset):
+            raise ValueError(f"advance({count}) from position {self.start} goes outside the "
+                             f"epoch of {len(self.dataset)} samples")
+        self.start += count
+
+    def state_dict(self):
+        """The global data position: {"epoch", "seed", "start"}."""
+        return {"epoch": self.epoch, "seed": self.seed, "start": self.start}
+
+    def load_state_dict(self, state):
+        """Continue from a `state_dict()` taken on any number of ranks."""
+        if not 0 <= state["start"] <= len(self.dataset):
+            raise ValueError(f"position {state['start']} is outside an epoch of "
+                             f"{len(self.dataset)} samples (a checkpoint of another data set?)")
+        self.epoch, self.seed, self.start = state["epoch"], state["seed"], state["start"]

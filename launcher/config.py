@@ -313,6 +313,13 @@ class Trainer:
     activation_checkpointing: bool = key(bool, False, result=False,
                                          help="recompute each block's activations in "
                                               "backward instead of keeping them")
+    elastic_batch: str = key(str, "global", one_of("global", "per_rank"), result=False,
+                             help="on a resume with another world size: keep the global "
+                                  "batch (per-rank batch or grad_accum_steps adjusted) or "
+                                  "the per-rank batch (the global batch changes)")
+    log_samples: bool = key(bool, False, result=False,
+                            help="each rank appends the dataset indices it trains on, step "
+                                 "by step, to samples/rank<R>.jsonl in the run directory")
     progress: bool = key(bool, True, result=False)
     tensorboard: bool = key(bool, False, result=False,
                             help="also write loss, accuracy, lr, throughput and gradient norm "
@@ -334,8 +341,10 @@ SHARDED_STRATEGIES = ("zero2", "fsdp")  # parameters and gradients sharded
 @dataclass(frozen=True)
 class Distributed:
     backend: str | None = key((str, NONE), None, one_of("mpi", "nccl"), result=False)
-    nproc_per_node: int = key(int, 1, positive)
-    nnodes: int = key(int, 1, positive)
+    nproc_per_node: int = key(int, 1, positive, result=False,
+                              help="a resume on another world size keeps the global batch "
+                                   "(trainer.elastic_batch)")
+    nnodes: int = key(int, 1, positive, result=False)
     hostfile: str | None = key((str, NONE), None, result=False)
     bucket_cap_mb: float = key((int, float), 25, positive, result=False)
     timeout_s: float = key((int, float), 1800, positive, result=False)

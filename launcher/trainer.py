@@ -3,12 +3,21 @@ scheduler, DDP from the registries), `resume` (a checkpoint's full state),
 `forward_backward`, `evaluate` (every sample counted exactly once across ranks),
 `save_checkpoint`, and `fit`, the loop that orders them and decides when to stop.
 
+Each optimizer step trains on the next `global_batch` samples of the epoch's global order
+(`ResumableDistributedSampler`), dealt round robin to the ranks, and the loss is weighted so
+that the gradient is the mean over those samples whatever their split. The checkpoint holds
+that position globally (epoch, permutation seed, samples consumed) with the global batch and
+every rank's RNG state, so a run resumes on another world size: same sample order from the
+next unseen sample, global batch kept (`trainer.elastic_batch`), RNG streams derived from
+(seed, step, rank).
+
 Stops are agreed by all ranks at a step boundary with one all-reduce per step: a stop signal
 (SIGTERM/SIGINT from `dtrain launch`, SIGHUP, SIGUSR2 from Slurm before the time limit) ends
 the run with a checkpoint; a non-finite loss or gradient norm follows
 `trainer.on_nonfinite`. `main` returns an `ExitCode`.
 """
 import contextlib
+import json
 import math
 import os
 import signal
@@ -23,8 +32,7 @@ import numpy as np
 import dtrain as dt
 from dtrain import distributed as dist
 from dtrain import nn
-from dtrain.data import DataLoader, DistributedSampler, random_split
-from dtrain.data.sampler import Sampler
+from dtrain.data import DataLoader, ResumableDistributedSampler, random_split
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import registry, strategy
 from dtrain.launcher.exit_codes import ExitCode
@@ -41,36 +49,6 @@ class UsageError(Exception):
     """A problem of the config or the machine found as the run starts (exit code 2)."""
 
 
-# -- samplers ------------------------------------------------------------------------------------
-class _Resume(Sampler):
-    """A sampler's indices from position `skip` on (resuming in the middle of an epoch)."""
-
-    def __init__(self, sampler, skip):
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self):
-        for i, idx in enumerate(self.sampler):
-            if i >= self.skip:
-                yield idx
-
-    def __len__(self):
-        return max(len(self.sampler) - self.skip, 0)
-
-
-class _Shard(Sampler):
-    """Indices rank, rank + world, ...: every sample exactly once over the ranks (no
-    padding, unlike DistributedSampler), for evaluation."""
-
-    def __init__(self, n, rank, world):
-        self.indices = range(rank, n, world)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-
 # -- what build() makes -------------------------------------------------------------------------
 @dataclass
 class World:
@@ -84,6 +62,14 @@ class World:
         if self.size > 1:
             dist.all_reduce(t)
         return t.tolist()
+
+    def gather(self, obj):
+        """[obj of rank 0, obj of rank 1, ...] on every rank."""
+        if self.size == 1:
+            return [obj]
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
 
 
 @dataclass
@@ -102,13 +88,20 @@ class Job:
     val_ds: object  # None without data.val_split
     test_ds: object
     task: str
-    sampler: DistributedSampler
+    sampler: ResumableDistributedSampler  # holds the data position
+    batch_size: int  # per rank and micro-batch (data.batch_size unless a resume adjusted it)
+    accum: int  # micro-batches per step (trainer.grad_accum_steps, or adjusted)
     steps_per_epoch: int
     total: int
     step: int = 0
     saved_step: int | None = None  # the step of this run's newest checkpoint
     best: dict = field(default_factory=dict)  # the best evaluation: step, split, accuracy, loss
     last_eval: dict = field(default_factory=dict)
+
+    @property
+    def global_batch(self):
+        """Samples per optimizer step over all ranks."""
+        return self.world.size * self.batch_size * self.accum
 
     @property
     def eval_split(self):
@@ -148,32 +141,49 @@ def build(cfg, world, run_dir):
         scheduler = registry.lookup(registry.SCHEDULERS, cfg.scheduler.name)(
             optimizer, **cfg.scheduler.kwargs)
     scaler = dt.amp.GradScaler(world.device.type, enabled=tcfg.amp)
-    sampler = DistributedSampler(train_ds, world.size, world.rank, shuffle=True, seed=exp.seed)
-    batches = math.ceil(len(sampler) / data.batch_size)
-    steps_per_epoch = math.ceil(batches / tcfg.grad_accum_steps)
-    total = tcfg.max_steps or tcfg.epochs * steps_per_epoch
-    return Job(cfg, world, run_dir, model, wrapped, optimizer, scheduler, scaler, train_ds,
-               val_ds, test_ds, task, sampler, steps_per_epoch, total)
+    sampler = ResumableDistributedSampler(train_ds, world.size, world.rank, shuffle=True,
+                                          seed=exp.seed)
+    job = Job(cfg, world, run_dir, model, wrapped, optimizer, scheduler, scaler, train_ds,
+              val_ds, test_ds, task, sampler, data.batch_size, tcfg.grad_accum_steps, 0, 0)
+    _schedule(job)
+    return job
+
+
+def _schedule(job):
+    """Set steps_per_epoch and total from the global batch and the data position."""
+    n, tcfg = len(job.train_ds), job.cfg.trainer
+    job.steps_per_epoch = math.ceil(n / job.global_batch)
+    left = math.ceil((n - job.sampler.start) / job.global_batch)  # in this epoch
+    epochs_left = (tcfg.epochs or 0) - job.sampler.epoch - 1
+    job.total = tcfg.max_steps or job.step + left + epochs_left * job.steps_per_epoch
 
 
 # -- checkpoints -------------------------------------------------------------------------------
 def state_of(job):
     """The full training state of a job, as a checkpoint holds it, on rank 0 (None on the
-    others); every rank calls it (sharded state is gathered)."""
+    others); every rank calls it (sharded state and the RNG states are gathered). `data` is
+    the global data position with the global batch and world size it was reached with."""
+    rng = job.world.gather(dt.get_rng_state())
     model, optimizer = strategy.full_state(job.model, job.optimizer, job.world)
     if model is None:
         return None
+    data = {**job.sampler.state_dict(), "global_batch": job.global_batch,
+            "world_size": job.world.size, "batch_size": job.batch_size, "accum": job.accum}
     return {"model": model, "optimizer": optimizer,
             "scheduler": job.scheduler.state_dict() if job.scheduler is not None else None,
-            "scaler": job.scaler.state_dict(), "rng": dt.get_rng_state(), "step": job.step,
+            "scaler": job.scaler.state_dict(), "rng": rng, "data": data, "step": job.step,
             "best": job.best, "config": job.cfg.to_dict()}
 
 
 def resume(job, state, log=print):
-    """Continue from a checkpoint's state: weights, optimizer, scheduler, scaler, RNG, step.
-    An optimizer or scheduler that the config replaced (trainer.resume_allow_changes)
-    starts afresh instead of reading another class's state."""
+    """Continue from a checkpoint's state, written on any world size: weights, optimizer,
+    scheduler, scaler, step, the data position, the global batch and RNG streams. An
+    optimizer or scheduler that the config replaced (trainer.resume_allow_changes) starts
+    afresh instead of reading another class's state."""
     saved = state.get("config") or {}
+    if "data" not in state:
+        raise UsageError("the checkpoint has no data position (written by a dtrain before "
+                         "elastic resumes); start a fresh run")
     strategy.load_model(job.model, state["model"])
     if _same(saved, job.cfg, "optimizer"):
         strategy.load_optimizer(job.model, job.optimizer, state["optimizer"])
@@ -186,9 +196,69 @@ def resume(job, state, log=print):
         else:
             log("resume: the scheduler changed; it starts afresh")
     job.scaler.load_state_dict(state["scaler"])
-    dt.set_rng_state(state["rng"])
     job.step = state["step"]
     job.best = dict(state.get("best") or {})
+    data = state["data"]
+    job.sampler.load_state_dict(data)
+    if (data["world_size"], data["global_batch"]) != (job.world.size, job.global_batch):
+        _reshard_batch(job, data, saved, log)
+    _schedule(job)
+    _restore_rng(job, state["rng"], log)
+
+
+def _reshard_batch(job, data, saved_cfg, log):
+    """The per-rank batch and accumulation after a checkpoint of another world size or
+    global batch: the checkpoint's global batch kept (trainer.elastic_batch=global, unless
+    the config changed data.batch_size or trainer.grad_accum_steps), or the config's per-rank
+    batch (per_rank); said in the log."""
+    head = f"resume: world size {data['world_size']} -> {job.world.size}: "
+    target = data["global_batch"]
+    was = ((saved_cfg.get("data") or {}).get("batch_size"),
+           (saved_cfg.get("trainer") or {}).get("grad_accum_steps"))
+    if job.cfg.trainer.elastic_batch == "per_rank":
+        log(head + f"per-rank batch {job.batch_size} kept (trainer.elastic_batch=per_rank): "
+            f"global batch {target} -> {job.global_batch}")
+        return
+    if was != (job.batch_size, job.accum):
+        log(head + f"global batch {target} -> {job.global_batch} (data.batch_size or "
+            "trainer.grad_accum_steps changed)")
+        return
+    job.batch_size, job.accum = split_global_batch(target, job.world.size, job.batch_size,
+                                                   job.accum)
+    changes = [f"{what} {a} -> {b}" for what, a, b in [
+        ("per-rank batch", data["batch_size"], job.batch_size),
+        ("gradient accumulation", data["accum"], job.accum)] if a != b]
+    changes = ", ".join(changes) or f"per-rank batch {job.batch_size}"
+    kept = "kept" if job.global_batch == target else \
+        f"-> {job.global_batch}: it does not split evenly over {job.world.size} ranks"
+    log(head + f"{changes} (global {target} {kept})")
+
+
+def split_global_batch(target, world, batch_size, accum):
+    """(per-rank batch, accumulation) for a global batch of `target` samples on `world` ranks,
+    from a config's (batch_size, accum): the per-rank batch kept and the accumulation
+    adjusted when that is exact (the same memory per rank), else the accumulation kept and
+    the per-rank batch adjusted (rounded up when `target` does not split evenly)."""
+    if target % (world * batch_size) == 0:
+        return batch_size, target // (world * batch_size)
+    return math.ceil(target / (world * accum)), accum
+
+
+def rng_seed(seed, step, rank):
+    """The seed of rank `rank`'s RNG streams when a run continues at `step` on another
+    world size: a function of (seed, step, rank) only."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0])
+
+
+def _restore_rng(job, states, log):
+    """Every rank's RNG state back when the world size is the checkpoint's (the run goes on
+    bit for bit), else streams seeded by `rng_seed`."""
+    if len(states) == job.world.size:
+        dt.set_rng_state(states[job.world.rank])
+        return
+    dt.manual_seed(rng_seed(job.cfg.experiment.seed, job.step, job.world.rank))
+    log(f"resume: each rank's RNG streams derived from (seed {job.cfg.experiment.seed}, "
+        f"step {job.step}, rank)")
 
 
 def _same(saved_cfg, cfg, section):
@@ -200,7 +270,7 @@ def _same(saved_cfg, cfg, section):
 
 
 def save_checkpoint(job, log):
-    """Rank 0 writes the state (refused when a parameter is non-finite: it would rotate good
+    """Write the state (refused when a parameter is non-finite: it would rotate good
     checkpoints out); every rank waits for it. Returns the path, or None."""
     path = None
     job.saved_step = job.step
@@ -208,13 +278,31 @@ def save_checkpoint(job, log):
     if state is not None:
         params = [state["model"][name] for name, _ in job.model.named_parameters()]
         if all(bool(dt.isfinite(p).all()) for p in params):
-            path = Checkpoints(job.run_dir).save(state, job.step, job.cfg.trainer.keep_last)
+            path = write_checkpoint(job, state)
         else:
             log(f"step {job.step}: not writing a checkpoint: the model has non-finite "
                 "parameters")
     if job.world.size > 1:
         dist.barrier()
     return path
+
+
+# The one pair of functions that knows how checkpoints are stored (one file by rank 0).
+def write_checkpoint(job, state):
+    """Store `state` as this run's checkpoint of job.step; returns its path."""
+    return Checkpoints(job.run_dir).save(state, job.step, job.cfg.trainer.keep_last)
+
+
+def read_checkpoint(job, log):
+    """(state, path, own): this run's newest checkpoint (own: True), else trainer.resume's
+    checkpoint file (a new run branching from it), else (None, None, False)."""
+    state, path = Checkpoints(job.run_dir).newest(log)
+    if state is not None:
+        return state, path, True
+    path = job.cfg.trainer.resume_path
+    if path is None:
+        return None, None, False
+    return dt.load(path), path, False
 
 
 # -- one step -------------------------------------------------------------------------------------
@@ -224,24 +312,49 @@ def _loss(loss_fn, out, y, task):
     return loss_fn(out, y)
 
 
-def forward_backward(job, micro_batches, loss_fn):
-    """Forward and backward over the micro-batches of one optimizer step (gradients
-    accumulated locally, reduced across ranks on the last); returns (mean loss, samples)."""
+def epoch_steps(job):
+    """This rank's part of the rest of the epoch, step by step: (micro-batches, count), where
+    count is the step's samples over all ranks (the next `global_batch` of the global order,
+    fewer in the epoch's last step) and the micro-batches are this rank's share of them
+    (round robin), `batch_size` each, padded with empty ones to rank 0's number, so that
+    every rank runs as many forwards."""
+    mine, world = list(job.sampler), job.world.size
+    per_rank = job.batch_size * job.accum
+    rest = len(job.train_ds) - job.sampler.start
+    steps = []
+    for s in range(math.ceil(rest / job.global_batch)):
+        count = min(job.global_batch, rest - s * job.global_batch)
+        share = mine[s * per_rank:(s + 1) * per_rank]
+        micro = [share[i:i + job.batch_size] for i in range(0, len(share), job.batch_size)]
+        micro += [[]] * (math.ceil(math.ceil(count / world) / job.batch_size) - len(micro))
+        steps.append((micro, count))
+    return steps
+
+
+def forward_backward(job, micro_batches, count, loss_fn):
+    """Forward and backward over this rank's micro-batches (x, y, real) of one optimizer step
+    (gradients accumulated locally, reduced across ranks on the last). `loss_fn` sums; each
+    sample's loss is weighted world/count, so that the ranks' averaged gradient is the mean
+    over the step's `count` samples however they were split; a padding micro-batch (real:
+    False) weighs 0. Returns this rank's mean loss (0 on a rank that only padded)."""
     device, amp = job.world.device, job.cfg.trainer.amp
     job.optimizer.zero_grad()
     total, samples = 0.0, 0
-    for i, (x, y) in enumerate(micro_batches):
+    for i, (x, y, real) in enumerate(micro_batches):
         x, y = x.to(device), y.to(device)
         last = i == len(micro_batches) - 1
+        per_sample = y[0].numel()  # tokens of a sequence (lm), else 1
+        weight = job.world.size / (count * per_sample) if real else 0.0
         ddp = isinstance(job.wrapped, dist.DistributedDataParallel)
         with job.wrapped.no_sync() if ddp and not last else contextlib.nullcontext():
             with dt.autocast(device.type, enabled=amp):
                 loss = _loss(loss_fn, job.wrapped(x), y, job.task)
-            job.scaler.scale(loss / len(micro_batches)).backward()
-        total += loss.item()
-        samples += x.shape[0]
+            job.scaler.scale(loss * weight).backward()
+        if real:
+            total += loss.item()
+            samples += y.numel()
     strategy.reduce_gradients(job.optimizer)
-    return total / len(micro_batches), samples
+    return total / samples if samples else 0.0
 
 
 def grad_norm(job):
@@ -276,7 +389,8 @@ def evaluate(job, dataset, loss_fn):
     model.eval()
     batch_size = job.cfg.data.eval_batch_size or job.cfg.data.batch_size
     loader = DataLoader(dataset, batch_size=batch_size,
-                        sampler=_Shard(len(dataset), world.rank, world.size))
+                        sampler=ResumableDistributedSampler(dataset, world.size, world.rank,
+                                                            shuffle=False))  # no padding
     batches = loader
     if strategy.sharded(job.cfg, world):  # each forward gathers parameters on every rank
         batches = _even(loader, dataset, math.ceil(len(range(0, len(dataset), world.size)) /
@@ -339,24 +453,25 @@ class Outcome:
 def fit(job, flags, metrics, progress, log):
     """Train from job.step to job.total; returns an Outcome."""
     tcfg, world = job.cfg.trainer, job.world
-    loss_fn = nn.CrossEntropyLoss()
-    k = tcfg.grad_accum_steps
+    loss_fn, train_loss = nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="sum")
+    n = len(job.train_ds)
     start, seen = time.monotonic(), 0
     checkpoint = None
     while job.step < job.total:
-        epoch, pos = divmod(job.step, job.steps_per_epoch)
-        job.sampler.set_epoch(epoch)
-        skip = pos * k * job.cfg.data.batch_size
-        loader = DataLoader(job.train_ds, batch_size=job.cfg.data.batch_size,
-                            num_workers=job.cfg.data.num_workers,
-                            sampler=_Resume(job.sampler, skip) if skip else job.sampler)
+        if job.sampler.start == n:
+            job.sampler.set_epoch(job.sampler.epoch + 1)
+        epoch = job.sampler.epoch
+        steps = epoch_steps(job)
+        # a padding micro-batch loads sample 0, which weighs nothing
+        loader = DataLoader(job.train_ds, num_workers=job.cfg.data.num_workers,
+                            batch_sampler=[m or [0] for micro, _ in steps for m in micro])
         job.wrapped.train()
         batches = iter(loader)
-        while job.step < job.total:
-            group = [b for _, b in zip(range(k), batches)]
-            if not group:
+        for micro, count in steps:
+            if job.step >= job.total:
                 break
-            loss, samples = forward_backward(job, group, loss_fn)
+            group = [(x, y, bool(m)) for m, (x, y) in zip(micro, batches)]
+            loss = forward_backward(job, group, count, train_loss)
             norm = grad_norm(job)
             bad = first_nonfinite(loss, norm) if tcfg.on_nonfinite != "ignore" else None
             stop, any_bad = flags.agree(world, bad)
@@ -377,7 +492,10 @@ def fit(job, flags, metrics, progress, log):
                 job.scaler.step(job.optimizer)
             job.scaler.update()
             job.step += 1
-            seen += samples * world.size
+            job.sampler.advance(count)
+            if tcfg.log_samples:
+                _log_samples(job, epoch, micro)
+            seen += count
             if job.scheduler is not None and job.cfg.scheduler.interval == "step":
                 job.scheduler.step()
             elapsed = time.monotonic() - start
@@ -387,13 +505,9 @@ def fit(job, flags, metrics, progress, log):
                 metrics.write(step=job.step, epoch=epoch, split="train", loss=loss,
                               grad_norm=norm, lr=job.optimizer.param_groups[0]["lr"],
                               samples_per_s=rate, elapsed_s=elapsed)
-            if stop or tcfg.checkpoint_every and job.step % tcfg.checkpoint_every == 0:
-                checkpoint = save_checkpoint(job, log) or checkpoint
-            if stop:
-                return _stopped(job, flags.signal, checkpoint, log)
-            end_of_epoch = job.step % job.steps_per_epoch == 0
+            end_of_epoch = job.sampler.start == n
             due = job.step % tcfg.eval_every == 0 if tcfg.eval_every else end_of_epoch
-            if due or job.step == job.total:
+            if not stop and (due or job.step == job.total):
                 acc = _evaluate_and_record(job, loss_fn, metrics, epoch, start, log)
                 if tcfg.target_accuracy is not None and acc >= tcfg.target_accuracy:
                     log(f"target accuracy {tcfg.target_accuracy} reached at step {job.step} "
@@ -402,9 +516,23 @@ def fit(job, flags, metrics, progress, log):
             if end_of_epoch and job.scheduler is not None and \
                     job.cfg.scheduler.interval == "epoch" and not _plateau(job.scheduler):
                 job.scheduler.step()
+            # after the epoch's end (its scheduler step): a resume starts the next epoch
+            if stop or tcfg.checkpoint_every and job.step % tcfg.checkpoint_every == 0:
+                checkpoint = save_checkpoint(job, log) or checkpoint
+            if stop:
+                return _stopped(job, flags.signal, checkpoint, log)
             if end_of_epoch:
                 break
     return _finish(job, "completed", checkpoint, metrics, log)
+
+
+def _log_samples(job, epoch, micro):
+    """Append the indices this rank trained on in step job.step (trainer.log_samples)."""
+    path = job.run_dir / "samples" / f"rank{job.world.rank}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"step": job.step, "epoch": epoch,
+                            "indices": [i for m in micro for i in m]}) + "\n")
 
 
 def _plateau(scheduler):
@@ -439,8 +567,7 @@ def _finish(job, reason, checkpoint, metrics, log):
     if job.saved_step != job.step:  # the same decision on every rank
         checkpoint = save_checkpoint(job, log) or checkpoint
     if job.val_ds is not None:
-        _record(job, "test", job.step // job.steps_per_epoch, nn.CrossEntropyLoss(), metrics,
-                log)
+        _record(job, "test", job.sampler.epoch, nn.CrossEntropyLoss(), metrics, log)
     return Outcome(ExitCode.OK, reason, checkpoint)
 
 
@@ -488,11 +615,7 @@ def restore(job, log):
     """Resume from this run's newest checkpoint (a restart, or a continued run), else from
     trainer.resume's checkpoint file (a new run branching from it); returns the checkpoint's
     path, or None for a fresh start. Raises UsageError when it is past the schedule."""
-    state, path = Checkpoints(job.run_dir).newest(log)
-    own = state is not None
-    if state is None and job.cfg.trainer.resume_path is not None:
-        path = job.cfg.trainer.resume_path
-        state = dt.load(path)
+    state, path, own = read_checkpoint(job, log)
     if state is None:
         return None
     resume(job, state, log)

@@ -7,6 +7,7 @@ from dtrain.data import (
     BatchSampler,
     DistributedSampler,
     RandomSampler,
+    ResumableDistributedSampler,
     SequentialSampler,
     SubsetRandomSampler,
     WeightedRandomSampler,
@@ -131,3 +132,34 @@ def test_distributed_sampler_environment_and_errors(monkeypatch):
     with pytest.raises(ValueError, match=r"Invalid rank 3, rank should be in the interval "
                                          r"\[0, 2\]"):
         DistributedSampler(range(9), num_replicas=3, rank=3)
+
+
+def test_resumable_sampler_continues_the_global_order_on_another_world_size():
+    """3 ranks consume 2 steps of 2 samples each, their state loads on 2 ranks: the rest of
+    the epoch is dealt from the next unseen sample, every index exactly once."""
+    n = 23
+    first = [ResumableDistributedSampler(range(n), 3, r, seed=5) for r in range(3)]
+    for s in first:
+        s.set_epoch(1)
+    seen = [i for s in first for i in list(s)[:4]]
+    for s in first:
+        s.advance(12)
+    state = first[0].state_dict()
+    assert state == {"epoch": 1, "seed": 5, "start": 12}
+    order = first[0].order()
+    assert sorted(seen) == sorted(order[:12])
+    second = [ResumableDistributedSampler(range(n), 2, r) for r in range(2)]
+    for s in second:
+        s.load_state_dict(state)
+        s.set_epoch(1)  # the same epoch: the position stays
+    rest = [list(s) for s in second]
+    assert rest[0] == order[12::2] and rest[1] == order[13::2]
+    assert [len(s) for s in second] == [6, 5]
+    assert sorted(seen + rest[0] + rest[1]) == list(range(n))
+    second[0].set_epoch(2)
+    assert second[0].start == 0 and len(second[0]) == 12
+    dropped = ResumableDistributedSampler(range(n), 2, 1, drop_last=True)
+    dropped.load_state_dict(state)
+    assert len(dropped) == 5 and list(dropped) == order[13:22:2]
+    with pytest.raises(ValueError, match="goes outside the epoch of 23 samples"):
+        dropped.advance(12)
