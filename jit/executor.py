@@ -58,6 +58,7 @@ class ArrayRunner(_Runner):
         super().__init__(graph)
         self.plan = plan = plan or {}
         self.workspaces = []  # of the planned nodes, shared once every node has run
+        self.shared = False
         self.fresh = _fresh_values(graph, plan)
         releases = _releases(graph)
         self.steps = [(self._step(n, plan.get(i)), releases.get(i, ()))
@@ -84,9 +85,9 @@ class ArrayRunner(_Runner):
         else:
             self._run(env)
         self.tensors = ()
-        if self.workspaces:
+        if not self.shared:
             share_workspaces(self.workspaces)
-            self.workspaces = []
+            self.shared = True
         return self.wrap_output(env)
 
     def _run(self, env):
