@@ -37,6 +37,12 @@ def alternate(fns, rounds=7, repeat=3, warmup=1):
     return [min(ts) for ts in times], ratios
 
 
+def machine_load():
+    """The CPU count and 1-minute load average: figures taken on a loaded machine (load above
+    the CPU count) vary from run to run, ratios of alternated runs much less."""
+    return {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
 def try_torch():
     """The torch module when importable (for side-by-side figures), else None."""
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import alternate, emit, try_torch  # noqa: E402
+from _common import alternate, emit, machine_load, try_torch  # noqa: E402
 from op_overhead import N_OPS, chain  # noqa: E402
 from train_step import CASES  # noqa: E402
 
@@ -169,12 +169,15 @@ def torch_figures(torch):
 
 
 def main():
+    load = {"before": machine_load()}
     d = dtrain_figures()
     ratios = {"chain compiled/eager (target <= 0.3)": d["chain_us_per_op"]["compiled/eager"]}
     for name in CASES:
         ratios[f"{name} compiled/eager (target <= 0.95)"] = d[name + "_ms"]["compiled/eager"]
     torch = try_torch()
-    emit({"dtrain": d, "ratios": ratios, "torch": None if torch is None else torch_figures(torch)})
+    t = None if torch is None else torch_figures(torch)
+    load["after"] = machine_load()
+    emit({"dtrain": d, "ratios": ratios, "torch": t, "machine": load})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import alternate, best_time, emit, try_torch  # noqa: E402
+from _common import alternate, best_time, emit, machine_load, try_torch  # noqa: E402
 
 import dtrain as dt  # noqa: E402
 
@@ -61,7 +61,7 @@ def matmul_gflops(make, n=1024):
 def main():
     """The chains of dtrain and torch run in turn (`alternate`), so that a loaded machine slows
     both alike: the ratios are medians over rounds, the times the best of all rounds."""
-    result = {"n_ops": N_OPS, "dtrain": {}, "torch": None}
+    result = {"n_ops": N_OPS, "dtrain": {}, "torch": None, "machine": machine_load()}
     torch = try_torch()
 
     def dmake(arr):

@@ -55,10 +55,10 @@ def _batches(shape, n, seed=0):
             for _ in range(n)]
 
 
-def _make_step(model, opt):
+def _make_step(model, opt, loss_fn=nn.functional.mse_loss):
     def step(x, y):
         opt.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
+        loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
         return loss
@@ -279,14 +279,8 @@ def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(extra_pea
     and each weight's .grad is written into the same array every step."""
     dt.manual_seed(0)
     model = BIG_MODELS["mlp"][0]()
-    opt = dt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = _make_step(model, dt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+                      nn.functional.cross_entropy)
     rng = np.random.default_rng(0)
     batches = [(dt.tensor(rng.standard_normal((64, 256)).astype(np.float32)),
                 dt.tensor(rng.integers(0, 3, 64))) for _ in range(6)]
