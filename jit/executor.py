@@ -347,6 +347,18 @@ def _ufunc_step(n, ufunc, buf):
 
         def step(env):
             env[o] = ufunc(env[a], out=buf)
+    elif len(refs) == 1 and len(n.args) == 2:  # an array and a Python scalar (x * 1.5)
+        a, = refs
+        if isinstance(n.args[0], Ref):
+            c = n.args[1]
+
+            def step(env):
+                env[o] = ufunc(env[a], c, out=buf)
+        else:
+            c = n.args[0]
+
+            def step(env):
+                env[o] = ufunc(c, env[a], out=buf)
     else:
         fetch = _fetch(n.args)
 
