@@ -2,6 +2,7 @@
 ranks."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +19,28 @@ def best_time(fn, repeat=5, warmup=1):
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def alternate(fns, rounds=7, repeat=3, warmup=1):
+    """Time the callables `fns` in turn, `rounds` times (best of `repeat` runs each per
+    round), so that a changing machine load hits all of them alike. Returns (best time of
+    each over all rounds in seconds, median over rounds of each one's time divided by the
+    first's): on a loaded machine the median ratio is the stable figure."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, ts in zip(fns, times):
+            ts.append(best_time(fn, repeat=repeat, warmup=0))
+    ratios = [statistics.median(t / t0 for t, t0 in zip(ts, times[0])) for ts in times]
+    return [min(ts) for ts in times], ratios
+
+
+def machine_load():
+    """The CPU count and 1-minute load average: figures taken on a loaded machine (load above
+    the CPU count) vary from run to run, ratios of alternated runs much less."""
+    return {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def try_torch():

@@ -5,13 +5,14 @@
 (a') the same for a chain of tensor add/mul only, on 10 elements (the cheapest ops: the
     overhead with nothing to hide it);
 (b) a 1024x1024 float32 matmul, forward + backward (3 GEMMs): GFLOP/s.
+The chains of both libraries run in turn, and their ratios are medians over rounds.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import best_time, emit, try_torch  # noqa: E402
+from _common import alternate, best_time, emit, machine_load, try_torch  # noqa: E402
 
 import dtrain as dt  # noqa: E402
 
@@ -32,14 +33,18 @@ def add_mul_chain(x, w):
     return x.sum()
 
 
-def op_chain_us(lib, make, fn=chain, size=16):
+def chain_run(make, fn=chain, size=16):
+    """One forward + backward of `fn` on fresh gradients (a callable)."""
     x = make(np.random.default_rng(0).standard_normal(size).astype(np.float32))
     w = make(np.full(size, 0.9, np.float32))
 
-    def step():
+    def run():
         x.grad = w.grad = None
         fn(x, w).backward()
-    return best_time(step, repeat=7, warmup=2) / N_OPS * 1e6
+    return run
+
+
+CHAINS = {"op_chain_us_per_op": (chain, 16), "add_mul_10_us_per_op": (add_mul_chain, 10)}
 
 
 def matmul_gflops(make, n=1024):
@@ -54,28 +59,34 @@ def matmul_gflops(make, n=1024):
 
 
 def main():
-    result = {"n_ops": N_OPS, "dtrain": {}, "torch": None}
+    """The chains of dtrain and torch run in turn (`alternate`), so that a loaded machine slows
+    both alike: the ratios are medians over rounds, the times the best of all rounds."""
+    result = {"n_ops": N_OPS, "dtrain": {}, "torch": None, "machine": machine_load()}
+    torch = try_torch()
 
     def dmake(arr):
         return dt.tensor(arr, requires_grad=True)
-    result["dtrain"]["op_chain_us_per_op"] = op_chain_us(dt, dmake)
-    result["dtrain"]["add_mul_10_us_per_op"] = op_chain_us(dt, dmake, add_mul_chain, 10)
+
+    def tmake(arr):
+        return torch.tensor(arr, requires_grad=True)
+    ratios = {}
+    for name, (fn, size) in CHAINS.items():
+        runs = [chain_run(dmake, fn, size)] + ([] if torch is None else
+                                               [chain_run(tmake, fn, size)])
+        best, ratio = alternate(runs, rounds=7, warmup=2)
+        result["dtrain"][name] = best[0] / N_OPS * 1e6
+        if torch is not None:
+            result.setdefault("torch_chains", {})[name] = best[1] / N_OPS * 1e6
+            ratios[name] = 1 / ratio[1]  # dtrain/torch time
     result["dtrain"]["matmul_1024_gflops"] = matmul_gflops(dmake)
-    torch = try_torch()
     if torch is not None:
-        def tmake(arr):
-            return torch.tensor(arr, requires_grad=True)
-        result["torch"] = {"version": torch.__version__,
-                           "threads": torch.get_num_threads(),
-                           "op_chain_us_per_op": op_chain_us(torch, tmake),
-                           "add_mul_10_us_per_op": op_chain_us(torch, tmake, add_mul_chain, 10),
+        result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),
+                           **result.pop("torch_chains"),
                            "matmul_1024_gflops": matmul_gflops(tmake)}
         d, t = result["dtrain"], result["torch"]
         result["ratio_vs_torch"] = {
-            "op_overhead (dtrain/torch time, target <= 1.5)":
-                d["op_chain_us_per_op"] / t["op_chain_us_per_op"],
-            "add_mul_10 (dtrain/torch time)":
-                d["add_mul_10_us_per_op"] / t["add_mul_10_us_per_op"],
+            "op_overhead (dtrain/torch time, target <= 1.5)": ratios["op_chain_us_per_op"],
+            "add_mul_10 (dtrain/torch time)": ratios["add_mul_10_us_per_op"],
             "matmul (torch/dtrain time, target <= 1.1)":
                 t["matmul_1024_gflops"] / d["matmul_1024_gflops"]}
     emit(result)
