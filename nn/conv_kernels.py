@@ -1,0 +1,203 @@
+"""Channels-last im2col / GEMM / col2im kernels for the convolution ops (backend arrays).
+
+The GEMM layout is channels-last: a conv's output (N, O, *out) is the matrix
+(N * prod(out), O) read as a (N, O, *out) view, so the GEMM writes it with no transpose,
+and an upstream gradient in that layout is already the GEMM's (N * prod(out), O) operand.
+im2col is one copy of a strided window view of the padded channels-last input whose rows
+are (tap, channel) runs; a 1x1 stride-1 unpadded conv over channels-last input needs no
+copy at all. Weights go to (prod(k) * C/groups, O/groups) matrices: tiny copies.
+`op` is the op whose forward calls a kernel: its `scratch` gives the temporaries.
+"""
+import itertools
+import math
+
+from dtrain.core.backend import array_module
+
+
+def channels_last(a):
+    """(N, C, *s) -> the (N, *s, C) view of the same memory."""
+    return array_module(a).moveaxis(a, 1, -1)
+
+
+def channels_first(a):
+    """(N, *s, C) -> the (N, C, *s) view of the same memory."""
+    return array_module(a).moveaxis(a, -1, 1)
+
+
+def is_channels_last(a):
+    """Whether (N, C, *s) `a` is stored channels-last and dense (a conv's output)."""
+    return channels_last(a).flags.c_contiguous
+
+
+def out_size(in_size, ksize, stride, padding, dilation):
+    """The spatial size of a conv's output; `padding` holds (lo, hi) pairs."""
+    return tuple((n + lo + hi - d * (k - 1) - 1) // s + 1
+                 for n, k, s, (lo, hi), d in zip(in_size, ksize, stride, padding, dilation))
+
+
+def padded_channels_last(op, x, padding, value=0):
+    """`x` (N, C, *s) as a dense channels-last (N, *padded s, C) array, padded with `value`:
+    one copy that pads and changes layout at once (none when `x` is already dense
+    channels-last and unpadded)."""
+    xc = channels_last(x)
+    if not any(lo or hi for lo, hi in padding) and xc.flags.c_contiguous:
+        return xc
+    xp = array_module(x)
+    shape = (x.shape[0],) + tuple(n + lo + hi for n, (lo, hi) in
+                                  zip(xc.shape[1:-1], padding)) + (x.shape[1],)
+    out = op.scratch("padded", shape, x.dtype, xp)
+    for d, (lo, hi) in enumerate(padding):  # only the border is filled
+        before = (slice(None),) * (1 + d)
+        out[before + (slice(0, lo),)] = value
+        out[before + (slice(shape[1 + d] - hi, None),)] = value
+    out[(slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in
+                               zip(xc.shape[1:-1], padding))] = xc
+    return out
+
+
+def im2col(op, x, ksize, stride, padding, dilation, osize, groups):
+    """(groups, N * prod(osize), prod(ksize) * C/groups): row (n, pos), column (tap, c) is
+    x_padded[n, c, pos * stride + tap * dilation] within the group."""
+    xp = array_module(x)
+    n, c = x.shape[:2]
+    cg, rows = c // groups, n * math.prod(osize)
+    if groups == 1 and all(k == 1 for k in ksize) and all(s == 1 for s in stride) and \
+            not any(lo or hi for lo, hi in padding) and is_channels_last(x):
+        return channels_last(x).reshape(1, rows, c)  # a 1x1 conv reads its input as is
+    xpad = padded_channels_last(op, x, padding)
+    sn, *ss, sc = xpad.strides
+    win = xp.lib.stride_tricks.as_strided(
+        xpad, (n,) + tuple(osize) + tuple(ksize) + (groups, cg),
+        (sn,) + tuple(s * st for s, st in zip(ss, stride)) +
+        tuple(s * d for s, d in zip(ss, dilation)) + (sc * cg, sc))
+    cols = op.scratch("cols", (groups, rows, math.prod(ksize) * cg), x.dtype, xp)
+    xp.copyto(cols.reshape((groups, n) + tuple(osize) + tuple(ksize) + (cg,)),
+              xp.moveaxis(win, -2, 0))
+    return cols
+
+
+def weight_matrix(w, groups):
+    """w (O, C/groups, *k) as (groups, O/groups, prod(k) * C/groups), columns (tap, c)."""
+    xp = array_module(w)
+    o, cg = w.shape[:2]
+    moved = xp.moveaxis(w.reshape((groups, o // groups) + w.shape[1:]), 2, -1)
+    return xp.ascontiguousarray(moved).reshape(groups, o // groups, -1)
+
+
+def weight_from_matrix(m, w_shape, out=None):
+    """The inverse of `weight_matrix`: (groups, O/groups, prod(k) * C/groups) -> w_shape,
+    into `out` when given."""
+    xp = array_module(m)
+    o, cg, *k = w_shape
+    moved = xp.moveaxis(m.reshape((o,) + tuple(k) + (cg,)), -1, 1)
+    if out is None:
+        return xp.ascontiguousarray(moved)
+    xp.copyto(out, moved)
+    return out
+
+
+def grad_matrix(g, groups):
+    """A gradient (N, O, *s) as the GEMM operand (groups, N * prod(s), O/groups): a view
+    when `g` is channels-last, else one copy."""
+    xp = array_module(g)
+    o = g.shape[1]
+    rows = g.size // o
+    m = xp.ascontiguousarray(channels_last(g)).reshape(rows, groups, o // groups)
+    return xp.moveaxis(m, 1, 0)
+
+
+def result(y, n, osize, out):
+    """GEMM output (groups, N * prod(osize), O/groups) as (N, O, *osize): a dense
+    channels-last array (a view for groups == 1), or written into `out` when given."""
+    xp = array_module(y)
+    groups, _, og = y.shape
+    y = xp.moveaxis(y, 0, 1).reshape((n,) + tuple(osize) + (groups * og,))
+    if out is None:
+        return channels_first(y)
+    xp.copyto(out, channels_first(y))
+    return out
+
+
+def conv_forward(op, x, w, b, stride, padding, dilation, groups, out=None):
+    """(y = conv(x, w) + b as (N, O, *out), channels-last unless written into `out`; the
+    im2col of x, which the weight gradient reuses)."""
+    xp = array_module(x)
+    osize = out_size(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    cols = im2col(op, x, w.shape[2:], stride, padding, dilation, osize, groups)
+    wm = weight_matrix(w, groups)
+    shape, dtype = cols.shape[:2] + (wm.shape[1],), xp.result_type(w, cols)
+    # the result is a view of y unless copied into `out`: no scratch for it then
+    y = xp.empty(shape, dtype) if out is None else op.scratch("y", shape, dtype, xp)
+    xp.matmul(cols, xp.swapaxes(wm, 1, 2), out=y)
+    if b is not None:
+        y += b.reshape(groups, 1, -1)
+    return result(y, x.shape[0], osize, out), cols
+
+
+def col2im(cols, target, ksize, stride, dilation, osize):
+    """The adjoint of `im2col`: (groups, N * prod(osize), prod(ksize) * C/groups) summed
+    into `target`, the padded input channels-last (N, *padded, C); one strided add (a copy
+    when windows do not overlap) per kernel tap."""
+    xp = array_module(cols)
+    groups = cols.shape[0]
+    n, c = target.shape[0], target.shape[-1]
+    target.fill(0)
+    taps = cols.reshape((groups, n) + tuple(osize) + tuple(ksize) + (c // groups,))
+    taps = xp.moveaxis(taps, 0, -2)  # (N, *osize, *ksize, groups, C/groups)
+    nd = len(ksize)
+    overlap = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, ksize))
+    for tap in _taps(ksize):
+        key = (slice(None),) + tuple(slice(t * d, t * d + s * (m - 1) + 1, s) for t, d, s, m in
+                                     zip(tap, dilation, stride, osize))
+        dest = target[key].reshape(target[key].shape[:-1] + (groups, c // groups)) \
+            if groups > 1 else target[key]
+        src = taps[(slice(None),) * (1 + nd) + tap]
+        src = src if groups > 1 else src.reshape(src.shape[:-2] + (c,))
+        if overlap:
+            dest += src
+        else:
+            xp.copyto(dest, src)
+    return target
+
+
+def _taps(ksize):
+    return itertools.product(*(range(k) for k in ksize))
+
+
+def conv_input_grad(op, g, w, b, stride, padding, dilation, groups, in_size, gm=None,
+                    out=None):
+    """The adjoint of conv in x (conv_transpose): g (N, O, *osize) and w give
+    (N, C, *in_size) (+ b), channels-last unless written into `out`: one GEMM into the
+    im2col layout, then col2im. `gm` is g's GEMM operand when the caller has it."""
+    xp = array_module(g)
+    n = g.shape[0]
+    gm = grad_matrix(g, groups) if gm is None else gm
+    wm = weight_matrix(w, groups)
+    dtype = xp.result_type(w, gm)
+    dcols = op.scratch("dcols", gm.shape[:2] + (wm.shape[2],), dtype, xp)
+    xp.matmul(gm, wm, out=dcols)
+    full = (n,) + tuple(m + lo + hi for m, (lo, hi) in zip(in_size, padding)) + \
+        (w.shape[1] * groups,)
+    # the result is a view of the padded sum unless copied into `out`: no scratch for it then
+    padded = xp.empty(full, dtype) if out is None else op.scratch("full", full, dtype, xp)
+    col2im(dcols, padded, w.shape[2:], stride, dilation, g.shape[2:])
+    y = padded[(slice(None),) + tuple(slice(lo, lo + m) for m, (lo, _) in
+                                      zip(in_size, padding))]
+    if b is not None:
+        y += b
+    if out is None:
+        return channels_first(y)
+    xp.copyto(out, channels_first(y))
+    return out
+
+
+def conv_weight_grad(op, x, g, w_shape, stride, padding, dilation, groups, cols=None,
+                     gm=None, out=None):
+    """The adjoint of conv in w: x (N, C, *in) and g (N, O, *osize) give w_shape; one GEMM
+    (g's matrix transposed times x's im2col). `cols`, `gm` when the caller has them."""
+    xp = array_module(x)
+    if cols is None:
+        cols = im2col(op, x, w_shape[2:], stride, padding, dilation, g.shape[2:], groups)
+    gm = grad_matrix(g, groups) if gm is None else gm
+    m = xp.matmul(xp.swapaxes(gm, 1, 2), cols)
+    return weight_from_matrix(m, w_shape, out)
