@@ -89,16 +89,24 @@ def tap_keys(ksize, stride, dilation, out_size):
 
 
 def scatter_taps(out, ksize, stride, dilation, out_size, value):
-    """Zero `out`, then add `value(i, tap)` (N, C, *out_size) at each tap's positions: the
-    adjoint of reading through `tap_keys`. A loop over the kernel's taps only."""
-    out.fill(0)
+    """Zero `out`, then add `value(i, tap, dest)` (N, C, *out_size) at each tap's positions:
+    the adjoint of reading through `tap_keys`. A loop over the kernel's taps only. Where
+    windows do not overlap, `dest` is the tap's view of `out`, which `value` may write into
+    and return (else it is None)."""
     # Taps overlap in the output unless stride >= dilation * (k - 1) + 1 in every dim.
     overlap = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, ksize))
+    tiled = all(s == k and d == 1 and o * k == n for s, d, k, o, n in  # windows tile `out`
+                zip(stride, dilation, ksize, out_size, out.shape[2:]))
+    if not tiled:
+        out.fill(0)
     for i, (tap, key) in enumerate(tap_keys(ksize, stride, dilation, out_size)):
         if overlap:
-            out[key] += value(i, tap)
+            out[key] += value(i, tap, None)
         else:
-            out[key] = value(i, tap)
+            dest = out[key]
+            v = value(i, tap, dest)
+            if v is not dest:
+                dest[...] = v
     return out
 
 

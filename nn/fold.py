@@ -68,7 +68,8 @@ class Col2Im(Op):
         blocks = cols.reshape((n, -1, math.prod(ksize)) + out_size)
         padded = tuple(o + lo + hi for o, (lo, hi) in zip(output_size, padding))
         out = xp.empty((n, blocks.shape[1]) + padded, cols.dtype)
-        scatter_taps(out, ksize, stride, dilation, out_size, lambda i, tap: blocks[:, :, i])
+        scatter_taps(out, ksize, stride, dilation, out_size,
+                     lambda i, tap, dest: blocks[:, :, i])
         return xp.ascontiguousarray(out[interior(padding, output_size)])
 
     def backward(self, g):

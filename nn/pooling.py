@@ -24,7 +24,7 @@ from dtrain.nn.conv import (
     tap_keys,
     with_batch_dim,
 )
-from dtrain.nn.conv_kernels import channels_first, is_channels_last
+from dtrain.nn.conv_kernels import channels_first, channels_last, is_channels_last
 from dtrain.nn.module import Module
 
 
@@ -146,6 +146,8 @@ class MaxPoolGrad(Op):
         full = in_shape[:2] + tuple(n + lo + hi for n, (lo, hi) in zip(in_shape[2:], padding))
         padded = any(lo or hi for lo, hi in padding)
         cl = is_channels_last(taps)  # the gradient takes the forward's layout
+        if cl and not is_channels_last(g):  # one small copy, not a strided walk per tap
+            g = channels_first(xp.ascontiguousarray(channels_last(g)))
         if padded or out is None:
             target = layout_scratch(self, "full", full, g.dtype, xp, cl) if padded else \
                 channels_first(xp.empty((full[0],) + full[2:] + full[1:2], g.dtype)) if cl \
@@ -153,11 +155,11 @@ class MaxPoolGrad(Op):
         else:
             target = out
         won = layout_scratch(self, "won", taps.shape, bool, xp, cl)
-        routed = layout_scratch(self, "routed", g.shape, g.dtype, xp, cl)
+        routed = layout_scratch(self, "routed", g.shape, g.dtype, xp, cl)  # unused if tiled
 
-        def tap_grad(i, tap):  # the gradients whose winner is tap i
+        def tap_grad(i, tap, dest):  # the gradients whose winner is tap i
             xp.equal(taps, i, out=won)
-            return xp.multiply(g, won, out=routed)
+            return xp.multiply(g, won, out=routed if dest is None else dest)
         scatter_taps(target, ksize, stride, dilation, out_size, tap_grad)
         if not padded:
             return target
