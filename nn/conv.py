@@ -142,7 +142,7 @@ class ConvNd(Op):
         x, w, _ = self.inputs
         nx, nw, nb = self.needs_input_grad
         nd = g._data.ndim - 2
-        gt = grad_matrix(g._data, self.geom["groups"]) if nx or nw else None  # shared
+        gt = grad_matrix(self, g._data, self.geom["groups"]) if nx or nw else None  # shared
         gx = ConvTransposeNd.apply(g, w, None, out_size=x._data.shape[2:], gt=gt, **self.geom) \
             if nx else None
         gw = ConvWeightNd.apply(x, g, ksize=w._data.shape[2:], cols=self.cols, gt=gt,

@@ -62,7 +62,8 @@ def im2col(op, x, ksize, stride, padding, dilation, osize, groups):
     n, c = x.shape[:2]
     cg, rows = c // groups, n * math.prod(osize)
     if groups == 1 and all(k == 1 for k in ksize) and all(s == 1 for s in stride) and \
-            not any(lo or hi for lo, hi in padding) and is_channels_last(x):
+            not any(lo or hi for lo, hi in padding) and is_channels_last(x) and \
+            op.workspace is None:  # graph replay keeps `cols` by reference: a stable array
         return channels_last(x).reshape(1, rows, c)  # a 1x1 conv reads its input as is
     xpad = padded_channels_last(op, x, padding)
     sn, *ss, sc = xpad.strides
@@ -76,12 +77,11 @@ def im2col(op, x, ksize, stride, padding, dilation, osize, groups):
     return cols
 
 
-def weight_matrix(w, groups):
+def weight_matrix(op, w, groups):
     """w (O, C/groups, *k) as (groups, O/groups, prod(k) * C/groups), columns (tap, c)."""
-    xp = array_module(w)
-    o, cg = w.shape[:2]
-    moved = xp.moveaxis(w.reshape((groups, o // groups) + w.shape[1:]), 2, -1)
-    return xp.ascontiguousarray(moved).reshape(groups, o // groups, -1)
+    o = w.shape[0]
+    moved = array_module(w).moveaxis(w.reshape((groups, o // groups) + w.shape[1:]), 2, -1)
+    return copy_to_scratch(op, "wm", moved).reshape(groups, o // groups, -1)
 
 
 def weight_from_matrix(m, w_shape, out=None):
@@ -96,14 +96,23 @@ def weight_from_matrix(m, w_shape, out=None):
     return out
 
 
-def grad_matrix(g, groups):
+def grad_matrix(op, g, groups):
     """A gradient (N, O, *s) as the GEMM operand (groups, N * prod(s), O/groups): a view
-    when `g` is channels-last, else one copy."""
+    when `g` is channels-last, else one copy (into `op`'s scratch in graph replay, which
+    keeps the array by reference when it is passed on to another op)."""
     xp = array_module(g)
     o = g.shape[1]
-    rows = g.size // o
-    m = xp.ascontiguousarray(channels_last(g)).reshape(rows, groups, o // groups)
-    return xp.moveaxis(m, 1, 0)
+    gc = channels_last(g)
+    if op.workspace is not None or not gc.flags.c_contiguous:
+        gc = copy_to_scratch(op, "gt", gc)
+    return xp.moveaxis(gc.reshape(-1, groups, o // groups), 1, 0)
+
+
+def copy_to_scratch(op, name, a):
+    """A dense copy of `a` in `op`'s scratch."""
+    out = op.scratch(name, a.shape, a.dtype, array_module(a))
+    array_module(a).copyto(out, a)
+    return out
 
 
 def result(y, n, osize, out):
@@ -124,7 +133,7 @@ def conv_forward(op, x, w, b, stride, padding, dilation, groups, out=None):
     xp = array_module(x)
     osize = out_size(x.shape[2:], w.shape[2:], stride, padding, dilation)
     cols = im2col(op, x, w.shape[2:], stride, padding, dilation, osize, groups)
-    wm = weight_matrix(w, groups)
+    wm = weight_matrix(op, w, groups)
     shape, dtype = cols.shape[:2] + (wm.shape[1],), xp.result_type(w, cols)
     # the result is a view of y unless copied into `out`: no scratch for it then
     y = xp.empty(shape, dtype) if out is None else op.scratch("y", shape, dtype, xp)
@@ -167,8 +176,8 @@ def conv_input_grad(op, g, w, b, stride, padding, dilation, groups, in_size, gm=
     xp = array_module(g)
     n, o = g.shape[:2]
     cg, ksize = w.shape[1], w.shape[2:]
-    gm = grad_matrix(g, groups) if gm is None else gm
-    wt = xp.ascontiguousarray(xp.moveaxis(  # (groups, taps, O/groups, C/groups)
+    gm = grad_matrix(op, g, groups) if gm is None else gm
+    wt = copy_to_scratch(op, "wt", xp.moveaxis(  # (groups, taps, O/groups, C/groups)
         w.reshape(groups, o // groups, cg, -1), -1, 1))
     dtype = xp.result_type(w, gm)
     taps = op.scratch("taps", (groups, wt.shape[1], gm.shape[1], cg), dtype, xp)
@@ -194,6 +203,7 @@ def conv_weight_grad(op, x, g, w_shape, stride, padding, dilation, groups, cols=
     xp = array_module(x)
     if cols is None:
         cols = im2col(op, x, w_shape[2:], stride, padding, dilation, g.shape[2:], groups)
-    gm = grad_matrix(g, groups) if gm is None else gm
-    m = xp.matmul(xp.swapaxes(gm, 1, 2), cols)
+    gm = grad_matrix(op, g, groups) if gm is None else gm
+    m = op.scratch("gw", (groups, gm.shape[2], cols.shape[2]), xp.result_type(gm, cols), xp)
+    xp.matmul(xp.swapaxes(gm, 1, 2), cols, out=m)
     return weight_from_matrix(m, w_shape, out)

@@ -24,7 +24,12 @@ from dtrain.nn.conv import (
     tap_keys,
     with_batch_dim,
 )
-from dtrain.nn.conv_kernels import channels_first, channels_last, is_channels_last
+from dtrain.nn.conv_kernels import (
+    channels_first,
+    channels_last,
+    copy_to_scratch,
+    is_channels_last,
+)
 from dtrain.nn.module import Module
 
 
@@ -147,7 +152,7 @@ class MaxPoolGrad(Op):
         padded = any(lo or hi for lo, hi in padding)
         cl = is_channels_last(taps)  # the gradient takes the forward's layout
         if cl and not is_channels_last(g):  # one small copy, not a strided walk per tap
-            g = channels_first(xp.ascontiguousarray(channels_last(g)))
+            g = channels_first(copy_to_scratch(self, "g", channels_last(g)))
         if padded or out is None:
             target = layout_scratch(self, "full", full, g.dtype, xp, cl) if padded else \
                 channels_first(xp.empty((full[0],) + full[2:] + full[1:2], g.dtype)) if cl \
