@@ -110,9 +110,10 @@ def alternate_ms(fns, repeat, warmup=2):
 
 
 def main():
-    repeat = 20
+    repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 20  # ResNet-20: a quarter of it
     torch = try_torch()
-    result = {"unit": "ms per call (best of %d, libraries alternating)" % repeat,
+    result = {"unit": "ms per call (best of %d, ResNet-20 of %d; libraries alternating)"
+              % (repeat, max(1, repeat // 4)),
               "dtrain": {}, "torch": None}
     if torch is not None:
         result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
@@ -125,7 +126,7 @@ def main():
         if torch is not None:
             torch.manual_seed(0)
             fns.append(make(torch, build, shape))
-        times = alternate_ms(fns, repeat)
+        times = alternate_ms(fns, max(1, repeat // 4) if "resnet" in name else repeat)
         result["dtrain"][name] = times[0]
         if torch is not None:
             result["torch"][name] = times[1]
