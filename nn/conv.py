@@ -4,10 +4,10 @@ Three primitive ops, closed under differentiation, so that double backward works
   `ConvNd(x, w, b)`          y = correlation of x with w (torch's conv), plus bias;
   `ConvTransposeNd(g, w, b)` the adjoint of ConvNd in x: per kernel tap, a GEMM whose
                              result is added into that tap's strided slice (col2im);
-  `ConvWeightNd(x, g)`       the adjoint of ConvNd in w: im2col, then one GEMM.
-Each op's backward is written with the other two. im2col is a strided view of the padded
-input (no copy until the GEMM reshapes it). The only Python loops run over kernel taps,
-never over pixels or samples.
+  `ConvWeightNd(x, g)`       the adjoint of ConvNd in w: im2col, then a GEMM.
+Each op's backward is written with the other two. The kernels (nn/conv_kernels.py) work in
+a channels-last GEMM layout, a chunk of samples at a time; the only Python loops run over
+kernel taps and sample chunks, never over pixels.
 """
 import itertools
 import math
@@ -135,8 +135,7 @@ class ConvNd(Op):
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        y, self.cols = conv_forward(self, x, w, b, stride, padding, dilation, groups, out)
-        return y
+        return conv_forward(self, x, w, b, stride, padding, dilation, groups, out)
 
     def backward(self, g):
         x, w, _ = self.inputs
@@ -145,7 +144,7 @@ class ConvNd(Op):
         gt = grad_matrix(self, g._data, self.geom["groups"]) if nx or nw else None  # shared
         gx = ConvTransposeNd.apply(g, w, None, out_size=x._data.shape[2:], gt=gt, **self.geom) \
             if nx else None
-        gw = ConvWeightNd.apply(x, g, ksize=w._data.shape[2:], cols=self.cols, gt=gt,
+        gw = ConvWeightNd.apply(x, g, ksize=w._data.shape[2:], gt=gt,
                                 **self.geom) if nw else None
         return gx, gw, _grad_bias(g, nd) if nb else None
 
@@ -207,17 +206,16 @@ def _conv_weight_samples():
 @register("conv_weight", _conv_weight_samples)
 class ConvWeightNd(Op):
     """The adjoint of ConvNd in w: x (N, C, *in) and g (N, O, *out) give (O, C/groups, *k).
-    `cols` (x's im2col) and `gt` (g in GEMM layout) are passed when already built."""
+    `gt` (g in GEMM layout) is passed when already built."""
 
     saves_inputs = True
     writes_out = True
 
-    def forward(self, x, g, ksize, stride, padding, dilation, groups, cols=None, gt=None,
-                out=None):
+    def forward(self, x, g, ksize, stride, padding, dilation, groups, gt=None, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         w_shape = (g.shape[1], x.shape[1] // groups) + tuple(ksize)
-        return conv_weight_grad(self, x, g, w_shape, stride, padding, dilation, groups, cols,
-                                gt, out)
+        return conv_weight_grad(self, x, g, w_shape, stride, padding, dilation, groups, gt,
+                                out)
 
     def backward(self, ggw):
         x, g = self.inputs
