@@ -37,23 +37,25 @@ def out_size(in_size, ksize, stride, padding, dilation):
                  for n, k, s, (lo, hi), d in zip(in_size, ksize, stride, padding, dilation))
 
 
-def padded_channels_last(op, x, padding, value=0):
-    """`x` (N, C, *s) as a dense channels-last (N, *padded s, C) array, padded with `value`:
-    one copy that pads and changes layout at once (none when `x` is already dense
-    channels-last and unpadded)."""
-    xc = channels_last(x)
-    if not any(lo or hi for lo, hi in padding) and xc.flags.c_contiguous:
-        return xc
-    xp = array_module(x)
-    shape = (x.shape[0],) + tuple(n + lo + hi for n, (lo, hi) in
-                                  zip(xc.shape[1:-1], padding)) + (x.shape[1],)
-    out = op.scratch("padded", shape, x.dtype, xp)
+def padded(op, x, padding, last):
+    """`x` (N, C, *s) padded with zeros as a dense array in the order (N, *padded s, C) when
+    `last`, else (N, C, *padded s): one copy that pads and sets the layout at once (none
+    when `x` already is such an array, unpadded)."""
+    src = channels_last(x) if last else x
+    lead = 1 if last else 2
+    if not any(lo or hi for lo, hi in padding) and src.flags.c_contiguous:
+        return src
+    nd = len(padding)
+    shape = src.shape[:lead] + tuple(m + lo + hi for m, (lo, hi) in
+                                     zip(src.shape[lead:lead + nd], padding)) + \
+        src.shape[lead + nd:]
+    out = op.scratch("padded", shape, x.dtype, array_module(x))
     for d, (lo, hi) in enumerate(padding):  # only the border is filled
-        before = (slice(None),) * (1 + d)
-        out[before + (slice(0, lo),)] = value
-        out[before + (slice(shape[1 + d] - hi, None),)] = value
-    out[(slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in
-                               zip(xc.shape[1:-1], padding))] = xc
+        before = (slice(None),) * (lead + d)
+        out[before + (slice(0, lo),)] = 0
+        out[before + (slice(shape[lead + d] - hi, None),)] = 0
+    out[(slice(None),) * lead + tuple(slice(lo, lo + m) for m, (lo, _) in
+                                      zip(src.shape[lead:lead + nd], padding))] = src
     return out
 
 
@@ -70,20 +72,33 @@ def im2col_chunks(op, x, ksize, stride, padding, dilation, osize, groups):
             not any(lo or hi for lo, hi in padding) and is_channels_last(x):
         yield 0, n, channels_last(x).reshape(1, n * pixels, c)  # a 1x1 conv reads x as is
         return
-    xpad = padded_channels_last(op, x, padding)
-    sn, *ss, sc = xpad.strides
-    win = xp.moveaxis(xp.lib.stride_tricks.as_strided(
-        xpad, (n,) + tuple(osize) + tuple(ksize) + (groups, cg),
-        (sn,) + tuple(s * st for s, st in zip(ss, stride)) +
-        tuple(s * d for s, d in zip(ss, dilation)) + (sc * cg, sc)), -2, 0)
     width = math.prod(ksize) * cg
     chunk = max(1, min(n, CHUNK_BYTES // (groups * pixels * width * x.dtype.itemsize)))
     buf = op.scratch("cols", (groups * chunk * pixels * width,), x.dtype, xp)
+    cl = is_channels_last(x)
+    xpad = padded(op, x, padding, cl)
+    if cl:
+        sn, *ss, sc = xpad.strides
+    else:  # runs along the input's rows, not across its channels: cols built transposed
+        sn, sc, *ss = xpad.strides
+    taps = tuple(s * d for s, d in zip(ss, dilation))
+    pos = tuple(s * st for s, st in zip(ss, stride))
+    if cl:  # (groups, N, *osize, *ksize, C/groups)
+        win = xp.lib.stride_tricks.as_strided(xpad, (groups, n) + tuple(osize) + tuple(ksize) +
+                                              (cg,), (sc * cg, sn) + pos + taps + (sc,))
+    else:  # (groups, *ksize, C/groups, N, *osize)
+        win = xp.lib.stride_tricks.as_strided(xpad, (groups,) + tuple(ksize) + (cg, n) +
+                                              tuple(osize), (sc * cg,) + taps + (sc, sn) + pos)
     for first in range(0, n, chunk):
         end = min(n, first + chunk)
         cols = buf[:groups * (end - first) * pixels * width]
-        xp.copyto(cols.reshape((groups, end - first) + win.shape[2:]), win[:, first:end])
-        yield first, end, cols.reshape(groups, -1, width)
+        if cl:
+            xp.copyto(cols.reshape((groups, end - first) + win.shape[2:]), win[:, first:end])
+            yield first, end, cols.reshape(groups, -1, width)
+        else:
+            part = win[(slice(None),) * (2 + len(ksize)) + (slice(first, end),)]
+            xp.copyto(cols.reshape(part.shape), part)
+            yield first, end, xp.swapaxes(cols.reshape(groups, width, -1), 1, 2)
 
 
 def weight_matrix(op, w, groups):
