@@ -26,6 +26,7 @@ from dtrain.nn.conv_kernels import (
     conv_weight_grad,
     grad_matrix,
     is_channels_last,
+    padded,
 )
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
@@ -52,11 +53,9 @@ def pad_spatial(op, x, padding, value=0):
     dim (itself when there is no padding), in x's layout (channels-last or not)."""
     if not any(lo or hi for lo, hi in padding):
         return x
-    shape = x.shape[:2] + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], padding))
-    out = layout_scratch(op, "padded", shape, x.dtype, array_module(x), is_channels_last(x))
-    out.fill(value)
-    out[interior(padding, x.shape[2:])] = x
-    return out
+    if is_channels_last(x):
+        return channels_first(padded(op, x, padding, True, value))
+    return padded(op, x, padding, False, value)
 
 
 def _windows(op, x, ksize, stride, padding, dilation, out_size):

@@ -37,10 +37,10 @@ def out_size(in_size, ksize, stride, padding, dilation):
                  for n, k, s, (lo, hi), d in zip(in_size, ksize, stride, padding, dilation))
 
 
-def padded(op, x, padding, last):
-    """`x` (N, C, *s) padded with zeros as a dense array in the order (N, *padded s, C) when
-    `last`, else (N, C, *padded s): one copy that pads and sets the layout at once (none
-    when `x` already is such an array, unpadded)."""
+def padded(op, x, padding, last, value=0):
+    """`x` (N, C, *s) padded with `value` as a dense array in the order (N, *padded s, C)
+    when `last`, else (N, C, *padded s): one copy that pads and sets the layout at once
+    (none when `x` already is such an array, unpadded)."""
     src = channels_last(x) if last else x
     lead = 1 if last else 2
     if not any(lo or hi for lo, hi in padding) and src.flags.c_contiguous:
@@ -52,8 +52,8 @@ def padded(op, x, padding, last):
     out = op.scratch("padded", shape, x.dtype, array_module(x))
     for d, (lo, hi) in enumerate(padding):  # only the border is filled
         before = (slice(None),) * (lead + d)
-        out[before + (slice(0, lo),)] = 0
-        out[before + (slice(shape[lead + d] - hi, None),)] = 0
+        out[before + (slice(0, lo),)] = value
+        out[before + (slice(shape[lead + d] - hi, None),)] = value
     out[(slice(None),) * lead + tuple(slice(lo, lo + m) for m, (lo, _) in
                                       zip(src.shape[lead:lead + nd], padding))] = src
     return out
