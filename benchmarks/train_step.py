@@ -1,17 +1,23 @@
 """One training step (forward, backward, SGD update), dtrain vs PyTorch (when importable),
-as JSON: milliseconds per step and the ratio dtrain/torch.
+as JSON: milliseconds per step and the ratio dtrain/torch; and one forward pass of the CNN
+without autograd (inference).
 
 (a) MLP 784-1024-1024-10 with ReLU, batch 128, cross-entropy;
 (b) CNN on 64x3x32x32: conv3x3(3->32)+ReLU+maxpool2, conv3x3(32->64)+ReLU+maxpool2,
-    linear(4096->128)+ReLU, linear(128->10), cross-entropy.
-Both libraries get the same float32 data; each runs with its default threads.
+    linear(4096->128)+ReLU, linear(128->10), cross-entropy;
+(c) CIFAR ResNet-20 (He et al. 2016: 3 stages of 3 basic blocks, 16/32/64 channels,
+    BatchNorm, stride-2 stage entries with 1x1 conv + BatchNorm shortcuts) on 64x3x32x32.
+Both libraries get the same float32 data; each runs with its default threads. The two
+libraries' runs alternate, so that a load on the machine weighs on both alike; each figure
+is the best of `repeat`.
 """
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import best_time, emit, try_torch  # noqa: E402
+from _common import emit, try_torch  # noqa: E402
 
 import dtrain as dt  # noqa: E402
 
@@ -27,11 +33,41 @@ def cnn(nn):
                          nn.Flatten(), nn.Linear(4096, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
+def resnet20(nn):
+    class BasicBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU()
+            self.shortcut = nn.Identity() if stride == 1 and cin == cout else \
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+    layers, cin = [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        for i in range(3):
+            layers.append(BasicBlock(cin, cout, stride if i == 0 else 1))
+            cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
 CASES = {"mlp_784_1024_1024_10_b128": (mlp, (128, 784)),
-         "cnn_64x3x32x32": (cnn, (64, 3, 32, 32))}
+         "cnn_64x3x32x32": (cnn, (64, 3, 32, 32)),
+         "resnet20_64x3x32x32": (resnet20, (64, 3, 32, 32))}
+TARGETS = {"mlp_784_1024_1024_10_b128": 1.15, "cnn_64x3x32x32": 1.2,
+           "resnet20_64x3x32x32": 1.3, "cnn_64x3x32x32_inference": 1.2}
 
 
-def step_ms(lib, model, x, y, repeat):
+def train_step(lib, build, shape):
+    """A function running one training step of a new model on fixed random data."""
+    x, y = data(lib, shape)
+    model = build(lib.nn)
     opt = lib.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = lib.nn.functional.cross_entropy
 
@@ -39,32 +75,63 @@ def step_ms(lib, model, x, y, repeat):
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
-    return best_time(step, repeat=repeat, warmup=2) * 1e3
+    return step
 
 
-def run(lib, make, build, shape, repeat):
+def inference(lib, build, shape):
+    """A function running one forward pass without autograd of a new model (eval mode)."""
+    x, _ = data(lib, shape)
+    model = build(lib.nn).eval()
+
+    def forward():
+        with lib.no_grad():
+            model(x)
+    return forward
+
+
+def data(lib, shape):
     rng = np.random.default_rng(0)
-    x = make(rng.standard_normal(shape).astype(np.float32))
-    y = make(rng.integers(0, 10, shape[0]))
-    return step_ms(lib, build(lib.nn), x, y, repeat)
+    return (lib.tensor(rng.standard_normal(shape).astype(np.float32)),
+            lib.tensor(rng.integers(0, 10, shape[0])))
+
+
+def alternate_ms(fns, repeat, warmup=2):
+    """Best milliseconds of each of `fns`, run in turns (one call each per round)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [b * 1e3 for b in best]
 
 
 def main():
-    repeat = 20
-    result = {"unit": "ms per training step (best of %d)" % repeat, "dtrain": {}, "torch": None}
-    dt.manual_seed(0)
-    for name, (build, shape) in CASES.items():
-        result["dtrain"][name] = run(dt, dt.tensor, build, shape, repeat)
+    repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 20  # ResNet-20: a quarter of it
     torch = try_torch()
+    result = {"unit": "ms per call (best of %d, ResNet-20 of %d; libraries alternating)"
+              % (repeat, max(1, repeat // 4)),
+              "dtrain": {}, "torch": None}
     if torch is not None:
-        torch.manual_seed(0)
         result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
-        for name, (build, shape) in CASES.items():
-            result["torch"][name] = run(torch, torch.tensor, build, shape, repeat)
-        d, t = result["dtrain"], result["torch"]
-        result["ratio_vs_torch (dtrain/torch time)"] = {
-            "mlp (target <= 1.15)": d["mlp_784_1024_1024_10_b128"] / t["mlp_784_1024_1024_10_b128"],
-            "cnn (target <= 2)": d["cnn_64x3x32x32"] / t["cnn_64x3x32x32"]}
+        result["ratio_vs_torch (dtrain/torch time)"] = {}
+    runs = {name: (train_step, build, shape) for name, (build, shape) in CASES.items()}
+    runs["cnn_64x3x32x32_inference"] = (inference, cnn, (64, 3, 32, 32))
+    for name, (make, build, shape) in runs.items():
+        dt.manual_seed(0)
+        fns = [make(dt, build, shape)]
+        if torch is not None:
+            torch.manual_seed(0)
+            fns.append(make(torch, build, shape))
+        times = alternate_ms(fns, max(1, repeat // 4) if "resnet" in name else repeat)
+        result["dtrain"][name] = times[0]
+        if torch is not None:
+            result["torch"][name] = times[1]
+            result["ratio_vs_torch (dtrain/torch time)"][
+                f"{name} (target <= {TARGETS[name]})"] = times[0] / times[1]
     emit(result)
 
 

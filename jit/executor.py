@@ -437,6 +437,11 @@ def _write_tensor(dst, src):
 
 
 def empty_buffer(value):
-    """A new array for a planned buffer of `value`'s shape, dtype and device."""
-    return creation.empty(value.shape, dtype=dtypes.from_np(value.dtype),
-                          device=value.device)._data
+    """A new array for a planned buffer of `value`'s shape, dtype, device and layout (a
+    channels-last value gets a (N, *s, C) array seen as (N, C, *s), as eager made it)."""
+    shape = value.shape
+    if value.channels_last:
+        shape = (shape[0],) + shape[2:] + (shape[1],)
+    arr = creation.empty(shape, dtype=dtypes.from_np(value.dtype), device=value.device)._data
+    return arr.transpose((0, arr.ndim - 1) + tuple(range(1, arr.ndim - 1))) \
+        if value.channels_last else arr

@@ -35,12 +35,19 @@ class Ref:
         return f"%{self.vid}"
 
 
+def _channels_last(arr):
+    """Whether (N, C, *s) `arr` is stored dense channels-last and not also C-contiguous."""
+    return arr.ndim >= 3 and not arr.flags.c_contiguous and \
+        arr.transpose((0,) + tuple(range(2, arr.ndim)) + (1,)).flags.c_contiguous
+
+
 @dataclass
 class Value:
     kind: str
     shape: tuple
     dtype: object  # numpy dtype
     device: str = "cpu"
+    channels_last: bool = False  # stored (N, *s, C) as a conv's output: planned alike
 
     def describe(self):
         return f"{dtypes.from_np(self.dtype).name}{list(self.shape)}"
@@ -109,7 +116,8 @@ class Graph:
         self.custom_functions = set()  # autograd.Function nodes met (no autograd replay)
 
     def new_value(self, kind, arr):
-        self.values.append(Value(kind, tuple(arr.shape), arr.dtype, _device(arr)))
+        self.values.append(Value(kind, tuple(arr.shape), arr.dtype, _device(arr),
+                                 _channels_last(arr)))
         return len(self.values) - 1
 
     def __str__(self):

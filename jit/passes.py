@@ -204,7 +204,7 @@ def plan_memory(g, fuse):
             if o in leaving:
                 plan[i] = Recycled(value)
             else:
-                key = (value.shape, value.dtype, value.device)
+                key = (value.shape, value.dtype, value.device, value.channels_last)
                 buf = _dying_input(n, i, key, owner, life, roots, frees) \
                     if fuse and n.op.elementwise else None
                 if buf is None:

@@ -4,10 +4,10 @@ Three primitive ops, closed under differentiation, so that double backward works
   `ConvNd(x, w, b)`          y = correlation of x with w (torch's conv), plus bias;
   `ConvTransposeNd(g, w, b)` the adjoint of ConvNd in x: per kernel tap, a GEMM whose
                              result is added into that tap's strided slice (col2im);
-  `ConvWeightNd(x, g)`       the adjoint of ConvNd in w: im2col, then one GEMM.
-Each op's backward is written with the other two. im2col is a strided view of the padded
-input (no copy until the GEMM reshapes it). The only Python loops run over kernel taps,
-never over pixels or samples.
+  `ConvWeightNd(x, g)`       the adjoint of ConvNd in w: im2col, then a GEMM.
+Each op's backward is written with the other two. The kernels (nn/conv_kernels.py) work in
+a channels-last GEMM layout, a chunk of samples at a time; the only Python loops run over
+kernel taps and sample chunks, never over pixels.
 """
 import itertools
 import math
@@ -19,6 +19,15 @@ from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core import creation
 from dtrain.core.backend import array_module
 from dtrain.nn import init
+from dtrain.nn.conv_kernels import (
+    channels_first,
+    conv_forward,
+    conv_input_grad,
+    conv_weight_grad,
+    grad_matrix,
+    is_channels_last,
+    padded,
+)
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 
@@ -32,17 +41,21 @@ def interior(padding, size):
                                               zip(size, padding))
 
 
+def layout_scratch(op, name, shape, dtype, xp, channels_last):
+    """`op.scratch` of (N, C, *s) `shape`, stored channels-last when asked (a view)."""
+    if not channels_last:
+        return op.scratch(name, shape, dtype, xp)
+    return channels_first(op.scratch(name, (shape[0],) + shape[2:] + (shape[1],), dtype, xp))
+
+
 def pad_spatial(op, x, padding, value=0):
     """`x` (N, C, *spatial) padded with `value` by `padding`, a (lo, hi) pair per spatial
-    dim (itself when there is no padding)."""
+    dim (itself when there is no padding), in x's layout (channels-last or not)."""
     if not any(lo or hi for lo, hi in padding):
         return x
-    xp = array_module(x)
-    shape = x.shape[:2] + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], padding))
-    out = op.scratch("padded", shape, x.dtype, xp)
-    out.fill(value)
-    out[interior(padding, x.shape[2:])] = x
-    return out
+    if is_channels_last(x):
+        return channels_first(padded(op, x, padding, True, value))
+    return padded(op, x, padding, False, value)
 
 
 def _windows(op, x, ksize, stride, padding, dilation, out_size):
@@ -57,38 +70,12 @@ def _windows(op, x, ksize, stride, padding, dilation, out_size):
     return xp.lib.stride_tricks.as_strided(xpad, shape, strides)
 
 
-def _cols(op, x, ksize, stride, padding, dilation, out_size, groups):
-    """im2col over the whole batch: (groups, C/groups * prod(ksize), N * prod(out_size))."""
-    xp = array_module(x)
-    win = xp.moveaxis(_windows(op, x, ksize, stride, padding, dilation, out_size), 0,
-                      1 + len(ksize))
-    n, c = x.shape[:2]
-    cols = op.scratch("cols", (groups, c // groups * math.prod(ksize), n * math.prod(out_size)),
-                      x.dtype, xp)
-    xp.copyto(cols.reshape(win.shape), win)
-    return cols
-
-
-def _channels_first(op, g, groups):
-    """(N, C, *s) -> contiguous (groups, C/groups, N * prod(s)): the GEMM layout."""
-    xp = array_module(g)
-    moved = xp.moveaxis(g, 1, 0)
-    out = op.scratch("gt", moved.shape, g.dtype, xp)
-    xp.copyto(out, moved)
-    return out.reshape(groups, g.shape[1] // groups, -1)
-
-
 def copy_into(out, src):
     """A contiguous copy of `src`: written into `out` when given, else a new array."""
     if out is None:
-        return src.copy()
+        return src.copy(order="K")  # keeps src's layout (channels-last or not)
     array_module(src).copyto(out, src)
     return out
-
-
-def _batch_first(a, out):
-    """(C, N, *s) -> `out`, contiguous (N, C, *s) (a new array when `out` is None)."""
-    return copy_into(out, array_module(a).moveaxis(a, 1, 0))
 
 
 def tap_keys(ksize, stride, dilation, out_size):
@@ -101,42 +88,25 @@ def tap_keys(ksize, stride, dilation, out_size):
 
 
 def scatter_taps(out, ksize, stride, dilation, out_size, value):
-    """Zero `out`, then add `value(i, tap)` (N, C, *out_size) at each tap's positions: the
-    adjoint of reading through `tap_keys`. A loop over the kernel's taps only."""
-    out.fill(0)
+    """Zero `out`, then add `value(i, tap, dest)` (N, C, *out_size) at each tap's positions:
+    the adjoint of reading through `tap_keys`. A loop over the kernel's taps only. Where
+    windows do not overlap, `dest` is the tap's view of `out`, which `value` may write into
+    and return (else it is None)."""
     # Taps overlap in the output unless stride >= dilation * (k - 1) + 1 in every dim.
     overlap = any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, ksize))
+    tiled = all(s == k and d == 1 and o * k == n for s, d, k, o, n in  # windows tile `out`
+                zip(stride, dilation, ksize, out_size, out.shape[2:]))
+    if not tiled:
+        out.fill(0)
     for i, (tap, key) in enumerate(tap_keys(ksize, stride, dilation, out_size)):
         if overlap:
-            out[key] += value(i, tap)
+            out[key] += value(i, tap, None)
         else:
-            out[key] = value(i, tap)
+            dest = out[key]
+            v = value(i, tap, dest)
+            if v is not dest:
+                dest[...] = v
     return out
-
-
-def _conv_gemm(op, x, w, b, stride, padding, dilation, groups, out):
-    """(conv output (N, O, *out) plus bias, into `out` when given; the im2col of x): one
-    GEMM per group over the whole batch. NOTE: measured faster than one GEMM per sample,
-    despite the transposing copy of the output, and it needs fewer, larger BLAS calls."""
-    xp = array_module(x)
-    out_size = _out_size(x.shape[2:], w.shape[2:], stride, padding, dilation)
-    cols = _cols(op, x, w.shape[2:], stride, padding, dilation, out_size, groups)
-    o = w.shape[0]
-    y = op.scratch("y", (groups, o // groups, cols.shape[2]), xp.result_type(w, cols), xp)
-    xp.matmul(w.reshape(groups, o // groups, -1), cols, out=y)
-    y = y.reshape(o, -1)
-    if b is not None:
-        y += b[:, None]
-    return _batch_first(y.reshape((o, x.shape[0]) + out_size), out), cols
-
-
-def _out_size(in_size, ksize, stride, padding, dilation):
-    return tuple((n + lo + hi - d * (k - 1) - 1) // s + 1
-                 for n, k, s, (lo, hi), d in zip(in_size, ksize, stride, padding, dilation))
-
-
-def _bias_shape(b, nd):
-    return b.reshape((b.shape[0],) + (1,) * nd)
 
 
 def _grad_bias(g, nd):
@@ -164,17 +134,16 @@ class ConvNd(Op):
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        y, self.cols = _conv_gemm(self, x, w, b, stride, padding, dilation, groups, out)
-        return y
+        return conv_forward(self, x, w, b, stride, padding, dilation, groups, out)
 
     def backward(self, g):
         x, w, _ = self.inputs
         nx, nw, nb = self.needs_input_grad
         nd = g._data.ndim - 2
-        gt = _channels_first(self, g._data, self.geom["groups"]) if nx or nw else None  # shared
+        gt = grad_matrix(self, g._data, self.geom["groups"]) if nx or nw else None  # shared
         gx = ConvTransposeNd.apply(g, w, None, out_size=x._data.shape[2:], gt=gt, **self.geom) \
             if nx else None
-        gw = ConvWeightNd.apply(x, g, ksize=w._data.shape[2:], cols=self.cols, gt=gt,
+        gw = ConvWeightNd.apply(x, g, ksize=w._data.shape[2:], gt=gt,
                                 **self.geom) if nw else None
         return gx, gw, _grad_bias(g, nd) if nb else None
 
@@ -200,29 +169,9 @@ class ConvTransposeNd(Op):
     writes_out = True
 
     def forward(self, g, w, b, stride, padding, dilation, groups, out_size, gt=None, out=None):
-        xp = array_module(g)
-        n, o, *in_size = g.shape
-        nd = len(in_size)
-        ksize = w.shape[2:]
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        og, cg = o // groups, w.shape[1]
-        gt = _channels_first(self, g, groups) if gt is None else gt
-        wg = w.reshape((groups, og, cg) + tuple(ksize))
-        dtype = xp.result_type(w, gt)
-        product = self.scratch("tap", (groups, cg, gt.shape[2]), dtype, xp)
-
-        def tap_product(i, tap):  # this tap's share of every output pixel: (C, N, *in)
-            wt = xp.swapaxes(wg[(slice(None),) * 3 + tap], 1, 2)
-            return xp.matmul(wt, gt, out=product).reshape((cg * groups, n) + tuple(in_size))
-        # NOTE: one GEMM per kernel tap, added at once into its strided slice: measured ~20%
-        # faster than one GEMM for all taps followed by col2im (and no (C*k*k, N*P) buffer).
-        full = (cg * groups, n) + tuple(m + lo + hi for m, (lo, hi) in zip(out_size, padding))
-        padded = scatter_taps(self.scratch("full", full, dtype, xp), ksize, stride, dilation,
-                              in_size, tap_product)
-        out = _batch_first(padded[interior(padding, out_size)], out)
-        if b is not None:
-            out += _bias_shape(b, nd)
-        return out
+        return conv_input_grad(self, g, w, b, stride, padding, dilation, groups, out_size,
+                               gt, out)
 
     def backward(self, gg):
         g, w, _ = self.inputs
@@ -256,23 +205,16 @@ def _conv_weight_samples():
 @register("conv_weight", _conv_weight_samples)
 class ConvWeightNd(Op):
     """The adjoint of ConvNd in w: x (N, C, *in) and g (N, O, *out) give (O, C/groups, *k).
-    `cols` (x's im2col) and `gt` (g in GEMM layout) are passed when already built."""
+    `gt` (g in GEMM layout) is passed when already built."""
 
     saves_inputs = True
     writes_out = True
 
-    def forward(self, x, g, ksize, stride, padding, dilation, groups, cols=None, gt=None,
-                out=None):
-        xp = array_module(x)
-        o, out_size = g.shape[1], tuple(g.shape[2:])
+    def forward(self, x, g, ksize, stride, padding, dilation, groups, gt=None, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        if cols is None:
-            cols = _cols(self, x, ksize, stride, padding, dilation, out_size, groups)
-        gt = _channels_first(self, g, groups) if gt is None else gt
-        if out is None:
-            out = xp.empty((o, x.shape[1] // groups) + tuple(ksize), xp.result_type(gt, cols))
-        xp.matmul(gt, xp.swapaxes(cols, 1, 2), out=out.reshape(groups, o // groups, -1))
-        return out
+        w_shape = (g.shape[1], x.shape[1] // groups) + tuple(ksize)
+        return conv_weight_grad(self, x, g, w_shape, stride, padding, dilation, groups, gt,
+                                out)
 
     def backward(self, ggw):
         x, g = self.inputs

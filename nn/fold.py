@@ -9,7 +9,8 @@ import math
 from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
-from dtrain.nn.conv import _out_size, _windows, as_tuple, interior, scatter_taps, with_batch_dim
+from dtrain.nn import conv_kernels
+from dtrain.nn.conv import _windows, as_tuple, interior, scatter_taps, with_batch_dim
 from dtrain.nn.module import Module
 
 
@@ -39,7 +40,7 @@ class Im2Col(Op):
     def forward(self, x, ksize, dilation, padding, stride):
         xp = array_module(x)
         self.in_size, self.geometry = x.shape[2:], (ksize, dilation, padding, stride)
-        out_size = _out_size(x.shape[2:], ksize, stride, padding, dilation)
+        out_size = conv_kernels.out_size(x.shape[2:], ksize, stride, padding, dilation)
         win = _windows(self, x, ksize, stride, padding, dilation, out_size)
         return xp.ascontiguousarray(win).reshape(x.shape[0], -1, math.prod(out_size))
 
@@ -62,12 +63,13 @@ class Col2Im(Op):
     def forward(self, cols, output_size, ksize, dilation, padding, stride):
         xp = array_module(cols)
         self.geometry = (ksize, dilation, padding, stride)
-        out_size = _out_size(output_size, ksize, stride, padding, dilation)
+        out_size = conv_kernels.out_size(output_size, ksize, stride, padding, dilation)
         n = cols.shape[0]
         blocks = cols.reshape((n, -1, math.prod(ksize)) + out_size)
         padded = tuple(o + lo + hi for o, (lo, hi) in zip(output_size, padding))
         out = xp.empty((n, blocks.shape[1]) + padded, cols.dtype)
-        scatter_taps(out, ksize, stride, dilation, out_size, lambda i, tap: blocks[:, :, i])
+        scatter_taps(out, ksize, stride, dilation, out_size,
+                     lambda i, tap, dest: blocks[:, :, i])
         return xp.ascontiguousarray(out[interior(padding, output_size)])
 
     def backward(self, g):
@@ -94,7 +96,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     k, d, p, s = _geometry(kernel_size, dilation, padding, stride)
     out_hw = as_tuple(output_size, 2, "output_size")
     x, unbatched = with_batch_dim(input, 1)
-    blocks = _out_size(out_hw, k, s, p, d)
+    blocks = conv_kernels.out_size(out_hw, k, s, p, d)
     if x.shape[1] % math.prod(k):
         raise RuntimeError(f"Expected size of input's dimension 1 to be divisible by the "
                            f"product of kernel_size, but got input.size(1)={x.shape[1]} and "

@@ -18,10 +18,17 @@ from dtrain.nn.conv import (
     as_tuple,
     copy_into,
     interior,
+    layout_scratch,
     pad_spatial,
     scatter_taps,
     tap_keys,
     with_batch_dim,
+)
+from dtrain.nn.conv_kernels import (
+    channels_first,
+    channels_last,
+    copy_to_scratch,
+    is_channels_last,
 )
 from dtrain.nn.module import Module
 
@@ -71,10 +78,12 @@ def _window_max(op, x, ksize, stride, padding, dilation, out_size, out):
     xpad = pad_spatial(op, x, padding, -xp.inf)
     keys = [key for _, key in tap_keys(ksize, stride, dilation, out_size)]
     best = copy_into(out, xpad[keys[0]])
-    taps = op.scratch("taps", best.shape, xp.uint8 if len(keys) <= 256 else xp.int32, xp)
+    cl = is_channels_last(xpad)  # the temporaries take x's layout
+    taps = layout_scratch(op, "taps", best.shape, xp.uint8 if len(keys) <= 256 else xp.int32,
+                          xp, cl)
     taps.fill(0)
-    won = op.scratch("won", best.shape, bool, xp)
-    tap = op.scratch("tap", best.shape, taps.dtype, xp)
+    won = layout_scratch(op, "won", best.shape, bool, xp, cl)
+    tap = layout_scratch(op, "tap", best.shape, taps.dtype, xp, cl)
     for i, key in enumerate(keys[1:], 1):
         view = xpad[key]
         # Strictly greater: the first maximum wins (torch's tie rule); taps only grow with
@@ -141,17 +150,21 @@ class MaxPoolGrad(Op):
                                           dilation=dilation, out_size=out_size)
         full = in_shape[:2] + tuple(n + lo + hi for n, (lo, hi) in zip(in_shape[2:], padding))
         padded = any(lo or hi for lo, hi in padding)
+        cl = is_channels_last(taps)  # the gradient takes the forward's layout
+        if cl and not is_channels_last(g):  # one small copy, not a strided walk per tap
+            g = channels_first(copy_to_scratch(self, "g", channels_last(g)))
         if padded or out is None:
-            target = self.scratch("full", full, g.dtype, xp) if padded else \
-                xp.empty(full, g.dtype)
+            target = layout_scratch(self, "full", full, g.dtype, xp, cl) if padded else \
+                channels_first(xp.empty((full[0],) + full[2:] + full[1:2], g.dtype)) if cl \
+                else xp.empty(full, g.dtype)
         else:
             target = out
-        won = self.scratch("won", taps.shape, bool, xp)
-        routed = self.scratch("routed", g.shape, g.dtype, xp)
+        won = layout_scratch(self, "won", taps.shape, bool, xp, cl)
+        routed = layout_scratch(self, "routed", g.shape, g.dtype, xp, cl)  # unused if tiled
 
-        def tap_grad(i, tap):  # the gradients whose winner is tap i
+        def tap_grad(i, tap, dest):  # the gradients whose winner is tap i
             xp.equal(taps, i, out=won)
-            return xp.multiply(g, won, out=routed)
+            return xp.multiply(g, won, out=routed if dest is None else dest)
         scatter_taps(target, ksize, stride, dilation, out_size, tap_grad)
         if not padded:
             return target
