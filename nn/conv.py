@@ -159,7 +159,7 @@ def _conv_samples():
 class ConvNd(Op):
     """Correlation of x (N, C, *in) with w (O, C/groups, *k), plus bias b (O,) or None."""
 
-    saves_inputs = True
+    saves = ("inputs", "cols")
     writes_out = True
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
@@ -196,7 +196,7 @@ class ConvTransposeNd(Op):
     (N, C, *out_size); the padded result is cropped by `padding`. `gt` is g in GEMM layout
     when the caller already built it."""
 
-    saves_inputs = True
+    saves = ("inputs",)
     writes_out = True
 
     def forward(self, g, w, b, stride, padding, dilation, groups, out_size, gt=None, out=None):
@@ -258,7 +258,7 @@ class ConvWeightNd(Op):
     """The adjoint of ConvNd in w: x (N, C, *in) and g (N, O, *out) give (O, C/groups, *k).
     `cols` (x's im2col) and `gt` (g in GEMM layout) are passed when already built."""
 
-    saves_inputs = True
+    saves = ("inputs",)
     writes_out = True
 
     def forward(self, x, g, ksize, stride, padding, dilation, groups, cols=None, gt=None,

@@ -60,7 +60,7 @@ class Sub(Op):
 @register("mul", _binary_samples("mul", lambda a, b: a * b))
 class Mul(Op):
     writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = binary_forward(operator.mul, "multiply")
 
@@ -74,7 +74,7 @@ class Mul(Op):
 @register("div", _binary_samples("div", lambda a, b: a / b, positive_b=True))
 class Div(Op):
     writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = binary_forward(operator.truediv, "true_divide")
 
@@ -97,8 +97,7 @@ def _pow_samples():
 
 @register("pow", _pow_samples)
 class Pow(Op):
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output")
 
     def forward(self, a, b):
         return torch_dtype(a ** b, a, b)
@@ -124,6 +123,8 @@ def _minmax_samples(name, fn):
 
 class _PairSelect(Op):
     """maximum/minimum: the gradient goes to the selected operand, split evenly on ties."""
+
+    saves = ("w",)
 
     def _select(self, a, b, out, wins):
         w = wins.astype(out.dtype) + (a == b).astype(out.dtype) * 0.5
@@ -164,7 +165,7 @@ class Neg(Op):
 @register("exp", _unary_samples("exp", lambda x: x.exp()))
 class Exp(Op):
     writes_out = elementwise = True
-    saves_output = True
+    saves = ("output",)
 
     forward = ufunc_forward("exp")
 
@@ -175,7 +176,7 @@ class Exp(Op):
 @register("log", _unary_samples("log", lambda x: x.log(), low=0.2, high=2.0))
 class Log(Op):
     writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("log")
 
@@ -186,7 +187,7 @@ class Log(Op):
 @register("log1p", _unary_samples("log1p", lambda x: x.log1p(), low=-0.5, high=2.0))
 class Log1p(Op):
     writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("log1p")
 
@@ -197,7 +198,7 @@ class Log1p(Op):
 @register("sqrt", _unary_samples("sqrt", lambda x: x.sqrt(), low=0.2, high=2.0))
 class Sqrt(Op):
     writes_out = elementwise = True
-    saves_output = True
+    saves = ("output",)
 
     forward = ufunc_forward("sqrt")
 
@@ -208,7 +209,7 @@ class Sqrt(Op):
 @register("abs", _unary_samples("abs", lambda x: x.abs(), away=True))
 class Abs(Op):
     writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("abs")
 
@@ -219,7 +220,7 @@ class Abs(Op):
 @register("sin", _unary_samples("sin", lambda x: x.sin(), low=-3, high=3))
 class Sin(Op):
     writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("sin")
 
@@ -230,7 +231,7 @@ class Sin(Op):
 @register("cos", _unary_samples("cos", lambda x: x.cos(), low=-3, high=3))
 class Cos(Op):
     writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("cos")
 
@@ -241,7 +242,7 @@ class Cos(Op):
 @register("tanh", _unary_samples("tanh", lambda x: x.tanh(), low=-2, high=2))
 class Tanh(Op):
     writes_out = elementwise = True
-    saves_output = True
+    saves = ("output",)
 
     forward = ufunc_forward("tanh")
 
@@ -262,7 +263,7 @@ class TanhBackward(Op):
     """g * (1 - y^2) for y = tanh(x). NOTE: one fused op instead of three keeps the
     backward pass of tanh-heavy models cheap; its own backward keeps double-grad exact."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     writes_out = True
 
@@ -280,7 +281,7 @@ class TanhBackward(Op):
 
 @register("sigmoid", _unary_samples("sigmoid", lambda x: x.sigmoid(), low=-3, high=3))
 class Sigmoid(Op):
-    saves_output = True
+    saves = ("output",)
 
     writes_out = True
 
@@ -302,7 +303,7 @@ class Sigmoid(Op):
 class SigmoidBackward(Op):
     """g * y * (1 - y) for y = sigmoid(x), fused like TanhBackward."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     writes_out = True
 
@@ -322,7 +323,7 @@ class SigmoidBackward(Op):
 @register("relu", _unary_samples("relu", lambda x: x.relu(), away=True))
 class Relu(Op):
     writes_out = elementwise = True
-    saves_output = True  # NOTE: backward's mask is `output > 0`, so forward stashes nothing
+    saves = ("output",)  # NOTE: backward's mask is `output > 0`, so forward stashes nothing
 
     def forward(self, x, out=None):
         return array_module(x).maximum(x, 0, out=out)
@@ -340,6 +341,8 @@ def _clamp_samples():
 
 @register("clamp", _clamp_samples)
 class Clamp(Op):
+    saves = ("mask",)
+
     def forward(self, x, lo, hi):
         xp = array_module(x)
         out = xp.clip(x, lo, hi)
@@ -361,6 +364,8 @@ def _where_samples():
 
 @register("where", _where_samples)
 class Where(Op):
+    saves = ("cond",)
+
     def forward(self, cond, a, b):
         xp = array_module(cond)
         self.cond = cond

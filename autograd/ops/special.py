@@ -44,7 +44,7 @@ class _UnaryMath(Op):
     ops, so that higher orders record."""
 
     def backward(self, g):
-        return (g * self.grad(self.output if self.saves_output else self.inputs[0]),)
+        return (g * self.grad(self.output if "output" in self.saves else self.inputs[0]),)
 
 
 class _UnaryUfunc(_UnaryMath):
@@ -145,7 +145,7 @@ def _erfinv_array(x):
 class Erf(_UnaryMath):
     """Elementwise erf."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x):
         return erf_array(x)
@@ -157,7 +157,7 @@ class Erf(_UnaryMath):
 class Erfc(_UnaryMath):
     """Elementwise erfc."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x):
         return _erf_pair(x, True)
@@ -169,7 +169,7 @@ class Erfc(_UnaryMath):
 class Erfinv(_UnaryMath):
     """Elementwise erfinv."""
 
-    saves_output = True
+    saves = ("output",)
 
     def forward(self, x):
         return _erfinv_array(x)
@@ -270,7 +270,7 @@ def _polygamma_samples():
 class Polygamma(Op):
     """psi^(n)(x), the n-th derivative of digamma; its own derivative is psi^(n+1)(x)."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x, n):
         self.n = n
@@ -299,7 +299,7 @@ psi = digamma
 class Lgamma(_UnaryMath):
     """Elementwise lgamma."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x):
         return _lgamma_array(x)
@@ -315,7 +315,7 @@ lgamma = _unary(Lgamma)
 class Tan(_UnaryUfunc):
     """Elementwise tan."""
 
-    saves_output, forward = True, ufunc_forward("tan")
+    saves, forward = ("output",), ufunc_forward("tan")
     grad = staticmethod(lambda y: y * y + 1)
 
 
@@ -323,7 +323,7 @@ class Tan(_UnaryUfunc):
 class Sinh(_UnaryUfunc):
     """Elementwise sinh."""
 
-    saves_inputs, forward = True, ufunc_forward("sinh")
+    saves, forward = ("inputs",), ufunc_forward("sinh")
     grad = staticmethod(lambda x: cosh(x))
 
 
@@ -331,7 +331,7 @@ class Sinh(_UnaryUfunc):
 class Cosh(_UnaryUfunc):
     """Elementwise cosh."""
 
-    saves_inputs, forward = True, ufunc_forward("cosh")
+    saves, forward = ("inputs",), ufunc_forward("cosh")
     grad = staticmethod(lambda x: sinh(x))
 
 
@@ -339,7 +339,7 @@ class Cosh(_UnaryUfunc):
 class Asin(_UnaryUfunc):
     """Elementwise asin."""
 
-    saves_inputs, forward = True, ufunc_forward("arcsin")
+    saves, forward = ("inputs",), ufunc_forward("arcsin")
     grad = staticmethod(lambda x: (1 - x * x).rsqrt())
 
 
@@ -347,7 +347,7 @@ class Asin(_UnaryUfunc):
 class Acos(_UnaryUfunc):
     """Elementwise acos."""
 
-    saves_inputs, forward = True, ufunc_forward("arccos")
+    saves, forward = ("inputs",), ufunc_forward("arccos")
     grad = staticmethod(lambda x: -(1 - x * x).rsqrt())
 
 
@@ -355,7 +355,7 @@ class Acos(_UnaryUfunc):
 class Atan(_UnaryUfunc):
     """Elementwise atan."""
 
-    saves_inputs, forward = True, ufunc_forward("arctan")
+    saves, forward = ("inputs",), ufunc_forward("arctan")
     grad = staticmethod(lambda x: (x * x + 1).reciprocal())
 
 
@@ -363,7 +363,7 @@ class Atan(_UnaryUfunc):
 class Asinh(_UnaryUfunc):
     """Elementwise asinh."""
 
-    saves_inputs, forward = True, ufunc_forward("arcsinh")
+    saves, forward = ("inputs",), ufunc_forward("arcsinh")
     grad = staticmethod(lambda x: (x * x + 1).rsqrt())
 
 
@@ -371,7 +371,7 @@ class Asinh(_UnaryUfunc):
 class Acosh(_UnaryUfunc):
     """Elementwise acosh."""
 
-    saves_inputs, forward = True, ufunc_forward("arccosh")
+    saves, forward = ("inputs",), ufunc_forward("arccosh")
     grad = staticmethod(lambda x: (x * x - 1).rsqrt())
 
 
@@ -379,7 +379,7 @@ class Acosh(_UnaryUfunc):
 class Atanh(_UnaryUfunc):
     """Elementwise atanh."""
 
-    saves_inputs, forward = True, ufunc_forward("arctanh")
+    saves, forward = ("inputs",), ufunc_forward("arctanh")
     grad = staticmethod(lambda x: (1 - x * x).reciprocal())
 
 
@@ -387,7 +387,7 @@ class Atanh(_UnaryUfunc):
 class Expm1(_UnaryUfunc):
     """Elementwise expm1."""
 
-    saves_output, forward = True, ufunc_forward("expm1")
+    saves, forward = ("output",), ufunc_forward("expm1")
     grad = staticmethod(lambda y: y + 1)
 
 
@@ -395,7 +395,7 @@ class Expm1(_UnaryUfunc):
 class Log2(_UnaryUfunc):
     """Elementwise log2."""
 
-    saves_inputs, forward = True, ufunc_forward("log2")
+    saves, forward = ("inputs",), ufunc_forward("log2")
     grad = staticmethod(lambda x: (x * _LN2).reciprocal())
 
 
@@ -403,7 +403,7 @@ class Log2(_UnaryUfunc):
 class Log10(_UnaryUfunc):
     """Elementwise log10."""
 
-    saves_inputs, forward = True, ufunc_forward("log10")
+    saves, forward = ("inputs",), ufunc_forward("log10")
     grad = staticmethod(lambda x: (x * _LN10).reciprocal())
 
 
@@ -464,7 +464,7 @@ class NanToNum(Op):
     """NaN, +inf and -inf replaced; the gradient is 1 at finite elements, 0 at replaced ones.
     NOTE: one primitive, not three `where`s, so that the common case is one pass."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x, nan, posinf, neginf):
         return array_module(x).nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
@@ -504,7 +504,7 @@ class _BinaryMath(Op):
     """A binary elementwise op whose backward is g times the partial derivatives that
     `partials(a, b, na, nb)` gives (None where not needed), summed back over broadcasting."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def backward(self, g):
         na, nb = self.needs_input_grad
@@ -543,7 +543,7 @@ class Atan2(_BinaryUfunc):
 class Hypot(_BinaryUfunc):
     """sqrt(input^2 + other^2), elementwise without overflow."""
 
-    saves_output = True
+    saves = ("inputs", "output")
     forward = binary_forward(_ufunc2("hypot"), "hypot")
 
     def partials(self, a, b, na, nb):
@@ -565,7 +565,7 @@ class Fmod(_BinaryUfunc):
 class Copysign(_BinaryUfunc):
     """|input| with the sign (bit) of other: -0.0 counts as negative; d/dother = 0."""
 
-    saves_output = True
+    saves = ("inputs", "output")
     forward = binary_forward(_ufunc2("copysign"), "copysign")
 
     def partials(self, a, b, na, nb):
