@@ -16,6 +16,7 @@ import functools
 
 from dtrain.autograd.grad_mode import no_grad, state
 from dtrain.autograd.node import FREED, Node, is_differentiable_view, pack, refresh_view, unpack
+from dtrain.autograd.ops.shape import expandable
 from dtrain.core import creation
 from dtrain.core.tensor import Tensor
 
@@ -74,12 +75,12 @@ class FunctionCtx(Node):
             raise RuntimeError(f"function {self.name()} returned an incorrect number of "
                                f"gradients (expected {n}, got {len(result)})")
         result = result[:n]
-        for i, (g, shape) in enumerate(zip(result, self._in_shapes)):
+        for i, (g, shape) in enumerate(zip(result, self.in_shapes)):
             if g is not None and self.needs_input_grad[i]:
                 if not isinstance(g, Tensor):
                     raise TypeError(f"function {self.name()} returned a gradient of type "
                                     f"{type(g).__name__} at index {i}; expected a Tensor")
-                if g._data.shape != shape:
+                if not expandable(shape, g._data.shape):  # the engine sums broadcasting back
                     raise RuntimeError(f"Function {self.name()} returned an invalid gradient at "
                                        f"index {i} - got {list(g._data.shape)} but expected shape "
                                        f"compatible with {list(shape)}")
@@ -115,7 +116,6 @@ class Function:
         if not (state.enabled and any(ctx.needs_input_grad)):
             return outputs
         ctx._record(args)
-        ctx._in_shapes = tuple(a._data.shape if isinstance(a, Tensor) else () for a in args)
         ctx._out_meta = tuple((o._data.shape, o.dtype, o.device) for o in outs)
         wrapped = []
         for i, o in enumerate(outs):

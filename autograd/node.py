@@ -71,6 +71,7 @@ class Node:
         edges = tuple(edge_of(a) for a in args)
         self.next_edges = edges
         self.needs_input_grad = tuple(e is not None for e in edges)
+        self.in_shapes = tuple(a._data.shape if isinstance(a, Tensor) else () for a in args)
         self.in_dtypes = tuple(a._data.dtype if isinstance(a, Tensor) else None for a in args)
         self.seq = next(_seq)
         self._pre_hooks = None

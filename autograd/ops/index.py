@@ -3,7 +3,7 @@ masked_fill. Index arrays are constants; gradients flow to the indexed tensor an
 from dtrain.autograd.node import Op, replay_view
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.pointwise import where
-from dtrain.autograd.ops.shape import pad, sum_to
+from dtrain.autograd.ops.shape import pad
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import backend
 from dtrain.core.backend import array_module
@@ -130,7 +130,7 @@ class IndexPut(Op):
         if nv:
             gv = g[self.key]
             extra = len(self.v_shape) - gv._data.ndim  # leading size-1 dims of the value
-            gv = sum_to(gv, self.v_shape[max(extra, 0):]).reshape(self.v_shape)
+            gv = gv.sum_to_size(self.v_shape[max(extra, 0):]).reshape(self.v_shape)
         return gx, gv, None
 
 

@@ -1,6 +1,7 @@
 """Elementwise ops with broadcasting: arithmetic, transcendental, activations, selection.
 
-Gradients of broadcast operands are summed back to their shapes with `sum_to_size`.
+Backward formulas return gradients in the broadcast shape; the engine sums each back to
+its operand's shape.
 Python scalars are constants: they take part in forward and get no gradient.
 """
 import math
@@ -8,7 +9,6 @@ import operator
 
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import as_array_arg, binary_forward, torch_dtype, ufunc_forward
-from dtrain.autograd.ops.shape import sum_to
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
@@ -42,8 +42,8 @@ class Add(Op):
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (sum_to(g, self.in_shapes[0]) if na else None,
-                sum_to(g, self.in_shapes[1]) if nb else None)
+        return (g if na else None,
+                g if nb else None)
 
 
 @register("sub", _binary_samples("sub", lambda a, b: a - b))
@@ -53,8 +53,8 @@ class Sub(Op):
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (sum_to(g, self.in_shapes[0]) if na else None,
-                sum_to(-g, self.in_shapes[1]) if nb else None)
+        return (g if na else None,
+                -g if nb else None)
 
 
 @register("mul", _binary_samples("mul", lambda a, b: a * b))
@@ -67,8 +67,8 @@ class Mul(Op):
     def backward(self, g):
         a, b = self.inputs
         na, nb = self.needs_input_grad
-        return (sum_to(g * b, self.in_shapes[0]) if na else None,
-                sum_to(g * a, self.in_shapes[1]) if nb else None)
+        return (g * b if na else None,
+                g * a if nb else None)
 
 
 @register("div", _binary_samples("div", lambda a, b: a / b, positive_b=True))
@@ -82,8 +82,8 @@ class Div(Op):
         a, b = self.inputs
         na, nb = self.needs_input_grad
         ga = g / b
-        return (sum_to(ga, self.in_shapes[0]) if na else None,
-                sum_to(-ga * a / b, self.in_shapes[1]) if nb else None)
+        return (ga if na else None,
+                -ga * a / b if nb else None)
 
 
 def _pow_samples():
@@ -107,10 +107,10 @@ class Pow(Op):
         na, nb = self.needs_input_grad
         ga = gb = None
         if na:
-            ga = sum_to(g * b * a ** (b - 1), self.in_shapes[0])
+            ga = g * b * a ** (b - 1)
         if nb:
             log_a = a.log() if isinstance(a, Tensor) else math.log(a)
-            gb = sum_to(g * self.output * log_a, self.in_shapes[1])
+            gb = g * self.output * log_a
         return ga, gb
 
 
@@ -134,8 +134,8 @@ class _PairSelect(Op):
     def backward(self, g):
         w = Tensor._make(self.w)
         na, nb = self.needs_input_grad
-        return (sum_to(g * w, self.in_shapes[0]) if na else None,
-                sum_to(g * (1 - w), self.in_shapes[1]) if nb else None)
+        return (g * w if na else None,
+                g * (1 - w) if nb else None)
 
 
 @register("maximum", _minmax_samples("maximum", lambda a, b: a.maximum(b)))
@@ -374,8 +374,8 @@ class Where(Op):
     def backward(self, g):
         _, na, nb = self.needs_input_grad
         cond = Tensor._make(self.cond)
-        return (None, sum_to(Where.apply(cond, g, 0.0), self.in_shapes[1]) if na else None,
-                sum_to(Where.apply(cond, 0.0, g), self.in_shapes[2]) if nb else None)
+        return (None, Where.apply(cond, g, 0.0) if na else None,
+                Where.apply(cond, 0.0, g) if nb else None)
 
 
 # -- public functions ---------------------------------------------------------------------

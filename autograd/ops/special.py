@@ -28,7 +28,7 @@ from dtrain.autograd.ops.pointwise import (
     trunc,
     where,
 )
-from dtrain.autograd.ops.shape import clone, sum_to
+from dtrain.autograd.ops.shape import clone
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import dtype as dtypes
 from dtrain.core.backend import array_module
@@ -502,15 +502,15 @@ def _ufunc2(name):
 
 class _BinaryMath(Op):
     """A binary elementwise op whose backward is g times the partial derivatives that
-    `partials(a, b, na, nb)` gives (None where not needed), summed back over broadcasting."""
+    `partials(a, b, na, nb)` gives (None where not needed); the engine sums broadcasting back."""
 
     saves = ("inputs",)
 
     def backward(self, g):
         na, nb = self.needs_input_grad
         da, db = self.partials(*self.inputs, na, nb)
-        return (sum_to(g * da, self.in_shapes[0]) if na else None,
-                sum_to(g * db, self.in_shapes[1]) if nb else None)
+        return (g * da if na else None,
+                g * db if nb else None)
 
 
 def _function(cls, name, doc):
