@@ -147,8 +147,6 @@ class Op(Node):
     saves = ()
     is_view = False
     random = False
-    writes_out = False
-    elementwise = False
     differentiable = True  # False: never recorded, outputs never require grad
     workspace = None  # graph replay gives each planned node a dict that outlives the call
 

@@ -160,7 +160,6 @@ class ConvNd(Op):
     """Correlation of x (N, C, *in) with w (O, C/groups, *k), plus bias b (O,) or None."""
 
     saves = ("inputs", "cols")
-    writes_out = True
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
@@ -197,7 +196,6 @@ class ConvTransposeNd(Op):
     when the caller already built it."""
 
     saves = ("inputs",)
-    writes_out = True
 
     def forward(self, g, w, b, stride, padding, dilation, groups, out_size, gt=None, out=None):
         xp = array_module(g)
@@ -259,7 +257,6 @@ class ConvWeightNd(Op):
     `cols` (x's im2col) and `gt` (g in GEMM layout) are passed when already built."""
 
     saves = ("inputs",)
-    writes_out = True
 
     def forward(self, x, g, ksize, stride, padding, dilation, groups, cols=None, gt=None,
                 out=None):

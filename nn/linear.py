@@ -28,7 +28,6 @@ class Addmm(Op):
     fresh product, and one graph node; it is the hot path of every MLP."""
 
     saves = ("inputs",)
-    writes_out = True
 
     def forward(self, x, weight, bias, out=None):
         out = array_module(x).matmul(x, weight.T, out=out)

@@ -92,7 +92,6 @@ class MaxPoolNd(Op):
     given `taps`, which makes this op the adjoint of MaxPoolGrad for double backward)."""
 
     saves = ("taps",)
-    writes_out = True
 
     def forward(self, x, ksize, stride, padding, dilation, out_size, taps=None, out=None):
         xp = array_module(x)
@@ -134,7 +133,6 @@ class MaxPoolGrad(Op):
     """The backward of MaxPoolNd: each gradient goes to its window's winning tap."""
 
     saves = ("taps",)
-    writes_out = True
 
     def forward(self, g, taps, in_shape, ksize, stride, padding, dilation, out_size,
                 out=None):

@@ -28,7 +28,6 @@ def _matmul_samples():
 @register("matmul", _matmul_samples)
 class Matmul(Op):
     saves = ("inputs",)
-    writes_out = True
 
     def forward(self, a, b, out=None):
         if a.ndim == 0 or b.ndim == 0:

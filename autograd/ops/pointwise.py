@@ -37,7 +37,6 @@ def _unary_samples(name, fn, low=-1.0, high=1.0, away=False):
 # -- binary arithmetic ------------------------------------------------------------------------
 @register("add", _binary_samples("add", lambda a, b: a + b))
 class Add(Op):
-    writes_out = elementwise = True
     forward = binary_forward(operator.add, "add")
 
     def backward(self, g):
@@ -48,7 +47,6 @@ class Add(Op):
 
 @register("sub", _binary_samples("sub", lambda a, b: a - b))
 class Sub(Op):
-    writes_out = elementwise = True
     forward = binary_forward(operator.sub, "subtract")
 
     def backward(self, g):
@@ -59,7 +57,6 @@ class Sub(Op):
 
 @register("mul", _binary_samples("mul", lambda a, b: a * b))
 class Mul(Op):
-    writes_out = elementwise = True
     saves = ("inputs",)
 
     forward = binary_forward(operator.mul, "multiply")
@@ -73,7 +70,6 @@ class Mul(Op):
 
 @register("div", _binary_samples("div", lambda a, b: a / b, positive_b=True))
 class Div(Op):
-    writes_out = elementwise = True
     saves = ("inputs",)
 
     forward = binary_forward(operator.truediv, "true_divide")
@@ -155,7 +151,6 @@ class Minimum(_PairSelect):
 # -- unary ----------------------------------------------------------------------------------
 @register("neg", _unary_samples("neg", lambda x: -x))
 class Neg(Op):
-    writes_out = elementwise = True
     forward = ufunc_forward("negative")
 
     def backward(self, g):
@@ -164,7 +159,6 @@ class Neg(Op):
 
 @register("exp", _unary_samples("exp", lambda x: x.exp()))
 class Exp(Op):
-    writes_out = elementwise = True
     saves = ("output",)
 
     forward = ufunc_forward("exp")
@@ -175,7 +169,6 @@ class Exp(Op):
 
 @register("log", _unary_samples("log", lambda x: x.log(), low=0.2, high=2.0))
 class Log(Op):
-    writes_out = elementwise = True
     saves = ("inputs",)
 
     forward = ufunc_forward("log")
@@ -186,7 +179,6 @@ class Log(Op):
 
 @register("log1p", _unary_samples("log1p", lambda x: x.log1p(), low=-0.5, high=2.0))
 class Log1p(Op):
-    writes_out = elementwise = True
     saves = ("inputs",)
 
     forward = ufunc_forward("log1p")
@@ -197,7 +189,6 @@ class Log1p(Op):
 
 @register("sqrt", _unary_samples("sqrt", lambda x: x.sqrt(), low=0.2, high=2.0))
 class Sqrt(Op):
-    writes_out = elementwise = True
     saves = ("output",)
 
     forward = ufunc_forward("sqrt")
@@ -208,7 +199,6 @@ class Sqrt(Op):
 
 @register("abs", _unary_samples("abs", lambda x: x.abs(), away=True))
 class Abs(Op):
-    writes_out = elementwise = True
     saves = ("inputs",)
 
     forward = ufunc_forward("abs")
@@ -219,7 +209,6 @@ class Abs(Op):
 
 @register("sin", _unary_samples("sin", lambda x: x.sin(), low=-3, high=3))
 class Sin(Op):
-    writes_out = elementwise = True
     saves = ("inputs",)
 
     forward = ufunc_forward("sin")
@@ -230,7 +219,6 @@ class Sin(Op):
 
 @register("cos", _unary_samples("cos", lambda x: x.cos(), low=-3, high=3))
 class Cos(Op):
-    writes_out = elementwise = True
     saves = ("inputs",)
 
     forward = ufunc_forward("cos")
@@ -241,7 +229,6 @@ class Cos(Op):
 
 @register("tanh", _unary_samples("tanh", lambda x: x.tanh(), low=-2, high=2))
 class Tanh(Op):
-    writes_out = elementwise = True
     saves = ("output",)
 
     forward = ufunc_forward("tanh")
@@ -265,8 +252,6 @@ class TanhBackward(Op):
 
     saves = ("inputs",)
 
-    writes_out = True
-
     def forward(self, g, y, out=None):
         xp = array_module(y)
         t = xp.multiply(y, y, out=out)
@@ -282,8 +267,6 @@ class TanhBackward(Op):
 @register("sigmoid", _unary_samples("sigmoid", lambda x: x.sigmoid(), low=-3, high=3))
 class Sigmoid(Op):
     saves = ("output",)
-
-    writes_out = True
 
     def forward(self, x, out=None):
         xp = array_module(x)
@@ -305,8 +288,6 @@ class SigmoidBackward(Op):
 
     saves = ("inputs",)
 
-    writes_out = True
-
     def forward(self, g, y, out=None):
         xp = array_module(y)
         t = xp.subtract(1, y, out=out)
@@ -322,7 +303,6 @@ class SigmoidBackward(Op):
 
 @register("relu", _unary_samples("relu", lambda x: x.relu(), away=True))
 class Relu(Op):
-    writes_out = elementwise = True
     saves = ("output",)  # NOTE: backward's mask is `output > 0`, so forward stashes nothing
 
     def forward(self, x, out=None):
@@ -538,12 +518,6 @@ class NonDiff(Op):
     differentiable = False
 
 
-class NonDiffUfunc(NonDiff):
-    """A `NonDiff` op that is one ufunc of the array module (`forward = ufunc_forward(...)`)."""
-
-    writes_out = elementwise = True
-
-
 def _nondiff_samples(cls, name, arity, ints):
     def samples():
         s = SampleMaker(name)
@@ -566,109 +540,109 @@ def _nondiff(cls, name, arity=2, ints=False):
     return op
 
 
-class Eq(NonDiffUfunc):
+class Eq(NonDiff):
     """Elementwise input == other (no gradient)."""
 
     forward = ufunc_forward("equal")
 
 
-class Ne(NonDiffUfunc):
+class Ne(NonDiff):
     """Elementwise input != other (no gradient)."""
 
     forward = ufunc_forward("not_equal")
 
 
-class Lt(NonDiffUfunc):
+class Lt(NonDiff):
     """Elementwise input < other (no gradient)."""
 
     forward = ufunc_forward("less")
 
 
-class Le(NonDiffUfunc):
+class Le(NonDiff):
     """Elementwise input <= other (no gradient)."""
 
     forward = ufunc_forward("less_equal")
 
 
-class Gt(NonDiffUfunc):
+class Gt(NonDiff):
     """Elementwise input > other (no gradient)."""
 
     forward = ufunc_forward("greater")
 
 
-class Ge(NonDiffUfunc):
+class Ge(NonDiff):
     """Elementwise input >= other (no gradient)."""
 
     forward = ufunc_forward("greater_equal")
 
 
-class LogicalAnd(NonDiffUfunc):
+class LogicalAnd(NonDiff):
     """Elementwise input and other, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_and")
 
 
-class LogicalOr(NonDiffUfunc):
+class LogicalOr(NonDiff):
     """Elementwise input or other, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_or")
 
 
-class LogicalXor(NonDiffUfunc):
+class LogicalXor(NonDiff):
     """Elementwise input xor other, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_xor")
 
 
-class LogicalNot(NonDiffUfunc):
+class LogicalNot(NonDiff):
     """Elementwise not input, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_not")
 
 
-class Isnan(NonDiffUfunc):
+class Isnan(NonDiff):
     """Elementwise whether input is NaN (no gradient)."""
 
     forward = ufunc_forward("isnan")
 
 
-class Isinf(NonDiffUfunc):
+class Isinf(NonDiff):
     """Elementwise whether input is +inf or -inf (no gradient)."""
 
     forward = ufunc_forward("isinf")
 
 
-class Isfinite(NonDiffUfunc):
+class Isfinite(NonDiff):
     """Elementwise whether input is neither infinite nor NaN (no gradient)."""
 
     forward = ufunc_forward("isfinite")
 
 
-class Sign(NonDiffUfunc):
+class Sign(NonDiff):
     """Elementwise -1, 0 or 1 by the sign of input (no gradient)."""
 
     forward = ufunc_forward("sign")
 
 
-class Floor(NonDiffUfunc):
+class Floor(NonDiff):
     """Elementwise largest integer <= input (no gradient)."""
 
     forward = ufunc_forward("floor")
 
 
-class Ceil(NonDiffUfunc):
+class Ceil(NonDiff):
     """Elementwise smallest integer >= input (no gradient)."""
 
     forward = ufunc_forward("ceil")
 
 
-class Trunc(NonDiffUfunc):
+class Trunc(NonDiff):
     """Elementwise input rounded toward zero (no gradient)."""
 
     forward = ufunc_forward("trunc")
 
 
-class Round(NonDiffUfunc):
+class Round(NonDiff):
     """Elementwise input rounded to the nearest integer, halves to even (no gradient)."""
 
     forward = ufunc_forward("round")
@@ -696,19 +670,19 @@ class Remainder(NonDiff):
         return torch_dtype(array_module(a).remainder(a, b), a, b)
 
 
-class BitwiseAnd(NonDiffUfunc):
+class BitwiseAnd(NonDiff):
     """Elementwise input & other, of integers or booleans (no gradient)."""
 
     forward = ufunc_forward("bitwise_and")
 
 
-class BitwiseOr(NonDiffUfunc):
+class BitwiseOr(NonDiff):
     """Elementwise input | other, of integers or booleans (no gradient)."""
 
     forward = ufunc_forward("bitwise_or")
 
 
-class BitwiseNot(NonDiffUfunc):
+class BitwiseNot(NonDiff):
     """Elementwise ~input, of integers or booleans (no gradient)."""
 
     forward = ufunc_forward("invert")

@@ -38,8 +38,6 @@ class _Reduction(Op):
 
 @register("sum", _reduce_samples("sum", lambda x, d, k: x.sum(d, keepdim=k)))
 class Sum(_Reduction):
-    writes_out = True
-
     def forward(self, x, dim, keepdim, out=None):
         axes = self._axes(x, dim, "sum")
         self.keepdim = keepdim

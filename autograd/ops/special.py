@@ -12,7 +12,7 @@ import math
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import binary_forward, ufunc_forward
 from dtrain.autograd.ops.pointwise import (
-    NonDiffUfunc,
+    NonDiff,
     _binary_samples,
     _nondiff,
     _unary_samples,
@@ -45,12 +45,6 @@ class _UnaryMath(Op):
 
     def backward(self, g):
         return (g * self.grad(self.output if "output" in self.saves else self.inputs[0]),)
-
-
-class _UnaryUfunc(_UnaryMath):
-    """A `_UnaryMath` op that is one ufunc of the array module (`forward = ufunc_forward(...)`)."""
-
-    writes_out = elementwise = True
 
 
 def _unary(cls):
@@ -312,7 +306,7 @@ lgamma = _unary(Lgamma)
 
 # -- trigonometric, hyperbolic, exp and log -----------------------------------------------------
 @register("tan", _unary_samples("tan", lambda x: Tan.apply(x)))
-class Tan(_UnaryUfunc):
+class Tan(_UnaryMath):
     """Elementwise tan."""
 
     saves, forward = ("output",), ufunc_forward("tan")
@@ -320,7 +314,7 @@ class Tan(_UnaryUfunc):
 
 
 @register("sinh", _unary_samples("sinh", lambda x: Sinh.apply(x)))
-class Sinh(_UnaryUfunc):
+class Sinh(_UnaryMath):
     """Elementwise sinh."""
 
     saves, forward = ("inputs",), ufunc_forward("sinh")
@@ -328,7 +322,7 @@ class Sinh(_UnaryUfunc):
 
 
 @register("cosh", _unary_samples("cosh", lambda x: Cosh.apply(x)))
-class Cosh(_UnaryUfunc):
+class Cosh(_UnaryMath):
     """Elementwise cosh."""
 
     saves, forward = ("inputs",), ufunc_forward("cosh")
@@ -336,7 +330,7 @@ class Cosh(_UnaryUfunc):
 
 
 @register("asin", _unary_samples("asin", lambda x: Asin.apply(x), low=-0.9, high=0.9))
-class Asin(_UnaryUfunc):
+class Asin(_UnaryMath):
     """Elementwise asin."""
 
     saves, forward = ("inputs",), ufunc_forward("arcsin")
@@ -344,7 +338,7 @@ class Asin(_UnaryUfunc):
 
 
 @register("acos", _unary_samples("acos", lambda x: Acos.apply(x), low=-0.9, high=0.9))
-class Acos(_UnaryUfunc):
+class Acos(_UnaryMath):
     """Elementwise acos."""
 
     saves, forward = ("inputs",), ufunc_forward("arccos")
@@ -352,7 +346,7 @@ class Acos(_UnaryUfunc):
 
 
 @register("atan", _unary_samples("atan", lambda x: Atan.apply(x), low=-2, high=2))
-class Atan(_UnaryUfunc):
+class Atan(_UnaryMath):
     """Elementwise atan."""
 
     saves, forward = ("inputs",), ufunc_forward("arctan")
@@ -360,7 +354,7 @@ class Atan(_UnaryUfunc):
 
 
 @register("asinh", _unary_samples("asinh", lambda x: Asinh.apply(x), low=-2, high=2))
-class Asinh(_UnaryUfunc):
+class Asinh(_UnaryMath):
     """Elementwise asinh."""
 
     saves, forward = ("inputs",), ufunc_forward("arcsinh")
@@ -368,7 +362,7 @@ class Asinh(_UnaryUfunc):
 
 
 @register("acosh", _unary_samples("acosh", lambda x: Acosh.apply(x), low=1.2, high=3))
-class Acosh(_UnaryUfunc):
+class Acosh(_UnaryMath):
     """Elementwise acosh."""
 
     saves, forward = ("inputs",), ufunc_forward("arccosh")
@@ -376,7 +370,7 @@ class Acosh(_UnaryUfunc):
 
 
 @register("atanh", _unary_samples("atanh", lambda x: Atanh.apply(x), low=-0.9, high=0.9))
-class Atanh(_UnaryUfunc):
+class Atanh(_UnaryMath):
     """Elementwise atanh."""
 
     saves, forward = ("inputs",), ufunc_forward("arctanh")
@@ -384,7 +378,7 @@ class Atanh(_UnaryUfunc):
 
 
 @register("expm1", _unary_samples("expm1", lambda x: Expm1.apply(x)))
-class Expm1(_UnaryUfunc):
+class Expm1(_UnaryMath):
     """Elementwise expm1."""
 
     saves, forward = ("output",), ufunc_forward("expm1")
@@ -392,7 +386,7 @@ class Expm1(_UnaryUfunc):
 
 
 @register("log2", _unary_samples("log2", lambda x: Log2.apply(x), low=0.2, high=2))
-class Log2(_UnaryUfunc):
+class Log2(_UnaryMath):
     """Elementwise log2."""
 
     saves, forward = ("inputs",), ufunc_forward("log2")
@@ -400,7 +394,7 @@ class Log2(_UnaryUfunc):
 
 
 @register("log10", _unary_samples("log10", lambda x: Log10.apply(x), low=0.2, high=2))
-class Log10(_UnaryUfunc):
+class Log10(_UnaryMath):
     """Elementwise log10."""
 
     saves, forward = ("inputs",), ufunc_forward("log10")
@@ -521,15 +515,8 @@ def _function(cls, name, doc):
     return fn
 
 
-class _BinaryUfunc(_BinaryMath):
-    """A `_BinaryMath` op that is one ufunc of the array module with PyTorch's result dtype
-    (`forward = binary_forward(_ufunc2(name), name)`)."""
-
-    writes_out = elementwise = True
-
-
 @register("atan2", _binary_samples("atan2", lambda a, b: Atan2.apply(a, b)))
-class Atan2(_BinaryUfunc):
+class Atan2(_BinaryMath):
     """The angle of the point (other, input) in (-pi, pi], elementwise."""
 
     forward = binary_forward(_ufunc2("arctan2"), "arctan2")
@@ -540,7 +527,7 @@ class Atan2(_BinaryUfunc):
 
 
 @register("hypot", _binary_samples("hypot", lambda a, b: Hypot.apply(a, b)))
-class Hypot(_BinaryUfunc):
+class Hypot(_BinaryMath):
     """sqrt(input^2 + other^2), elementwise without overflow."""
 
     saves = ("inputs", "output")
@@ -551,7 +538,7 @@ class Hypot(_BinaryUfunc):
 
 
 @register("fmod", _binary_samples("fmod", lambda a, b: fmod(a * 3, b), positive_b=True))
-class Fmod(_BinaryUfunc):
+class Fmod(_BinaryMath):
     """Remainder with the sign of the dividend (C's fmod; `remainder` takes the divisor's):
     input - trunc(input / other) * other."""
 
@@ -562,7 +549,7 @@ class Fmod(_BinaryUfunc):
 
 
 @register("copysign", _binary_samples("copysign", lambda a, b: Copysign.apply(a, b)))
-class Copysign(_BinaryUfunc):
+class Copysign(_BinaryMath):
     """|input| with the sign (bit) of other: -0.0 counts as negative; d/dother = 0."""
 
     saves = ("inputs", "output")
@@ -632,7 +619,8 @@ def _binary_composite_samples():
 
 register_composite("binary_math_composites", _binary_composite_samples)
 
-class Heaviside(NonDiffUfunc):
+
+class Heaviside(NonDiff):
     """Elementwise step: 0 where input < 0, other where input == 0, 1 where input > 0 (no
     gradient)."""
 
