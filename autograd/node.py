@@ -141,7 +141,8 @@ class Op(Node):
     for an array attribute forward sets that is not declared.
     Flags: `is_view` (the output may share memory with input 0), `random` (forward draws
     from a random generator: graph passes never fold, merge or drop it), `differentiable`.
-    Which forwards take `out=` is graph mode's business (jit/memory_plan.py).
+    Which forwards take `out=` (a buffer graph replay preallocates) is graph mode's table,
+    jit/memory_plan.py; such forwards take their temporaries from `self.scratch`.
     """
 
     saves = ()
