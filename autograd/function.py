@@ -57,7 +57,7 @@ class FunctionCtx(Node):
     def saved_tensors(self):
         if self._freed:
             raise RuntimeError(FREED)
-        return tuple([unpack(item, self) for item in self._saved])
+        return unpack(self._saved, self)
 
     def release(self):
         self._saved = ()
@@ -128,8 +128,8 @@ class Function:
             w = Tensor._make(o._data, True, ctx, i, o._version)
             wrapped.append(w)
         # a saved output is kept as the output this node returns (`pack` keeps its parts)
-        ctx._saved = tuple(pack(next((w for o, w in zip(outs, wrapped) if t is o), t), ctx)
-                           for t in ctx._saved)
+        ctx._saved = pack([next((w for o, w in zip(outs, wrapped) if t is o), t)
+                           for t in ctx._saved], ctx)
         return wrapped[0] if single else tuple(wrapped)
 
 

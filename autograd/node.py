@@ -26,29 +26,36 @@ def edge_of(t):
     return (t, 0) if fn is None else (fn, t._output_nr)
 
 
-def pack(x, node=None):
-    """What a node keeps of a value saved for backward (an Op's inputs and output, a user
-    Function's saved tensors): (tensor, its version now); an output of `node` as its raw
-    parts (array, version counter, output index), not the Tensor, to avoid a node <-> tensor
-    reference cycle; a non-tensor as (value, None). `unpack` gives it back."""
-    if not isinstance(x, Tensor):
-        return x, None
-    if node is not None and x.grad_fn is node:
-        return (x._data, x._version, x._output_nr), x._version[0]
-    return x, x._version[0]
+def pack(values, node=None):
+    """What a node keeps of the values it saves for backward (an Op's inputs or output, a
+    user Function's saved tensors): for each tensor, (tensor, its version now); an output of
+    `node` as its raw parts (array, version counter, output index), not the Tensor, to avoid
+    a node <-> tensor reference cycle; a non-tensor as (value, None). `unpack` gives them
+    back."""
+    packed = []
+    for x in values:
+        if not isinstance(x, Tensor):
+            packed.append((x, None))
+        elif node is not None and x.grad_fn is node:
+            packed.append(((x._data, x._version, x._output_nr), x._version[0]))
+        else:
+            packed.append((x, x._version[0]))
+    return packed
 
 
-def unpack(item, node):
-    """The value `pack` kept for `node`, checked against in-place changes made since."""
-    x, saved = item
-    if saved is None:
-        return x
-    if type(x) is tuple:  # an output of `node`
-        data, version, nr = x
-        x = Tensor._make(data, True, node, nr, version)
-    if x._version[0] != saved:
-        raise version_error(x, node, saved)
-    return x
+def unpack(packed, node):
+    """The values `pack` kept for `node`, as a tuple, checked against in-place changes made
+    since (the version error)."""
+    values = []
+    for x, saved in packed:
+        if saved is not None:
+            if type(x) is tuple:  # an output of `node`
+                data, version, nr = x
+                x = Tensor._make(data, True, node, nr, version)
+            if x._version[0] != saved:
+                raise version_error(x, node, saved)
+        values.append(x)
+    return tuple(values)
 
 
 def version_error(t, node, expected):
@@ -255,9 +262,9 @@ class Op(Node):
             saves = cls.saves
             if saves:
                 if "inputs" in saves:
-                    node._inputs = [pack(a) for a in args]
+                    node._inputs = pack(args)
                 if "output" in saves:
-                    node._out = pack(t, node)
+                    node._out = pack((t,), node)
         if core_state.observed and state.observer is not None:  # autograd/observer.py
             state.observer.op(node, args, params, result)
         return result
@@ -267,14 +274,14 @@ class Op(Node):
         """The input tensors (and constants) of forward, checked against in-place changes."""
         if self._freed:
             raise RuntimeError(FREED)
-        return tuple([unpack(item, self) for item in self._inputs])
+        return unpack(self._inputs, self)
 
     @property
     def output(self):
         """The output of forward, as a Tensor that is still linked to this node."""
         if self._freed:
             raise RuntimeError(FREED)
-        return unpack(self._out, self)
+        return unpack(self._out, self)[0]
 
 
 _SAVED_ATTRS = {"inputs": "_inputs", "output": "_out"}  # where Op keeps them (packed)
