@@ -28,33 +28,33 @@ def edge_of(t):
 
 def pack(values, node=None):
     """What a node keeps of the values it saves for backward (an Op's inputs or output, a
-    user Function's saved tensors): for each tensor, (tensor, its version now); an output of
-    `node` as its raw parts (array, version counter, output index), not the Tensor, to avoid
-    a node <-> tensor reference cycle; a non-tensor as (value, None). `unpack` gives them
-    back."""
-    packed = []
-    for x in values:
-        if not isinstance(x, Tensor):
-            packed.append((x, None))
-        elif node is not None and x.grad_fn is node:
-            packed.append(((x._data, x._version, x._output_nr), x._version[0]))
-        else:
-            packed.append((x, x._version[0]))
-    return packed
+    user Function's saved tensors): the values and each tensor's version now (None for a
+    non-tensor); an output of `node` is kept as its raw parts (array, version counter,
+    output index), not the Tensor, to avoid a node <-> tensor reference cycle. `unpack`
+    gives them back."""
+    versions = [x._version[0] if isinstance(x, Tensor) else None for x in values]
+    if node is not None:
+        values = [(x._data, x._version, x._output_nr)
+                  if isinstance(x, Tensor) and x.grad_fn is node else x for x in values]
+    return values, versions
 
 
 def unpack(packed, node):
     """The values `pack` kept for `node`, as a tuple, checked against in-place changes made
     since (the version error)."""
-    values = []
-    for x, saved in packed:
+    kept, versions = packed
+    values = kept
+    for i, saved in enumerate(versions):
         if saved is not None:
+            x = kept[i]
             if type(x) is tuple:  # an output of `node`
                 data, version, nr = x
                 x = Tensor._make(data, True, node, nr, version)
+                if values is kept:
+                    values = list(kept)
+                values[i] = x
             if x._version[0] != saved:
                 raise version_error(x, node, saved)
-        values.append(x)
     return tuple(values)
 
 
