@@ -32,11 +32,18 @@ def pack(values, node=None):
     non-tensor); an output of `node` is kept as its raw parts (array, version counter,
     output index), not the Tensor, to avoid a node <-> tensor reference cycle. `unpack`
     gives them back."""
-    versions = [x._version[0] if isinstance(x, Tensor) else None for x in values]
-    if node is not None:
-        values = [(x._data, x._version, x._output_nr)
-                  if isinstance(x, Tensor) and x.grad_fn is node else x for x in values]
-    return values, versions
+    if node is None:  # an Op's inputs: the args tuple itself
+        return values, [x._version[0] if isinstance(x, Tensor) else None for x in values]
+    kept, versions = [], []
+    for x in values:
+        if isinstance(x, Tensor):
+            versions.append(x._version[0])
+            if x.grad_fn is node:
+                x = (x._data, x._version, x._output_nr)
+        else:
+            versions.append(None)
+        kept.append(x)
+    return kept, versions
 
 
 def unpack(packed, node):
