@@ -2,8 +2,9 @@
 
 Nodes run in reverse creation order (a heap keyed by sequence number), each once all the
 gradients flowing into it are summed; no Python recursion, so chains of any length work.
-Every gradient a node passes on is cast to the dtype of the input it belongs to (as PyTorch:
-in `a32 * b64`, a's gradient is float32), so no op's backward has to.
+Every gradient a node passes on is summed down to the shape of the input it belongs to when
+that input was broadcast (a recorded SumToSize), then cast to its dtype (as PyTorch: in
+`a32 * b64`, a's gradient is float32), so no op's backward has to do either.
 Saved tensors are released as each node finishes unless the graph is retained.
 """
 import heapq
@@ -15,6 +16,7 @@ from dtrain.autograd.anomaly_mode import check_grads, is_anomaly_check_nan_enabl
 from dtrain.autograd.grad_mode import state
 from dtrain.autograd.node import Node
 from dtrain.autograd.ops.convert import Cast
+from dtrain.autograd.ops.shape import SumToSize
 from dtrain.core.tensor import Tensor
 
 
@@ -185,11 +187,14 @@ def execute(roots, grad_roots, retain_graph=False, create_graph=False, capture=N
             if not retain_graph:
                 fn.release()
             edges = fn.next_edges
-            for e, ig, want in zip(edges, in_grads or _NONES, fn.in_dtypes):
+            for e, ig, shape, want in zip(edges, in_grads or _NONES, fn.in_shapes,
+                                          fn.in_dtypes):
                 if e is None:
                     continue
                 obj = e[0]
                 if ig is not None:
+                    if ig._data.shape != shape:  # the input was broadcast
+                        ig = SumToSize.apply(ig, shape)
                     if ig._data.dtype != want:  # each input's gradient has its dtype
                         ig = (Tensor._make(ig._data.astype(want)) if raw_sum
                               else Cast.apply(ig, want))

@@ -15,7 +15,8 @@
 import functools
 
 from dtrain.autograd.grad_mode import no_grad, state
-from dtrain.autograd.node import FREED, Node, is_differentiable_view, refresh_view, version_error
+from dtrain.autograd.node import FREED, Node, is_differentiable_view, pack, refresh_view, unpack
+from dtrain.autograd.ops.shape import expandable
 from dtrain.core import creation
 from dtrain.core.tensor import Tensor
 
@@ -56,19 +57,7 @@ class FunctionCtx(Node):
     def saved_tensors(self):
         if self._freed:
             raise RuntimeError(FREED)
-        out = []
-        for item in self._saved:
-            if item is None:
-                out.append(None)
-                continue
-            t, saved = item
-            if isinstance(t, tuple):  # an output of this node, kept as (data, version, nr)
-                data, version, nr = t
-                t = Tensor._make(data, True, self, nr, version)
-            if t._version[0] != saved:
-                raise version_error(t, self, saved)
-            out.append(t)
-        return tuple(out)
+        return unpack(self._saved, self)
 
     def release(self):
         self._saved = ()
@@ -86,12 +75,12 @@ class FunctionCtx(Node):
             raise RuntimeError(f"function {self.name()} returned an incorrect number of "
                                f"gradients (expected {n}, got {len(result)})")
         result = result[:n]
-        for i, (g, shape) in enumerate(zip(result, self._in_shapes)):
+        for i, (g, shape) in enumerate(zip(result, self.in_shapes)):
             if g is not None and self.needs_input_grad[i]:
                 if not isinstance(g, Tensor):
                     raise TypeError(f"function {self.name()} returned a gradient of type "
                                     f"{type(g).__name__} at index {i}; expected a Tensor")
-                if g._data.shape != shape:
+                if not expandable(shape, g._data.shape):  # the engine sums broadcasting back
                     raise RuntimeError(f"Function {self.name()} returned an invalid gradient at "
                                        f"index {i} - got {list(g._data.shape)} but expected shape "
                                        f"compatible with {list(shape)}")
@@ -127,7 +116,6 @@ class Function:
         if not (state.enabled and any(ctx.needs_input_grad)):
             return outputs
         ctx._record(args)
-        ctx._in_shapes = tuple(a._data.shape if isinstance(a, Tensor) else () for a in args)
         ctx._out_meta = tuple((o._data.shape, o.dtype, o.device) for o in outs)
         wrapped = []
         for i, o in enumerate(outs):
@@ -139,20 +127,10 @@ class Function:
                 continue
             w = Tensor._make(o._data, True, ctx, i, o._version)
             wrapped.append(w)
-        ctx._saved = tuple(_saved_ref(t, outs, wrapped) for t in ctx._saved)
+        # a saved output is kept as the output this node returns (`pack` keeps its parts)
+        ctx._saved = pack([next((w for o, w in zip(outs, wrapped) if t is o), t)
+                           for t in ctx._saved], ctx)
         return wrapped[0] if single else tuple(wrapped)
-
-
-def _saved_ref(t, outs, wrapped):
-    """(tensor, version now) for a saved tensor; an output of the node is kept as raw parts,
-    not as a Tensor, to avoid a node <-> tensor reference cycle."""
-    if t is None:
-        return None
-    for i, o in enumerate(outs):
-        if t is o and isinstance(wrapped[i], Tensor) and wrapped[i].grad_fn is not None:
-            w = wrapped[i]
-            return ((w._data, w._version, i), w._version[0])
-    return (t, t._version[0])
 
 
 def once_differentiable(fn):

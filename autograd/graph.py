@@ -1,15 +1,14 @@
 """What the backward graph holds: the nodes behind some tensors and the arrays they saved.
 
-A node's saved state is everything backward reads: an op's `inputs` and `output` and the
-attributes its forward set, a user Function's `saved_tensors` and the tensors put on its
-ctx. Activation checkpointing drops that state after forward and refills it from a
-recomputation (`drop_saved`, `take_saved`); `saved_nbytes` measures it.
+A node's saved state is everything backward reads, as `node.saved_state()` answers: what an
+op's class declares (`Op.saves`: its inputs, output and stashed arrays), a user Function's
+`saved_tensors` and the tensors put on its ctx. Activation checkpointing drops that state
+after forward and refills it from a recomputation (`drop_saved`, `take_saved`);
+`saved_nbytes` measures it.
 """
 from dtrain.autograd.node import Node
 from dtrain.core import backend
 from dtrain.core.tensor import Tensor
-
-_SLOTS = ("_inputs", "_in_versions", "_out")  # Op's saved state outside its __dict__
 
 
 def tensors_in(value):
@@ -53,42 +52,25 @@ def _arrays(value, out, params=True):
     return out
 
 
-def _state(node):
-    """(name, value) for each part of `node`'s saved state that is set."""
-    parts = []
-    for name in _SLOTS:
-        try:  # NOTE: not getattr: Node.__getattr__ answers an unset slot of a freed node
-            parts.append((name, object.__getattribute__(node, name)))
-        except AttributeError:
-            pass
-    return parts + list(node.__dict__.items())
-
-
 def saved_arrays(node, params=True):
     """The arrays that `node` holds for backward, in a fixed order (`params`: see _arrays)."""
     out = []
-    for _, value in _state(node):
+    for value in node.saved_state().values():
         _arrays(value, out, params)
     return out
 
 
 def drop_saved(node):
     """Free the arrays `node` holds for backward; `take_saved` puts them back."""
-    for name, value in _state(node):
+    for name, value in node.saved_state().items():
         if _arrays(value, []):
-            if name in _SLOTS:
-                setattr(node, name, None)
-            else:
-                del node.__dict__[name]
+            setattr(node, name, None)
 
 
 def take_saved(node, twin):
     """Give `node` the saved state of `twin`, the same op recorded again on equal values."""
-    for name, value in _state(twin):
-        if name in _SLOTS:
-            setattr(node, name, value)
-        else:
-            node.__dict__[name] = value
+    for name, value in twin.saved_state().items():
+        setattr(node, name, value)
 
 
 def saved_nbytes(tensors, exclude=(), params=False):

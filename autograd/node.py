@@ -26,6 +26,45 @@ def edge_of(t):
     return (t, 0) if fn is None else (fn, t._output_nr)
 
 
+def pack(values, node=None):
+    """What a node keeps of the values it saves for backward (an Op's inputs or output, a
+    user Function's saved tensors): the values and each tensor's version now (None for a
+    non-tensor); an output of `node` is kept as its raw parts (array, version counter,
+    output index), not the Tensor, to avoid a node <-> tensor reference cycle. `unpack`
+    gives them back."""
+    if node is None:  # an Op's inputs: the args tuple itself
+        return values, [x._version[0] if isinstance(x, Tensor) else None for x in values]
+    kept, versions = [], []
+    for x in values:
+        if isinstance(x, Tensor):
+            versions.append(x._version[0])
+            if x.grad_fn is node:
+                x = (x._data, x._version, x._output_nr)
+        else:
+            versions.append(None)
+        kept.append(x)
+    return kept, versions
+
+
+def unpack(packed, node):
+    """The values `pack` kept for `node`, as a tuple, checked against in-place changes made
+    since (the version error)."""
+    kept, versions = packed
+    values = kept
+    for i, saved in enumerate(versions):
+        if saved is not None:
+            x = kept[i]
+            if type(x) is tuple:  # an output of `node`
+                data, version, nr = x
+                x = Tensor._make(data, True, node, nr, version)
+                if values is kept:
+                    values = list(kept)
+                values[i] = x
+            if x._version[0] != saved:
+                raise version_error(x, node, saved)
+    return tuple(values)
+
+
 def version_error(t, node, expected):
     return RuntimeError(
         f"one of the variables needed for gradient computation has been modified by an "
@@ -38,7 +77,7 @@ class Node:
     """A node of the backward graph (see module doc); also the `ctx` of user Functions."""
 
     __slots__ = ("next_edges", "needs_input_grad", "in_shapes", "in_dtypes", "seq", "_inputs",
-                 "_in_versions", "_out", "_pre_hooks", "_freed", "__dict__", "__weakref__")
+                 "_out", "_pre_hooks", "_freed", "__dict__", "__weakref__")
     n_outputs = 1
 
     def _record(self, args):
@@ -46,6 +85,7 @@ class Node:
         edges = tuple(edge_of(a) for a in args)
         self.next_edges = edges
         self.needs_input_grad = tuple(e is not None for e in edges)
+        self.in_shapes = tuple(a._data.shape if isinstance(a, Tensor) else () for a in args)
         self.in_dtypes = tuple(a._data.dtype if isinstance(a, Tensor) else None for a in args)
         self.seq = next(_seq)
         self._pre_hooks = None
@@ -74,6 +114,12 @@ class Node:
         self.__dict__.clear()
         self._freed = True
 
+    def saved_state(self):
+        """{attribute: value} of everything backward may read (for graph mode's stash and
+        activation checkpointing, autograd/graph.py): here the whole `__dict__`; an `Op`
+        answers what its class declares."""
+        return dict(self.__dict__)
+
     def __getattr__(self, name):
         if not name.startswith("__") and getattr(self, "_freed", False):
             raise RuntimeError(FREED)
@@ -98,26 +144,43 @@ class Op(Node):
     """Base of registry ops. Subclasses define:
 
     `forward(self, *arrays, **params) -> array` (or a tuple when `n_outputs > 1`): the
-    computation on backend arrays; `self` may keep what backward reads as attributes.
+    computation on backend arrays.
     `backward(self, *grads) -> tuple` of one Tensor gradient (or None) per positional input;
-    `self.in_shapes` holds the input shapes (`()` for Python scalars).
-    Flags: `saves_inputs` (backward reads `self.inputs`), `saves_output` (reads
-    `self.output`), `is_view` (the output may share memory with input 0), `random`
-    (forward draws from a random generator: graph passes never fold, merge or drop it),
-    `writes_out` (forward takes `out=`: an array of its result's shape and dtype to write
-    the result into and return; graph mode's memory plan passes preallocated buffers),
-    `elementwise` (with `writes_out`: `out` may be one of the inputs, as for a single ufunc).
-    Forwards take their temporaries from `self.scratch`.
+    a gradient may have the shape of the output that broadcast the input: the engine sums it
+    down to the input's shape (`self.in_shapes`, `()` for Python scalars).
+    `saves`: what backward keeps, declared, never discovered: "inputs" (backward reads
+    `self.inputs`), "output" (`self.output`), and the names of the arrays forward stores on
+    `self` for it (a mask, the winning taps of a max). Graph mode stashes exactly these, and
+    activation checkpointing drops and refills them (`saved_state`); a registry test fails
+    for an array attribute forward sets that is not declared.
+    Flags: `is_view` (the output may share memory with input 0), `random` (forward draws
+    from a random generator: graph passes never fold, merge or drop it), `differentiable`.
+    Which forwards take `out=` (a buffer graph replay preallocates) is graph mode's table,
+    jit/memory_plan.py; such forwards take their temporaries from `self.scratch`.
     """
 
-    saves_inputs = False
-    saves_output = False
+    saves = ()
     is_view = False
     random = False
-    writes_out = False
-    elementwise = False
     differentiable = True  # False: never recorded, outputs never require grad
     workspace = None  # graph replay gives each planned node a dict that outlives the call
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not (isinstance(cls.saves, tuple) and all(isinstance(n, str) for n in cls.saves)):
+            raise TypeError(f"{cls.__name__}.saves must be a tuple of names, got {cls.saves!r}")
+
+    def saved_state(self):
+        """{attribute: value} for what `saves` declares, the parts that are set: the packed
+        inputs (`_inputs`) and output (`_out`), and the stashed arrays."""
+        found = {}
+        for name in self.saves:
+            attr = _SAVED_ATTRS.get(name, name)
+            try:  # NOTE: not getattr: Node.__getattr__ answers an unset slot of a freed node
+                found[attr] = object.__getattribute__(self, attr)
+            except AttributeError:
+                pass
+        return found
 
     def scratch(self, name, shape, dtype, xp):
         """A temporary array for forward: a new one in eager mode; in graph replay, the same
@@ -203,12 +266,12 @@ class Op(Node):
             node.seq = next(_seq)
             node._pre_hooks = None
             node._freed = False
-            if cls.saves_inputs:
-                node._inputs = args
-                node._in_versions = [a._version[0] if isinstance(a, Tensor) else 0
-                                     for a in args]
-            if cls.saves_output:
-                node._out = (t._data, t._version, t._version[0])
+            saves = cls.saves
+            if saves:
+                if "inputs" in saves:
+                    node._inputs = pack(args)
+                if "output" in saves:
+                    node._out = pack((t,), node)
         if core_state.observed and state.observer is not None:  # autograd/observer.py
             state.observer.op(node, args, params, result)
         return result
@@ -218,21 +281,17 @@ class Op(Node):
         """The input tensors (and constants) of forward, checked against in-place changes."""
         if self._freed:
             raise RuntimeError(FREED)
-        for a, v in zip(self._inputs, self._in_versions):
-            if isinstance(a, Tensor) and a._version[0] != v:
-                raise version_error(a, self, v)
-        return self._inputs
+        return unpack(self._inputs, self)
 
     @property
     def output(self):
         """The output of forward, as a Tensor that is still linked to this node."""
         if self._freed:
             raise RuntimeError(FREED)
-        data, version, saved = self._out
-        t = Tensor._make(data, True, self, 0, version)
-        if version[0] != saved:
-            raise version_error(t, self, saved)
-        return t
+        return unpack(self._out, self)[0]
+
+
+_SAVED_ATTRS = {"inputs": "_inputs", "output": "_out"}  # where Op keeps them (packed)
 
 
 def _mark_view(t, src, cls, args, params):

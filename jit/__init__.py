@@ -10,18 +10,28 @@ application (`Op.apply`), in-place write, leaf-gradient accumulation, end-of-bac
 callback and host read (`item`, `tolist`, `numpy`), and every call of an `@effect` method.
 Recording a call installs a `Tracer` (tracer.py) as that observer, as JAX's `bind` hands each
 primitive to the current interpreter:
-- An op declares what it is by its class: the registry op, its arguments and params, and
-  the arrays its forward leaves on itself for backward (its stash). Backward formulas are
-  written with registry ops on those values, so the ops of `backward()` are recorded too;
-  nothing is computed on arrays outside the registry (losses gather instead of building
-  one-hot matrices, clip_grad_norm_'s norm and coefficient are tensors).
+- What an op declares: one `Op` class (forward on arrays, backward on tensors, registered
+  with samples) and `saves`, what its backward keeps: "inputs", "output" and the names of
+  the arrays forward stores on the node (a mask, a max's winning taps). The tracer records
+  the op class, its arguments and params, its outputs, and exactly those declared arrays
+  (the stash, via `node.saved_state()`, which activation checkpointing reads too; a
+  registry test fails for an undeclared array attribute). Backward formulas are written
+  with registry ops on those values, so the ops of `backward()` are recorded too; the
+  engine's own work is registry ops as well (summing a broadcast gradient back to its
+  input's shape, casting it to the input's dtype). Nothing is computed on arrays outside
+  the registry (losses gather instead of building one-hot matrices, clip_grad_norm_'s norm
+  and coefficient are tensors).
+- Which recorded ops write into preallocated buffers at replay is graph mode's decision:
+  memory_plan.py's table (the generated single-ufunc forwards, matmul, linear, conv,
+  pooling and a few activations take `out=`), read by the memory plan in passes.py.
 - Effects are marked, not discovered: `Optimizer.step`/`zero_grad`, `LRScheduler.step`,
   `Module.zero_grad` and GradScaler's `unscale_`/`step`/`update` are `@effect`s (a subclass's
   override too, via `__init_subclass__`). The tracer records each as one call and runs it
   unobserved; replay calls it again with the same arguments, so its Python state (learning
   rates, the scaler's growth tracker) moves on every replay. State that the graph's ops read
   is a tensor read by reference (parameters, buffers, GradScaler's scale).
-- Replay (executor.py) runs the recorded ops' forwards on arrays, and the effects: writes,
+- What replays (executor.py): the recorded ops' forwards on arrays (the stash of a node
+  that backward ops read is refreshed from its forward), and the effects: writes,
   accumulation into `.grad` with its hooks, the callbacks (DDP's all-reduce), the calls.
   Random ops draw anew on every replay, from the same generator stream as eager calls.
 

@@ -152,5 +152,5 @@ def _fused_op(name, program, wrap, members):
         backend.array_module(out).copyto(out, result)
         return out
     return type("FusedElementwise", (), {
-        "forward": forward, "op_name": name, "writes_out": True, "elementwise": False,
-        "random": False, "members": tuple(members), "__doc__": f"Graph-only fused op {name}."})
+        "forward": forward, "op_name": name, "random": False, "members": tuple(members),
+        "__doc__": f"Graph-only fused op {name}."})

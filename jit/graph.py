@@ -56,8 +56,8 @@ class Value:
 @dataclass
 class Node:
     """One step of the graph. `args`/`params` hold Refs where graph values are used;
-    `outs` are the values it defines; `stash` maps attributes that the op's forward left on
-    itself (masks, indices that its backward reads) to values."""
+    `outs` are the values it defines; `stash` maps the arrays that the op declares its
+    forward leaves on itself for backward (`Op.saves`: masks, indices) to values."""
 
     kind: str                 # "op" or one of EFFECTS
     op: type = None           # the Op class (kind "op")

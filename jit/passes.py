@@ -3,10 +3,10 @@
 - "dce": dead-code elimination (ops whose values nothing uses; effects are always kept);
 - "fold": constant folding (ops whose inputs are all constants run once, at compile time);
 - "cse": common-subexpression elimination (the same op on the same values runs once);
-- "memory_plan": every op that can write its result into a given array (`Op.writes_out`)
-  gets one: values that stay inside the graph share buffers allocated once, by disjoint
-  lifetimes; values that leave it (returned, handed to a leaf's `.grad`) get a buffer that
-  is reused once nothing outside holds it any more. After warm-up, a replay allocates no
+- "memory_plan": every op that can write its result into a given array (the table of
+  memory_plan.py) gets one: values that stay inside the graph share buffers allocated once,
+  by disjoint lifetimes; values that leave it (returned, handed to a leaf's `.grad`) get a
+  buffer that is reused once nothing outside holds it any more. After warm-up, a replay allocates no
   new arrays for those ops;
 - "fusion": chains of elementwise ops are evaluated in place (an op writes into the
   buffer of an input that dies there) — CPU and CUDA alike through the backend's ufuncs.
@@ -19,6 +19,7 @@ from dtrain.core import backend
 from dtrain.jit.executor import Recycled, empty_buffer
 from dtrain.jit.fusion import fuse_elementwise
 from dtrain.jit.graph import CONST, Ref, map_refs, refs_in
+from dtrain.jit.memory_plan import IN_PLACE, out_mode
 
 PASSES = ("dce", "fold", "cse", "memory_plan", "fusion")
 
@@ -152,7 +153,7 @@ def _plannable(g, n):
     """Whether op node `n` can write into a planned buffer: its op takes `out=`, and it has
     one output with at least one dimension. (What it stashes for backward, and its other
     temporaries, come from the node's scratch workspace: see `Op.scratch`.)"""
-    return n.kind == "op" and n.op.writes_out and not n.multi \
+    return n.kind == "op" and out_mode(n.op) is not None and not n.multi \
         and g.values[n.outs[0]].shape != ()
 
 
@@ -206,7 +207,7 @@ def plan_memory(g, fuse):
             else:
                 key = (value.shape, value.dtype, value.device, value.channels_last)
                 buf = _dying_input(n, i, key, owner, life, roots, frees) \
-                    if fuse and n.op.elementwise else None
+                    if fuse and out_mode(n.op) == IN_PLACE else None
                 if buf is None:
                     free = pool.get(key)
                     buf = free.pop() if free else empty_buffer(value)

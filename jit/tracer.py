@@ -148,7 +148,7 @@ class Tracer(Observer):
         n.aliases = tuple(i for i, a in in_arrays
                           if any(_may_share(o._data, a) for o in outs))
         n.outs = tuple(self._define(o._data, OP) for o in outs)
-        n.stash = {k: self._define(v, STASH) for k, v in node.__dict__.items()
+        n.stash = {k: self._define(v, STASH) for k, v in node.saved_state().items()
                    if is_array(v) and id(v) not in self.ids}
         self.graph.nodes.append(n)
 

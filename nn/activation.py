@@ -33,7 +33,7 @@ class Gelu(Op):
     """x * Phi(x) with the exact normal CDF. NOTE: fused (the composite would run erf's
     series twice per step); Phi is kept for backward, whose own op is `GeluBackward`."""
 
-    saves_inputs = True
+    saves = ("inputs", "cdf")
 
     def forward(self, x):
         self.cdf = _normal_cdf(x)
@@ -59,7 +59,7 @@ class GeluBackward(Op):
     """g * (Phi(x) + x phi(x)), the derivative of exact GELU; its own derivative in x is
     g * phi(x) * (2 - x^2), written with Tensor ops so higher orders keep working."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, g, x, cdf):
         pdf = array_module(x).exp(x * x * -0.5) * _INV_SQRT_2PI
@@ -87,7 +87,7 @@ class SoftplusOp(Op):
     """log(1 + exp(beta x)) / beta, linear where beta x > threshold. NOTE: fused so that it
     never overflows: log1p(exp(-|z|)) + max(z, 0) instead of log(1 + exp(z))."""
 
-    saves_inputs = True
+    saves = ("inputs", "linear")
 
     def name(self):
         return "SoftplusBackward0"

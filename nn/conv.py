@@ -129,8 +129,7 @@ def _conv_samples():
 class ConvNd(Op):
     """Correlation of x (N, C, *in) with w (O, C/groups, *k), plus bias b (O,) or None."""
 
-    saves_inputs = True
-    writes_out = True
+    saves = ("inputs", "cols")
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
@@ -165,8 +164,7 @@ class ConvTransposeNd(Op):
     (N, C, *out_size); the padded result is cropped by `padding`. `gt` is g in GEMM layout
     when the caller already built it."""
 
-    saves_inputs = True
-    writes_out = True
+    saves = ("inputs",)
 
     def forward(self, g, w, b, stride, padding, dilation, groups, out_size, gt=None, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
@@ -207,8 +205,7 @@ class ConvWeightNd(Op):
     """The adjoint of ConvNd in w: x (N, C, *in) and g (N, O, *out) give (O, C/groups, *k).
     `gt` (g in GEMM layout) is passed when already built."""
 
-    saves_inputs = True
-    writes_out = True
+    saves = ("inputs",)
 
     def forward(self, x, g, ksize, stride, padding, dilation, groups, gt=None, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)

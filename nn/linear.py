@@ -27,8 +27,7 @@ class Addmm(Op):
     add: a single BLAS call on the transposed view of W, the bias added in place into the
     fresh product, and one graph node; it is the hot path of every MLP."""
 
-    saves_inputs = True
-    writes_out = True
+    saves = ("inputs",)
 
     def forward(self, x, weight, bias, out=None):
         out = array_module(x).matmul(x, weight.T, out=out)

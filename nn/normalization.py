@@ -37,8 +37,7 @@ class Standardize(Op):
     invstd are constants saved by forward; under create_graph they are rebuilt from x with
     Tensor ops, so that higher derivatives see their dependence on x."""
 
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output", "mean", "var", "invstd")
 
     def forward(self, x, axes, eps):
         xp = array_module(x)

@@ -100,7 +100,7 @@ class MaxPoolNd(Op):
     """Max over each window; keeps the index of the winning tap per output (or uses the
     given `taps`, which makes this op the adjoint of MaxPoolGrad for double backward)."""
 
-    writes_out = True
+    saves = ("taps",)
 
     def forward(self, x, ksize, stride, padding, dilation, out_size, taps=None, out=None):
         xp = array_module(x)
@@ -141,7 +141,7 @@ def _max_pool_grad_samples():
 class MaxPoolGrad(Op):
     """The backward of MaxPoolNd: each gradient goes to its window's winning tap."""
 
-    writes_out = True
+    saves = ("taps",)
 
     def forward(self, g, taps, in_shape, ksize, stride, padding, dilation, out_size,
                 out=None):

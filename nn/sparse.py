@@ -31,6 +31,8 @@ class EmbeddingLookup(Op):
     """weight[indices]; the gradient is scattered back to the rows (repeats summed), except
     to `padding_idx`, which gets none (as torch)."""
 
+    saves = ("indices",)
+
     def name(self):
         return "EmbeddingBackward0"
 

@@ -3,7 +3,7 @@ masked_fill. Index arrays are constants; gradients flow to the indexed tensor an
 from dtrain.autograd.node import Op, replay_view
 from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.pointwise import where
-from dtrain.autograd.ops.shape import pad, sum_to
+from dtrain.autograd.ops.shape import pad
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import backend
 from dtrain.core.backend import array_module
@@ -50,6 +50,7 @@ def _index_samples():
 
 @register("index", _index_samples)
 class Index(Op):
+    saves = ("key",)
     is_view = True
 
     def forward(self, x, key):
@@ -75,6 +76,8 @@ def _index_grad_samples():
 @register("index_grad", _index_grad_samples)
 class IndexGrad(Op):
     """The adjoint of indexing: zeros of `shape` with `g` added at `key` (repeats summed)."""
+
+    saves = ("key",)
 
     def forward(self, g, shape, key):
         xp = array_module(g)
@@ -108,6 +111,8 @@ def _index_put_samples():
 class IndexPut(Op):
     """`x[key] = v` as an op: out-of-place in forward; setitem writes the result back."""
 
+    saves = ("key", "kept")
+
     def forward(self, x, v, key):
         xp = array_module(x)
         self.key, self.v_shape = key, getattr(v, "shape", ())
@@ -125,7 +130,7 @@ class IndexPut(Op):
         if nv:
             gv = g[self.key]
             extra = len(self.v_shape) - gv._data.ndim  # leading size-1 dims of the value
-            gv = sum_to(gv, self.v_shape[max(extra, 0):]).reshape(self.v_shape)
+            gv = gv.sum_to_size(self.v_shape[max(extra, 0):]).reshape(self.v_shape)
         return gx, gv, None
 
 
@@ -220,6 +225,8 @@ def _gather_samples():
 
 @register("gather", _gather_samples)
 class Gather(Op):
+    saves = ("index",)
+
     def forward(self, x, dim, index):
         xp = array_module(x)
         self.in_shape, self.dim, self.index = x.shape, dim, index
@@ -239,6 +246,8 @@ def _scatter_add_samples():
 
 @register("scatter_add", _scatter_add_samples)
 class ScatterAdd(Op):
+    saves = ("index",)
+
     def forward(self, x, dim, index, src):
         xp = array_module(x)
         self.dim, self.index, self.src_shape = dim, index, src.shape
@@ -477,8 +486,7 @@ class ScatterReduce(Op):
     """scatter_reduce by "prod", "amax" or "amin" (sum and mean compose scatter_add).
     The gradient of amax/amin is shared evenly by the tied maxima (minima), as PyTorch."""
 
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output", "index")
 
     def forward(self, x, dim, index, src, reduce, include_self):
         xp = array_module(x)

@@ -27,8 +27,7 @@ def _matmul_samples():
 
 @register("matmul", _matmul_samples)
 class Matmul(Op):
-    saves_inputs = True
-    writes_out = True
+    saves = ("inputs",)
 
     def forward(self, a, b, out=None):
         if a.ndim == 0 or b.ndim == 0:
@@ -204,8 +203,7 @@ class VectorNorm(_Reduction):
     # composition's gradient at a zero norm is 0 * inf = nan; torch's (and this op's) is the
     # subgradient 0.
 
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output")
 
     def forward(self, x, ord, dim, keepdim):
         axes = self._axes(x, dim, "linalg.vector_norm")

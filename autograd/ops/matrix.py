@@ -59,7 +59,7 @@ def _eye_like(a):
 class Inverse(Op):
     """A^-1; d(A^-1) = -A^-1 dA A^-1, so gA = -A^-T g A^-T."""
 
-    saves_output = True
+    saves = ("output",)
 
     def forward(self, a):
         xp = array_module(a)
@@ -86,7 +86,7 @@ def _det_samples():
 class Det(Op):
     """det(A); d det = det * tr(A^-1 dA), so gA = g det A^-T (needs A invertible)."""
 
-    saves_inputs = saves_output = True
+    saves = ("inputs", "output")
 
     def forward(self, a):
         return array_module(a).linalg.det(a)
@@ -107,7 +107,7 @@ class Slogdet(Op):
     """(sign(det A), log|det A|); only the second has a gradient: g A^-T."""
 
     n_outputs = 2
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, a):
         return tuple(array_module(a).linalg.slogdet(a))
@@ -149,7 +149,7 @@ class Cholesky(Op):
     """The lower factor L of A = L L^T. Backward as PyTorch's cholesky_backward:
     Phi = tril(L^T gL) with its diagonal halved, S = L^-T Phi L^-1, gA = (S + S^T) / 2."""
 
-    saves_output = True
+    saves = ("output",)
 
     def forward(self, a):
         xp = array_module(a)
@@ -223,8 +223,8 @@ class Svd(Op):
     NOTE: under create_graph the factors are recomputed by this op, so that they are
     functions of A and higher orders record; plain backward reuses the saved arrays."""
 
+    saves = ("inputs", "usv")
     n_outputs = 3
-    saves_inputs = True
 
     def forward(self, a, full_matrices):
         xp = array_module(a)

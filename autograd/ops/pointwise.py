@@ -1,6 +1,7 @@
 """Elementwise ops with broadcasting: arithmetic, transcendental, activations, selection.
 
-Gradients of broadcast operands are summed back to their shapes with `sum_to_size`.
+Backward formulas return gradients in the broadcast shape; the engine sums each back to
+its operand's shape.
 Python scalars are constants: they take part in forward and get no gradient.
 """
 import math
@@ -8,7 +9,6 @@ import operator
 
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import as_array_arg, binary_forward, torch_dtype, ufunc_forward
-from dtrain.autograd.ops.shape import sum_to
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
@@ -37,44 +37,40 @@ def _unary_samples(name, fn, low=-1.0, high=1.0, away=False):
 # -- binary arithmetic ------------------------------------------------------------------------
 @register("add", _binary_samples("add", lambda a, b: a + b))
 class Add(Op):
-    writes_out = elementwise = True
     forward = binary_forward(operator.add, "add")
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (sum_to(g, self.in_shapes[0]) if na else None,
-                sum_to(g, self.in_shapes[1]) if nb else None)
+        return (g if na else None,
+                g if nb else None)
 
 
 @register("sub", _binary_samples("sub", lambda a, b: a - b))
 class Sub(Op):
-    writes_out = elementwise = True
     forward = binary_forward(operator.sub, "subtract")
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (sum_to(g, self.in_shapes[0]) if na else None,
-                sum_to(-g, self.in_shapes[1]) if nb else None)
+        return (g if na else None,
+                -g if nb else None)
 
 
 @register("mul", _binary_samples("mul", lambda a, b: a * b))
 class Mul(Op):
-    writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = binary_forward(operator.mul, "multiply")
 
     def backward(self, g):
         a, b = self.inputs
         na, nb = self.needs_input_grad
-        return (sum_to(g * b, self.in_shapes[0]) if na else None,
-                sum_to(g * a, self.in_shapes[1]) if nb else None)
+        return (g * b if na else None,
+                g * a if nb else None)
 
 
 @register("div", _binary_samples("div", lambda a, b: a / b, positive_b=True))
 class Div(Op):
-    writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = binary_forward(operator.truediv, "true_divide")
 
@@ -82,8 +78,8 @@ class Div(Op):
         a, b = self.inputs
         na, nb = self.needs_input_grad
         ga = g / b
-        return (sum_to(ga, self.in_shapes[0]) if na else None,
-                sum_to(-ga * a / b, self.in_shapes[1]) if nb else None)
+        return (ga if na else None,
+                -ga * a / b if nb else None)
 
 
 def _pow_samples():
@@ -97,8 +93,7 @@ def _pow_samples():
 
 @register("pow", _pow_samples)
 class Pow(Op):
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output")
 
     def forward(self, a, b):
         return torch_dtype(a ** b, a, b)
@@ -108,10 +103,10 @@ class Pow(Op):
         na, nb = self.needs_input_grad
         ga = gb = None
         if na:
-            ga = sum_to(g * b * a ** (b - 1), self.in_shapes[0])
+            ga = g * b * a ** (b - 1)
         if nb:
             log_a = a.log() if isinstance(a, Tensor) else math.log(a)
-            gb = sum_to(g * self.output * log_a, self.in_shapes[1])
+            gb = g * self.output * log_a
         return ga, gb
 
 
@@ -125,6 +120,8 @@ def _minmax_samples(name, fn):
 class _PairSelect(Op):
     """maximum/minimum: the gradient goes to the selected operand, split evenly on ties."""
 
+    saves = ("w",)
+
     def _select(self, a, b, out, wins):
         w = wins.astype(out.dtype) + (a == b).astype(out.dtype) * 0.5
         self.w = w
@@ -133,8 +130,8 @@ class _PairSelect(Op):
     def backward(self, g):
         w = Tensor._make(self.w)
         na, nb = self.needs_input_grad
-        return (sum_to(g * w, self.in_shapes[0]) if na else None,
-                sum_to(g * (1 - w), self.in_shapes[1]) if nb else None)
+        return (g * w if na else None,
+                g * (1 - w) if nb else None)
 
 
 @register("maximum", _minmax_samples("maximum", lambda a, b: a.maximum(b)))
@@ -154,7 +151,6 @@ class Minimum(_PairSelect):
 # -- unary ----------------------------------------------------------------------------------
 @register("neg", _unary_samples("neg", lambda x: -x))
 class Neg(Op):
-    writes_out = elementwise = True
     forward = ufunc_forward("negative")
 
     def backward(self, g):
@@ -163,8 +159,7 @@ class Neg(Op):
 
 @register("exp", _unary_samples("exp", lambda x: x.exp()))
 class Exp(Op):
-    writes_out = elementwise = True
-    saves_output = True
+    saves = ("output",)
 
     forward = ufunc_forward("exp")
 
@@ -174,8 +169,7 @@ class Exp(Op):
 
 @register("log", _unary_samples("log", lambda x: x.log(), low=0.2, high=2.0))
 class Log(Op):
-    writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("log")
 
@@ -185,8 +179,7 @@ class Log(Op):
 
 @register("log1p", _unary_samples("log1p", lambda x: x.log1p(), low=-0.5, high=2.0))
 class Log1p(Op):
-    writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("log1p")
 
@@ -196,8 +189,7 @@ class Log1p(Op):
 
 @register("sqrt", _unary_samples("sqrt", lambda x: x.sqrt(), low=0.2, high=2.0))
 class Sqrt(Op):
-    writes_out = elementwise = True
-    saves_output = True
+    saves = ("output",)
 
     forward = ufunc_forward("sqrt")
 
@@ -207,8 +199,7 @@ class Sqrt(Op):
 
 @register("abs", _unary_samples("abs", lambda x: x.abs(), away=True))
 class Abs(Op):
-    writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("abs")
 
@@ -218,8 +209,7 @@ class Abs(Op):
 
 @register("sin", _unary_samples("sin", lambda x: x.sin(), low=-3, high=3))
 class Sin(Op):
-    writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("sin")
 
@@ -229,8 +219,7 @@ class Sin(Op):
 
 @register("cos", _unary_samples("cos", lambda x: x.cos(), low=-3, high=3))
 class Cos(Op):
-    writes_out = elementwise = True
-    saves_inputs = True
+    saves = ("inputs",)
 
     forward = ufunc_forward("cos")
 
@@ -240,8 +229,7 @@ class Cos(Op):
 
 @register("tanh", _unary_samples("tanh", lambda x: x.tanh(), low=-2, high=2))
 class Tanh(Op):
-    writes_out = elementwise = True
-    saves_output = True
+    saves = ("output",)
 
     forward = ufunc_forward("tanh")
 
@@ -262,9 +250,7 @@ class TanhBackward(Op):
     """g * (1 - y^2) for y = tanh(x). NOTE: one fused op instead of three keeps the
     backward pass of tanh-heavy models cheap; its own backward keeps double-grad exact."""
 
-    saves_inputs = True
-
-    writes_out = True
+    saves = ("inputs",)
 
     def forward(self, g, y, out=None):
         xp = array_module(y)
@@ -280,9 +266,7 @@ class TanhBackward(Op):
 
 @register("sigmoid", _unary_samples("sigmoid", lambda x: x.sigmoid(), low=-3, high=3))
 class Sigmoid(Op):
-    saves_output = True
-
-    writes_out = True
+    saves = ("output",)
 
     def forward(self, x, out=None):
         xp = array_module(x)
@@ -302,9 +286,7 @@ class Sigmoid(Op):
 class SigmoidBackward(Op):
     """g * y * (1 - y) for y = sigmoid(x), fused like TanhBackward."""
 
-    saves_inputs = True
-
-    writes_out = True
+    saves = ("inputs",)
 
     def forward(self, g, y, out=None):
         xp = array_module(y)
@@ -321,8 +303,7 @@ class SigmoidBackward(Op):
 
 @register("relu", _unary_samples("relu", lambda x: x.relu(), away=True))
 class Relu(Op):
-    writes_out = elementwise = True
-    saves_output = True  # NOTE: backward's mask is `output > 0`, so forward stashes nothing
+    saves = ("output",)  # NOTE: backward's mask is `output > 0`, so forward stashes nothing
 
     def forward(self, x, out=None):
         return array_module(x).maximum(x, 0, out=out)
@@ -340,6 +321,8 @@ def _clamp_samples():
 
 @register("clamp", _clamp_samples)
 class Clamp(Op):
+    saves = ("mask",)
+
     def forward(self, x, lo, hi):
         xp = array_module(x)
         out = xp.clip(x, lo, hi)
@@ -361,6 +344,8 @@ def _where_samples():
 
 @register("where", _where_samples)
 class Where(Op):
+    saves = ("cond",)
+
     def forward(self, cond, a, b):
         xp = array_module(cond)
         self.cond = cond
@@ -369,8 +354,8 @@ class Where(Op):
     def backward(self, g):
         _, na, nb = self.needs_input_grad
         cond = Tensor._make(self.cond)
-        return (None, sum_to(Where.apply(cond, g, 0.0), self.in_shapes[1]) if na else None,
-                sum_to(Where.apply(cond, 0.0, g), self.in_shapes[2]) if nb else None)
+        return (None, Where.apply(cond, g, 0.0) if na else None,
+                Where.apply(cond, 0.0, g) if nb else None)
 
 
 # -- public functions ---------------------------------------------------------------------
@@ -533,12 +518,6 @@ class NonDiff(Op):
     differentiable = False
 
 
-class NonDiffUfunc(NonDiff):
-    """A `NonDiff` op that is one ufunc of the array module (`forward = ufunc_forward(...)`)."""
-
-    writes_out = elementwise = True
-
-
 def _nondiff_samples(cls, name, arity, ints):
     def samples():
         s = SampleMaker(name)
@@ -561,109 +540,109 @@ def _nondiff(cls, name, arity=2, ints=False):
     return op
 
 
-class Eq(NonDiffUfunc):
+class Eq(NonDiff):
     """Elementwise input == other (no gradient)."""
 
     forward = ufunc_forward("equal")
 
 
-class Ne(NonDiffUfunc):
+class Ne(NonDiff):
     """Elementwise input != other (no gradient)."""
 
     forward = ufunc_forward("not_equal")
 
 
-class Lt(NonDiffUfunc):
+class Lt(NonDiff):
     """Elementwise input < other (no gradient)."""
 
     forward = ufunc_forward("less")
 
 
-class Le(NonDiffUfunc):
+class Le(NonDiff):
     """Elementwise input <= other (no gradient)."""
 
     forward = ufunc_forward("less_equal")
 
 
-class Gt(NonDiffUfunc):
+class Gt(NonDiff):
     """Elementwise input > other (no gradient)."""
 
     forward = ufunc_forward("greater")
 
 
-class Ge(NonDiffUfunc):
+class Ge(NonDiff):
     """Elementwise input >= other (no gradient)."""
 
     forward = ufunc_forward("greater_equal")
 
 
-class LogicalAnd(NonDiffUfunc):
+class LogicalAnd(NonDiff):
     """Elementwise input and other, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_and")
 
 
-class LogicalOr(NonDiffUfunc):
+class LogicalOr(NonDiff):
     """Elementwise input or other, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_or")
 
 
-class LogicalXor(NonDiffUfunc):
+class LogicalXor(NonDiff):
     """Elementwise input xor other, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_xor")
 
 
-class LogicalNot(NonDiffUfunc):
+class LogicalNot(NonDiff):
     """Elementwise not input, as booleans (no gradient)."""
 
     forward = ufunc_forward("logical_not")
 
 
-class Isnan(NonDiffUfunc):
+class Isnan(NonDiff):
     """Elementwise whether input is NaN (no gradient)."""
 
     forward = ufunc_forward("isnan")
 
 
-class Isinf(NonDiffUfunc):
+class Isinf(NonDiff):
     """Elementwise whether input is +inf or -inf (no gradient)."""
 
     forward = ufunc_forward("isinf")
 
 
-class Isfinite(NonDiffUfunc):
+class Isfinite(NonDiff):
     """Elementwise whether input is neither infinite nor NaN (no gradient)."""
 
     forward = ufunc_forward("isfinite")
 
 
-class Sign(NonDiffUfunc):
+class Sign(NonDiff):
     """Elementwise -1, 0 or 1 by the sign of input (no gradient)."""
 
     forward = ufunc_forward("sign")
 
 
-class Floor(NonDiffUfunc):
+class Floor(NonDiff):
     """Elementwise largest integer <= input (no gradient)."""
 
     forward = ufunc_forward("floor")
 
 
-class Ceil(NonDiffUfunc):
+class Ceil(NonDiff):
     """Elementwise smallest integer >= input (no gradient)."""
 
     forward = ufunc_forward("ceil")
 
 
-class Trunc(NonDiffUfunc):
+class Trunc(NonDiff):
     """Elementwise input rounded toward zero (no gradient)."""
 
     forward = ufunc_forward("trunc")
 
 
-class Round(NonDiffUfunc):
+class Round(NonDiff):
     """Elementwise input rounded to the nearest integer, halves to even (no gradient)."""
 
     forward = ufunc_forward("round")
@@ -691,19 +670,19 @@ class Remainder(NonDiff):
         return torch_dtype(array_module(a).remainder(a, b), a, b)
 
 
-class BitwiseAnd(NonDiffUfunc):
+class BitwiseAnd(NonDiff):
     """Elementwise input & other, of integers or booleans (no gradient)."""
 
     forward = ufunc_forward("bitwise_and")
 
 
-class BitwiseOr(NonDiffUfunc):
+class BitwiseOr(NonDiff):
     """Elementwise input | other, of integers or booleans (no gradient)."""
 
     forward = ufunc_forward("bitwise_or")
 
 
-class BitwiseNot(NonDiffUfunc):
+class BitwiseNot(NonDiff):
     """Elementwise ~input, of integers or booleans (no gradient)."""
 
     forward = ufunc_forward("invert")

@@ -30,7 +30,7 @@ class Einsum(Op):
     """`einsum(subs[0],...,subs[-1] -> to)` on operands whose shared letters have equal
     sizes (the public `einsum` broadcasts beforehand)."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, *arrays, subs, to):
         self.subs, self.out = subs, to

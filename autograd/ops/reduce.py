@@ -38,8 +38,6 @@ class _Reduction(Op):
 
 @register("sum", _reduce_samples("sum", lambda x, d, k: x.sum(d, keepdim=k)))
 class Sum(_Reduction):
-    writes_out = True
-
     def forward(self, x, dim, keepdim, out=None):
         axes = self._axes(x, dim, "sum")
         self.keepdim = keepdim
@@ -51,8 +49,7 @@ class Sum(_Reduction):
 
 @register("prod", _reduce_samples("prod", lambda x, d, k: x.prod(d, keepdim=k), "away"))
 class Prod(_Reduction):
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output")
 
     def forward(self, x, dim, keepdim):
         axes = self._axes(x, dim, "prod")
@@ -80,6 +77,8 @@ class Prod(_Reduction):
 
 class _Extreme(_Reduction):
     """amax/amin: the gradient is shared evenly among the elements equal to the extreme."""
+
+    saves = ("weights",)
 
     def _run(self, x, dim, keepdim, fn):
         axes = self._axes(x, dim, fn)
@@ -117,8 +116,7 @@ def _softmax_samples(name, fn):
 
 @register("logsumexp", _softmax_samples("logsumexp", lambda x, d: x.logsumexp(d)))
 class LogSumExp(_Reduction):
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output")
 
     def forward(self, x, dim, keepdim):
         axes = self._axes(x, dim, "logsumexp")
@@ -137,7 +135,7 @@ class LogSumExp(_Reduction):
 
 @register("softmax", _softmax_samples("softmax", lambda x, d: x.softmax(d)))
 class Softmax(Op):
-    saves_output = True
+    saves = ("output",)
 
     def forward(self, x, dim):
         xp = array_module(x)
@@ -152,7 +150,7 @@ class Softmax(Op):
 
 @register("log_softmax", _softmax_samples("log_softmax", lambda x, d: x.log_softmax(d)))
 class LogSoftmax(Op):
-    saves_output = True
+    saves = ("output",)
 
     def forward(self, x, dim):
         xp = array_module(x)

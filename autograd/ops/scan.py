@@ -47,8 +47,7 @@ def _cumprod_samples():
 
 @register("cumprod", _cumprod_samples)
 class Cumprod(Op):
-    saves_inputs = True
-    saves_output = True
+    saves = ("inputs", "output")
 
     def forward(self, x, dim):
         self.dim = dim

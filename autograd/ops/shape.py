@@ -80,9 +80,10 @@ class SumToSize(Op):
         return (g.expand(self.in_shape), None)
 
 
-def sum_to(g, shape):
-    """`g` summed down to `shape` (undoes broadcasting); `g` itself when already that shape."""
-    return g if g._data.shape == shape else SumToSize.apply(g, shape)
+def expandable(size, shape):
+    """Whether `size` broadcasts to `shape` (so that `shape` can be summed down to it)."""
+    return len(size) <= len(shape) and all(s in (1, shape[len(shape) - len(size) + i])
+                                           for i, s in enumerate(size))
 
 
 def _cat_samples():
@@ -379,8 +380,7 @@ def sum_to_size(input, *size):
     if size == input._data.shape:
         return input
     shape = input._data.shape
-    if len(size) > len(shape) or any(s not in (1, shape[len(shape) - len(size) + i])
-                                     for i, s in enumerate(size)):
+    if not expandable(size, shape):
         raise RuntimeError(f"size {list(size)} is not expandable to size {list(shape)}")
     return SumToSize.apply(input, size)
 

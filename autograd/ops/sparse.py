@@ -234,7 +234,7 @@ def _sparse_mm_samples():
 class SparseMM(Op):
     """out[rows[k]] += values[k] * dense[cols[k]]: a sparse (n_rows, m) @ dense (m, p)."""
 
-    saves_inputs = True
+    saves = ("inputs", "rows", "cols")
 
     def forward(self, values, dense, rows, cols, n_rows):
         xp = array_module(dense)

@@ -12,7 +12,7 @@ import math
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import binary_forward, ufunc_forward
 from dtrain.autograd.ops.pointwise import (
-    NonDiffUfunc,
+    NonDiff,
     _binary_samples,
     _nondiff,
     _unary_samples,
@@ -28,7 +28,7 @@ from dtrain.autograd.ops.pointwise import (
     trunc,
     where,
 )
-from dtrain.autograd.ops.shape import clone, sum_to
+from dtrain.autograd.ops.shape import clone
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core import dtype as dtypes
 from dtrain.core.backend import array_module
@@ -44,13 +44,7 @@ class _UnaryMath(Op):
     ops, so that higher orders record."""
 
     def backward(self, g):
-        return (g * self.grad(self.output if self.saves_output else self.inputs[0]),)
-
-
-class _UnaryUfunc(_UnaryMath):
-    """A `_UnaryMath` op that is one ufunc of the array module (`forward = ufunc_forward(...)`)."""
-
-    writes_out = elementwise = True
+        return (g * self.grad(self.output if "output" in self.saves else self.inputs[0]),)
 
 
 def _unary(cls):
@@ -145,7 +139,7 @@ def _erfinv_array(x):
 class Erf(_UnaryMath):
     """Elementwise erf."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x):
         return erf_array(x)
@@ -157,7 +151,7 @@ class Erf(_UnaryMath):
 class Erfc(_UnaryMath):
     """Elementwise erfc."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x):
         return _erf_pair(x, True)
@@ -169,7 +163,7 @@ class Erfc(_UnaryMath):
 class Erfinv(_UnaryMath):
     """Elementwise erfinv."""
 
-    saves_output = True
+    saves = ("output",)
 
     def forward(self, x):
         return _erfinv_array(x)
@@ -270,7 +264,7 @@ def _polygamma_samples():
 class Polygamma(Op):
     """psi^(n)(x), the n-th derivative of digamma; its own derivative is psi^(n+1)(x)."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x, n):
         self.n = n
@@ -299,7 +293,7 @@ psi = digamma
 class Lgamma(_UnaryMath):
     """Elementwise lgamma."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x):
         return _lgamma_array(x)
@@ -312,98 +306,98 @@ lgamma = _unary(Lgamma)
 
 # -- trigonometric, hyperbolic, exp and log -----------------------------------------------------
 @register("tan", _unary_samples("tan", lambda x: Tan.apply(x)))
-class Tan(_UnaryUfunc):
+class Tan(_UnaryMath):
     """Elementwise tan."""
 
-    saves_output, forward = True, ufunc_forward("tan")
+    saves, forward = ("output",), ufunc_forward("tan")
     grad = staticmethod(lambda y: y * y + 1)
 
 
 @register("sinh", _unary_samples("sinh", lambda x: Sinh.apply(x)))
-class Sinh(_UnaryUfunc):
+class Sinh(_UnaryMath):
     """Elementwise sinh."""
 
-    saves_inputs, forward = True, ufunc_forward("sinh")
+    saves, forward = ("inputs",), ufunc_forward("sinh")
     grad = staticmethod(lambda x: cosh(x))
 
 
 @register("cosh", _unary_samples("cosh", lambda x: Cosh.apply(x)))
-class Cosh(_UnaryUfunc):
+class Cosh(_UnaryMath):
     """Elementwise cosh."""
 
-    saves_inputs, forward = True, ufunc_forward("cosh")
+    saves, forward = ("inputs",), ufunc_forward("cosh")
     grad = staticmethod(lambda x: sinh(x))
 
 
 @register("asin", _unary_samples("asin", lambda x: Asin.apply(x), low=-0.9, high=0.9))
-class Asin(_UnaryUfunc):
+class Asin(_UnaryMath):
     """Elementwise asin."""
 
-    saves_inputs, forward = True, ufunc_forward("arcsin")
+    saves, forward = ("inputs",), ufunc_forward("arcsin")
     grad = staticmethod(lambda x: (1 - x * x).rsqrt())
 
 
 @register("acos", _unary_samples("acos", lambda x: Acos.apply(x), low=-0.9, high=0.9))
-class Acos(_UnaryUfunc):
+class Acos(_UnaryMath):
     """Elementwise acos."""
 
-    saves_inputs, forward = True, ufunc_forward("arccos")
+    saves, forward = ("inputs",), ufunc_forward("arccos")
     grad = staticmethod(lambda x: -(1 - x * x).rsqrt())
 
 
 @register("atan", _unary_samples("atan", lambda x: Atan.apply(x), low=-2, high=2))
-class Atan(_UnaryUfunc):
+class Atan(_UnaryMath):
     """Elementwise atan."""
 
-    saves_inputs, forward = True, ufunc_forward("arctan")
+    saves, forward = ("inputs",), ufunc_forward("arctan")
     grad = staticmethod(lambda x: (x * x + 1).reciprocal())
 
 
 @register("asinh", _unary_samples("asinh", lambda x: Asinh.apply(x), low=-2, high=2))
-class Asinh(_UnaryUfunc):
+class Asinh(_UnaryMath):
     """Elementwise asinh."""
 
-    saves_inputs, forward = True, ufunc_forward("arcsinh")
+    saves, forward = ("inputs",), ufunc_forward("arcsinh")
     grad = staticmethod(lambda x: (x * x + 1).rsqrt())
 
 
 @register("acosh", _unary_samples("acosh", lambda x: Acosh.apply(x), low=1.2, high=3))
-class Acosh(_UnaryUfunc):
+class Acosh(_UnaryMath):
     """Elementwise acosh."""
 
-    saves_inputs, forward = True, ufunc_forward("arccosh")
+    saves, forward = ("inputs",), ufunc_forward("arccosh")
     grad = staticmethod(lambda x: (x * x - 1).rsqrt())
 
 
 @register("atanh", _unary_samples("atanh", lambda x: Atanh.apply(x), low=-0.9, high=0.9))
-class Atanh(_UnaryUfunc):
+class Atanh(_UnaryMath):
     """Elementwise atanh."""
 
-    saves_inputs, forward = True, ufunc_forward("arctanh")
+    saves, forward = ("inputs",), ufunc_forward("arctanh")
     grad = staticmethod(lambda x: (1 - x * x).reciprocal())
 
 
 @register("expm1", _unary_samples("expm1", lambda x: Expm1.apply(x)))
-class Expm1(_UnaryUfunc):
+class Expm1(_UnaryMath):
     """Elementwise expm1."""
 
-    saves_output, forward = True, ufunc_forward("expm1")
+    saves, forward = ("output",), ufunc_forward("expm1")
     grad = staticmethod(lambda y: y + 1)
 
 
 @register("log2", _unary_samples("log2", lambda x: Log2.apply(x), low=0.2, high=2))
-class Log2(_UnaryUfunc):
+class Log2(_UnaryMath):
     """Elementwise log2."""
 
-    saves_inputs, forward = True, ufunc_forward("log2")
+    saves, forward = ("inputs",), ufunc_forward("log2")
     grad = staticmethod(lambda x: (x * _LN2).reciprocal())
 
 
 @register("log10", _unary_samples("log10", lambda x: Log10.apply(x), low=0.2, high=2))
-class Log10(_UnaryUfunc):
+class Log10(_UnaryMath):
     """Elementwise log10."""
 
-    saves_inputs, forward = True, ufunc_forward("log10")
+    saves, forward = ("inputs",), ufunc_forward("log10")
     grad = staticmethod(lambda x: (x * _LN10).reciprocal())
 
 
@@ -464,7 +458,7 @@ class NanToNum(Op):
     """NaN, +inf and -inf replaced; the gradient is 1 at finite elements, 0 at replaced ones.
     NOTE: one primitive, not three `where`s, so that the common case is one pass."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x, nan, posinf, neginf):
         return array_module(x).nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
@@ -502,15 +496,15 @@ def _ufunc2(name):
 
 class _BinaryMath(Op):
     """A binary elementwise op whose backward is g times the partial derivatives that
-    `partials(a, b, na, nb)` gives (None where not needed), summed back over broadcasting."""
+    `partials(a, b, na, nb)` gives (None where not needed); the engine sums broadcasting back."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def backward(self, g):
         na, nb = self.needs_input_grad
         da, db = self.partials(*self.inputs, na, nb)
-        return (sum_to(g * da, self.in_shapes[0]) if na else None,
-                sum_to(g * db, self.in_shapes[1]) if nb else None)
+        return (g * da if na else None,
+                g * db if nb else None)
 
 
 def _function(cls, name, doc):
@@ -521,15 +515,8 @@ def _function(cls, name, doc):
     return fn
 
 
-class _BinaryUfunc(_BinaryMath):
-    """A `_BinaryMath` op that is one ufunc of the array module with PyTorch's result dtype
-    (`forward = binary_forward(_ufunc2(name), name)`)."""
-
-    writes_out = elementwise = True
-
-
 @register("atan2", _binary_samples("atan2", lambda a, b: Atan2.apply(a, b)))
-class Atan2(_BinaryUfunc):
+class Atan2(_BinaryMath):
     """The angle of the point (other, input) in (-pi, pi], elementwise."""
 
     forward = binary_forward(_ufunc2("arctan2"), "arctan2")
@@ -540,10 +527,10 @@ class Atan2(_BinaryUfunc):
 
 
 @register("hypot", _binary_samples("hypot", lambda a, b: Hypot.apply(a, b)))
-class Hypot(_BinaryUfunc):
+class Hypot(_BinaryMath):
     """sqrt(input^2 + other^2), elementwise without overflow."""
 
-    saves_output = True
+    saves = ("inputs", "output")
     forward = binary_forward(_ufunc2("hypot"), "hypot")
 
     def partials(self, a, b, na, nb):
@@ -551,7 +538,7 @@ class Hypot(_BinaryUfunc):
 
 
 @register("fmod", _binary_samples("fmod", lambda a, b: fmod(a * 3, b), positive_b=True))
-class Fmod(_BinaryUfunc):
+class Fmod(_BinaryMath):
     """Remainder with the sign of the dividend (C's fmod; `remainder` takes the divisor's):
     input - trunc(input / other) * other."""
 
@@ -562,10 +549,10 @@ class Fmod(_BinaryUfunc):
 
 
 @register("copysign", _binary_samples("copysign", lambda a, b: Copysign.apply(a, b)))
-class Copysign(_BinaryUfunc):
+class Copysign(_BinaryMath):
     """|input| with the sign (bit) of other: -0.0 counts as negative; d/dother = 0."""
 
-    saves_output = True
+    saves = ("inputs", "output")
     forward = binary_forward(_ufunc2("copysign"), "copysign")
 
     def partials(self, a, b, na, nb):
@@ -632,7 +619,8 @@ def _binary_composite_samples():
 
 register_composite("binary_math_composites", _binary_composite_samples)
 
-class Heaviside(NonDiffUfunc):
+
+class Heaviside(NonDiff):
     """Elementwise step: 0 where input < 0, other where input == 0, 1 where input > 0 (no
     gradient)."""
 

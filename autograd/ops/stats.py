@@ -61,6 +61,8 @@ class Quantile(Op):
     array and interpolates between two order statistics, backward scatters g * (1 - w) and
     g * w back to their positions (scatter_add, so higher orders record)."""
 
+    saves = ("lo", "hi", "w")
+
     def forward(self, x, q, dim, keepdim, interpolation, ignore_nan):
         xp = array_module(x)
         self.in_shape = x.shape

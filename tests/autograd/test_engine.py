@@ -258,6 +258,30 @@ def test_custom_function_wrong_gradient_shape_is_reported():
         Bad.apply(leaf(1.0, 2.0)).sum().backward()
 
 
+def test_custom_function_may_return_a_broadcast_gradient():
+    """The engine sums a gradient in the broadcast shape down to the input's shape, for user
+    Functions as for registry ops, and records it (second order through it works)."""
+    class AddRow(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, row):
+            return x + row
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, g * 2  # the row's gradient left in x's (broadcast) shape
+
+    x = dt.ones(3, 2, dtype=dt.float64, requires_grad=True)
+    row = dt.tensor([[1.0, 2.0]], dtype=dt.float64, requires_grad=True)
+    w = dt.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=dt.float64)
+    (AddRow.apply(x, row) * w).sum().backward()
+    assert row.grad.shape == (1, 2) and row.grad.tolist() == [[18.0, 24.0]]
+    assert x.grad.tolist() == w.tolist()
+    (gr,) = dt.autograd.grad((AddRow.apply(x, row) ** 2).sum(), (row,), create_graph=True)
+    assert gr.shape == (1, 2) and gr.requires_grad
+    gr.sum().backward()
+    assert row.grad.tolist() == [[18.0 + 24.0, 24.0 + 24.0]]  # 3 rows * 4 * the 2 above
+
+
 def test_forward_mode_jvp_and_vjp_values():
     x = dt.tensor([0.1, 0.7], dtype=dt.float64)
     v = dt.tensor([1.0, -2.0], dtype=dt.float64)

@@ -91,3 +91,35 @@ def test_gradcheck_catches_a_wrong_backward():
     x = dt.randn(3, dtype=dt.float64, requires_grad=True)
     with pytest.raises(dt.autograd.GradcheckError, match="Jacobian mismatch"):
         gradcheck(Bad.apply, (x,))
+
+
+def _holds_array(value):
+    if isinstance(value, (tuple, list)):
+        return any(_holds_array(v) for v in value)
+    return isinstance(value, np.ndarray)
+
+
+@pytest.mark.parametrize("info, sample", CASES)
+def test_forward_stashes_only_declared_arrays(info, sample):
+    """Every array (or tuple of arrays) a forward leaves on its node is declared in the op's
+    `saves`: graph mode and activation checkpointing see only what is declared."""
+    out = sample(*sample.args)
+    stack = [o.grad_fn for o in (out if isinstance(out, tuple) else (out,))
+             if isinstance(o, dt.Tensor) and o.grad_fn is not None]
+    seen = set()
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if isinstance(fn, Op):
+            undeclared = [k for k, v in vars(fn).items() if _holds_array(v)
+                          and k not in fn.saves]
+            assert not undeclared, f"{type(fn).__name__} stashes undeclared arrays {undeclared}"
+        stack.extend(e[0] for e in fn.next_edges if e is not None and hasattr(e[0], "next_edges"))
+
+
+def test_saves_must_be_a_tuple_of_names():
+    with pytest.raises(TypeError, match="saves must be a tuple"):
+        class Wrong(Op):  # a string, not a 1-tuple
+            saves = ("inputs")

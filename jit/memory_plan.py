@@ -1,0 +1,29 @@
+"""Which op forwards can write their result into a given array: the memory planner's table.
+
+An op's class does not say it; graph mode decides which nodes get a preallocated result
+buffer (`forward(..., out=buffer)`, passes.py's memory plan, executor.py's replay):
+- INTO: the forward writes its result into `out`, an array of the result's shape and dtype;
+- IN_PLACE: the same, and `out` may be one of the inputs (a single ufunc, or a chain of
+  them that never reads an input after writing), so chains can run in place.
+Every op whose forward is one generated ufunc forward (`forward.ufunc`, autograd/ops/_util.py:
+add, mul, exp, tanh, comparisons...) is IN_PLACE without an entry; a fused group (fusion.py)
+is INTO. The table lists the other forwards that take `out=`: the heavy ops, whose results
+dominate a step's memory, and the hand-written pointwise forwards of common activations.
+"""
+INTO = "into"
+IN_PLACE = "in_place"
+
+OUT = {  # registry op name -> how its forward takes `out=`
+    "matmul": INTO, "linear": INTO, "conv": INTO, "conv_transpose": INTO, "conv_weight": INTO,
+    "max_pool": INTO, "max_pool_grad": INTO, "sum": INTO,
+    "relu": IN_PLACE, "sigmoid": INTO, "sigmoid_backward": INTO, "tanh_backward": INTO,
+}
+
+
+def out_mode(op):
+    """How op class `op`'s forward takes `out=`: INTO, IN_PLACE, or None (it does not)."""
+    if getattr(op, "members", None) is not None:  # a fused group (fusion.py)
+        return INTO
+    if getattr(op.forward, "ufunc", None) is not None:
+        return IN_PLACE
+    return OUT.get(getattr(op, "op_name", None))

@@ -1,0 +1,25 @@
+"""The memory planner's table of forwards that take `out=` (jit/memory_plan.py) matches the
+ops: every entry is a registry op whose forward takes `out`, and every registry forward that
+takes `out` is planned (a table entry or a generated ufunc forward)."""
+import inspect
+
+import dtrain.nn  # noqa: F401  (registers conv, pooling, linear)
+from dtrain.autograd.registry import REGISTRY
+from dtrain.jit.memory_plan import IN_PLACE, INTO, OUT, out_mode
+
+
+def _takes_out(op):
+    return "out" in inspect.signature(op.forward).parameters
+
+
+def test_every_table_entry_is_a_registry_op_whose_forward_takes_out():
+    for name, mode in OUT.items():
+        assert mode in (INTO, IN_PLACE)
+        assert name in REGISTRY and _takes_out(REGISTRY[name].op), name
+
+
+def test_every_forward_that_takes_out_is_planned_and_only_those():
+    ops = [info.op for info in REGISTRY.values() if info.op is not None]
+    assert {op.op_name for op in ops if _takes_out(op)} == \
+        {op.op_name for op in ops if out_mode(op) is not None}
+    assert out_mode(REGISTRY["add"].op) == IN_PLACE and out_mode(REGISTRY["conv"].op) == INTO
