@@ -129,7 +129,7 @@ def _conv_samples():
 class ConvNd(Op):
     """Correlation of x (N, C, *in) with w (O, C/groups, *k), plus bias b (O,) or None."""
 
-    saves = ("inputs", "cols")
+    saves = ("inputs",)
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
