@@ -27,11 +27,9 @@ def edge_of(t):
 
 
 def pack(values, node=None):
-    """What a node keeps of the values it saves for backward (an Op's inputs or output, a
-    user Function's saved tensors): the values and each tensor's version now (None for a
-    non-tensor); an output of `node` is kept as its raw parts (array, version counter,
-    output index), not the Tensor, to avoid a node <-> tensor reference cycle. `unpack`
-    gives them back."""
+    """What a node keeps of the values it saves for backward (an Op's inputs, a user
+    Function's saved tensors): the values and each tensor's version now (None for a
+    non-tensor); an output of `node` is kept by `pack_output`. `unpack` gives them back."""
     if node is None:  # an Op's inputs: the args tuple itself
         return values, [x._version[0] if isinstance(x, Tensor) else None for x in values]
     kept, versions = [], []
@@ -39,7 +37,7 @@ def pack(values, node=None):
         if isinstance(x, Tensor):
             versions.append(x._version[0])
             if x.grad_fn is node:
-                x = (x._data, x._version, x._output_nr)
+                x = pack_output(x)
         else:
             versions.append(None)
         kept.append(x)
@@ -50,19 +48,38 @@ def unpack(packed, node):
     """The values `pack` kept for `node`, as a tuple, checked against in-place changes made
     since (the version error)."""
     kept, versions = packed
+    if type(kept) is tuple:  # an Op's inputs: no output of `node` among them
+        for x, saved in zip(kept, versions):
+            if saved is not None and x._version[0] != saved:
+                raise version_error(x, node, saved)
+        return kept
     values = kept
     for i, saved in enumerate(versions):
         if saved is not None:
             x = kept[i]
             if type(x) is tuple:  # an output of `node`
-                data, version, nr = x
-                x = Tensor._make(data, True, node, nr, version)
                 if values is kept:
                     values = list(kept)
-                values[i] = x
-            if x._version[0] != saved:
+                values[i] = unpack_output(x, node)
+            elif x._version[0] != saved:
                 raise version_error(x, node, saved)
     return tuple(values)
+
+
+def pack_output(t):
+    """An output of the node that saves it, kept as raw parts (array, version counter, output
+    index, version now) rather than the Tensor: no node <-> tensor reference cycle."""
+    return t._data, t._version, t._output_nr, t._version[0]
+
+
+def unpack_output(kept, node):
+    """The Tensor `pack_output` kept, linked to `node` again, checked against in-place
+    changes made since."""
+    data, version, nr, saved = kept
+    t = Tensor._make(data, True, node, nr, version)
+    if version[0] != saved:
+        raise version_error(t, node, saved)
+    return t
 
 
 def version_error(t, node, expected):
@@ -160,6 +177,7 @@ class Op(Node):
     """
 
     saves = ()
+    _keeps_inputs = _keeps_output = False
     is_view = False
     random = False
     differentiable = True  # False: never recorded, outputs never require grad
@@ -169,6 +187,8 @@ class Op(Node):
         super().__init_subclass__(**kwargs)
         if not (isinstance(cls.saves, tuple) and all(isinstance(n, str) for n in cls.saves)):
             raise TypeError(f"{cls.__name__}.saves must be a tuple of names, got {cls.saves!r}")
+        # read once here, not per call in apply
+        cls._keeps_inputs, cls._keeps_output = "inputs" in cls.saves, "output" in cls.saves
 
     def saved_state(self):
         """{attribute: value} for what `saves` declares, the parts that are set: the packed
@@ -266,12 +286,10 @@ class Op(Node):
             node.seq = next(_seq)
             node._pre_hooks = None
             node._freed = False
-            saves = cls.saves
-            if saves:
-                if "inputs" in saves:
-                    node._inputs = pack(args)
-                if "output" in saves:
-                    node._out = pack((t,), node)
+            if cls._keeps_inputs:
+                node._inputs = pack(args)
+            if cls._keeps_output:
+                node._out = pack_output(t)
         if core_state.observed and state.observer is not None:  # autograd/observer.py
             state.observer.op(node, args, params, result)
         return result
@@ -288,7 +306,7 @@ class Op(Node):
         """The output of forward, as a Tensor that is still linked to this node."""
         if self._freed:
             raise RuntimeError(FREED)
-        return unpack(self._out, self)[0]
+        return unpack_output(self._out, self)
 
 
 _SAVED_ATTRS = {"inputs": "_inputs", "output": "_out"}  # where Op keeps them (packed)
