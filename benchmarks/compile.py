@@ -172,8 +172,9 @@ def main():
     load = {"before": machine_load()}
     d = dtrain_figures()
     ratios = {"chain compiled/eager (target <= 0.3)": d["chain_us_per_op"]["compiled/eager"]}
-    for name in CASES:
-        ratios[f"{name} compiled/eager (target <= 0.95)"] = d[name + "_ms"]["compiled/eager"]
+    for name in CASES:  # issue 13's targets are the MLP's and the CNN's; ResNet: no slower
+        target = "1.0" if name.startswith("resnet") else "0.95"
+        ratios[f"{name} compiled/eager (target <= {target})"] = d[name + "_ms"]["compiled/eager"]
     torch = try_torch()
     t = None if torch is None else torch_figures(torch)
     load["after"] = machine_load()
