@@ -19,7 +19,7 @@ from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core import creation
 from dtrain.core.backend import array_module
 from dtrain.nn import init
-from dtrain.nn.channel_sum import ChannelSum
+from dtrain.nn.channel_ops import ChannelSum
 from dtrain.nn.conv_kernels import (
     channels_first,
     conv_forward,

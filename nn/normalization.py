@@ -17,7 +17,7 @@ from dtrain.core import creation
 from dtrain.core import dtype as dtypes
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
-from dtrain.nn.channel_sum import ChannelSum, channel_sum
+from dtrain.nn.channel_ops import ChannelLinear, ChannelSum, channel_sum, channel_views
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 from dtrain.nn.pooling import avg_pool2d
@@ -98,62 +98,57 @@ class BatchNorm(Op):
     walked along strided axes, five times slower channels-last; here each is a GEMV
     (`channel_sum`). Backward is the closed form: gb = sum(g), gw = sum(g * xhat), and
     gx = weight * invstd * (g - (xhat * gw + gb) / n) in training, weight * invstd * g
-    otherwise. For first-order backward xhat and invstd are the arrays forward kept; under
-    create_graph they are rebuilt from x with Tensor ops, so that higher derivatives see
-    their dependence on x. In the ResNet-20 training step (batch 64, 1 thread) batch norm
-    fell from ~35% of the step; see the commit for the figures."""
+    otherwise, with xhat = (x - mean) * invstd. For first-order backward x - mean and invstd
+    are the arrays forward kept; under create_graph they are rebuilt from x with Tensor
+    ops, so that higher derivatives see their dependence on x."""
 
     saves_inputs = True
 
     def forward(self, x, weight, bias, running_mean, running_var, training, eps):
         xp = array_module(x)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         self.training, self.eps = training, eps
+        out = xp.empty_like(x)  # x's layout
         if training:
             n = x.size // x.shape[1]
             self.mean = channel_sum(x) / n
-            d = x - self.mean.reshape(shape)  # x's layout
-            self.var = channel_sum(d * d) / n
+            self.d = xp.empty_like(x)
+            (xv, dv, ov), coef = channel_views(x, self.d, out)
+            xp.subtract(xv, coef(self.mean), out=dv)
+            xp.multiply(dv, dv, out=ov)
+            self.var = channel_sum(out) / n
             self.invstd = 1 / xp.sqrt(self.var + eps)
-            d *= self.invstd.reshape(shape)
-            self.xhat = d
-            scale, shift = weight, bias
         else:
+            (dv, ov), coef = channel_views(x, out)
             self.invstd = 1 / xp.sqrt(running_var + eps)
-            d = x
-            scale = self.invstd if weight is None else self.invstd * weight
-            shift = -running_mean * scale
-            if bias is not None:
-                shift += bias
-        out = d * scale.reshape(shape) if scale is not None else d.copy(order="K")
+        scale = self.invstd if weight is None else self.invstd * weight
+        shift = bias if training else -running_mean * scale + (0 if bias is None else bias)
+        xp.multiply(dv, coef(scale), out=ov)
         if shift is not None:
-            out += shift.reshape(shape)
+            ov += coef(shift)
         return out
 
     def backward(self, g):
         x, weight, _, running_mean, running_var = self.inputs
         nx, nw, nb = self.needs_input_grad[:3]
-        shape = _channel_shape(g)
         if not self.training:
-            invstd = (running_var + self.eps).rsqrt().reshape(shape)
-            xhat = (x - running_mean.reshape(shape)) * invstd if nw else None
+            invstd = (running_var + self.eps).rsqrt()
+            d = x - running_mean.reshape(_channel_shape(x)) if nw else None
         elif state.enabled:
             axes = (0,) + tuple(range(2, x.dim()))
             d = x - x.mean(axes, keepdim=True)
-            invstd = ((d * d).mean(axes, keepdim=True) + self.eps).rsqrt()
-            xhat = d * invstd
+            invstd = ((d * d).mean(axes) + self.eps).rsqrt()
         else:
-            xhat, invstd = Tensor._make(self.xhat), Tensor._make(self.invstd).reshape(shape)
-        gb = ChannelSum.apply(g) if nb or (nx and self.training) else None
-        gw = ChannelSum.apply(g * xhat) if nw or (nx and self.training) else None
+            d, invstd = Tensor._make(self.d), Tensor._make(self.invstd)
+        scale = invstd if weight is None else invstd * weight
+        train_x = nx and self.training
+        gb = ChannelSum.apply(g) if nb or train_x else None
+        gw = ChannelSum.apply(g * d) * invstd if nw or train_x else None
         gx = None
-        if nx:
-            scale = invstd if weight is None else invstd * weight.reshape(shape)
-            gx = g * scale
-            if self.training:
-                n = g.numel() // g.shape[1]
-                gx = gx - (xhat * (scale * (gw / n).reshape(shape)) +
-                           scale * (gb / n).reshape(shape))
+        if train_x:  # scale * (g - (xhat * gw + gb) / n), xhat = d * invstd
+            n = g.numel() // g.shape[1]
+            gx = ChannelLinear.apply(g, d, scale, -scale * invstd * gw / n, -scale * gb / n)
+        elif nx:
+            gx = g * scale.reshape(_channel_shape(g))
         return gx, gw if nw else None, gb if nb else None, None, None
 
 

@@ -235,7 +235,7 @@ def test_batchnorm2d_keeps_layout_and_equals_across_layouts(training):
 
 @pytest.mark.parametrize("layout", ["channels_first", "channels_last", "strided", "2d"])
 def test_channel_sum_equals_numpy_in_every_layout(layout):
-    from dtrain.nn.channel_sum import channel_sum
+    from dtrain.nn.channel_ops import channel_sum
     x = rng.standard_normal((4, 3, 5, 6))
     a = {"channels_first": x, "channels_last": np.moveaxis(np.ascontiguousarray(
         np.moveaxis(x, 1, -1)), -1, 1), "strided": x[:, :, ::2, 1:], "2d": x[:, :, 0, 0]}[layout]
