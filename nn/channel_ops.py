@@ -5,8 +5,8 @@ NOTE: NumPy walks a reduction over strided axes one row at a time, and a broadca
 channels-last array in runs of C elements: the sum over (N, H, W) of a (64, 16, 32, 32)
 float32 array takes 1.67 ms channels-last and 0.34 ms channels-first, while one GEMV on its
 matrix takes 0.17 and 0.18 ms; subtracting a per-channel vector in place takes 0.46 ms
-channels-last, 0.21 ms on rows of 512 pixels (1 thread). Batch norm and conv's bias gradient
-go through here.
+channels-last, 0.21 ms on rows of 512 pixels (1 thread). Batch norm, conv's bias and its
+gradient go through here.
 """
 import math
 
@@ -48,6 +48,12 @@ def channel_views(*arrays):
                 lambda v: xp.tile(v, reps))
     shape = (1, -1) + (1,) * (a.ndim - 2)
     return list(arrays), lambda v: v.reshape(shape)
+
+
+def add_per_channel(a, v):
+    """a += v in place, `v` (C,) added to every element of its channel of `a` (N, C, *s)."""
+    (view,), coef = channel_views(a)
+    view += coef(v)
 
 
 def _channel_sum_samples():

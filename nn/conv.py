@@ -19,7 +19,7 @@ from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core import creation
 from dtrain.core.backend import array_module
 from dtrain.nn import init
-from dtrain.nn.channel_ops import ChannelSum
+from dtrain.nn.channel_ops import ChannelSum, add_per_channel
 from dtrain.nn.conv_kernels import (
     channels_first,
     conv_forward,
@@ -131,7 +131,10 @@ class ConvNd(Op):
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        return conv_forward(self, x, w, b, stride, padding, dilation, groups, out)
+        y = conv_forward(self, x, w, stride, padding, dilation, groups, out)
+        if b is not None:
+            add_per_channel(y, b)
+        return y
 
     def backward(self, g):
         x, w, _ = self.inputs
