@@ -9,7 +9,9 @@ without autograd (inference).
     BatchNorm, stride-2 stage entries with 1x1 conv + BatchNorm shortcuts) on 64x3x32x32.
 Both libraries get the same float32 data; each runs with its default threads. The two
 libraries' runs alternate, so that a load on the machine weighs on both alike; each figure
-is the best of `repeat`.
+is the best of `repeat`. Usage: train_step.py [repeat] [--cpu-time]; --cpu-time runs both
+libraries on 1 thread and times the CPU time of that thread (time.thread_time), which a
+loaded machine disturbs much less than wall time.
 """
 import sys
 import time
@@ -95,7 +97,7 @@ def data(lib, shape):
             lib.tensor(rng.integers(0, 10, shape[0])))
 
 
-def alternate_ms(fns, repeat, warmup=2):
+def alternate_ms(fns, repeat, warmup=2, clock=time.perf_counter):
     """Best milliseconds of each of `fns`, run in turns (one call each per round)."""
     for _ in range(warmup):
         for fn in fns:
@@ -103,17 +105,24 @@ def alternate_ms(fns, repeat, warmup=2):
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best[i] = min(best[i], clock() - t0)
     return [b * 1e3 for b in best]
 
 
 def main():
-    repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 20  # ResNet-20: a quarter of it
+    args = [a for a in sys.argv[1:] if a != "--cpu-time"]
+    cpu_time = "--cpu-time" in sys.argv[1:]
+    repeat = int(args[0]) if args else 20  # ResNet-20: a quarter of it
     torch = try_torch()
+    if cpu_time:
+        dt.set_num_threads(1)
+        if torch is not None:
+            torch.set_num_threads(1)
     result = {"unit": "ms per call (best of %d, ResNet-20 of %d; libraries alternating)"
               % (repeat, max(1, repeat // 4)),
+              "clock": "thread CPU time, 1 thread" if cpu_time else "wall time",
               "dtrain": {}, "torch": None}
     if torch is not None:
         result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
@@ -126,7 +135,8 @@ def main():
         if torch is not None:
             torch.manual_seed(0)
             fns.append(make(torch, build, shape))
-        times = alternate_ms(fns, max(1, repeat // 4) if "resnet" in name else repeat)
+        times = alternate_ms(fns, max(1, repeat // 4) if "resnet" in name else repeat,
+                             clock=time.thread_time if cpu_time else time.perf_counter)
         result["dtrain"][name] = times[0]
         if torch is not None:
             result["torch"][name] = times[1]

@@ -648,6 +648,20 @@ def _standardize(b, n, a):
     return b.add("Div", [d, std])
 
 
+def _batch_norm(b, n, a):
+    """BatchNormalization with the running statistics (eval mode); absent affine parameters
+    as ones and zeros."""
+    if a["training"]:
+        raise _Unsupported("batch norm with batch statistics (training mode)")
+    c = b.g.values[a["x"].vid].shape[1]
+    scale = b.value(a["weight"]) if a["weight"] is not None else \
+        _scalar_const(b, n, np.ones(c))
+    bias = b.value(a["bias"]) if a["bias"] is not None else _scalar_const(b, n, np.zeros(c))
+    return b.add("BatchNormalization", [b.value(a["x"]), scale, bias,
+                                        b.value(a["running_mean"]), b.value(a["running_var"])],
+                 epsilon=a["eps"])
+
+
 def _reduction(onnx_op):
     def emit(b, n, a):
         return b.reduce(onnx_op, b.value(a["x"]), a["dim"], a["keepdim"])
@@ -695,7 +709,7 @@ ONNX_OPS = {
     "linear": _linear, "matmul": lambda b, n, a: b.add("MatMul", [b.value(a["a"]),
                                                                    b.value(a["b"])]),
     "conv": _conv, "conv_transpose": _conv_transpose, "max_pool": _max_pool,
-    "standardize": _standardize,
+    "standardize": _standardize, "batch_norm": _batch_norm,
     "softmax": lambda b, n, a: b.add("Softmax", [b.value(a["x"])], axis=a["dim"]),
     "log_softmax": lambda b, n, a: b.add("LogSoftmax", [b.value(a["x"])], axis=a["dim"]),
     "sum": _reduction("ReduceSum"), "prod": _reduction("ReduceProd"),

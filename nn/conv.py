@@ -19,6 +19,7 @@ from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core import creation
 from dtrain.core.backend import array_module
 from dtrain.nn import init
+from dtrain.nn.channel_ops import ChannelSum, add_per_channel
 from dtrain.nn.conv_kernels import (
     channels_first,
     conv_forward,
@@ -109,10 +110,6 @@ def scatter_taps(out, ksize, stride, dilation, out_size, value):
     return out
 
 
-def _grad_bias(g, nd):
-    return g.sum((0,) + tuple(range(2, 2 + nd)))
-
-
 # -- primitive ops -------------------------------------------------------------------------
 def _conv_samples():
     s = SampleMaker("conv")
@@ -133,18 +130,20 @@ class ConvNd(Op):
 
     def forward(self, x, w, b, stride, padding, dilation, groups, out=None):
         self.geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        return conv_forward(self, x, w, b, stride, padding, dilation, groups, out)
+        y = conv_forward(self, x, w, stride, padding, dilation, groups, out)
+        if b is not None:
+            add_per_channel(y, b)
+        return y
 
     def backward(self, g):
         x, w, _ = self.inputs
         nx, nw, nb = self.needs_input_grad
-        nd = g._data.ndim - 2
         gt = grad_matrix(self, g._data, self.geom["groups"]) if nx or nw else None  # shared
         gx = ConvTransposeNd.apply(g, w, None, out_size=x._data.shape[2:], gt=gt, **self.geom) \
             if nx else None
         gw = ConvWeightNd.apply(x, g, ksize=w._data.shape[2:], gt=gt,
                                 **self.geom) if nw else None
-        return gx, gw, _grad_bias(g, nd) if nb else None
+        return gx, gw, ChannelSum.apply(g) if nb else None
 
 
 def _conv_transpose_samples():
@@ -174,7 +173,6 @@ class ConvTransposeNd(Op):
     def backward(self, gg):
         g, w, _ = self.inputs
         ng, nw, nb = self.needs_input_grad
-        nd = gg._data.ndim - 2
         gg_in = None
         if ng:
             gg_in = ConvNd.apply(gg, w, None, **self.geom)
@@ -182,7 +180,7 @@ class ConvTransposeNd(Op):
             if gg_in._data.shape[2:] != in_size:  # output_padding >= stride (dilated kernels)
                 gg_in = gg_in[(slice(None), slice(None)) + tuple(slice(0, m) for m in in_size)]
         gw = ConvWeightNd.apply(gg, g, ksize=w._data.shape[2:], **self.geom) if nw else None
-        return gg_in, gw, _grad_bias(gg, nd) if nb else None
+        return gg_in, gw, ChannelSum.apply(gg) if nb else None
 
 
 def _weight_grad(x, g, ksize, stride, padding, dilation, groups):

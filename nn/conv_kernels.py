@@ -151,9 +151,9 @@ def result(y, n, osize, out):
     return out
 
 
-def conv_forward(op, x, w, b, stride, padding, dilation, groups, out=None):
-    """y = conv(x, w) + b as (N, O, *out), channels-last unless written into `out`: im2col
-    and one GEMM per chunk of samples."""
+def conv_forward(op, x, w, stride, padding, dilation, groups, out=None):
+    """y = conv(x, w) as (N, O, *out), channels-last unless written into `out`: im2col and
+    one GEMM per chunk of samples."""
     xp = array_module(x)
     n = x.shape[0]
     osize = out_size(x.shape[2:], w.shape[2:], stride, padding, dilation)
@@ -165,8 +165,6 @@ def conv_forward(op, x, w, b, stride, padding, dilation, groups, out=None):
     for first, end, cols in im2col_chunks(op, x, w.shape[2:], stride, padding, dilation,
                                           osize, groups):
         xp.matmul(cols, xp.swapaxes(wm, 1, 2), out=y[:, first * pixels:end * pixels])
-    if b is not None:
-        y += b.reshape(groups, 1, -1)
     return result(y, n, osize, out)
 
 

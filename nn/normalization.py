@@ -1,7 +1,8 @@
 """Normalization layers: `BatchNorm1d/2d`, `LayerNorm`, `GroupNorm` and their functional forms.
 
-All three standardize over some axes, (x - mean) / sqrt(var + eps) with the biased variance,
-then apply a per-channel affine map; the standardization is one op, `Standardize`.
+All standardize over some axes, (x - mean) / sqrt(var + eps) with the biased variance,
+then apply an affine map; the standardization is one op, `Standardize`, except for batch
+norm, whose standardization and per-channel affine map are one op, `BatchNorm`.
 """
 import numbers
 import warnings
@@ -16,6 +17,7 @@ from dtrain.core import creation
 from dtrain.core import dtype as dtypes
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
+from dtrain.nn.channel_ops import ChannelLinear, ChannelSum, channel_sum, channel_views
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 from dtrain.nn.pooling import avg_pool2d
@@ -71,6 +73,88 @@ def _channel_shape(input):
     return (1, -1) + (1,) * (input.dim() - 2)
 
 
+def _batch_norm_samples():
+    s = SampleMaker("batch_norm")
+    rm, rv = s(3, grad=False), s(3, low=0.5, high=1.5, grad=False)
+    return [Sample(lambda x, w, b: batch_norm(x, None, None, w, b, True), (s(4, 3), s(3), s(3))),
+            Sample(lambda x, w, b: batch_norm(x, None, None, w, b, True, eps=0.1),
+                   (s(2, 3, 2, 2), s(3), s(3))),
+            Sample(lambda x: batch_norm(x.permute(0, 3, 1, 2), None, None, training=True),
+                   (s(2, 2, 2, 3),)),  # channels-last
+            Sample(lambda x, w, b: batch_norm(x, rm, rv, w, b, False), (s(2, 3, 2), s(3), s(3))),
+            Sample(lambda x, w: batch_norm(x.permute(0, 3, 1, 2), rm, rv, w),
+                   (s(2, 2, 2, 3), s(3)))]
+
+
+@register("batch_norm", _batch_norm_samples)
+class BatchNorm(Op):
+    """Batch norm of x (N, C, *s): per channel, xhat = (x - mean) / sqrt(var + eps), then
+    weight * xhat + bias (each None or (C,)); mean and biased var of the batch when
+    `training`, else running_mean and running_var. The output keeps x's memory layout.
+
+    Backward is the closed form: gb = sum(g), gw = sum(g * xhat), and
+    gx = weight * invstd * (g - (xhat * gw + gb) / n) in training, weight * invstd * g
+    otherwise, with xhat = (x - mean) * invstd. For first-order backward x - mean and invstd
+    are the arrays forward kept; under create_graph they are rebuilt from x with Tensor
+    ops, so that higher derivatives see their dependence on x.
+
+    NOTE: fused, as PyTorch's native_batch_norm: one node instead of Standardize, Mul and
+    Add, whose per-channel reductions (theirs and their backwards' sums to size) NumPy
+    walked along strided axes, five times slower channels-last; here each is a GEMV
+    (`channel_sum`), and the elementwise passes run in place over long rows
+    (`channel_views`). Measured on a channels-last (64, 16, 32, 32) float32 conv output (1
+    thread): train forward + backward 25 -> 7 ms, eval forward 3.9 -> 0.9 ms."""
+
+    saves_inputs = True
+
+    def forward(self, x, weight, bias, running_mean, running_var, training, eps):
+        xp = array_module(x)
+        self.training, self.eps = training, eps
+        out = xp.empty_like(x)  # x's layout
+        if training:
+            n = x.size // x.shape[1]
+            self.mean = channel_sum(x) / n
+            self.d = xp.empty_like(x)
+            (xv, dv, ov), coef = channel_views(x, self.d, out)
+            xp.subtract(xv, coef(self.mean), out=dv)
+            xp.multiply(dv, dv, out=ov)
+            self.var = channel_sum(out) / n
+            self.invstd = 1 / xp.sqrt(self.var + eps)
+        else:
+            (dv, ov), coef = channel_views(x, out)
+            self.invstd = 1 / xp.sqrt(running_var + eps)
+        scale = self.invstd if weight is None else self.invstd * weight
+        shift = bias if training else -running_mean * scale + (0 if bias is None else bias)
+        xp.multiply(dv, coef(scale), out=ov)
+        if shift is not None:
+            ov += coef(shift)
+        return out
+
+    def backward(self, g):
+        x, weight, _, running_mean, running_var = self.inputs
+        nx, nw, nb = self.needs_input_grad[:3]
+        if not self.training:
+            invstd = (running_var + self.eps).rsqrt()
+            d = x - running_mean.reshape(_channel_shape(x)) if nw else None
+        elif state.enabled:
+            axes = (0,) + tuple(range(2, x.dim()))
+            d = x - x.mean(axes, keepdim=True)
+            invstd = ((d * d).mean(axes) + self.eps).rsqrt()
+        else:
+            d, invstd = Tensor._make(self.d), Tensor._make(self.invstd)
+        scale = invstd if weight is None else invstd * weight
+        train_x = nx and self.training
+        gb = ChannelSum.apply(g) if nb or train_x else None
+        gw = ChannelSum.apply(g * d) * invstd if nw or train_x else None
+        gx = None
+        if train_x:  # scale * (g - (xhat * gw + gb) / n), xhat = d * invstd
+            n = g.numel() // g.shape[1]
+            gx = ChannelLinear.apply(g, d, scale, -scale * invstd * gw / n, -scale * gb / n)
+        elif nx:
+            gx = g * scale.reshape(_channel_shape(g))
+        return gx, gw if nw else None, gb if nb else None, None, None
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-05):
     """Normalize each channel (dim 1) with batch statistics (training) or the running ones.
@@ -79,27 +163,26 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     r = (1 - momentum) * r + momentum * batch_stat, with the unbiased batch variance."""
     if input.dim() < 2:
         raise ValueError(f"batch_norm: expected at least 2D input (got {input.dim()}D input)")
-    shape = _channel_shape(input)
-    if training:
-        axes = (0,) + tuple(range(2, input.dim()))
-        n = input.numel() // input.shape[1]
-        if n <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input "
-                             f"size {list(input.shape)}")
-        out = Standardize.apply(input, axes, eps)
-        if running_mean is not None or running_var is not None:
-            node_stats = _batch_stats(out, input, axes, eps)
-            with no_grad():
-                if running_mean is not None:
-                    _update(running_mean, node_stats[0].reshape(-1), momentum)
-                if running_var is not None:
-                    _update(running_var, node_stats[1].reshape(-1) * (n / (n - 1)), momentum)
-    else:
+    if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var are required when "
                              "training=False")
-        out = (input - running_mean.reshape(shape)) * (running_var.reshape(shape) + eps).rsqrt()
-    return _channel_affine(out, weight, bias)
+        return BatchNorm.apply(input, weight, bias, running_mean, running_var, training=False,
+                               eps=eps)
+    axes = (0,) + tuple(range(2, input.dim()))
+    n = input.numel() // input.shape[1]
+    if n <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                         f"size {list(input.shape)}")
+    out = BatchNorm.apply(input, weight, bias, None, None, training=True, eps=eps)
+    if running_mean is not None or running_var is not None:
+        mean, var = _batch_stats(out, input, axes, eps)
+        with no_grad():
+            if running_mean is not None:
+                _update(running_mean, mean.reshape(-1), momentum)
+            if running_var is not None:
+                _update(running_var, var.reshape(-1) * (n / (n - 1)), momentum)
+    return out
 
 
 def _channel_affine(out, weight, bias):
@@ -116,7 +199,7 @@ def _batch_stats(out, input, axes, eps):
     """(mean, biased var) of the batch as tensors: the op node's stashed statistics when it
     recorded one (no recomputation), else computed with ops (e.g. training under no_grad)."""
     node = out.grad_fn
-    if isinstance(node, Standardize):
+    if isinstance(node, (Standardize, BatchNorm)):
         return Tensor._make(node.mean), Tensor._make(node.var)
     x = input.detach()
     mean = x.mean(axes, keepdim=True)
@@ -216,9 +299,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
 def _norm_samples():
     s = SampleMaker("normalization")
     rm, rv = s(3, grad=False), s(3, low=0.5, high=1.5, grad=False)
-    return [Sample(lambda x, w, b: batch_norm(x, None, None, w, b, True), (s(4, 3), s(3), s(3))),
-            Sample(lambda x, w, b: batch_norm(x, rm, rv, w, b, False), (s(2, 3, 2), s(3), s(3))),
-            Sample(lambda x, w, b: layer_norm(x, (2, 3), w, b), (s(2, 2, 3), s(2, 3), s(2, 3))),
+    return [Sample(lambda x, w, b: layer_norm(x, (2, 3), w, b), (s(2, 2, 3), s(2, 3), s(2, 3))),
             Sample(lambda x, w, b: group_norm(x, 2, w, b), (s(2, 4, 2), s(4), s(4))),
             Sample(lambda x, w, b: instance_norm(x, None, None, w, b), (s(2, 3, 4), s(3), s(3))),
             Sample(lambda x: instance_norm(x, rm, rv, use_input_stats=False), (s(2, 3, 2, 2),)),

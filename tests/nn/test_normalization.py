@@ -201,3 +201,43 @@ def test_local_response_norm(shape, size):
     assert repr(m) == f"LocalResponseNorm({size}, alpha=0.3, beta=0.6, k=2.0)"
     with pytest.raises(ValueError, match="Expected 3D or higher"):
         F.local_response_norm(t(x[0, 0]), 2)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm2d_keeps_layout_and_equals_across_layouts(training):
+    """A channels-last input (a conv's output) gives a channels-last output, and the same
+    values and gradients (input, weight, bias) as its channels-first copy."""
+    x = rng.standard_normal((3, 4, 5, 2))
+    g = rng.standard_normal((3, 4, 5, 2))
+    results = []
+    for last in (False, True):
+        src = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if last else x
+        bn = dt.nn.BatchNorm2d(4).double().train(training)
+        with dt.no_grad():
+            bn.weight.copy_(t([1.0, 2.0, 0.5, -1.0]))
+            bn.bias.copy_(t([0.0, -1.0, 3.0, 0.5]))
+            bn.running_mean.copy_(t([0.1, -0.2, 0.3, 0.0]))
+            bn.running_var.copy_(t([0.5, 2.0, 1.0, 1.5]))
+        xin = t(src, grad=True)
+        y = bn(xin.permute(0, 3, 1, 2) if last else xin)
+        assert np.moveaxis(y.detach().numpy(), 1, -1).flags.c_contiguous == last
+        y.backward(t(g))
+        gx = xin.grad.numpy()
+        results.append((y.detach().numpy(), np.moveaxis(gx, -1, 1) if last else gx,
+                        bn.weight.grad.numpy(), bn.bias.grad.numpy(), bn.running_var.numpy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[0][3], g.sum((0, 2, 3)), rtol=1e-12)
+    if not training:
+        scale = np.array([1.0, 2.0, 0.5, -1.0]) / np.sqrt(np.array([0.5, 2.0, 1.0, 1.5]) + 1e-5)
+        np.testing.assert_allclose(results[0][1], g * scale[:, None, None], rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last", "strided", "2d"])
+def test_channel_sum_equals_numpy_in_every_layout(layout):
+    from dtrain.nn.channel_ops import channel_sum
+    x = rng.standard_normal((4, 3, 5, 6))
+    a = {"channels_first": x, "channels_last": np.moveaxis(np.ascontiguousarray(
+        np.moveaxis(x, 1, -1)), -1, 1), "strided": x[:, :, ::2, 1:], "2d": x[:, :, 0, 0]}[layout]
+    np.testing.assert_allclose(channel_sum(a), a.sum((0,) + tuple(range(2, a.ndim))),
+                               rtol=1e-12)
