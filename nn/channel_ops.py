@@ -89,7 +89,7 @@ class ChannelLinear(Op):
     """a * x + b * y + c for same-shape x, y (N, C, *s) and per-channel a, b, c (C,): in
     x's layout, three passes over memory (no temporaries beyond one scratch array)."""
 
-    saves_inputs = True
+    saves = ("inputs",)
 
     def forward(self, x, y, a, b, c):
         xp = array_module(x)
