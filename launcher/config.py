@@ -328,7 +328,7 @@ class Trainer:
 
     @property
     def resume_path(self):
-        """`resume` as a path (a run folder or a checkpoint file), or None for null, auto and
+        """`resume` as a path (a run folder or a checkpoint folder), or None for null, auto and
         latest."""
         return None if self.resume in (None, "auto", "latest") else \
             Path(self.resume).expanduser().resolve()

@@ -149,7 +149,7 @@ def test_job_loses_a_node_and_finishes_on_the_other(dtrain_cli, configs, tmp_pat
     run_dir = tmp_path / "runs" / "version_0"
     steps = _train_steps(run_dir)
     assert steps == sorted(set(steps)) and steps[-1] == 30
-    assert (run_dir / "checkpoint_000000030.dtrain").exists()
+    assert (run_dir / "checkpoint_000000030").exists()
     assert_each_sample_once(trained_samples, run_dir)
 
 

@@ -15,6 +15,7 @@ import pytest
 import dtrain as dt
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import trainer
+from dtrain.launcher.rundir import load_full
 from dtrain.launcher.trainer import World, rng_seed, split_global_batch
 
 MODEL = """
@@ -67,11 +68,11 @@ def launch(dtrain_cli, tmp_path):
 
 
 def checkpoint(run, step):
-    return run / f"checkpoint_{step:09d}.dtrain"
+    return run / f"checkpoint_{step:09d}"
 
 
 def weights(run):
-    return {k: v.numpy() for k, v in dt.load(checkpoint(run, 8))["model"].items()}
+    return {k: v.numpy() for k, v in load_full(checkpoint(run, 8), ["model"])["model"].items()}
 
 
 def test_resume_on_other_world_sizes_continues_the_same_samples_and_weights(launch,

@@ -11,6 +11,7 @@ from dtrain.autograd.graph import saved_nbytes
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import strategy
 from dtrain.launcher.models import blocks, build_model
+from dtrain.launcher.rundir import load_full
 from dtrain.launcher.trainer import World
 
 RUN = ["distributed.nproc_per_node=2", "trainer.progress=false", "trainer.log_every=1",
@@ -30,7 +31,7 @@ def losses(run_dir):
 
 
 def weights(run_dir):
-    state = dt.load(sorted(run_dir.glob("checkpoint_*.dtrain"))[-1])
+    state = load_full(sorted(run_dir.glob("checkpoint_*"))[-1], ["model"])
     return {k: v.numpy() for k, v in state["model"].items()}
 
 
