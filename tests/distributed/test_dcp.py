@@ -250,6 +250,22 @@ def test_flipped_byte_is_named_and_errors_are_clear(tmp_path):
         dcp.load(fresh, checkpoint_id=tmp_path)
     with pytest.raises(FileNotFoundError, match="holds no complete checkpoint"):
         dcp.load(fresh, checkpoint_id=tmp_path / "never")
+    data[chunk["at"] + 5] ^= 0x10  # the piece mended, a byte of the file's header flipped
+    data[40] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match=rf"{path} is corrupted: its header \(the first "
+                                           r"\d+ bytes\) does not match its sha256 checksum"):
+        dcp.load(fresh, checkpoint_id=tmp_path)
+    data[40] ^= 0x01
+    path.write_bytes(bytes(data))
+    dcp.load(fresh, checkpoint_id=tmp_path)  # mended: it loads
+    meta_path = tmp_path / ".metadata"  # a byte of the metadata's header flipped
+    meta_bytes = bytearray(meta_path.read_bytes())
+    meta_bytes[40] ^= 0x01
+    meta_path.write_bytes(bytes(meta_bytes))
+    with pytest.raises(RuntimeError, match=rf"metadata is unreadable: dt.load: {meta_path} is "
+                                           "corrupted: its sha256 checksum does not match"):
+        dcp.load(fresh, checkpoint_id=tmp_path)
 
 
 def test_async_save_equals_save_and_writes_the_staged_arrays(tmp_path):
