@@ -521,11 +521,6 @@ def _cross_checks(s, at):
     if model.target is not None and not re.fullmatch(r"[\w.]+:[\w.]+", model.target):
         raise ConfigError(f"{at('model.target')}: model.target: {model.target!r} is not "
                           "'package.module:Callable'")
-    if s["trainer"].amp and s["distributed"].strategy != "ddp":
-        raise ConfigError(f"{at('distributed.strategy')}: distributed.strategy: "
-                          f"{s['distributed'].strategy!r} does not support trainer.amp (its "
-                          "gradient scaler would see this rank's part of the reduced gradients "
-                          "only); use ddp")
     if s["trainer"].activation_checkpointing and model.target is not None:
         raise ConfigError(f"{at('trainer.activation_checkpointing')}: "
                           "trainer.activation_checkpointing: needs a built-in model (model.name),"

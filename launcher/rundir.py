@@ -110,7 +110,7 @@ class Checkpoints:
 @dataclass(frozen=True)
 class RunPlan:
     """Where a launch writes (`run_dir`, named `run_id`) and what it starts from: its own
-    newest checkpoint when `continuing`, else the checkpoint file `resume_from`, else fresh."""
+    newest checkpoint when `continuing`, else the checkpoint folder `resume_from`, else fresh."""
 
     run_dir: Path
     run_id: str

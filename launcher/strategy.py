@@ -20,7 +20,8 @@ import math
 
 from dtrain import distributed as dist
 from dtrain import nn
-from dtrain.distributed.fsdp import fully_shard
+from dtrain.amp import GradScaler
+from dtrain.distributed.fsdp import ShardedGradScaler, fully_shard
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 from dtrain.launcher.config import SHARDED_STRATEGIES
 from dtrain.utils.checkpoint import checkpoint
@@ -68,6 +69,15 @@ def make_optimizer(cls, model, cfg, world):
         return ZeroRedundancyOptimizer(model.parameters(), cls, reduce_scatter_gradients=True,
                                        **kwargs)
     return cls(model.parameters(), **kwargs)
+
+
+def make_scaler(cfg, world):
+    """trainer.amp's gradient scaler: a ShardedGradScaler (the found-inf flag agreed by all
+    ranks) where each rank's optimizer steps its part of the gradients (zero1, zero2, fsdp),
+    else a GradScaler."""
+    sharded_grads = world.size > 1 and cfg.distributed.strategy != "ddp"
+    cls = ShardedGradScaler if sharded_grads else GradScaler
+    return cls(world.device.type, enabled=cfg.trainer.amp)
 
 
 def reduce_gradients(optimizer):

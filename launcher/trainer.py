@@ -141,7 +141,7 @@ def build(cfg, world, run_dir):
     if cfg.scheduler is not None:
         scheduler = registry.lookup(registry.SCHEDULERS, cfg.scheduler.name)(
             optimizer, **cfg.scheduler.kwargs)
-    scaler = dt.amp.GradScaler(world.device.type, enabled=tcfg.amp)
+    scaler = strategy.make_scaler(cfg, world)
     sampler = ResumableDistributedSampler(train_ds, world.size, world.rank, shuffle=True,
                                           seed=exp.seed)
     job = Job(cfg, world, run_dir, model, wrapped, optimizer, scheduler, scaler, train_ds,
@@ -643,7 +643,7 @@ def start(config_path, rank):
 
 def restore(job, log):
     """Resume from this run's newest checkpoint (a restart, or a continued run), else from
-    trainer.resume's checkpoint file (a new run branching from it); returns the checkpoint's
+    trainer.resume's checkpoint folder (a new run branching from it); returns the checkpoint's
     path, or None for a fresh start. Raises UsageError when it is past the schedule."""
     state, path, own = read_checkpoint(job, log)
     if state is None:
