@@ -150,6 +150,26 @@ def test_a_continued_run_ignores_and_keeps_files_that_are_not_its_checkpoints(
         (run / "checkpoint_000000999").exists()
 
 
+def test_a_corrupted_shard_is_named_and_the_previous_checkpoint_resumed(dtrain_cli, configs,
+                                                                        tmp_path):
+    """fsdp on 2 ranks: rank 0's file of step 20 has a flipped byte; the ranks that read it
+    fail, every rank agrees to skip the checkpoint (none waits in a collective), and the run
+    resumes from step 10."""
+    out, fsdp = tmp_path / "runs", ["distributed.nproc_per_node=2", "distributed.strategy=fsdp"]
+    assert launch(dtrain_cli, configs, out, *fsdp, "trainer.max_steps=20",
+                  "trainer.checkpoint_every=10").returncode == 0
+    shard = next((out / "version_0" / "checkpoint_000000020").glob("__0_*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    more = launch(dtrain_cli, configs, out, *fsdp, "trainer.max_steps=25",
+                  "trainer.resume=latest")
+    assert more.returncode == 0, more.stderr
+    assert f"skipping unreadable checkpoint {shard.parent}: RuntimeError: dcp.load: {shard} " \
+           "is corrupted" in more.stdout
+    assert "resumed from step 10 of 25" in more.stdout
+
+
 def test_nonfinite_loss_stops_with_exit_3_and_no_checkpoint(dtrain_cli, configs, tmp_path):
     out = tmp_path / "runs"
     proc = launch(dtrain_cli, configs, out, "optimizer.lr=1e6", "trainer.checkpoint_every=1")
