@@ -74,7 +74,7 @@ def check_paths(cfg, where):
     submits: the job would fail on them after waiting in the queue)."""
     resume = cfg.trainer.resume_path
     if resume is not None and not resume.exists():
-        raise _error(where, "trainer.resume", f"{cfg.trainer.resume}: no such checkpoint file or "
+        raise _error(where, "trainer.resume", f"{cfg.trainer.resume}: no such checkpoint or "
                                               "run directory")
     check_output_dir(cfg, where)
 

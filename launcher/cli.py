@@ -208,7 +208,7 @@ def _launch_config(args):
         resume = str(plan.resume_from) if plan.resume_from else None
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, resume=resume))
         try:
-            rundir.check_resume(plan, cfg.to_dict(), log=lambda s: print(s, file=sys.stderr))
+            rundir.check_resume(plan, cfg.to_dict())
         except cfgmod.ConfigError:
             if not plan.continuing:
                 with contextlib.suppress(OSError):  # the new folder of a run that never was

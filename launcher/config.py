@@ -328,7 +328,7 @@ class Trainer:
 
     @property
     def resume_path(self):
-        """`resume` as a path (a run folder or a checkpoint file), or None for null, auto and
+        """`resume` as a path (a run folder or a checkpoint folder), or None for null, auto and
         latest."""
         return None if self.resume in (None, "auto", "latest") else \
             Path(self.resume).expanduser().resolve()
@@ -521,11 +521,6 @@ def _cross_checks(s, at):
     if model.target is not None and not re.fullmatch(r"[\w.]+:[\w.]+", model.target):
         raise ConfigError(f"{at('model.target')}: model.target: {model.target!r} is not "
                           "'package.module:Callable'")
-    if s["trainer"].amp and s["distributed"].strategy != "ddp":
-        raise ConfigError(f"{at('distributed.strategy')}: distributed.strategy: "
-                          f"{s['distributed'].strategy!r} does not support trainer.amp (its "
-                          "gradient scaler would see this rank's part of the reduced gradients "
-                          "only); use ddp")
     if s["trainer"].activation_checkpointing and model.target is not None:
         raise ConfigError(f"{at('trainer.activation_checkpointing')}: "
                           "trainer.activation_checkpointing: needs a built-in model (model.name),"

@@ -11,7 +11,7 @@ from pathlib import Path
 import dtrain as dt
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher.exit_codes import ExitCode
-from dtrain.launcher.rundir import Checkpoints
+from dtrain.launcher.rundir import Checkpoints, load_full
 
 FORMATS = ("onnx",)
 
@@ -35,10 +35,14 @@ def main(args):
     if not (run_dir / "config.yaml").exists():
         return _usage(f"{run_dir} is not a run folder (no config.yaml); give one that "
                       f"`dtrain launch` made, e.g. runs/digits_mlp/version_0")
-    state, path = Checkpoints(run_dir).newest(log=lambda msg: sys.stderr.write(msg + "\n"))
-    if state is None:
-        return _usage(f"{run_dir} has no readable checkpoint (checkpoints.json lists none); "
+    path = Checkpoints(run_dir).newest()
+    if path is None:
+        return _usage(f"{run_dir} has no complete checkpoint (checkpoints.json lists none); "
                       f"train it with trainer.checkpoint_every set")
+    try:
+        state = load_full(path, ["model"])
+    except (OSError, RuntimeError) as err:
+        return _usage(f"cannot read {path}: {err}")
     cfg, _ = cfgmod.load_config(run_dir / "config.yaml")
     _, test_ds, in_shape, num_classes, _ = registry.build_datasets(cfg.data, cfg.experiment.seed)
     model = build_model(cfg.model, in_shape, num_classes)

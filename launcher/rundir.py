@@ -3,22 +3,52 @@
 An experiment's `output_dir` holds one folder per run: `version_N` for each fresh launch (N
 taken atomically, so concurrent launches never share one), or the name given by
 `DTRAIN_RUN_ID` (Slurm jobs use `slurm-<job id>`, so a requeued job continues its own run).
-`output_dir/latest` links to the newest run. A run's checkpoints are listed, in write order,
-in its `checkpoints.json`; rotation and resume read only that list, so files of other runs,
-stray files and files that failed verification are never loaded, kept or deleted by mistake.
+`output_dir/latest` links to the newest run.
+
+A checkpoint is a folder `checkpoint_<step>` written by every rank in parallel through
+`dtrain.distributed.checkpoint` (each rank its own shards, no gather to rank 0); it is
+complete once dcp's metadata file is committed, after every rank's data. A run's checkpoints
+are listed, in write order, in its `checkpoints.json`; the run's checkpoints are the listed
+ones that are complete (`Checkpoints.entries`, the one notion of "newest complete" that
+rotation, resume and the elastic launcher share), so folders of other runs, stray files and
+interrupted saves are never loaded, kept or deleted by mistake.
 """
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 import dtrain as dt
-from dtrain.core.serialization import verify
+import dtrain.distributed.checkpoint as dcp
+from dtrain.distributed.checkpoint import metadata
 from dtrain.launcher.config import ConfigError, config_changes
 
 MANIFEST = "checkpoints.json"
 RUN_ID_ENV = "DTRAIN_RUN_ID"
+
+
+def is_complete(path):
+    """Whether the folder `path` holds a complete checkpoint (dcp's metadata committed)."""
+    return (Path(path) / metadata.NAME).is_file()
+
+
+def load_full(path, sections=()):
+    """A checkpoint's non-tensor values (step, config, data position, ...) and, for each
+    section of `sections` (e.g. "model"), its tensors in full ({name: tensor}), read in this
+    one process: for export, inspection and the checks made before ranks start."""
+    meta = metadata.read(path)
+    state = {k: v for k, v in meta["values"].items() if "." not in k}
+    template = {section: {} for section in sections}
+    for key, record in meta["tensors"].items():
+        section, _, name = key.partition(".")
+        if section in template:
+            template[section][name] = dt.tensor(np.empty(record["shape"], record["dtype"]))
+    dcp.load(template, checkpoint_id=path)
+    return {**state, **template}
 
 
 # -- checkpoints of one run ---------------------------------------------------------------------
@@ -29,8 +59,7 @@ class Checkpoints:
         self.run_dir = Path(run_dir)
         self.manifest = self.run_dir / MANIFEST
 
-    def entries(self):
-        """[{"file", "step", "time"}] in write order ([] for a run without checkpoints)."""
+    def _listed(self):
         try:
             return json.loads(self.manifest.read_text())["checkpoints"]
         except FileNotFoundError:
@@ -39,36 +68,38 @@ class Checkpoints:
             raise RuntimeError(f"{self.manifest} is unreadable ({err}); move it away to start "
                                "this run's checkpoint list anew") from None
 
+    def entries(self):
+        """[{"file", "step", "time"}] of the run's complete checkpoints in write order ([]
+        for a run without any)."""
+        return [e for e in self._listed() if is_complete(self.run_dir / e["file"])]
+
     def _write(self, entries):
         tmp = self.manifest.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"checkpoints": entries}, indent=1) + "\n")
         os.replace(tmp, self.manifest)
 
-    def save(self, state, step, keep_last):
-        """Write `state` as this run's checkpoint of `step` (atomically), verify it, list it,
-        then delete the oldest listed ones beyond `keep_last`. Returns its path."""
-        name = f"checkpoint_{step:09d}.dtrain"
+    def save(self, state, step, keep_last, lister=True):
+        """Write `state` as this run's checkpoint of `step` (every rank calls it: `dcp.save`
+        of each rank's `state`); then the `lister` rank lists it and deletes the oldest
+        listed ones beyond `keep_last`. Returns its path."""
+        name = f"checkpoint_{step:09d}"
         path = self.run_dir / name
-        dt.save(state, path)
-        verify(path)
-        entries = [e for e in self.entries() if e["file"] != name]
-        entries.append({"file": name, "step": step, "time": time.time()})
-        old, keep = entries[:-keep_last], entries[-keep_last:]
-        self._write(keep)
-        for e in old:
-            (self.run_dir / e["file"]).unlink(missing_ok=True)
+        dcp.save(state, checkpoint_id=path)
+        if lister:
+            listed = self._listed()
+            entries = [e for e in self.entries() if e["file"] != name]
+            entries.append({"file": name, "step": step, "time": time.time()})
+            keep = entries[-keep_last:]
+            self._write(keep)
+            for e in listed:
+                if e not in keep and e["file"] != name:
+                    shutil.rmtree(self.run_dir / e["file"], ignore_errors=True)
         return path
 
-    def newest(self, log=print):
-        """(state, path) of the newest listed checkpoint that loads, or (None, None). Torn or
-        corrupt files are reported through `log` and skipped."""
-        for e in reversed(self.entries()):
-            path = self.run_dir / e["file"]
-            try:
-                return dt.load(path), path
-            except (OSError, RuntimeError) as err:
-                log(f"skipping unreadable checkpoint {path}: {err}")
-        return None, None
+    def newest(self):
+        """The path of the newest complete checkpoint, or None."""
+        entries = self.entries()
+        return self.run_dir / entries[-1]["file"] if entries else None
 
     def newest_time(self):
         entries = self.entries()
@@ -79,7 +110,7 @@ class Checkpoints:
 @dataclass(frozen=True)
 class RunPlan:
     """Where a launch writes (`run_dir`, named `run_id`) and what it starts from: its own
-    newest checkpoint when `continuing`, else the checkpoint file `resume_from`, else fresh."""
+    newest checkpoint when `continuing`, else the checkpoint folder `resume_from`, else fresh."""
 
     run_dir: Path
     run_id: str
@@ -142,7 +173,7 @@ def plan(cfg, environ=os.environ):
         if resume == "latest":
             raise ConfigError(f"{where}: latest: no run under {output_dir} has a checkpoint "
                               "to resume from (trainer.resume=auto starts fresh instead)")
-    elif path is not None and path.is_dir():
+    elif path is not None and path.is_dir() and not is_complete(path):
         if not Checkpoints(path).entries():
             raise ConfigError(f"{where}: {resume}: this run directory has no checkpoint "
                               f"(no {MANIFEST})")
@@ -151,21 +182,18 @@ def plan(cfg, environ=os.environ):
     return RunPlan(run_dir, run_dir.name, False, path)
 
 
-def check_resume(plan_, cfg_dict, log=print):
+def check_resume(plan_, cfg_dict):
     """Refuse (ConfigError) to resume when keys that change the result differ from the config
     the checkpoint was written with, unless trainer.resume_allow_changes."""
-    if plan_.continuing:
-        state, path = Checkpoints(plan_.run_dir).newest(log)
-        if state is None:
-            raise ConfigError(f"trainer.resume: no checkpoint of {plan_.run_dir} loads")
-    elif plan_.resume_from is not None:
-        path = plan_.resume_from
-        try:
-            state = dt.load(path)
-        except (OSError, RuntimeError) as err:
-            raise ConfigError(f"trainer.resume: {err}") from None
-    else:
+    path = Checkpoints(plan_.run_dir).newest() if plan_.continuing else plan_.resume_from
+    if path is None:
+        if plan_.continuing:
+            raise ConfigError(f"trainer.resume: {plan_.run_dir} has no complete checkpoint")
         return
+    try:
+        state = load_full(path)
+    except (OSError, RuntimeError) as err:
+        raise ConfigError(f"trainer.resume: {err}") from None
     changes = config_changes(state.get("config") or {}, cfg_dict)
     if changes and not cfg_dict["trainer"]["resume_allow_changes"]:
         raise ConfigError(

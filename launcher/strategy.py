@@ -13,20 +13,18 @@
 `checkpoint(use_reentrant=False)`, fully_shard's gathering included, so that the recomputation
 in backward sees the full parameters.
 
-Checkpoints hold full state dicts under every strategy (sharded state is gathered, rank 0
-writes it), so they load under any strategy and world size.
+Checkpoints are written by every rank in parallel through `dtrain.distributed.checkpoint`
+(each rank its shards, keyed by parameter name) and load under any strategy and world size.
 """
 import math
 
 from dtrain import distributed as dist
 from dtrain import nn
-from dtrain.distributed.checkpoint import state_dict as dcp
-from dtrain.distributed.fsdp import fully_shard
+from dtrain.amp import GradScaler
+from dtrain.distributed.fsdp import ShardedGradScaler, fully_shard
 from dtrain.distributed.optim import ZeroRedundancyOptimizer
 from dtrain.launcher.config import SHARDED_STRATEGIES
 from dtrain.utils.checkpoint import checkpoint
-
-FULL = dcp.StateDictOptions(full_state_dict=True)
 
 
 def sharded(cfg, world):
@@ -73,6 +71,15 @@ def make_optimizer(cls, model, cfg, world):
     return cls(model.parameters(), **kwargs)
 
 
+def make_scaler(cfg, world):
+    """trainer.amp's gradient scaler: a ShardedGradScaler (the found-inf flag agreed by all
+    ranks) where each rank's optimizer steps its part of the gradients (zero1, zero2, fsdp),
+    else a GradScaler."""
+    sharded_grads = world.size > 1 and cfg.distributed.strategy != "ddp"
+    cls = ShardedGradScaler if sharded_grads else GradScaler
+    return cls(world.device.type, enabled=cfg.trainer.amp)
+
+
 def reduce_gradients(optimizer):
     """Average the gradients over ranks where backward did not (zero1: into the part of
     the parameters each rank updates)."""
@@ -91,27 +98,3 @@ def grad_norm(params, optimizer, cfg, world):
     if zero1 or sharded(cfg, world):
         norm = math.sqrt(world.sum([norm * norm])[0])
     return norm
-
-
-def full_state(model, optimizer, world):
-    """(model, optimizer) full state dicts on rank 0, (None, None) on the others; every rank
-    calls it (sharded and ZeRO-1 state is gathered)."""
-    if isinstance(optimizer, ZeroRedundancyOptimizer):
-        optimizer.consolidate_state_dict(to=0)
-        optim = optimizer.state_dict() if world.rank == 0 else None
-    else:
-        optim = dcp.get_optimizer_state_dict(model, optimizer, options=FULL)
-    model_state = dcp.get_model_state_dict(model, options=FULL)
-    return (model_state, optim) if world.rank == 0 else (None, None)
-
-
-def load_model(model, state):
-    dcp.set_model_state_dict(model, state, options=FULL)
-
-
-def load_optimizer(model, optimizer, state):
-    """Full optimizer state into any strategy's optimizer (each rank keeps its part)."""
-    if isinstance(optimizer, ZeroRedundancyOptimizer):
-        optimizer.load_state_dict(state)
-    else:
-        dcp.set_optimizer_state_dict(model, optimizer, state, options=FULL)

@@ -33,6 +33,7 @@ import dtrain as dt
 from dtrain import distributed as dist
 from dtrain import nn
 from dtrain.data import DataLoader, ResumableDistributedSampler, random_split
+from dtrain.distributed import checkpoint as dcp
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import registry, strategy
 from dtrain.launcher.exit_codes import ExitCode
@@ -40,7 +41,7 @@ from dtrain.launcher.identity import node_name
 from dtrain.launcher.metrics import MetricsWriter
 from dtrain.launcher.models import blocks, build_model
 from dtrain.launcher.progress import Progress
-from dtrain.launcher.rundir import RUN_ID_ENV, Checkpoints, link_latest
+from dtrain.launcher.rundir import RUN_ID_ENV, Checkpoints, link_latest, load_full
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)
 
@@ -140,7 +141,7 @@ def build(cfg, world, run_dir):
     if cfg.scheduler is not None:
         scheduler = registry.lookup(registry.SCHEDULERS, cfg.scheduler.name)(
             optimizer, **cfg.scheduler.kwargs)
-    scaler = dt.amp.GradScaler(world.device.type, enabled=tcfg.amp)
+    scaler = strategy.make_scaler(cfg, world)
     sampler = ResumableDistributedSampler(train_ds, world.size, world.rank, shuffle=True,
                                           seed=exp.seed)
     job = Job(cfg, world, run_dir, model, wrapped, optimizer, scheduler, scaler, train_ds,
@@ -160,19 +161,31 @@ def _schedule(job):
 
 # -- checkpoints -------------------------------------------------------------------------------
 def state_of(job):
-    """The full training state of a job, as a checkpoint holds it, on rank 0 (None on the
-    others); every rank calls it (sharded state and the RNG states are gathered). `data` is
-    the global data position with the global batch and world size it was reached with."""
-    rng = job.world.gather(dt.get_rng_state())
-    model, optimizer = strategy.full_state(job.model, job.optimizer, job.world)
-    if model is None:
-        return None
+    """This rank's part of the training state, as `dcp.save` writes it (every rank calls
+    it): model and optimizer state keyed by parameter name, sharded as they live (each rank
+    writes its shards); the scheduler, scaler, every rank's RNG state (gathered: a few
+    numbers), the data position (global, with the global batch and world size it was
+    reached with), step, best evaluation and config as non-tensor values."""
+    model, optimizer = dcp.get_state_dict(job.model, job.optimizer)
     data = {**job.sampler.state_dict(), "global_batch": job.global_batch,
             "world_size": job.world.size, "batch_size": job.batch_size, "accum": job.accum}
     return {"model": model, "optimizer": optimizer,
             "scheduler": job.scheduler.state_dict() if job.scheduler is not None else None,
-            "scaler": job.scaler.state_dict(), "rng": rng, "data": data, "step": job.step,
-            "best": job.best, "config": job.cfg.to_dict()}
+            "scaler": job.scaler.state_dict(), "rng": job.world.gather(dt.get_rng_state()),
+            "data": data, "step": job.step, "best": job.best, "config": job.cfg.to_dict()}
+
+
+def load_state(job, path):
+    """The training state of the checkpoint folder `path` for this rank: its values, and its
+    model (and optimizer, unless the config replaced the optimizer's class) state read into
+    this rank's shards at this world size and strategy, as `resume` takes it."""
+    state = load_full(path)  # the values
+    if _same(state.get("config") or {}, job.cfg, "optimizer"):
+        state["model"], state["optimizer"] = dcp.get_state_dict(job.model, job.optimizer)
+    else:
+        state["model"] = dcp.get_model_state_dict(job.model)
+    dcp.load({k: state[k] for k in ("model", "optimizer") if k in state}, checkpoint_id=path)
+    return state
 
 
 def resume(job, state, log=print):
@@ -184,10 +197,11 @@ def resume(job, state, log=print):
     if "data" not in state:
         raise UsageError("the checkpoint has no data position (written by a dtrain before "
                          "elastic resumes); start a fresh run")
-    strategy.load_model(job.model, state["model"])
-    if _same(saved, job.cfg, "optimizer"):
-        strategy.load_optimizer(job.model, job.optimizer, state["optimizer"])
+    if "optimizer" in state:
+        dcp.set_state_dict(job.model, job.optimizer, model_state_dict=state["model"],
+                           optim_state_dict=state["optimizer"])
     else:
+        dcp.set_model_state_dict(job.model, state["model"])
         log(f"resume: optimizer {job.cfg.optimizer.name!r} replaces the checkpoint's; its state "
             "starts afresh")
     if job.scheduler is not None and state.get("scheduler") is not None:
@@ -270,39 +284,55 @@ def _same(saved_cfg, cfg, section):
 
 
 def save_checkpoint(job, log):
-    """Write the state (refused when a parameter is non-finite: it would rotate good
-    checkpoints out); every rank waits for it. Returns the path, or None."""
-    path = None
+    """Write the state, every rank its shards (refused when a parameter is non-finite on
+    any rank: it would rotate good checkpoints out). Returns the path, or None."""
     job.saved_step = job.step
-    state = state_of(job)
-    if state is not None:
-        params = [state["model"][name] for name, _ in job.model.named_parameters()]
-        if all(bool(dt.isfinite(p).all()) for p in params):
-            path = write_checkpoint(job, state)
-        else:
-            log(f"step {job.step}: not writing a checkpoint: the model has non-finite "
-                "parameters")
+    finite = all(bool(dt.isfinite(p).all()) for p in job.model.parameters())
+    if job.world.sum([0.0 if finite else 1.0])[0]:
+        log(f"step {job.step}: not writing a checkpoint: the model has non-finite parameters")
+        return None
+    path = write_checkpoint(job, state_of(job))
     if job.world.size > 1:
-        dist.barrier()
+        dist.barrier()  # listed by rank 0
     return path
 
 
-# The one pair of functions that knows how checkpoints are stored (one file by rank 0).
+# The one pair of functions that knows how the trainer's checkpoints are stored: a folder
+# per step, written by every rank through dcp (rundir.Checkpoints).
 def write_checkpoint(job, state):
-    """Store `state` as this run's checkpoint of job.step; returns its path."""
-    return Checkpoints(job.run_dir).save(state, job.step, job.cfg.trainer.keep_last)
+    """Store this rank's `state` as this run's checkpoint of job.step; returns its path."""
+    return Checkpoints(job.run_dir).save(state, job.step, job.cfg.trainer.keep_last,
+                                         lister=job.world.rank == 0)
 
 
 def read_checkpoint(job, log):
-    """(state, path, own): this run's newest checkpoint (own: True), else trainer.resume's
-    checkpoint file (a new run branching from it), else (None, None, False)."""
-    state, path = Checkpoints(job.run_dir).newest(log)
-    if state is not None:
-        return state, path, True
+    """(state, path, own): this run's newest complete checkpoint that loads (own: True; one
+    that fails to load on any rank, e.g. a corrupted shard, is reported and the previous one
+    tried), else trainer.resume's checkpoint (a new run branching from it), else (None,
+    None, False)."""
+    for entry in reversed(Checkpoints(job.run_dir).entries()):
+        path = job.run_dir / entry["file"]
+        try:
+            return _load_everywhere(job, path), path, True
+        except RuntimeError as err:
+            log(f"skipping unreadable checkpoint {path}: {err}")
     path = job.cfg.trainer.resume_path
     if path is None:
         return None, None, False
-    return dt.load(path), path, False
+    return _load_everywhere(job, path), path, False
+
+
+def _load_everywhere(job, path):
+    """`load_state`, or a RuntimeError on every rank when it failed on any (each rank reads
+    its own pieces, so a corrupted one fails on the ranks that read it)."""
+    try:
+        state, error = load_state(job, path), None
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        state, error = None, f"{type(err).__name__}: {err}"
+    errors = [e for e in job.world.gather(error) if e]
+    if errors:
+        raise RuntimeError(errors[0])
+    return state
 
 
 # -- one step -------------------------------------------------------------------------------------
@@ -613,7 +643,7 @@ def start(config_path, rank):
 
 def restore(job, log):
     """Resume from this run's newest checkpoint (a restart, or a continued run), else from
-    trainer.resume's checkpoint file (a new run branching from it); returns the checkpoint's
+    trainer.resume's checkpoint folder (a new run branching from it); returns the checkpoint's
     path, or None for a fresh start. Raises UsageError when it is past the schedule."""
     state, path, own = read_checkpoint(job, log)
     if state is None:

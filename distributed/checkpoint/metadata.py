@@ -2,7 +2,8 @@
 dtrain's safe format): its presence is what makes the checkpoint complete.
 
     {"version": 1, "world_size": N,
-     "files": {name: {"rank": writer, "size": bytes, "sha256": hex of the whole file}},
+     "files": {name: {"rank": writer, "size": bytes, "sha256": hex of the whole file,
+                      "header_bytes": n, "header_sha256": hex of its first n bytes}},
      "tensors": {path: {"shape": global shape, "dtype": name, "chunks": [
          {"offsets", "shape", "file", "at": byte offset in the file,
           "block_rows", "sha256": [one per block of block_rows rows]}, ...]}},
@@ -27,7 +28,11 @@ def read(directory):
         raise FileNotFoundError(f"dcp.load: {directory} holds no complete checkpoint (no "
                                 f"{NAME} file: nothing was saved there, or the save was "
                                 "interrupted before every rank's data was written)")
-    meta = serialization.load(path)
+    try:
+        meta = serialization.load(path)
+    except RuntimeError as err:  # e.g. its sha256 does not match: named by dt.load
+        raise RuntimeError(f"dcp.load: the checkpoint's metadata is unreadable: {err}") \
+            from None
     if meta.get("version") != VERSION:
         raise RuntimeError(f"dcp.load: {path} has version {meta.get('version')!r}; this "
                            f"dtrain reads version {VERSION}")

@@ -3,8 +3,9 @@
 A state dict is flattened to dotted paths ("model.fc.weight", "optim.state.fc.weight.exp_avg").
 Its leaves are: `ShardedTensor`s (this rank's rows of a bigger tensor, as `fully_shard` keeps
 them), plain Tensors (a whole tensor, which other ranks may hold too: DDP's replicas, ZeRO-1's
-state of the parameters this rank owns) and other values (step counts, hyperparameters),
-which go into the metadata. Pieces are boxes (offsets, shape) in the global tensor.
+state of the parameters this rank owns) and other values (step counts, hyperparameters, and
+whole dicts and lists that hold no tensor, such as a scheduler's state or a config), which go
+into the metadata as they are. Pieces are boxes (offsets, shape) in the global tensor.
 """
 from dataclasses import dataclass
 
@@ -42,7 +43,8 @@ class Leaf:
 
 def flatten(state_dict):
     """({path: Leaf}, {path: (container, key, value)}) of the nested dicts and lists of
-    `state_dict` (tuples and every other non-tensor are values)."""
+    `state_dict` that hold tensors (a dict or list holding none, a tuple and every other
+    non-tensor are values, kept whole)."""
     tensors, values = {}, {}
 
     def walk(container, key, value, path):
@@ -50,6 +52,8 @@ def flatten(state_dict):
             tensors[path] = Leaf(value.local, tuple(value.global_shape), tuple(value.offsets))
         elif isinstance(value, Tensor):
             tensors[path] = Leaf(value, tuple(value.shape), (0,) * value.dim())
+        elif not _holds_tensor(value) and container is not None:
+            values[path] = (container, key, value)
         elif isinstance(value, dict):
             for k, v in value.items():
                 walk(value, k, v, f"{path}.{k}" if path else str(k))
@@ -63,6 +67,14 @@ def flatten(state_dict):
         raise TypeError(f"dcp: state_dict must be a dict, got {type(state_dict).__name__}")
     walk(None, None, state_dict, "")
     return tensors, values
+
+
+def _holds_tensor(value):
+    if isinstance(value, (Tensor, ShardedTensor)):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    return isinstance(value, list) and any(_holds_tensor(v) for v in value)
 
 
 def assign_writers(plans):

@@ -2,11 +2,9 @@
 optimizer's state dicts, sharded as they live under `fully_shard` or as full tensors (for
 export, and for checkpoints that load at any world size).
 
-`get_state_dict` / `set_state_dict` key the optimizer's state by parameter name, as
-PyTorch's do, so that `dcp.save` / `dcp.load` reshard it like the parameters: {"state":
-{name: {"exp_avg": ..., "step": ...}}, "param_groups": [{"lr": ..., "params": [names]}]}.
-(`get_optimizer_state_dict` keeps `optimizer.state_dict()`'s indices, which the trainer's
-full checkpoints use.)"""
+The optimizer's state is keyed by parameter name, as PyTorch's, so that `dcp.save` /
+`dcp.load` reshard it like the parameters: {"state": {name: {"exp_avg": ..., "step": ...}},
+"param_groups": [{"lr": ..., "params": [names]}]}."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +29,9 @@ class StateDictOptions:
 
 
 def get_model_state_dict(model, *, options=None):
-    """The state dict of `model` (sharded with `fully_shard` or not) per `options`; every
-    rank must call it when `full_state_dict` gathers."""
+    """The state dict of `model` (sharded with `fully_shard` or not) per `options`: by
+    default the rows of sharded parameters as `ShardedTensor`s (as PyTorch's DTensors), the
+    form `dcp.save` writes; every rank must call it when `full_state_dict` gathers."""
     options = options or StateDictOptions()
     out = model.state_dict()
     if options.full_state_dict:
@@ -48,6 +47,10 @@ def get_model_state_dict(model, *, options=None):
     if options.cpu_offload:
         for k in out:
             out[k] = out[k].cpu()
+    if not options.full_state_dict:
+        shards = {id(s.param): s.metadata() for s in _shards(model).values()}
+        live = model.state_dict(keep_vars=True)  # (the root itself need not be sharded)
+        out = {k: _sharded(v, shards.get(id(live[k]))) for k, v in out.items()}
     return out
 
 
@@ -61,17 +64,38 @@ def set_model_state_dict(model, model_state_dict, *, options=None):
         live = model.state_dict(keep_vars=True)
         model_state_dict = {k: _rows(v, shards.get(id(live.get(k))))
                             for k, v in model_state_dict.items()}
-    return model.load_state_dict(model_state_dict)
+    return model.load_state_dict({k: _local(v) for k, v in model_state_dict.items()})
 
 
 def get_optimizer_state_dict(model, optimizers, *, options=None):
-    """`optimizers.state_dict()`; with `full_state_dict`, the state of the parameters that
-    `fully_shard` manages in `model` is all-gathered into full tensors (every rank calls it
-    and gets the same dict)."""
+    """The state of `optimizers` (an optimizer or a ZeroRedundancyOptimizer) keyed by
+    parameter name, as PyTorch's: {"state": {name: {"exp_avg": ..., "step": ...}},
+    "param_groups": [{"lr": ..., "params": [names]}]}, so that it reshards like the
+    parameters. By default the state of the parameters `fully_shard` manages in `model` is
+    this rank's rows as `ShardedTensor`s (a ZeroRedundancyOptimizer's: its partition), and
+    the state is first created (a step with zero gradients and lr 0) if no step made it yet,
+    so that a fresh optimizer's state dict can be loaded into. `full_state_dict` all-gathers
+    full tensors instead (every rank calls it and gets the same dict)."""
     options = options or StateDictOptions()
+    module = _unwrap(model)
+    if not options.full_state_dict:
+        _init_optim_state(optimizers)
+        shards = {id(s.param): s.metadata() for s in _shards(module).values()}
+        return _named_optim_state(module, optimizers, shards)
+    if isinstance(optimizers, ZeroRedundancyOptimizer):
+        osd = _named_optim_state(module, optimizers, {})
+        everyone = [None] * optimizers.process_group.size()  # every rank's partition
+        collectives.all_gather_object(everyone, osd["state"], group=optimizers.process_group)
+        return {**osd, "state": {k: v for part in everyone for k, v in part.items()}}
+    return _by_name(module, optimizers, _gathered(module, optimizers))
+
+
+def _gathered(model, optimizers):
+    """`optimizers.state_dict()` (keyed by index) with the state of the parameters that
+    `fully_shard` manages in `model` all-gathered into full tensors."""
     out = optimizers.state_dict()
     shards = _shards(model)
-    if not options.full_state_dict or not shards:
+    if not shards:
         return out
     params = [p for group in optimizers.param_groups for p in group["params"]]
     mine = {}
@@ -93,16 +117,31 @@ def get_optimizer_state_dict(model, optimizers, *, options=None):
 
 
 def set_optimizer_state_dict(model, optimizers, optim_state_dict, *, options=None):
-    """Load `optim_state_dict` into `optimizers`; with `full_state_dict` the state of the
-    parameters that `fully_shard` manages is first cut to this rank's rows."""
+    """Load `optim_state_dict` (keyed by parameter name, as `get_optimizer_state_dict`
+    returns it, filled by `dcp.load` or full) into `optimizers`; with `full_state_dict` the
+    state of the parameters that `fully_shard` manages is first cut to this rank's rows, and
+    a ZeroRedundancyOptimizer keeps the state of its own partition."""
     options = options or StateDictOptions()
-    if options.full_state_dict:
-        shards = _shards(model)
+    module = _unwrap(model)
+    names = _names(module)
+    index = {}
+    for group in optimizers.param_groups:
+        for p in group["params"]:
+            index.setdefault(names[id(p)], len(index))
+    unknown = sorted(set(optim_state_dict["state"]) - set(index))
+    if unknown:
+        raise KeyError(f"set_optimizer_state_dict: the optimizer state names parameters the "
+                       f"optimizer does not have: {', '.join(map(str, unknown[:8]))}")
+    indexed = {"state": {index[name]: {k: _local(v) for k, v in values.items()}
+                         for name, values in optim_state_dict["state"].items()},
+               "param_groups": [{**g, "params": [index[n] for n in g["params"]]}
+                                for g in optim_state_dict["param_groups"]]}
+    if options.full_state_dict and not isinstance(optimizers, ZeroRedundancyOptimizer):
+        shards = _shards(module)
         params = [p for group in optimizers.param_groups for p in group["params"]]
-        optim_state_dict = {**optim_state_dict, "state": {
-            i: {k: _rows(v, shards.get(id(params[i]))) for k, v in state.items()}
-            for i, state in optim_state_dict["state"].items()}}
-    optimizers.load_state_dict(optim_state_dict)
+        indexed["state"] = {i: {k: _rows(v, shards.get(id(params[i]))) for k, v in
+                                state.items()} for i, state in indexed["state"].items()}
+    optimizers.load_state_dict(indexed)
 
 
 def _shards(model):
@@ -121,28 +160,11 @@ def _rows(value, shard):
 def get_state_dict(model, optimizers, *, options=None):
     """(model state dict, optimizer state dict keyed by parameter name) of `model` (plain,
     DDP-wrapped, or with `fully_shard`ed modules) and `optimizers` (an optimizer or a
-    ZeroRedundancyOptimizer), the form `dcp.save` writes. By default sharded parameters and
-    their optimizer state are `ShardedTensor`s of this rank's rows, and the optimizer state
-    is first created (a step with zero gradients and lr 0) if no step made it yet, so that
-    a fresh model's state dict can be loaded into. `options.full_state_dict` gathers full
-    tensors instead (see `get_model_state_dict`; a ZeroRedundancyOptimizer's partitions are
-    all-gathered)."""
-    options = options or StateDictOptions()
+    ZeroRedundancyOptimizer), the form `dcp.save` writes: `get_model_state_dict` and
+    `get_optimizer_state_dict` with `options`."""
     module = _unwrap(model)
-    if options.full_state_dict:
-        model_sd = get_model_state_dict(module, options=options)
-        if not isinstance(optimizers, ZeroRedundancyOptimizer):
-            return model_sd, _by_name(module, optimizers, get_optimizer_state_dict(
-                module, optimizers, options=options))
-        osd = _named_optim_state(module, optimizers, {})
-        everyone = [None] * optimizers.process_group.size()  # every rank's partition
-        collectives.all_gather_object(everyone, osd["state"], group=optimizers.process_group)
-        return model_sd, {**osd, "state": {k: v for part in everyone for k, v in part.items()}}
-    _init_optim_state(optimizers)
-    shards = {id(s.param): s.metadata() for s in _shards(module).values()}
-    live = module.state_dict(keep_vars=True)  # (the root itself need not be sharded)
-    return ({k: _sharded(v, shards.get(id(live[k]))) for k, v in module.state_dict().items()},
-            _named_optim_state(module, optimizers, shards))
+    return (get_model_state_dict(module, options=options),
+            get_optimizer_state_dict(module, optimizers, options=options))
 
 
 def _named_optim_state(module, optimizers, shards):
@@ -160,32 +182,11 @@ def _named_optim_state(module, optimizers, shards):
 
 def set_state_dict(model, optimizers, *, model_state_dict, optim_state_dict, options=None):
     """Load what `get_state_dict` returned (filled by `dcp.load`, or full tensors with
-    `options.full_state_dict`) into `model` and `optimizers`; a ZeroRedundancyOptimizer
-    keeps the state of its own partition. Returns the model's (missing, unexpected) keys."""
-    options = options or StateDictOptions()
+    `options.full_state_dict`) into `model` and `optimizers`. Returns the model's
+    (missing, unexpected) keys."""
     module = _unwrap(model)
-    model_state_dict = {k: _local(v) for k, v in model_state_dict.items()}
-    if options.full_state_dict:
-        result = set_model_state_dict(module, model_state_dict, options=options)
-    else:
-        result = module.load_state_dict(model_state_dict)
-    names = _names(module)
-    index = {}
-    for group in optimizers.param_groups:
-        for p in group["params"]:
-            index.setdefault(names[id(p)], len(index))
-    unknown = sorted(set(optim_state_dict["state"]) - set(index))
-    if unknown:
-        raise KeyError(f"set_state_dict: the optimizer state names parameters the optimizer "
-                       f"does not have: {', '.join(unknown[:8])}")
-    indexed = {"state": {index[name]: {k: _local(v) for k, v in values.items()}
-                         for name, values in optim_state_dict["state"].items()},
-               "param_groups": [{**g, "params": [index[n] for n in g["params"]]}
-                                for g in optim_state_dict["param_groups"]]}
-    if options.full_state_dict and not isinstance(optimizers, ZeroRedundancyOptimizer):
-        set_optimizer_state_dict(module, optimizers, indexed, options=options)
-    else:
-        optimizers.load_state_dict(indexed)
+    result = set_model_state_dict(module, model_state_dict, options=options)
+    set_optimizer_state_dict(module, optimizers, optim_state_dict, options=options)
     return result
 
 

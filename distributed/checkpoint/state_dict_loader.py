@@ -8,22 +8,21 @@ import numpy as np
 
 from dtrain.core import backend
 from dtrain.distributed.checkpoint import metadata, planner, storage
-from dtrain.distributed.checkpoint.state_dict_saver import group_comm, wait_for_pending
+from dtrain.distributed.checkpoint.state_dict_saver import wait_for_pending
 
 
 def load(state_dict, *, checkpoint_id, process_group=None):
     """Load the checkpoint in the folder `checkpoint_id` into `state_dict` in place (its
-    Tensors and `ShardedTensor`s are filled, its other values replaced); every rank of the
-    group calls it. Keys missing from the checkpoint, keys of the checkpoint that no rank
-    asks for and shape mismatches are errors."""
+    Tensors and `ShardedTensor`s are filled, its other values replaced). As PyTorch's, it
+    loads what `state_dict` asks for, which may be part of what was saved (e.g. the model
+    without its optimizer); keys missing from the checkpoint and shape mismatches are
+    errors. Each rank reads on its own (`process_group`: PyTorch's signature)."""
     wait_for_pending()
     directory = os.fspath(checkpoint_id)
     meta = metadata.read(directory)
     tensors, values = planner.flatten(state_dict)
-    wanted = set().union(*group_comm(process_group).allgather(set(tensors) | set(values)))
-    saved = set(meta["tensors"]) | set(meta["values"])
     _check_keys(directory, sorted(set(tensors) - set(meta["tensors"])),
-                sorted(set(values) - set(meta["values"])), sorted(saved - wanted))
+                sorted(set(values) - set(meta["values"])))
     reader = storage.Reader(directory, meta["files"])
     try:
         for path, leaf in tensors.items():
@@ -34,14 +33,12 @@ def load(state_dict, *, checkpoint_id, process_group=None):
         container[key] = meta["values"][path]
 
 
-def _check_keys(directory, missing_tensors, missing_values, unexpected):
-    problems = []
-    for what, keys in (("tensors missing from the checkpoint", missing_tensors),
-                       ("values missing from the checkpoint", missing_values),
-                       ("unexpected keys (saved, but in no rank's state dict)", unexpected)):
-        if keys:
-            problems.append(f"{what}: {', '.join(keys[:8])}"
-                            + (f" and {len(keys) - 8} more" if len(keys) > 8 else ""))
+def _check_keys(directory, missing_tensors, missing_values):
+    problems = [f"{what}: {', '.join(keys[:8])}"
+                + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+                for what, keys in (("tensors missing from the checkpoint", missing_tensors),
+                                   ("values missing from the checkpoint", missing_values))
+                if keys]
     if problems:
         raise KeyError(f"dcp.load: the state dict does not match the checkpoint in "
                        f"{directory}: " + "; ".join(problems))

@@ -1,7 +1,8 @@
 """The files of a distributed checkpoint: one per writing rank, in dtrain's safe format
 (`dt.save` of a flat dict of arrays: written atomically and fsync'ed, sha256 of the whole
 file at its end). Each piece is also checksummed by blocks of whole rows (about BLOCK
-bytes), so that a reader seeks to the rows it needs and checks just those."""
+bytes), so that a reader seeks to the rows it needs and checks just those, and the file's
+header (everything before its first piece) has its own sha256, checked when it is opened."""
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -31,20 +32,23 @@ def _rows(shape):
 
 def write_file(directory, name, pieces):
     """Write `pieces` ({key: non-empty host array}) to `directory/name`; returns the
-    file's record (size, sha256) and {key: {"at": byte offset, "block_rows": rows per
-    block, "sha256": [one per block]}}. The blocks are hashed on a second thread while the
-    file is written (hashlib releases the GIL)."""
+    file's record (size, sha256, header_bytes and header_sha256: the bytes before the first
+    piece) and {key: {"at": byte offset, "block_rows": rows per block, "sha256": [one per
+    block]}}. The blocks are hashed on a second thread while the file is written (hashlib
+    releases the GIL)."""
     path = os.path.join(directory, name)
     with ThreadPoolExecutor(max_workers=1) as pool:
         blocks = pool.submit(lambda: {key: _block_hashes(arr) for key, arr in pieces.items()})
         serialization.save(pieces, path)
         at = serialization.payload_offsets(path)
         with open(path, "rb") as src:
+            header = src.read(min(at.values()))
             size = src.seek(0, os.SEEK_END)
             src.seek(size - 32)
             digest = src.read(32).hex()
         where = {key: {"at": at[key], **stored} for key, stored in blocks.result().items()}
-    return {"size": size, "sha256": digest}, where
+    return {"size": size, "sha256": digest, "header_bytes": len(header),
+            "header_sha256": hashlib.sha256(header).hexdigest()}, where
 
 
 def _block_hashes(arr):
@@ -97,11 +101,18 @@ class Reader:
             except FileNotFoundError:
                 raise FileNotFoundError(f"dcp.load: {full} is missing (the checkpoint's "
                                         "metadata lists it)") from None
+            record = self.files[name]
             size = os.fstat(src.fileno()).st_size
-            if size != self.files[name]["size"]:
+            problem = None
+            if size != record["size"]:
+                problem = f"{size} bytes, the metadata records {record['size']}"
+            elif hashlib.sha256(src.read(record["header_bytes"])).hexdigest() != \
+                    record["header_sha256"]:
+                problem = (f"its header (the first {record['header_bytes']} bytes) does not "
+                           "match its sha256 checksum")
+            if problem:
                 src.close()
-                raise RuntimeError(f"dcp.load: {full} is corrupted: {size} bytes, the "
-                                   f"metadata records {self.files[name]['size']}")
+                raise RuntimeError(f"dcp.load: {full} is corrupted: {problem}")
             self.open[name] = src
         return self.open[name]
 

@@ -105,7 +105,8 @@ def build(hidden):
 """
 TRAIN = ["model.name=null", "model.target=kill_node:build", "model.args={hidden: [32]}",
          "trainer.max_steps=30", "trainer.checkpoint_every=10", "trainer.log_every=5",
-         "trainer.progress=false"]
+         "trainer.progress=false", "trainer.log_samples=true"]
+DIGITS_TRAIN = 1438  # samples: 12 steps of global batch 128 an epoch
 
 
 def _pythonpath(folder):
@@ -118,7 +119,20 @@ def _train_steps(run_dir):
     return [r["step"] for r in map(json.loads, lines) if r["split"] == "train"]
 
 
-def test_job_loses_a_node_and_finishes_on_the_other(dtrain_cli, configs, tmp_path):
+def assert_each_sample_once(trained_samples, run_dir):
+    """Every index of each epoch trained on exactly once across the restart from step 10 on
+    2 ranks (the last epoch, unfinished at step 30, without repeats)."""
+    history = trained_samples.by_step(run_dir, resumed=(10, 2))
+    assert sorted(history) == list(range(1, 31))
+    epochs = trained_samples.by_epoch(history)
+    assert sorted(epochs) == [0, 1, 2]
+    for epoch in (0, 1):
+        assert sorted(epochs[epoch]) == list(range(DIGITS_TRAIN)), epoch
+    assert len(epochs[2]) == 6 * 128 and len(set(epochs[2])) == len(epochs[2])
+
+
+def test_job_loses_a_node_and_finishes_on_the_other(dtrain_cli, configs, tmp_path,
+                                                    trained_samples):
     (tmp_path / "kill_node.py").write_text(KILL_NODE)
     proc = dtrain_cli("launch", configs / "digits_mlp.yaml", *TRAIN, "--nproc-per-node", "2",
                       "--nnodes", "1:2", "--max-restarts", "1", "--rank0-only",
@@ -135,7 +149,8 @@ def test_job_loses_a_node_and_finishes_on_the_other(dtrain_cli, configs, tmp_pat
     run_dir = tmp_path / "runs" / "version_0"
     steps = _train_steps(run_dir)
     assert steps == sorted(set(steps)) and steps[-1] == 30
-    assert (run_dir / "checkpoint_000000030.dtrain").exists()
+    assert (run_dir / "checkpoint_000000030").exists()
+    assert_each_sample_once(trained_samples, run_dir)
 
 
 FAULTY = """
@@ -179,7 +194,8 @@ def test_fewer_than_min_nodes_is_a_final_error(dtrain_cli, tmp_path):
     assert proc.stdout.count("[rank 0] world 2") == 1 and "restarting" not in proc.stderr
 
 
-def test_slurm_job_continues_on_the_node_left(dtrain_cli, configs, tmp_path, slurm):
+def test_slurm_job_continues_on_the_node_left(dtrain_cli, configs, tmp_path, slurm,
+                                             trained_samples):
     (tmp_path / "kill_node.py").write_text(KILL_NODE)
     out_dir = tmp_path / "run"
     proc = dtrain_cli("slurm", configs / "digits_mlp.yaml", *TRAIN, "slurm.nodes=2",
@@ -203,6 +219,7 @@ def test_slurm_job_continues_on_the_node_left(dtrain_cli, configs, tmp_path, slu
     assert "resumed from step 10 of 30" in second and "summary: completed; 30/30" in second
     steps = _train_steps(out_dir / f"slurm-{job}")
     assert steps == sorted(set(steps)) and steps[-1] == 30
+    assert_each_sample_once(trained_samples, out_dir / f"slurm-{job}")
 
 
 def test_an_allocation_smaller_than_min_is_refused(monkeypatch):

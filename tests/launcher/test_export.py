@@ -7,7 +7,7 @@ import dtrain as dt
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import registry
 from dtrain.launcher.models import build_model
-from dtrain.launcher.rundir import Checkpoints
+from dtrain.launcher.rundir import Checkpoints, load_full
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -28,7 +28,7 @@ def test_export_a_trained_run(dtrain_cli, configs, tmp_path):
     cfg, _ = cfgmod.load_config(run / "config.yaml")
     _, test_ds, in_shape, classes, _ = registry.build_datasets(cfg.data, cfg.experiment.seed)
     model = build_model(cfg.model, in_shape, classes)
-    state, _ = Checkpoints(run).newest()
+    state = load_full(Checkpoints(run).newest(), ["model"])
     assert state["step"] == 12
     model.load_state_dict(state["model"])
     model.eval()
@@ -44,4 +44,4 @@ def test_export_needs_a_run_with_a_checkpoint(dtrain_cli, tmp_path):
     assert proc.returncode == 2 and "not a run folder" in proc.stderr
     (tmp_path / "config.yaml").write_text("experiment: {name: x}\n")
     proc = dtrain_cli("export", tmp_path)
-    assert proc.returncode == 2 and "no readable checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-import dtrain as dt
+from dtrain.launcher.rundir import Checkpoints, load_full
 
 
 def final_accuracy(run_dir):
@@ -28,7 +28,7 @@ def test_digits_mlp_reaches_95_percent(dtrain_cli, configs, tmp_path, nproc):
     assert "[rank 0]" in proc.stdout and "[rank 1]" not in proc.stdout
     assert (f"world: {nproc} ranks" in proc.stdout) == (nproc > 1)
     assert (run_dir / "config.yaml").exists() and (run_dir / "metrics.csv").exists()
-    assert len(list(run_dir.glob("checkpoint_*.dtrain"))) == 2     # keep_last: 2
+    assert len(list(run_dir.glob("checkpoint_*"))) == 2     # keep_last: 2
     plot = dtrain_cli("plot", run_dir)
     assert plot.returncode == 0 and (run_dir / "curves.png").stat().st_size > 10_000
 
@@ -36,6 +36,7 @@ def test_digits_mlp_reaches_95_percent(dtrain_cli, configs, tmp_path, nproc):
 SCRIPT = """
 import os, sys
 import dtrain as dt
+from dtrain.launcher.rundir import Checkpoints, load_full
 import dtrain.distributed as dist
 dist.init_process_group()
 t = dt.tensor([float(dist.get_rank() + 1)])
@@ -68,6 +69,7 @@ def test_user_script_on_two_ranks(dtrain_cli, tmp_path):
 FAULTY = """
 import os, signal, time
 import dtrain as dt
+from dtrain.launcher.rundir import Checkpoints, load_full
 import dtrain.distributed as dist
 dist.init_process_group()
 rank = dist.get_rank()
@@ -127,15 +129,17 @@ def build(hidden):
 
 
 def _weights(run_dir):
-    newest = sorted(run_dir.glob("*/checkpoint_*.dtrain"))[-1]
-    return {k: v.numpy() for k, v in dt.load(newest)["model"].items()}
+    newest = sorted(run_dir.glob("*/checkpoint_*"))[-1]
+    return {k: v.numpy() for k, v in load_full(newest, ["model"])["model"].items()}
 
 
 def test_max_restarts_resumes_to_the_same_weights(dtrain_cli, configs, tmp_path):
     (tmp_path / "crashy.py").write_text(CRASHY_MODEL)
     common = ["model.name=null", "model.target=crashy:build", "model.args={hidden: [32]}",
               "trainer.epochs=2", "trainer.checkpoint_every=25", "trainer.keep_last=10"]
-    env = {"PYTHONPATH": str(tmp_path), "CRASH_MARKER": str(tmp_path / "marker")}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path),
+                                                      os.environ.get("PYTHONPATH")])),
+           "CRASH_MARKER": str(tmp_path / "marker")}
     (tmp_path / "marker").write_text("do not crash")
     plain = dtrain_cli("launch", configs / "digits_mlp.yaml", *common,
                        f"experiment.output_dir={tmp_path / 'plain'}", env=env, timeout=300)
@@ -152,6 +156,55 @@ def test_max_restarts_resumes_to_the_same_weights(dtrain_cli, configs, tmp_path)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert os.path.exists(tmp_path / "marker")
+
+
+DIES_MID_SAVE = """
+import os
+import signal
+from pathlib import Path
+from dtrain.distributed.checkpoint import storage
+from dtrain.launcher.models import mlp
+
+write_file = storage.write_file
+
+
+def dying(directory, name, pieces):  # rank 1 dies as it writes its shards of step 20, once
+    marker = Path(os.environ["CRASH_MARKER"])
+    if directory.endswith("checkpoint_000000020") and os.environ["RANK"] == "1" and \
+            not marker.exists():
+        marker.write_text("died mid-save")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_file(directory, name, pieces)
+
+
+storage.write_file = dying
+
+
+def build(hidden):
+    return mlp((1, 8, 8), 10, hidden=hidden)
+"""
+
+
+def test_a_rank_killed_mid_save_leaves_the_previous_checkpoint_newest(dtrain_cli, configs,
+                                                                      tmp_path):
+    (tmp_path / "dies.py").write_text(DIES_MID_SAVE)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path),
+                                                      os.environ.get("PYTHONPATH")])),
+           "CRASH_MARKER": str(tmp_path / "marker")}
+    proc = dtrain_cli("launch", configs / "digits_mlp.yaml", "model.name=null",
+                      "model.target=dies:build", "model.args={hidden: [32]}",
+                      "trainer.max_steps=30", "trainer.checkpoint_every=10",
+                      "trainer.keep_last=5", "trainer.progress=false", "--nproc-per-node", "1",
+                      "--nnodes", "1:2",
+                      "--max-restarts", "1", f"experiment.output_dir={tmp_path / 'runs'}",
+                      env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    # the launcher and the trainer agree: step 20's folder is not complete
+    assert "node emu1 lost (rank 1 killed by SIGKILL); restarting on 1 rank (was 2), resuming" \
+           " from step 10" in proc.stderr, proc.stderr
+    assert "resumed from step 10 of 30" in proc.stdout
+    run_dir = tmp_path / "runs" / "version_0"
+    assert [e["step"] for e in Checkpoints(run_dir).entries()] == [10, 20, 30]  # 20 redone
 
 
 def test_ctrl_c_stops_every_rank(tmp_path):
@@ -191,7 +244,7 @@ def test_preemption_signal_checkpoints_then_resume_continues(dtrain_cli, configs
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     step = int(out.split("preempted at step ")[1].split(":")[0])
-    assert (run_dir / f"checkpoint_{step:09d}.dtrain").exists()
+    assert (run_dir / f"checkpoint_{step:09d}").exists()
     again = dtrain_cli("launch", configs / "digits_mlp.yaml", f"experiment.output_dir={out_dir}",
                        "trainer.epochs=200", f"trainer.max_steps={step + 5}",
                        "trainer.resume=latest", timeout=120)

@@ -7,7 +7,6 @@ each run goes to step 8. Every step trains on the same
 12 samples as the uninterrupted 1-rank run, every index is seen exactly once in epoch 0
 across the interruptions, the weights equal that run's to 1e-10, and 2 -> 2 equals the
 uninterrupted 2-rank run bit for bit."""
-import json
 import os
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 import dtrain as dt
 from dtrain.launcher import config as cfgmod
 from dtrain.launcher import trainer
+from dtrain.launcher.rundir import load_full
 from dtrain.launcher.trainer import World, rng_seed, split_global_batch
 
 MODEL = """
@@ -68,23 +68,19 @@ def launch(dtrain_cli, tmp_path):
 
 
 def checkpoint(run, step):
-    return run / f"checkpoint_{step:09d}.dtrain"
+    return run / f"checkpoint_{step:09d}"
 
 
 def weights(run):
-    return {k: v.numpy() for k, v in dt.load(checkpoint(run, 8))["model"].items()}
+    return {k: v.numpy() for k, v in load_full(checkpoint(run, 8), ["model"])["model"].items()}
 
 
-def steps(run):
-    """{step: the sorted indices all ranks trained on}, from the run's sample logs."""
-    out = {}
-    for path in (run / "samples").glob("rank*.jsonl"):
-        for record in map(json.loads, path.read_text().splitlines()):
-            out.setdefault(record["step"], []).extend(record["indices"])
-    return {s: sorted(v) for s, v in out.items()}
+def test_resume_on_other_world_sizes_continues_the_same_samples_and_weights(launch,
+                                                                           trained_samples):
+    def steps(run):
+        """{step: the sorted indices all ranks trained on}."""
+        return {s: v for s, (_, v) in trained_samples.by_step(run).items()}
 
-
-def test_resume_on_other_world_sizes_continues_the_same_samples_and_weights(launch):
     one, _ = launch("one", 1, 12)
     two, _ = launch("two", 2, 6, every=5)
     runs = {}

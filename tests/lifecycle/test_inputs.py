@@ -26,7 +26,7 @@ README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
      "model.target: cannot import 'no_such_module:build': ModuleNotFoundError"),
     (["model.name=null", "model.target=json:not_there"],
      "model.target: cannot import 'json:not_there': AttributeError"),
-    (["trainer.resume=/no/such/run"], "trainer.resume: /no/such/run: no such checkpoint file"),
+    (["trainer.resume=/no/such/run"], "trainer.resume: /no/such/run: no such checkpoint or"),
     (["data.val_split=1.5"], "data.val_split: 1.5 must be in [0, 1)"),
     (["trainer.on_nonfinite=explode"], "trainer.on_nonfinite: 'explode' must be one of"),
     (["+optimizer.momentum=0.5"], "cannot add optimizer.momentum: it is already set (to 0.9)"),
@@ -63,7 +63,7 @@ def test_slurm_submission_is_validated_before_sbatch(dtrain_cli, configs, tmp_pa
     for bad, message in [(f"experiment.output_dir={tmp_path / 'a-file' / 'x'}",
                           "experiment.output_dir: cannot write to"),
                          ("trainer.resume=/no/such.dtrain", "trainer.resume: /no/such.dtrain: "
-                                                            "no such checkpoint file")]:
+                                                            "no such checkpoint or")]:
         proc = dtrain_cli("slurm", configs / "digits_mlp.yaml", bad)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 

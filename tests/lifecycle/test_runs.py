@@ -1,6 +1,7 @@
 """Run folders, explicit resume, checkpoint rotation and non-finite stops, end to end with real
 ranks started by `dtrain launch` (issue 11, items 4, 5 and 6)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 import dtrain as dt
-from dtrain.launcher.rundir import Checkpoints
+import dtrain.distributed.checkpoint as dcp
+from dtrain.launcher.rundir import Checkpoints, load_full
 
 FAST = ["trainer.epochs=1", "trainer.progress=false"]
 
@@ -40,7 +42,7 @@ def test_each_launch_gets_a_fresh_run_folder_and_resuming_is_explicit(dtrain_cli
     assert [r["step"] for r in records(out / "version_1") if r["split"] == "train"] == [20]
     assert (out / "latest").resolve() == out / "version_1"
     assert "summary: completed; 20/20 steps" in second.stdout
-    assert f"checkpoint: {out / 'version_1' / 'checkpoint_000000020.dtrain'}" in second.stdout
+    assert f"checkpoint: {out / 'version_1' / 'checkpoint_000000020'}" in second.stdout
 
     # resuming version_1 with a longer schedule continues it (its config differs only in
     # keys that do not change the result)
@@ -72,7 +74,7 @@ def test_each_launch_gets_a_fresh_run_folder_and_resuming_is_explicit(dtrain_cli
 def test_resume_from_a_checkpoint_file_starts_a_new_run_from_it(dtrain_cli, configs, tmp_path):
     out = tmp_path / "runs"
     assert launch(dtrain_cli, configs, out, "trainer.max_steps=10").returncode == 0
-    ckpt = out / "version_0" / "checkpoint_000000010.dtrain"
+    ckpt = out / "version_0" / "checkpoint_000000010"
     branch = launch(dtrain_cli, configs, out, "trainer.max_steps=15", f"trainer.resume={ckpt}")
     assert branch.returncode == 0, branch.stderr
     assert "(a new run)" in branch.stdout and f"resumed from step 10 of 15 ({ckpt})" in \
@@ -83,7 +85,7 @@ def test_resume_from_a_checkpoint_file_starts_a_new_run_from_it(dtrain_cli, conf
 
 @pytest.mark.parametrize("resume, message", [
     ("latest", "no run under"),
-    ("/nonexistent/checkpoint.dtrain", "no such checkpoint file or run directory"),
+    ("/nonexistent/checkpoint_000000010", "no such checkpoint or run directory"),
 ])
 def test_resume_that_cannot_be_done_is_exit_2(dtrain_cli, configs, tmp_path, resume, message):
     proc = launch(dtrain_cli, configs, tmp_path / "runs", f"trainer.resume={resume}")
@@ -111,22 +113,21 @@ def test_rotation_keeps_this_runs_newest_checkpoints(tmp_path):
     checkpoint was deleted as soon as it was written."""
     run = tmp_path / "version_0"
     run.mkdir()
-    (run / "checkpoint_000000675.dtrain").write_bytes(b"torn")          # not this run's
-    dt.save({"step": 999}, run / "checkpoint_000000999.dtrain")         # not this run's
+    (run / "checkpoint_000000675").mkdir()                                # not this run's
+    dcp.save({"step": 999}, checkpoint_id=run / "checkpoint_000000999")   # not this run's
     ckpts = Checkpoints(run)
     for step in (10, 20, 30):
         ckpts.save({"step": step, "w": dt.full((3,), float(step))}, step, keep_last=2)
     assert [e["step"] for e in ckpts.entries()] == [20, 30]
-    assert not (run / "checkpoint_000000010.dtrain").exists()
-    state, path = ckpts.newest()
-    assert state["step"] == 30 and path.name == "checkpoint_000000030.dtrain"
-    assert (run / "checkpoint_000000675.dtrain").exists()  # others' files: never touched
-    assert (run / "checkpoint_000000999.dtrain").exists()
-    # a newest file that went bad is skipped with a message, the previous one is used
-    (run / "checkpoint_000000030.dtrain").write_bytes(b"x" * 10)
-    said = []
-    state, path = ckpts.newest(log=said.append)
-    assert state["step"] == 20 and "skipping unreadable checkpoint" in said[0]
+    assert not (run / "checkpoint_000000010").exists()
+    assert ckpts.newest() == run / "checkpoint_000000030"
+    assert load_full(ckpts.newest())["step"] == 30
+    assert (run / "checkpoint_000000675").exists()  # others' folders: never touched
+    assert (run / "checkpoint_000000999").exists()
+    # a save that did not commit its metadata is not complete: the previous one is newest
+    (run / "checkpoint_000000030" / ".metadata").unlink()
+    assert [e["step"] for e in ckpts.entries()] == [20]
+    assert ckpts.newest() == run / "checkpoint_000000020"
 
 
 def test_a_continued_run_ignores_and_keeps_files_that_are_not_its_checkpoints(
@@ -136,17 +137,37 @@ def test_a_continued_run_ignores_and_keeps_files_that_are_not_its_checkpoints(
     out = tmp_path / "runs"
     assert launch(dtrain_cli, configs, out, "trainer.max_steps=20").returncode == 0
     run = out / "version_0"
-    (run / "checkpoint_000000675.dtrain").write_bytes(b"torn")
-    dt.save({"step": 999}, run / "checkpoint_000000999.dtrain")
+    (run / "checkpoint_000000675").mkdir()                               # an interrupted save
+    dcp.save({"step": 999}, checkpoint_id=run / "checkpoint_000000999")  # not this run's
     more = launch(dtrain_cli, configs, out, "trainer.max_steps=50", "trainer.checkpoint_every=10",
                   "trainer.keep_last=2", "trainer.resume=latest")
     assert more.returncode == 0, more.stderr
     assert "resumed from step 20 of 50" in more.stdout
     assert [e["step"] for e in Checkpoints(run).entries()] == [40, 50]
-    assert dt.load(run / "checkpoint_000000050.dtrain")["step"] == 50
-    assert not (run / "checkpoint_000000030.dtrain").exists()
-    assert (run / "checkpoint_000000675.dtrain").exists() and \
-        (run / "checkpoint_000000999.dtrain").exists()
+    assert load_full(run / "checkpoint_000000050")["step"] == 50
+    assert not (run / "checkpoint_000000030").exists()
+    assert (run / "checkpoint_000000675").exists() and \
+        (run / "checkpoint_000000999").exists()
+
+
+def test_a_corrupted_shard_is_named_and_the_previous_checkpoint_resumed(dtrain_cli, configs,
+                                                                        tmp_path):
+    """fsdp on 2 ranks: rank 0's file of step 20 has a flipped byte; the ranks that read it
+    fail, every rank agrees to skip the checkpoint (none waits in a collective), and the run
+    resumes from step 10."""
+    out, fsdp = tmp_path / "runs", ["distributed.nproc_per_node=2", "distributed.strategy=fsdp"]
+    assert launch(dtrain_cli, configs, out, *fsdp, "trainer.max_steps=20",
+                  "trainer.checkpoint_every=10").returncode == 0
+    shard = next((out / "version_0" / "checkpoint_000000020").glob("__0_*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    more = launch(dtrain_cli, configs, out, *fsdp, "trainer.max_steps=25",
+                  "trainer.resume=latest")
+    assert more.returncode == 0, more.stderr
+    assert f"skipping unreadable checkpoint {shard.parent}: RuntimeError: dcp.load: {shard} " \
+           "is corrupted" in more.stdout
+    assert "resumed from step 10 of 25" in more.stdout
 
 
 def test_nonfinite_loss_stops_with_exit_3_and_no_checkpoint(dtrain_cli, configs, tmp_path):
@@ -161,7 +182,7 @@ def test_nonfinite_loss_stops_with_exit_3_and_no_checkpoint(dtrain_cli, configs,
     assert rows[-1]["nonfinite"]["loss"] in ("nan", "inf", "-inf")
     # checkpoints written before the blow-up hold finite weights only
     for e in Checkpoints(run).entries():
-        state = dt.load(run / e["file"])
+        state = load_full(run / e["file"], ["model"])
         assert all(np.isfinite(v.numpy()).all() for v in state["model"].values())
     plot = dtrain_cli("plot", run)
     assert plot.returncode == 0 and (run / "curves.png").stat().st_size > 10_000
@@ -177,7 +198,7 @@ def test_nonfinite_ignore_never_rotates_good_checkpoints_out(dtrain_cli, configs
     entries = Checkpoints(run).entries()
     assert len(entries) == 2 and entries[-1]["step"] < 12
     for e in entries:
-        state = dt.load(run / e["file"])
+        state = load_full(run / e["file"], ["model"])
         assert all(np.isfinite(v.numpy()).all() for v in state["model"].values())
 
 
@@ -202,10 +223,11 @@ def test_skip_step_drops_only_the_bad_step(dtrain_cli, configs, tmp_path):
     out = tmp_path / "runs"
     proc = launch(dtrain_cli, configs, out, "model.name=null", "model.target=poison:build",
                   "model.args={hidden: [32]}", "trainer.on_nonfinite=skip_step",
-                  env={"PYTHONPATH": str(tmp_path)})
+                  env={"PYTHONPATH": os.pathsep.join(filter(None, [
+                      str(tmp_path), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stderr
     assert "step 5: non-finite loss: step skipped" in proc.stderr
-    state = dt.load(sorted((out / "version_0").glob("checkpoint_*.dtrain"))[-1])
+    state = load_full(sorted((out / "version_0").glob("checkpoint_*"))[-1], ["model"])
     assert all(np.isfinite(v.numpy()).all() for v in state["model"].values())
     assert [r for r in records(out / "version_0") if r["split"] == "test"][-1]["accuracy"] > 0.8
 
@@ -228,7 +250,7 @@ def test_validation_split_and_early_stop_at_target_accuracy(dtrain_cli, configs,
 
 def test_gradient_accumulation_equals_the_larger_batch(dtrain_cli, configs, tmp_path):
     def weights(run):
-        state = dt.load(sorted(run.glob("checkpoint_*.dtrain"))[-1])
+        state = load_full(sorted(run.glob("checkpoint_*"))[-1], ["model"])
         return {k: v.numpy() for k, v in state["model"].items()}
     common = ["trainer.max_steps=8", "optimizer.momentum=0.0", "optimizer.weight_decay=0.0",
               "scheduler.T_max=1000"]
