@@ -264,15 +264,27 @@ def reshape(input, *shape):
 
 
 def view(input, *shape):
-    """Reshape without copying; an error (as in PyTorch) when the strides do not allow it."""
+    """Reshape without copying; an error (as in PyTorch) when the strides do not allow it.
+
+    NOTE: an (N, C, *s) activation that dtrain's conv/pool kernels keep channels-last, where
+    PyTorch's would be contiguous, is copied instead (as `reshape`), so that the ubiquitous
+    `x.view(-1, C * H * W)` after a conv works as in PyTorch; that result does not share
+    memory with x."""
     out = reshape(input, *shape)
     owner, d = out._data.base, input._data
     if out is not input and out._data.size and not (owner is d or (owner is not None
-                                                                  and owner is d.base)):
+                                                                  and owner is d.base)) \
+            and not _kept_channels_last(d):
         raise RuntimeError("view size is not compatible with input tensor's size and stride (at "
                            "least one dimension spans across two contiguous subspaces). Use "
                            ".reshape(...) instead.")
     return out
+
+
+def _kept_channels_last(a):
+    """Whether (N, C, *s) array `a` is stored densely channels-last (not C order)."""
+    return a.ndim >= 3 and not a.flags.c_contiguous and \
+        array_module(a).moveaxis(a, 1, -1).flags.c_contiguous
 
 
 def flatten(input, start_dim=0, end_dim=-1):

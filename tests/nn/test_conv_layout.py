@@ -142,3 +142,23 @@ def test_gradcheck_float64_through_channels_last_inputs():
         return F.conv2d(F.max_pool2d(y, 2, ceil_mode=True), w1_)
     assert gradcheck(net, (x, w, w1))
     assert gradcheck(lambda x_, w_: F.conv_transpose2d(x_, w_, stride=2, padding=1), (x, w))
+
+
+def test_view_after_a_conv_works_as_in_pytorch():
+    """A conv/pool output is stored channels-last, PyTorch's is contiguous: the tutorial
+    idiom `x.view(-1, C * H * W)` still works (as a copy), with the values and gradients of
+    reshape; a transposed 2-d tensor still refuses `view`, as in PyTorch."""
+    dt.manual_seed(0)
+    conv, pool = nn.Conv2d(3, 4, 3), nn.MaxPool2d(2)
+    x = dt.randn(2, 3, 8, 8)
+    h = pool(conv(x))
+    assert not h.is_contiguous()
+    flat = h.view(-1, 4 * 3 * 3)
+    np.testing.assert_array_equal(flat.detach().numpy(), h.detach().numpy().reshape(2, 36))
+    flat.sum().backward()
+    g = conv.weight.grad.numpy().copy()
+    conv.zero_grad()
+    pool(conv(x)).reshape(2, 36).sum().backward()
+    np.testing.assert_array_equal(g, conv.weight.grad.numpy())
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        dt.ones(3, 4).T.view(12)
