@@ -152,11 +152,14 @@ class Softmax(Op):
 class LogSoftmax(Op):
     saves = ("output",)
 
-    def forward(self, x, dim):
+    def forward(self, x, dim, out=None):
         xp = array_module(x)
         self.dim = dim
-        shifted = x - xp.max(x, axis=dim, keepdims=True)  # NOTE: fused for stability
-        return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+        # NOTE: fused for stability; the result is the shifted input minus its logsumexp
+        shifted = xp.subtract(x, xp.max(x, axis=dim, keepdims=True), out=out)
+        e = xp.exp(shifted, out=self.scratch("exp", x.shape, shifted.dtype, xp))
+        lse = e.sum(axis=dim, keepdims=True)
+        return xp.subtract(shifted, xp.log(lse, out=lse), out=shifted)
 
     def backward(self, g):
         return (g - self.output.exp() * g.sum(self.dim, keepdim=True), None)

@@ -274,9 +274,11 @@ def test_gradients_and_outputs_that_the_user_keeps_are_never_overwritten(extra_p
 
 def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(extra_peak):
     """The benchmark's step (MLP, cross-entropy, SGD with momentum) on a stream of new
-    batches and labels: after warm-up, no NumPy array that a replay allocates outlives it
-    but the returned loss, its transient memory is NumPy's ufunc buffers and small objects,
-    and each weight's .grad is written into the same array every step."""
+    batches and labels: after warm-up, a replay allocates no NumPy array that outlives it
+    (every op of the step and of cross-entropy writes into a planned buffer; the returned
+    loss reuses the array of the previous one once the caller dropped it, else it is the
+    only new array), its transient memory is NumPy's ufunc buffers and small objects, and
+    each weight's .grad is written into the same array every step."""
     dt.manual_seed(0)
     model = BIG_MODELS["mlp"][0]()
     step = _make_step(model, dt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
@@ -291,14 +293,20 @@ def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(extra_pea
     def grad_addresses():
         return [p.grad._data.__array_interface__["data"][0] for p in model.parameters()]
     addresses = grad_addresses()
-    tracemalloc.start()
-    try:
-        loss = compiled(*batches[4])
-        numpy_domain = tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)
-        alive = tracemalloc.take_snapshot().filter_traces([numpy_domain]).traces
-    finally:
-        tracemalloc.stop()
-    assert [t.size for t in alive] == [loss._data.nbytes]  # the returned 0-d loss only
+
+    def alive_after(batch):
+        tracemalloc.start()
+        try:
+            loss = compiled(*batch)
+            numpy_domain = tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)
+            return loss, [t.size for t in
+                          tracemalloc.take_snapshot().filter_traces([numpy_domain]).traces]
+        finally:
+            tracemalloc.stop()
+    loss, alive = alive_after(batches[4])
+    assert alive == []  # the previous loss was dropped: its array holds this one
+    _, alive = alive_after(batches[5])
+    assert alive == [loss._data.nbytes]  # `loss` is held: the new loss is the one new array
     assert grad_addresses() == addresses
     assert extra_peak(lambda: compiled(*batches[5])) < 96_000
     assert extra_peak(lambda: step(*batches[0])) > 1_000_000  # eager, for scale
