@@ -272,20 +272,28 @@ def test_gradients_and_outputs_that_the_user_keeps_are_never_overwritten(extra_p
     assert extra_peak(lambda: compiled(*batches[1])) < 200_000  # the returned output only
 
 
-def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(extra_peak):
-    """The benchmark's step (MLP, cross-entropy, SGD with momentum) on a stream of new
+CE_MODELS = {  # BIG_MODELS' MLP, and its CNN with dropout (a random mask drawn each replay)
+    "mlp": BIG_MODELS["mlp"],
+    "cnn_dropout": (lambda: nn.Sequential(*BIG_MODELS["cnn"][0]()[:-1], nn.Dropout(0.3),
+                                          nn.Linear(8 * 9 * 9, 3)), BIG_MODELS["cnn"][1])}
+
+
+@pytest.mark.parametrize("name", sorted(CE_MODELS))
+def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(name, extra_peak):
+    """The benchmark's step (cross-entropy, SGD with momentum) on a stream of new
     batches and labels: after warm-up, a replay allocates no NumPy array that outlives it
     (every op of the step and of cross-entropy writes into a planned buffer; the returned
     loss reuses the array of the previous one once the caller dropped it, else it is the
     only new array), its transient memory is NumPy's ufunc buffers and small objects, and
     each weight's .grad is written into the same array every step."""
     dt.manual_seed(0)
-    model = BIG_MODELS["mlp"][0]()
+    make, shape = CE_MODELS[name]
+    model = make()
     step = _make_step(model, dt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
                       nn.functional.cross_entropy)
     rng = np.random.default_rng(0)
-    batches = [(dt.tensor(rng.standard_normal((64, 256)).astype(np.float32)),
-                dt.tensor(rng.integers(0, 3, 64))) for _ in range(6)]
+    batches = [(dt.tensor(rng.standard_normal(shape).astype(np.float32)),
+                dt.tensor(rng.integers(0, 3, shape[0]))) for _ in range(6)]
     compiled = dt.compile(step)
     for batch in batches[:4]:  # two recordings, two replays
         compiled(*batch)
