@@ -323,6 +323,7 @@ def log_softmax(input, dim, dtype=None):
     """log(softmax(input, dim)), computed stably; same shape as input."""
     if dtype is not None:
         input = input.to(dtype)
+    float_dtype_of(input, "log_softmax")  # as torch: no log_softmax of integers
     return LogSoftmax.apply(input, _check_dim(input, dim, "log_softmax"))
 
 
