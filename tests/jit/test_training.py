@@ -318,3 +318,33 @@ def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(name, ext
     assert grad_addresses() == addresses
     assert extra_peak(lambda: compiled(*batches[5])) < 96_000
     assert extra_peak(lambda: step(*batches[0])) > 1_000_000  # eager, for scale
+
+
+def test_a_gradient_shared_by_two_leaves_is_copied_into_a_reused_array():
+    """Two biases get equal gradients (CSE merges them into one value): replay gives the
+    second leaf a copy, as eager's engine does, in an array reused once its .grad is
+    dropped, so that the .grads never share memory and a replay allocates no array."""
+    dt.manual_seed(0)
+    w = dt.randn(256, 64, requires_grad=True)
+    b1, b2 = dt.zeros(64, requires_grad=True), dt.zeros(64, requires_grad=True)
+    opt = dt.optim.SGD([w, b1, b2], lr=0.0)  # zero_grad only
+
+    def step(x):
+        opt.zero_grad()
+        ((x @ w + b1 + b2) ** 2).sum().backward()
+    compiled = dt.compile(step)
+    x = dt.randn(32, 256)
+    for _ in range(4):
+        compiled(x)
+    tracemalloc.start()
+    try:
+        compiled(x)
+        numpy_domain = tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)
+        alive = tracemalloc.take_snapshot().filter_traces([numpy_domain]).traces
+    finally:
+        tracemalloc.stop()
+    assert len(alive) == 0
+    assert not np.shares_memory(b1.grad._data, b2.grad._data)
+    expected = 2 * (x._data @ w._data).sum(0)
+    np.testing.assert_allclose(b1.grad._data, expected, rtol=1e-5)
+    np.testing.assert_allclose(b2.grad._data, expected, rtol=1e-5)
