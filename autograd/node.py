@@ -236,7 +236,10 @@ class Op(Node):
                 state.observer.op(node, args, params, result)
             return result
         # NOTE: Node._record's edge logic, inlined with the unwrapping loop: one pass over
-        # the arguments on the hottest path of the library.
+        # the arguments on the hottest path of the library. Measured (cachegrind, CPU
+        # instructions per op, forward + backward, over 10,000 ops of op_overhead.py's chains,
+        # PYTHONHASHSEED=0) against this loop unwrapping only and then calling `_record`:
+        # 1,000-op chain 81,639 vs 85,066 (-4.0%); add/mul chain 85,693 vs 85,473 (+0.3%).
         arrays = []
         edges = []
         shapes = []

@@ -23,7 +23,9 @@ primitive to the current interpreter:
   and coefficient are tensors).
 - Which recorded ops write into preallocated buffers at replay is graph mode's decision:
   memory_plan.py's table (the generated single-ufunc forwards, matmul, linear, conv,
-  pooling and a few activations take `out=`), read by the memory plan in passes.py.
+  pooling, a few activations, the small ops of cross-entropy and dropout's mask take `out=`;
+  a reshape that copied writes its copy there), read by the memory plan in passes.py: a
+  replayed MLP or CNN training step allocates no array but the loss it returns.
 - Effects are marked, not discovered: `Optimizer.step`/`zero_grad`, `LRScheduler.step`,
   `Module.zero_grad` and GradScaler's `unscale_`/`step`/`update` are `@effect`s (a subclass's
   override too, via `__init_subclass__`). The tracer records each as one call and runs it

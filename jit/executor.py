@@ -60,6 +60,7 @@ class ArrayRunner(_Runner):
         self.workspaces = []  # of the planned nodes, shared once every node has run
         self.shared = False
         self.fresh = _fresh_values(graph, plan)
+        self.accumulated = set()  # gradient values handed to a leaf's .grad so far
         releases = _releases(graph)
         self.steps = [(self._step(n, plan.get(i)), releases.get(i, ()))
                       for i, n in enumerate(graph.nodes)]
@@ -148,6 +149,9 @@ class ArrayRunner(_Runner):
 
     def _accumulate(self, n):
         g, o, target = n.args[0].vid, n.outs[0], n.target
+        if g in self.accumulated:  # a second leaf gets this gradient (CSE merged equal ones)
+            return self._accumulate_copy(n)
+        self.accumulated.add(g)
         shared = g not in self.fresh  # never hand a graph-owned array to a leaf's .grad
 
         def step(env):
@@ -156,6 +160,22 @@ class ArrayRunner(_Runner):
             with no_grad():
                 self.run.deliver(leaf, Tensor._make(arr.copy() if shared and leaf.grad is None
                                                     else arr))
+            env[o] = leaf.grad._data
+        return step
+
+    def _accumulate_copy(self, n):
+        """Accumulate a gradient that an earlier node handed to another leaf: a copy, as
+        eager's engine makes (two leaves' .grad never share memory), into a `Recycled`
+        array, so that the replay allocates nothing once the previous .grad was dropped."""
+        g, o, target = n.args[0].vid, n.outs[0], n.target
+        own = Recycled(self.graph.values[g])
+
+        def step(env):
+            leaf = self.leaf(target)
+            arr = own.take()
+            backend.array_module(arr).copyto(arr, env[g])
+            with no_grad():
+                self.run.deliver(leaf, Tensor._make(arr))
             env[o] = leaf.grad._data
         return step
 

@@ -19,7 +19,7 @@ from dtrain.core import backend
 from dtrain.jit.executor import Recycled, empty_buffer
 from dtrain.jit.fusion import fuse_elementwise
 from dtrain.jit.graph import CONST, Ref, map_refs, refs_in
-from dtrain.jit.memory_plan import IN_PLACE, out_mode
+from dtrain.jit.memory_plan import COPY, IN_PLACE, out_mode
 
 PASSES = ("dce", "fold", "cse", "memory_plan", "fusion")
 
@@ -150,11 +150,16 @@ def _frozen(obj):
 
 # -- memory plan --------------------------------------------------------------------------
 def _plannable(g, n):
-    """Whether op node `n` can write into a planned buffer: its op takes `out=`, and it has
-    one output with at least one dimension. (What it stashes for backward, and its other
-    temporaries, come from the node's scratch workspace: see `Op.scratch`.)"""
-    return n.kind == "op" and out_mode(n.op) is not None and not n.multi \
-        and g.values[n.outs[0]].shape != ()
+    """Whether op node `n` can write into a planned buffer: its op takes `out=`, it has one
+    output, and a view op (COPY) copied when it was recorded, into a C-contiguous result.
+    (What it stashes for backward, and its other temporaries, come from the node's scratch
+    workspace: see `Op.scratch`.)"""
+    if n.kind != "op" or n.multi:
+        return False
+    mode = out_mode(n.op)
+    if mode == COPY:
+        return not n.aliases and not g.values[n.outs[0]].channels_last
+    return mode is not None
 
 
 def plan_memory(g, fuse):

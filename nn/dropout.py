@@ -34,12 +34,18 @@ class DropoutMask(Op):
     differentiable = False
     random = True
 
-    def forward(self, x, p, mask_shape=None):
+    def forward(self, x, p, mask_shape=None, out=None):
         dev = backend.device_of(x)
+        shape = mask_shape or x.shape
+        scale = x.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
         with backend.device_context(dev):
-            keep = rnd.default_generator(dev).rng.random(mask_shape or x.shape) >= p
-        scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-        return keep.astype(x.dtype) * x.dtype.type(scale)
+            rng = rnd.default_generator(dev).rng
+            if out is None:
+                return (rng.random(shape) >= p).astype(x.dtype) * scale
+            xp = backend.array_module(x)  # the same draws, into scratch arrays
+            draw = rng.random(out=self.scratch("draw", shape, xp.float64, xp))
+            keep = xp.greater_equal(draw, p, out=self.scratch("keep", shape, xp.bool_, xp))
+            return xp.multiply(keep, scale, out=out)
 
 
 def _dropout(input, p, mask_shape=None):

@@ -227,10 +227,14 @@ def _gather_samples():
 class Gather(Op):
     saves = ("index",)
 
-    def forward(self, x, dim, index):
+    def forward(self, x, dim, index, out=None):
         xp = array_module(x)
         self.in_shape, self.dim, self.index = x.shape, dim, index
-        return x[_along(xp, index, dim)]
+        picked = x[_along(xp, index, dim)]
+        if out is None:
+            return picked
+        xp.copyto(out, picked)  # a small transient: the picked entries of index's shape
+        return out
 
     def backward(self, g):
         zeros = Tensor._make(array_module(g._data).zeros(self.in_shape, dtype=g._data.dtype))
@@ -248,10 +252,13 @@ def _scatter_add_samples():
 class ScatterAdd(Op):
     saves = ("index",)
 
-    def forward(self, x, dim, index, src):
+    def forward(self, x, dim, index, src, out=None):
         xp = array_module(x)
         self.dim, self.index, self.src_shape = dim, index, src.shape
-        out = x.copy()
+        if out is None:
+            out = x.copy()
+        else:
+            xp.copyto(out, x)
         block = src[tuple(slice(0, n) for n in index.shape)]
         backend.scatter_add(xp, out, _along(xp, index, dim), block)
         return out

@@ -346,10 +346,14 @@ def _where_samples():
 class Where(Op):
     saves = ("cond",)
 
-    def forward(self, cond, a, b):
+    def forward(self, cond, a, b, out=None):
         xp = array_module(cond)
         self.cond = cond
-        return torch_dtype(xp.where(cond, a, b), a, b)
+        if out is None:
+            return torch_dtype(xp.where(cond, a, b), a, b)
+        xp.copyto(out, b, casting="unsafe")  # out has the promoted dtype already
+        xp.copyto(out, a, casting="unsafe", where=cond)
+        return out
 
     def backward(self, g):
         _, na, nb = self.needs_input_grad

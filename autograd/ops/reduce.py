@@ -152,11 +152,14 @@ class Softmax(Op):
 class LogSoftmax(Op):
     saves = ("output",)
 
-    def forward(self, x, dim):
+    def forward(self, x, dim, out=None):
         xp = array_module(x)
         self.dim = dim
-        shifted = x - xp.max(x, axis=dim, keepdims=True)  # NOTE: fused for stability
-        return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+        # NOTE: fused for stability; the result is the shifted input minus its logsumexp
+        shifted = xp.subtract(x, xp.max(x, axis=dim, keepdims=True), out=out)
+        e = xp.exp(shifted, out=self.scratch("exp", x.shape, shifted.dtype, xp))
+        lse = e.sum(axis=dim, keepdims=True)
+        return xp.subtract(shifted, xp.log(lse, out=lse), out=shifted)
 
     def backward(self, g):
         return (g - self.output.exp() * g.sum(self.dim, keepdim=True), None)
@@ -320,6 +323,7 @@ def log_softmax(input, dim, dtype=None):
     """log(softmax(input, dim)), computed stably; same shape as input."""
     if dtype is not None:
         input = input.to(dtype)
+    float_dtype_of(input, "log_softmax")  # as torch: no log_softmax of integers
     return LogSoftmax.apply(input, _check_dim(input, dim, "log_softmax"))
 
 

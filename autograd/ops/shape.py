@@ -23,8 +23,11 @@ def _samples(name, *cases):
 class Reshape(Op):
     is_view = True
 
-    def forward(self, x, shape):
+    def forward(self, x, shape, out=None):
         self.in_shape = x.shape
+        if out is not None:  # graph mode plans a reshape that copied (memory_plan.py's COPY)
+            array_module(x).copyto(out.reshape(x.shape), x)
+            return out
         try:
             return x.reshape(shape)
         except ValueError:
@@ -68,13 +71,17 @@ class Expand(Op):
 @register("sum_to_size", _samples("sum_to_size", (lambda x: x.sum_to_size(3, 1), (2, 3, 4)),
                                   (lambda x: x.sum_to_size(4), (3, 4))))
 class SumToSize(Op):
-    def forward(self, x, shape):
+    def forward(self, x, shape, out=None):
         self.in_shape = x.shape
         lead = x.ndim - len(shape)
         axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
                                           if s == 1 and x.shape[lead + i] != 1)
-        out = x.sum(axis=axes, keepdims=True) if axes else x
-        return out.reshape(shape)
+        kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+        if out is not None:  # graph mode plans a sum_to_size that copied (memory_plan.py)
+            array_module(x).sum(x, axis=axes, keepdims=True, out=out.reshape(kept))
+            return out
+        summed = x.sum(axis=axes, keepdims=True) if axes else x
+        return summed.reshape(shape)
 
     def backward(self, g):
         return (g.expand(self.in_shape), None)

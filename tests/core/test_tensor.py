@@ -99,6 +99,8 @@ def test_ops_values_broadcasting_and_reductions():
     np.testing.assert_allclose(a.softmax(-1).sum(-1).numpy(), [1, 1], rtol=1e-6)
     big = dt.tensor([1e4, 0.0, -1e4])
     assert np.isfinite(big.log_softmax(0).numpy()).all() and big.softmax(0).tolist() == [1, 0, 0]
+    with pytest.raises(RuntimeError, match="log_softmax.*floating point input"):
+        dt.arange(3).log_softmax(0)
     assert dt.maximum(a, b).tolist()[1] == [10, 20, 30] and a.clamp(-1, 1).tolist()[0] == [1, -1, 1]
     assert dt.where(a > 0, a, dt.zeros_like(a)).tolist()[0] == [1, 0, 3]
     assert (a > 0).dtype == dt.bool and (a == a).all().item()

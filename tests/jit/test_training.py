@@ -272,18 +272,28 @@ def test_gradients_and_outputs_that_the_user_keeps_are_never_overwritten(extra_p
     assert extra_peak(lambda: compiled(*batches[1])) < 200_000  # the returned output only
 
 
-def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(extra_peak):
-    """The benchmark's step (MLP, cross-entropy, SGD with momentum) on a stream of new
-    batches and labels: after warm-up, no NumPy array that a replay allocates outlives it
-    but the returned loss, its transient memory is NumPy's ufunc buffers and small objects,
-    and each weight's .grad is written into the same array every step."""
+CE_MODELS = {  # BIG_MODELS' MLP, and its CNN with dropout (a random mask drawn each replay)
+    "mlp": BIG_MODELS["mlp"],
+    "cnn_dropout": (lambda: nn.Sequential(*BIG_MODELS["cnn"][0]()[:-1], nn.Dropout(0.3),
+                                          nn.Linear(8 * 9 * 9, 3)), BIG_MODELS["cnn"][1])}
+
+
+@pytest.mark.parametrize("name", sorted(CE_MODELS))
+def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(name, extra_peak):
+    """The benchmark's step (cross-entropy, SGD with momentum) on a stream of new
+    batches and labels: after warm-up, a replay allocates no NumPy array that outlives it
+    (every op of the step and of cross-entropy writes into a planned buffer; the returned
+    loss reuses the array of the previous one once the caller dropped it, else it is the
+    only new array), its transient memory is NumPy's ufunc buffers and small objects, and
+    each weight's .grad is written into the same array every step."""
     dt.manual_seed(0)
-    model = BIG_MODELS["mlp"][0]()
+    make, shape = CE_MODELS[name]
+    model = make()
     step = _make_step(model, dt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
                       nn.functional.cross_entropy)
     rng = np.random.default_rng(0)
-    batches = [(dt.tensor(rng.standard_normal((64, 256)).astype(np.float32)),
-                dt.tensor(rng.integers(0, 3, 64))) for _ in range(6)]
+    batches = [(dt.tensor(rng.standard_normal(shape).astype(np.float32)),
+                dt.tensor(rng.integers(0, 3, shape[0]))) for _ in range(6)]
     compiled = dt.compile(step)
     for batch in batches[:4]:  # two recordings, two replays
         compiled(*batch)
@@ -291,14 +301,50 @@ def test_replayed_cross_entropy_step_on_new_labels_allocates_no_arrays(extra_pea
     def grad_addresses():
         return [p.grad._data.__array_interface__["data"][0] for p in model.parameters()]
     addresses = grad_addresses()
+
+    def alive_after(batch):
+        tracemalloc.start()
+        try:
+            loss = compiled(*batch)
+            numpy_domain = tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)
+            return loss, [t.size for t in
+                          tracemalloc.take_snapshot().filter_traces([numpy_domain]).traces]
+        finally:
+            tracemalloc.stop()
+    loss, alive = alive_after(batches[4])
+    assert alive == []  # the previous loss was dropped: its array holds this one
+    _, alive = alive_after(batches[5])
+    assert alive == [loss._data.nbytes]  # `loss` is held: the new loss is the one new array
+    assert grad_addresses() == addresses
+    assert extra_peak(lambda: compiled(*batches[5])) < 96_000
+    assert extra_peak(lambda: step(*batches[0])) > 1_000_000  # eager, for scale
+
+
+def test_a_gradient_shared_by_two_leaves_is_copied_into_a_reused_array():
+    """Two biases get equal gradients (CSE merges them into one value): replay gives the
+    second leaf a copy, as eager's engine does, in an array reused once its .grad is
+    dropped, so that the .grads never share memory and a replay allocates no array."""
+    dt.manual_seed(0)
+    w = dt.randn(256, 64, requires_grad=True)
+    b1, b2 = dt.zeros(64, requires_grad=True), dt.zeros(64, requires_grad=True)
+    opt = dt.optim.SGD([w, b1, b2], lr=0.0)  # zero_grad only
+
+    def step(x):
+        opt.zero_grad()
+        ((x @ w + b1 + b2) ** 2).sum().backward()
+    compiled = dt.compile(step)
+    x = dt.randn(32, 256)
+    for _ in range(4):
+        compiled(x)
     tracemalloc.start()
     try:
-        loss = compiled(*batches[4])
+        compiled(x)
         numpy_domain = tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)
         alive = tracemalloc.take_snapshot().filter_traces([numpy_domain]).traces
     finally:
         tracemalloc.stop()
-    assert [t.size for t in alive] == [loss._data.nbytes]  # the returned 0-d loss only
-    assert grad_addresses() == addresses
-    assert extra_peak(lambda: compiled(*batches[5])) < 96_000
-    assert extra_peak(lambda: step(*batches[0])) > 1_000_000  # eager, for scale
+    assert len(alive) == 0
+    assert not np.shares_memory(b1.grad._data, b2.grad._data)
+    expected = 2 * (x._data @ w._data).sum(0)
+    np.testing.assert_allclose(b1.grad._data, expected, rtol=1e-5)
+    np.testing.assert_allclose(b2.grad._data, expected, rtol=1e-5)
