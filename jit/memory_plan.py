@@ -25,7 +25,7 @@ OUT = {  # registry op name -> how its forward takes `out=`
     "max_pool": INTO, "max_pool_grad": INTO, "sum": INTO,
     "relu": IN_PLACE, "sigmoid": INTO, "sigmoid_backward": INTO, "tanh_backward": INTO,
     "log_softmax": INTO, "where": INTO, "cast": INTO, "gather": INTO, "scatter_add": INTO,
-    "dropout_mask": INTO,
+    "dropout_mask": INTO, "channel_sum": INTO,
     "reshape": COPY, "sum_to_size": COPY,
 }
 

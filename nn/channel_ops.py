@@ -18,20 +18,20 @@ from dtrain.nn.conv_kernels import channels_last
 ROW = 8192  # elements per row of the matrix view of channels-last arrays (about)
 
 
-def channel_sum(a):
-    """The sum of array `a` (N, C, *s) over every dim but C, as (C,): one GEMV on the
-    (N * prod(s), C) matrix of a channels-last array, or on the (N * C, prod(s)) one of a
-    channels-first array, else NumPy's sum."""
+def channel_sum(a, out=None):
+    """The sum of array `a` (N, C, *s) over every dim but C, as (C,) (written into `out`
+    when given): one GEMV on the (N * prod(s), C) matrix of a channels-last array, or on the
+    (N * C, prod(s)) one of a channels-first array, else NumPy's sum."""
     xp = array_module(a)
     c = a.shape[1]
     last = channels_last(a)
     if last.flags.c_contiguous:
         m = last.reshape(-1, c)
-        return xp.ones(m.shape[0], a.dtype) @ m
+        return xp.matmul(xp.ones(m.shape[0], a.dtype), m, out=out)
     if a.flags.c_contiguous and a.size:
         m = a.reshape(a.shape[0] * c, -1)
-        return (m @ xp.ones(m.shape[1], a.dtype)).reshape(-1, c).sum(0)
-    return a.sum(axis=(0,) + tuple(range(2, a.ndim)))
+        return xp.sum((m @ xp.ones(m.shape[1], a.dtype)).reshape(-1, c), axis=0, out=out)
+    return xp.sum(a, axis=(0,) + tuple(range(2, a.ndim)), out=out)
 
 
 def channel_views(*arrays):
@@ -67,8 +67,8 @@ def _channel_sum_samples():
 class ChannelSum(Op):
     """x (N, C, *s) summed over every dim but C: (C,) (see `channel_sum`)."""
 
-    def forward(self, x):
-        return channel_sum(x)
+    def forward(self, x, out=None):
+        return channel_sum(x, out)
 
     def backward(self, g):
         shape = self.in_shapes[0]
