@@ -160,12 +160,15 @@ def conv_forward(op, x, w, stride, padding, dilation, groups, out=None):
     wm = weight_matrix(op, w, groups)
     pixels, dtype = math.prod(osize), xp.result_type(w, x)
     shape = (groups, n * pixels, wm.shape[1])
-    # the result is a view of y unless copied into `out`: no scratch for it then
-    y = xp.empty(shape, dtype) if out is None else op.scratch("y", shape, dtype, xp)
+    # the result is a view of y unless copied into `out`: no scratch for it then; a
+    # channels-last `out` (graph replay's buffer) is written by the GEMMs directly
+    direct = out is not None and groups == 1 and is_channels_last(out)
+    y = xp.empty(shape, dtype) if out is None else \
+        channels_last(out).reshape(shape) if direct else op.scratch("y", shape, dtype, xp)
     for first, end, cols in im2col_chunks(op, x, w.shape[2:], stride, padding, dilation,
                                           osize, groups):
         xp.matmul(cols, xp.swapaxes(wm, 1, 2), out=y[:, first * pixels:end * pixels])
-    return result(y, n, osize, out)
+    return out if direct else result(y, n, osize, out)
 
 
 def col2im(taps, target, ksize, stride, dilation, osize):
