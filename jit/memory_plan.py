@@ -26,6 +26,7 @@ OUT = {  # registry op name -> how its forward takes `out=`
     "relu": IN_PLACE, "sigmoid": INTO, "sigmoid_backward": INTO, "tanh_backward": INTO,
     "log_softmax": INTO, "where": INTO, "cast": INTO, "gather": INTO, "scatter_add": INTO,
     "dropout_mask": INTO, "channel_sum": INTO,
+    "batch_norm": INTO, "channel_linear": INTO,
     "reshape": COPY, "sum_to_size": COPY,
 }
 

@@ -17,7 +17,13 @@ from dtrain.core import creation
 from dtrain.core import dtype as dtypes
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
-from dtrain.nn.channel_ops import ChannelLinear, ChannelSum, channel_sum, channel_views
+from dtrain.nn.channel_ops import (
+    ChannelLinear,
+    ChannelSum,
+    channel_sum,
+    channel_views,
+    scratch_like,
+)
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 from dtrain.nn.pooling import avg_pool2d
@@ -107,14 +113,15 @@ class BatchNorm(Op):
 
     saves = ("inputs", "mean", "var", "invstd", "d")
 
-    def forward(self, x, weight, bias, running_mean, running_var, training, eps):
+    def forward(self, x, weight, bias, running_mean, running_var, training, eps, out=None):
         xp = array_module(x)
         self.training, self.eps = training, eps
-        out = xp.empty_like(x)  # x's layout
+        if out is None:
+            out = xp.empty_like(x)  # x's layout
         if training:
             n = x.size // x.shape[1]
             self.mean = channel_sum(x) / n
-            self.d = xp.empty_like(x)
+            self.d = scratch_like(self, "d", x)
             (xv, dv, ov), coef = channel_views(x, self.d, out)
             xp.subtract(xv, coef(self.mean), out=dv)
             xp.multiply(dv, dv, out=ov)
