@@ -127,7 +127,7 @@ def grad_matrix(op, g, groups):
     xp = array_module(g)
     o = g.shape[1]
     gc = channels_last(g)
-    if op.workspace is not None or not gc.flags.c_contiguous:
+    if not gc.flags.c_contiguous:
         gc = copy_to_scratch(op, "gt", gc)
     return xp.moveaxis(gc.reshape(-1, groups, o // groups), 1, 0)
 
