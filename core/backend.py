@@ -164,6 +164,13 @@ def scatter_add(xp, target, index, values):
         cupyx.scatter_add(target, index, values)
 
 
+def stored_channels_last(arr):
+    """Whether (N, C, *s) `arr` is stored dense channels-last (as dtrain's conv and pool
+    outputs) and not also C-contiguous."""
+    return arr.ndim >= 3 and not arr.flags.c_contiguous and \
+        array_module(arr).moveaxis(arr, 1, -1).flags.c_contiguous
+
+
 def strided_view(xp, x, shape, strides):
     """A view of `x`'s memory with the given shape and byte strides, whose `base` is `x`'s
     memory owner as for any NumPy view (so that dtrain tracks it as a view of `x`);

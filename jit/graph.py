@@ -35,12 +35,6 @@ class Ref:
         return f"%{self.vid}"
 
 
-def _channels_last(arr):
-    """Whether (N, C, *s) `arr` is stored dense channels-last and not also C-contiguous."""
-    return arr.ndim >= 3 and not arr.flags.c_contiguous and \
-        arr.transpose((0,) + tuple(range(2, arr.ndim)) + (1,)).flags.c_contiguous
-
-
 @dataclass
 class Value:
     kind: str
@@ -117,7 +111,7 @@ class Graph:
 
     def new_value(self, kind, arr):
         self.values.append(Value(kind, tuple(arr.shape), arr.dtype, _device(arr),
-                                 _channels_last(arr)))
+                                 backend.stored_channels_last(arr)))
         return len(self.values) - 1
 
     def __str__(self):

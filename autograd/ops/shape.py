@@ -5,7 +5,7 @@ import math
 from dtrain.autograd.node import Op
 from dtrain.autograd.ops._util import norm_dim, norm_dims
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
-from dtrain.core.backend import array_module
+from dtrain.core.backend import array_module, stored_channels_last
 from dtrain.core.tensor import Size, Tensor
 
 
@@ -281,17 +281,11 @@ def view(input, *shape):
     owner, d = out._data.base, input._data
     if out is not input and out._data.size and not (owner is d or (owner is not None
                                                                   and owner is d.base)) \
-            and not _kept_channels_last(d):
+            and not stored_channels_last(d):
         raise RuntimeError("view size is not compatible with input tensor's size and stride (at "
                            "least one dimension spans across two contiguous subspaces). Use "
                            ".reshape(...) instead.")
     return out
-
-
-def _kept_channels_last(a):
-    """Whether (N, C, *s) array `a` is stored densely channels-last (not C order)."""
-    return a.ndim >= 3 and not a.flags.c_contiguous and \
-        array_module(a).moveaxis(a, 1, -1).flags.c_contiguous
 
 
 def flatten(input, start_dim=0, end_dim=-1):
