@@ -50,16 +50,6 @@ def channel_views(*arrays):
     return list(arrays), lambda v: v.reshape(shape)
 
 
-def scratch_like(op, name, x):
-    """`op.scratch(name, ...)` of x's shape and dtype, in x's layout: channels-last when x
-    (N, C, *s) is stored so (as `empty_like`, which graph replay would call anew)."""
-    xp = array_module(x)
-    last = channels_last(x)
-    if last.flags.c_contiguous and not x.flags.c_contiguous:
-        return xp.moveaxis(op.scratch(name, last.shape, x.dtype, xp), -1, 1)
-    return op.scratch(name, x.shape, x.dtype, xp)
-
-
 def add_per_channel(a, v):
     """a += v in place, `v` (C,) added to every element of its channel of `a` (N, C, *s)."""
     (view,), coef = channel_views(a)

@@ -42,13 +42,6 @@ def interior(padding, size):
                                               zip(size, padding))
 
 
-def layout_scratch(op, name, shape, dtype, xp, channels_last):
-    """`op.scratch` of (N, C, *s) `shape`, stored channels-last when asked (a view)."""
-    if not channels_last:
-        return op.scratch(name, shape, dtype, xp)
-    return channels_first(op.scratch(name, (shape[0],) + shape[2:] + (shape[1],), dtype, xp))
-
-
 def pad_spatial(op, x, padding, value=0):
     """`x` (N, C, *spatial) padded with `value` by `padding`, a (lo, hi) pair per spatial
     dim (itself when there is no padding), in x's layout (channels-last or not)."""

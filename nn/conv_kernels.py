@@ -26,6 +26,13 @@ def channels_first(a):
     return array_module(a).moveaxis(a, -1, 1)
 
 
+def layout_scratch(op, name, shape, dtype, xp, last):
+    """`op.scratch` of (N, C, *s) `shape`, stored channels-last when `last` (a view)."""
+    if not last:
+        return op.scratch(name, shape, dtype, xp)
+    return channels_first(op.scratch(name, (shape[0],) + shape[2:] + (shape[1],), dtype, xp))
+
+
 def is_channels_last(a):
     """Whether (N, C, *s) `a` is stored channels-last and dense (a conv's output)."""
     return channels_last(a).flags.c_contiguous

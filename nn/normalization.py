@@ -22,8 +22,8 @@ from dtrain.nn.channel_ops import (
     ChannelSum,
     channel_sum,
     channel_views,
-    scratch_like,
 )
+from dtrain.nn.conv_kernels import is_channels_last, layout_scratch
 from dtrain.nn.module import Module
 from dtrain.nn.parameter import Parameter
 from dtrain.nn.pooling import avg_pool2d
@@ -121,7 +121,7 @@ class BatchNorm(Op):
         if training:
             n = x.size // x.shape[1]
             self.mean = channel_sum(x) / n
-            self.d = scratch_like(self, "d", x)
+            self.d = layout_scratch(self, "d", x.shape, x.dtype, xp, is_channels_last(x))
             (xv, dv, ov), coef = channel_views(x, self.d, out)
             xp.subtract(xv, coef(self.mean), out=dv)
             xp.multiply(dv, dv, out=ov)

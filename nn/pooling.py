@@ -18,7 +18,6 @@ from dtrain.nn.conv import (
     as_tuple,
     copy_into,
     interior,
-    layout_scratch,
     pad_spatial,
     scatter_taps,
     tap_keys,
@@ -29,6 +28,7 @@ from dtrain.nn.conv_kernels import (
     channels_last,
     copy_to_scratch,
     is_channels_last,
+    layout_scratch,
 )
 from dtrain.nn.module import Module
 
