@@ -177,9 +177,15 @@ def _write(out, header, payload_len, arrays, table):
 
 
 def _write_array(put, arr):
+    put(array_bytes(arr))
+
+
+def array_bytes(arr):
+    """The bytes `save` writes for array `arr`: its elements in C order, little-endian, on
+    the host (a view when `arr` already is that)."""
     host = np.ascontiguousarray(backend.to_device(arr, backend.CPU))
-    put(memoryview(host.astype(host.dtype.newbyteorder("<"), copy=False).reshape(-1)
-                   .view(np.uint8)))
+    return memoryview(host.astype(host.dtype.newbyteorder("<"), copy=False).reshape(-1)
+                      .view(np.uint8))
 
 
 def _atomic_write(path, write):

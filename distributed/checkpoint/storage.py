@@ -19,13 +19,6 @@ def piece_name(path, offsets):
     return f"{path}@{','.join(map(str, offsets))}"
 
 
-def _bytes(arr):
-    """The little-endian bytes of `arr`, as `dt.save` writes them."""
-    host = np.ascontiguousarray(arr)
-    return memoryview(host.astype(host.dtype.newbyteorder("<"), copy=False).reshape(-1)
-                      .view(np.uint8))
-
-
 def _rows(shape):
     return shape[0] if shape else 1
 
@@ -54,7 +47,7 @@ def write_file(directory, name, pieces):
 def _block_hashes(arr):
     """{"block_rows", "sha256": [...]}: `arr` hashed by blocks of about BLOCK bytes of
     whole rows (along dim 0; a 0-d array is one row)."""
-    data, rows = _bytes(arr), _rows(arr.shape)
+    data, rows = serialization.array_bytes(arr), _rows(arr.shape)
     row_bytes = len(data) // rows
     block = max(1, BLOCK // row_bytes)
     return {"block_rows": block, "sha256": [
