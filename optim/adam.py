@@ -7,6 +7,7 @@ from dtrain.optim.optimizer import (
     check_hyperparameter,
     count_step,
     descent_grad,
+    in_blocks,
     lerp_,
 )
 
@@ -85,8 +86,10 @@ class Adam(Optimizer):
         step = count_step(state)
         exp_avg, exp_avg_sq = moment_buffers(state, param)
         max_sq = buffer(state, "max_exp_avg_sq", param) if group["amsgrad"] else None
-        adam_update(param._data, param.grad._data, exp_avg, exp_avg_sq, max_sq, step,
-                    self._scratch(param._data), **self._hyperparameters(group))
+        hyper = self._hyperparameters(group)
+        in_blocks(lambda p, g, m, v, vmax, scratch: adam_update(p, g, m, v, vmax, step, scratch,
+                                                                **hyper),
+                  (param._data, param.grad._data, exp_avg, exp_avg_sq, max_sq), self._scratch)
 
 
 class AdamW(Adam):

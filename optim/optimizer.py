@@ -288,6 +288,31 @@ def lerp_(target, end, weight, tmp):
     target += delta
 
 
+# NOTE: an update's NumPy calls each pass over whole arrays; run on blocks of this many
+# elements (3-5 arrays of 256 KiB: in L2), its intermediates stay in cache and each array
+# passes through memory about once. Measured on the 784-1024-1024-10 MLP's parameters
+# (benchmarks/optimizer_update.py): SGD 1.3-1.4x, SGD with momentum 1.05-1.2x, Adam 1.1-1.15x
+# faster updates; its training step with Adam 1.18x faster.
+BLOCK = 1 << 16
+
+
+def in_blocks(update, arrays, scratch_for):
+    """Call `update(*blocks, scratch)` on matching blocks of BLOCK elements of `arrays`
+    (each C-contiguous, of one size, or None), where `scratch = scratch_for(block)` gives
+    work arrays the size of a block; one call on the whole arrays when they are not NumPy
+    arrays or fit in two blocks. For elementwise updates only."""
+    first = arrays[0]
+    n = first.size
+    flat = [a.reshape(-1) if a is not None else None for a in arrays]
+    if n <= 2 * BLOCK or not all(a is None or a.flags.c_contiguous for a in arrays) or \
+            device_of(first).type != "cpu":
+        update(*arrays, scratch_for(first))
+        return
+    for start in range(0, n, BLOCK):
+        blocks = [a[start:start + BLOCK] if a is not None else None for a in flat]
+        update(*blocks, scratch_for(blocks[0]))
+
+
 def buffer(state, name, param, fill=0.0):
     """The array of `state[name]`, created like `param` and filled with `fill` on first use."""
     t = state.get(name)

@@ -1,7 +1,9 @@
 """SGD with momentum, dampening, Nesterov momentum and L2 weight decay (`torch.optim.SGD`)."""
+import functools
+
 from dtrain.core.backend import array_module
 from dtrain.core.tensor import Tensor
-from dtrain.optim.optimizer import Optimizer, check_hyperparameter, descent_grad
+from dtrain.optim.optimizer import Optimizer, check_hyperparameter, descent_grad, in_blocks
 
 
 def sgd_update(param, grad, momentum_buffer, scratch, *, lr, momentum, dampening, weight_decay,
@@ -50,9 +52,11 @@ class SGD(Optimizer):
 
     def _update(self, param, state, group):
         old = state.get("momentum_buffer")
-        buf = sgd_update(param._data, param.grad._data, None if old is None else old._data,
-                         self._scratch(param._data), lr=group["lr"], momentum=group["momentum"],
-                         dampening=group["dampening"], weight_decay=group["weight_decay"],
-                         nesterov=group["nesterov"], maximize=group["maximize"])
-        if old is None and buf is not None:
-            state["momentum_buffer"] = Tensor._make(buf)
+        hyper = self._hyperparameters(group)
+        if old is None and group["momentum"] != 0:  # the first step makes the buffer
+            state["momentum_buffer"] = Tensor._make(sgd_update(
+                param._data, param.grad._data, None, self._scratch(param._data), **hyper))
+        else:
+            in_blocks(functools.partial(sgd_update, **hyper),
+                      (param._data, param.grad._data, None if old is None else old._data),
+                      self._scratch)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import dtrain as dt
+from dtrain.optim import optimizer as optimizer_module
 
 STEPS = 50
 _rng = np.random.default_rng(0)
@@ -150,6 +151,18 @@ def test_trajectory_matches_reference(cls, rule, kwargs, maximize):
     np.testing.assert_allclose(model.w.detach().numpy(), w, rtol=0, atol=1e-6)
     np.testing.assert_allclose(model.b.detach().numpy(), b, rtol=0, atol=1e-6)
     assert not np.allclose(w, W0)  # the run really moved
+
+
+@pytest.mark.parametrize("cls, rule, kwargs", CASES, ids=IDS)
+def test_updates_in_blocks_follow_the_reference(cls, rule, kwargs, monkeypatch):
+    """Updates split into cache-sized blocks (optimizer.in_blocks) follow the reference too:
+    blocks of 5 elements here, so that w's 12 split into 5 + 5 + 2."""
+    monkeypatch.setattr(optimizer_module, "BLOCK", 5)
+    model = Net()
+    train(make(cls, kwargs, model), model, 0, STEPS)
+    w, b = run_reference(rule, ref_kwargs(cls, kwargs), GROUP2)
+    np.testing.assert_allclose(model.w.detach().numpy(), w, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.b.detach().numpy(), b, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("cls, rule, kwargs", CASES, ids=IDS)
