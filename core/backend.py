@@ -168,7 +168,7 @@ def stored_channels_last(arr):
     """Whether (N, C, *s) `arr` is stored dense channels-last (as dtrain's conv and pool
     outputs) and not also C-contiguous."""
     return arr.ndim >= 3 and not arr.flags.c_contiguous and \
-        array_module(arr).moveaxis(arr, 1, -1).flags.c_contiguous
+        arr.transpose((0, *range(2, arr.ndim), 1)).flags.c_contiguous
 
 
 def strided_view(xp, x, shape, strides):
