@@ -118,19 +118,27 @@ class BatchNorm(Op):
         self.training, self.eps = training, eps
         if out is None:
             out = xp.empty_like(x)  # x's layout
+        # the statistics go to scratch vectors: a replayed step allocates none
+        vector = lambda name, dtype: self.scratch(name, x.shape[1:2], dtype, xp)  # noqa: E731
         if training:
             n = x.size // x.shape[1]
-            self.mean = channel_sum(x) / n
+            self.mean = channel_sum(x, out=vector("mean", x.dtype))
+            self.mean /= n
             self.d = layout_scratch(self, "d", x.shape, x.dtype, xp, is_channels_last(x))
             (xv, dv, ov), coef = channel_views(x, self.d, out)
             xp.subtract(xv, coef(self.mean), out=dv)
             xp.multiply(dv, dv, out=ov)
-            self.var = channel_sum(out) / n
-            self.invstd = 1 / xp.sqrt(self.var + eps)
+            self.var = channel_sum(out, out=vector("var", x.dtype))
+            self.var /= n
+            var = self.var
         else:
             (dv, ov), coef = channel_views(x, out)
-            self.invstd = 1 / xp.sqrt(running_var + eps)
-        scale = self.invstd if weight is None else self.invstd * weight
+            var = running_var
+        self.invstd = xp.add(var, eps, out=vector("invstd", var.dtype))
+        xp.sqrt(self.invstd, out=self.invstd)
+        xp.divide(1, self.invstd, out=self.invstd)
+        scale = self.invstd if weight is None else xp.multiply(
+            self.invstd, weight, out=vector("scale", xp.result_type(self.invstd, weight)))
         shift = bias if training else -running_mean * scale + (0 if bias is None else bias)
         xp.multiply(dv, coef(scale), out=ov)
         if shift is not None:

@@ -272,10 +272,30 @@ def test_gradients_and_outputs_that_the_user_keeps_are_never_overwritten(extra_p
     assert extra_peak(lambda: compiled(*batches[1])) < 200_000  # the returned output only
 
 
-CE_MODELS = {  # BIG_MODELS' MLP, and its CNN with dropout (a random mask drawn each replay)
+class _ResidualBlock(nn.Module):
+    """ResNet's basic block (conv-BN-ReLU-conv-BN, plus a 1x1 conv-BN shortcut, then ReLU)."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(cout), nn.ReLU(),
+                                  nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return nn.functional.relu(self.body(x) + self.shortcut(x))
+
+
+CE_MODELS = {  # BIG_MODELS' MLP, its CNN with dropout (a random mask drawn each replay), and a
+    # residual block with BatchNorm (batch statistics in its stash, running ones updated),
+    # wide enough (1 KiB per channel vector) that NumPy's cache of small blocks hides nothing
     "mlp": BIG_MODELS["mlp"],
     "cnn_dropout": (lambda: nn.Sequential(*BIG_MODELS["cnn"][0]()[:-1], nn.Dropout(0.3),
-                                          nn.Linear(8 * 9 * 9, 3)), BIG_MODELS["cnn"][1])}
+                                          nn.Linear(8 * 9 * 9, 3)), BIG_MODELS["cnn"][1]),
+    "residual_batchnorm": (lambda: nn.Sequential(_ResidualBlock(3, 256),
+                                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                                 nn.Linear(256, 3)), (8, 3, 8, 8))}
 
 
 @pytest.mark.parametrize("name", sorted(CE_MODELS))
