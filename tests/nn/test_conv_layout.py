@@ -66,6 +66,22 @@ def test_conv2d_values_and_gradients_equal_in_both_layouts(stride, padding, dila
     np.testing.assert_allclose(g_cl[2], r.sum((0, 2, 3)), rtol=1e-10)
 
 
+@pytest.mark.parametrize("cin, cout, groups", [(2, 8, 1), (8, 8, 1), (8, 2, 1), (4, 12, 2)])
+def test_stride1_input_gradient_by_either_algorithm(cin, cout, groups):
+    """A stride-1 conv's input gradient is a conv of g with the flipped kernel unless the
+    conv widens more than twice (then the tap products and col2im): both equal the
+    transposed conv of the definition, in both layouts."""
+    x = RNG.standard_normal((2, cin, 6, 7))
+    w = RNG.standard_normal((cout, cin // groups, 3, 2))
+    r = RNG.standard_normal((2, cout, 6, 5))
+    gx = ref_conv_transpose2d(r, w, None, (1, 1), (1, 0), (0, 0), groups, (1, 2))
+    for _, xa in both_layouts(x):
+        xt = dt.tensor(xa, requires_grad=True)
+        (F.conv2d(xt, dt.tensor(w), None, 1, (1, 0), (1, 2), groups) * dt.tensor(r)).sum() \
+            .backward()
+        np.testing.assert_allclose(xt.grad.numpy(), gx, rtol=1e-10, atol=1e-12)
+
+
 def test_conv_output_is_channels_last_and_feeds_the_next_conv():
     x = dt.tensor(RNG.standard_normal((2, 3, 6, 6)))
     w1 = dt.tensor(RNG.standard_normal((5, 3, 3, 3)))
