@@ -8,8 +8,9 @@ without autograd (inference).
 (c) CIFAR ResNet-20 (He et al. 2016: 3 stages of 3 basic blocks, 16/32/64 channels,
     BatchNorm, stride-2 stage entries with 1x1 conv + BatchNorm shortcuts) on 64x3x32x32.
 Both libraries get the same float32 data; each runs with its default threads. The two
-libraries' runs alternate, so that a load on the machine weighs on both alike; each figure
-is the best of `repeat`. Usage: train_step.py [repeat] [--cpu-time]; --cpu-time runs both
+libraries' runs alternate, so that a load on the machine weighs on both alike, each turn after
+a pause that lets the other library's threads go idle (see PAUSE); each figure is the best of
+`repeat`. Usage: train_step.py [repeat] [--cpu-time]; --cpu-time runs both
 libraries on 1 thread and times the CPU time of that thread (time.thread_time), which a
 loaded machine disturbs much less than wall time.
 """
@@ -97,14 +98,23 @@ def data(lib, shape):
             lib.tensor(rng.integers(0, 10, shape[0])))
 
 
+# NOTE: each library's BLAS/OpenMP threads spin for a while after a call (OpenBLAS ~0.1 s), so
+# a call made right after the other library's ran on 2 cores shared with spinning threads:
+# alternating single calls measured PyTorch's CNN step at 46-51 ms, against 26 ms alone.
+PAUSE = 0.25  # seconds before each library's turn: the other's threads have gone idle
+
+
 def alternate_ms(fns, repeat, warmup=2, clock=time.perf_counter):
-    """Best milliseconds of each of `fns`, run in turns (one call each per round)."""
+    """Best milliseconds of each of `fns`, run in turns: per round, each after a pause (see
+    PAUSE) runs once untimed and once timed, back to back as in a training loop."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
+            time.sleep(PAUSE)
+            fn()
             t0 = clock()
             fn()
             best[i] = min(best[i], clock() - t0)
