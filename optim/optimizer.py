@@ -291,8 +291,8 @@ def lerp_(target, end, weight, tmp):
 # NOTE: an update's NumPy calls each pass over whole arrays; run on blocks of this many
 # elements (3-5 arrays of 256 KiB: in L2), its intermediates stay in cache and each array
 # passes through memory about once. Measured on the 784-1024-1024-10 MLP's parameters
-# (benchmarks/optimizer_update.py): SGD 1.3-1.4x, SGD with momentum 1.05-1.2x, Adam 1.1-1.15x
-# faster updates; its training step with Adam 1.18x faster.
+# (benchmarks/optimizer_update.py, 4 runs): SGD 1.1-1.4x, SGD with momentum 1.0-1.2x, Adam
+# 1.1-1.2x faster updates; its training step with Adam 1.18x faster.
 BLOCK = 1 << 16
 
 
