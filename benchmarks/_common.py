@@ -8,31 +8,41 @@ import sys
 import time
 from pathlib import Path
 
+# NOTE: a library's BLAS/OpenMP threads spin for a while after a call (OpenBLAS ~0.1 s), so a
+# call of the other library made meanwhile shares the cores with them: PyTorch's 1024x1024
+# matmul took 13-22 ms right after NumPy's, 8.5 ms after a 0.3 s pause; its CNN training
+# step 46-51 ms instead of 26. Runs that alternate libraries pause this long before each turn.
+IDLE_PAUSE = 0.25
 
-def best_time(fn, repeat=5, warmup=1):
-    """Best wall time of `fn()` over `repeat` runs (after `warmup` runs), in seconds."""
+
+def best_time(fn, repeat=5, warmup=1, clock=time.perf_counter):
+    """Best time of `fn()` on `clock` over `repeat` runs (after `warmup` runs), in seconds."""
     for _ in range(warmup):
         fn()
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
-def alternate(fns, rounds=7, repeat=3, warmup=1):
+def alternate(fns, rounds=7, repeat=3, warmup=1, pause=0.0, clock=time.perf_counter):
     """Time the callables `fns` in turn, `rounds` times (best of `repeat` runs each per
-    round), so that a changing machine load hits all of them alike. Returns (best time of
-    each over all rounds in seconds, median over rounds of each one's time divided by the
-    first's): on a loaded machine the median ratio is the stable figure."""
+    round), so that a changing machine load hits all of them alike. With `pause` (runs of
+    different libraries: see IDLE_PAUSE), each turn starts with that many seconds of sleep
+    and one untimed call. Returns (best time of each over all rounds in seconds, median over
+    rounds of each one's time divided by the first's): on a loaded machine the median ratio
+    is the stable figure."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     times = [[] for _ in fns]
     for _ in range(rounds):
         for fn, ts in zip(fns, times):
-            ts.append(best_time(fn, repeat=repeat, warmup=0))
+            if pause:
+                time.sleep(pause)
+            ts.append(best_time(fn, repeat=repeat, warmup=1 if pause else 0, clock=clock))
     ratios = [statistics.median(t / t0 for t, t0 in zip(ts, times[0])) for ts in times]
     return [min(ts) for ts in times], ratios
 

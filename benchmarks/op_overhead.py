@@ -8,11 +8,12 @@
 The chains of both libraries run in turn, and their ratios are medians over rounds.
 """
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import alternate, best_time, emit, machine_load, try_torch  # noqa: E402
+from _common import IDLE_PAUSE, alternate, best_time, emit, machine_load, try_torch  # noqa: E402
 
 import dtrain as dt  # noqa: E402
 
@@ -55,6 +56,7 @@ def matmul_gflops(make, n=1024):
     def step():
         a.grad = b.grad = None
         (a @ b).sum().backward()
+    time.sleep(IDLE_PAUSE)  # the other library's threads go idle
     return 6 * n ** 3 / best_time(step, repeat=5, warmup=1) / 1e9
 
 
@@ -73,7 +75,7 @@ def main():
     for name, (fn, size) in CHAINS.items():
         runs = [chain_run(dmake, fn, size)] + ([] if torch is None else
                                                [chain_run(tmake, fn, size)])
-        best, ratio = alternate(runs, rounds=7, warmup=2)
+        best, ratio = alternate(runs, rounds=7, warmup=2, pause=IDLE_PAUSE)
         result["dtrain"][name] = best[0] / N_OPS * 1e6
         if torch is not None:
             result.setdefault("torch_chains", {})[name] = best[1] / N_OPS * 1e6

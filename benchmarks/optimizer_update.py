@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import alternate, emit, machine_load, try_torch  # noqa: E402
+from _common import IDLE_PAUSE, alternate, emit, machine_load, try_torch  # noqa: E402
 from train_step import mlp  # noqa: E402
 
 import dtrain as dt  # noqa: E402
@@ -53,7 +53,7 @@ def main():
         fns = [stepper(dt, name), stepper(dt, name, block=1 << 40)]
         if torch is not None:
             fns.append(stepper(torch, name))
-        times, ratios = alternate(fns, rounds=rounds, repeat=3, warmup=2)
+        times, ratios = alternate(fns, rounds=rounds, repeat=3, warmup=2, pause=IDLE_PAUSE)
         entry = {"dtrain": times[0] * 1e3, "dtrain_whole_arrays": times[1] * 1e3,
                  "blocks/whole_arrays": ratios[1] ** -1}
         if torch is not None:

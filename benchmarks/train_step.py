@@ -9,10 +9,10 @@ without autograd (inference).
     BatchNorm, stride-2 stage entries with 1x1 conv + BatchNorm shortcuts) on 64x3x32x32.
 Both libraries get the same float32 data; each runs with its default threads. The two
 libraries' runs alternate, so that a load on the machine weighs on both alike, each turn after
-a pause that lets the other library's threads go idle (see PAUSE); each figure is the best of
-`repeat`. Usage: train_step.py [repeat] [--cpu-time]; --cpu-time runs both
-libraries on 1 thread and times the CPU time of that thread (time.thread_time), which a
-loaded machine disturbs much less than wall time.
+a pause that lets the other library's threads go idle (_common.IDLE_PAUSE) and one untimed
+call; each figure is the best of `repeat`. Usage: train_step.py [repeat] [--cpu-time];
+--cpu-time runs both libraries on 1 thread and times the CPU time of that thread
+(time.thread_time), which a loaded machine disturbs much less than wall time.
 """
 import sys
 import time
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import emit, try_torch  # noqa: E402
+from _common import IDLE_PAUSE, alternate, emit, try_torch  # noqa: E402
 
 import dtrain as dt  # noqa: E402
 
@@ -98,29 +98,6 @@ def data(lib, shape):
             lib.tensor(rng.integers(0, 10, shape[0])))
 
 
-# NOTE: each library's BLAS/OpenMP threads spin for a while after a call (OpenBLAS ~0.1 s), so
-# a call made right after the other library's ran on 2 cores shared with spinning threads:
-# alternating single calls measured PyTorch's CNN step at 46-51 ms, against 26 ms alone.
-PAUSE = 0.25  # seconds before each library's turn: the other's threads have gone idle
-
-
-def alternate_ms(fns, repeat, warmup=2, clock=time.perf_counter):
-    """Best milliseconds of each of `fns`, run in turns: per round, each after a pause (see
-    PAUSE) runs once untimed and once timed, back to back as in a training loop."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            time.sleep(PAUSE)
-            fn()
-            t0 = clock()
-            fn()
-            best[i] = min(best[i], clock() - t0)
-    return [b * 1e3 for b in best]
-
-
 def main():
     args = [a for a in sys.argv[1:] if a != "--cpu-time"]
     cpu_time = "--cpu-time" in sys.argv[1:]
@@ -145,8 +122,10 @@ def main():
         if torch is not None:
             torch.manual_seed(0)
             fns.append(make(torch, build, shape))
-        times = alternate_ms(fns, max(1, repeat // 4) if "resnet" in name else repeat,
+        times, _ = alternate(fns, rounds=max(1, repeat // 4) if "resnet" in name else repeat,
+                             repeat=1, warmup=2, pause=IDLE_PAUSE,
                              clock=time.thread_time if cpu_time else time.perf_counter)
+        times = [t * 1e3 for t in times]
         result["dtrain"][name] = times[0]
         if torch is not None:
             result["torch"][name] = times[1]
