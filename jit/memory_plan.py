@@ -23,7 +23,7 @@ COPY = "copy"
 
 OUT = {  # registry op name -> how its forward takes `out=`
     "matmul": INTO, "linear": INTO, "conv": INTO, "conv_transpose": INTO, "conv_weight": INTO,
-    "max_pool": INTO, "max_pool_grad": INTO, "sum": INTO,
+    "max_pool": INTO, "max_pool_values": INTO, "max_pool_grad": INTO, "sum": INTO,
     "relu": IN_PLACE, "sigmoid": INTO, "sigmoid_backward": INTO, "tanh_backward": INTO,
     "log_softmax": INTO, "where": INTO, "cast": INTO, "gather": INTO, "scatter_add": INTO,
     "dropout_mask": INTO, "channel_sum": INTO,

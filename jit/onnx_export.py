@@ -525,7 +525,7 @@ def _conv_transpose(b, n, a):
 
 
 def _max_pool(b, n, a):
-    if a["taps"] is not None:
+    if a.get("taps") is not None:
         raise _Unsupported("max pooling at given taps (a double-backward graph)")
     # dtrain's padding already holds ceil_mode's extra cells, so ONNX's floor rule matches
     return b.add("MaxPool", [b.value(a["x"])], kernel_shape=list(a["ksize"]),
@@ -709,6 +709,7 @@ ONNX_OPS = {
     "linear": _linear, "matmul": lambda b, n, a: b.add("MatMul", [b.value(a["a"]),
                                                                    b.value(a["b"])]),
     "conv": _conv, "conv_transpose": _conv_transpose, "max_pool": _max_pool,
+    "max_pool_values": _max_pool,
     "standardize": _standardize, "batch_norm": _batch_norm,
     "softmax": lambda b, n, a: b.add("Softmax", [b.value(a["x"])], axis=a["dim"]),
     "log_softmax": lambda b, n, a: b.add("LogSoftmax", [b.value(a["x"])], axis=a["dim"]),

@@ -12,6 +12,7 @@ import warnings
 from dtrain.autograd.node import Op
 from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module
+from dtrain.core.state import state
 from dtrain.core.tensor import Tensor
 from dtrain.nn.conv import (
     ConvNd,
@@ -71,13 +72,17 @@ def _max_pool_samples():
             Sample(lambda x: max_pool1d(x, 3, stride=2, padding=1), (s.distinct(2, 3, 6),))]
 
 
-def _window_max(op, x, ksize, stride, padding, dilation, out_size, out):
-    """(max of each window, into `out` when given; index of its first maximal tap), padding
-    being -inf."""
+def _window_max(op, x, ksize, stride, padding, dilation, out_size, out, with_taps=True):
+    """(max of each window, into `out` when given; index of its first maximal tap, or None
+    unless `with_taps`), padding being -inf."""
     xp = array_module(x)
     xpad = pad_spatial(op, x, padding, -xp.inf)
     keys = [key for _, key in tap_keys(ksize, stride, dilation, out_size)]
     best = copy_into(out, xpad[keys[0]])
+    if not with_taps:
+        for key in keys[1:]:
+            xp.maximum(best, xpad[key], out=best)
+        return best, None
     cl = is_channels_last(xpad)  # the temporaries take x's layout
     taps = layout_scratch(op, "taps", best.shape, xp.uint8 if len(keys) <= 256 else xp.int32,
                           xp, cl)
@@ -121,6 +126,36 @@ class MaxPoolNd(Op):
 
     def backward(self, g):
         return (MaxPoolGrad.apply(g, taps=self.taps, in_shape=self.in_shape, **self.geom),)
+
+
+def _max_pool_values_samples():
+    s = SampleMaker("max_pool_values")
+    geom = dict(ksize=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1),
+                out_size=(2, 2))
+    geom3 = dict(ksize=(3,), stride=(2,), padding=((1, 1),), dilation=(1,), out_size=(3,))
+    return [Sample(lambda x: MaxPoolValues.apply(x, **geom), (s.distinct(2, 3, 4, 4),)),
+            Sample(lambda x: MaxPoolValues.apply(x, **geom3), (s.distinct(2, 2, 6),))]
+
+
+@register("max_pool_values", _max_pool_values_samples)
+class MaxPoolValues(Op):
+    """MaxPoolNd for an input that no gradient was asked of when it ran (inference, the raw
+    input, a graph traced under no_grad): its forward finds no winning taps, and its
+    backward, should a replay through autograd need one, finds them again from the input.
+    NOTE: finding the taps takes about 40% of a max pool's forward (the two 2x2 pools of
+    benchmarks/train_step.py's CNN under no_grad: 6.3 ms with taps, 3.6 without)."""
+
+    saves = ("inputs",)
+
+    def forward(self, x, ksize, stride, padding, dilation, out_size, out=None):
+        self.geom = dict(ksize=ksize, stride=stride, padding=padding, dilation=dilation,
+                         out_size=out_size)
+        return _window_max(self, x, out=out, with_taps=False, **self.geom)[0]
+
+    def backward(self, g):
+        x, = self.inputs
+        taps = _window_max(self, x._data, out=None, **self.geom)[1]
+        return (MaxPoolGrad.apply(g, taps=taps, in_shape=x._data.shape, **self.geom),)
 
 
 def _max_pool_grad_samples():
@@ -196,7 +231,8 @@ def _max_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, retu
                                                    dilation, ceil_mode, nd)
     geom = dict(ksize=ksize, stride=stride, padding=pads, dilation=dil, out_size=out)
     if not return_indices:
-        y = MaxPoolNd.apply(x, **geom)
+        op = MaxPoolNd if state.enabled and x.requires_grad else MaxPoolValues
+        y = op.apply(x, **geom)
         return y.squeeze(0) if unbatched else y
     taps = _window_max(MaxPoolNd(), x._data, **geom, out=None)[1]  # a node for its scratch
     y = MaxPoolNd.apply(x, taps=taps, **geom)
