@@ -2,8 +2,9 @@
 
 Max pooling is a primitive pair: `MaxPoolNd` keeps, per output position, the index of the
 winning kernel tap (the first maximum, as torch), and its backward `MaxPoolGrad` sends each
-gradient to that tap. Both walk the kernel's taps as strided views (a loop over the k*k taps,
-not over pixels): measured ~10x faster than taking argmax over an im2col copy of the windows.
+gradient to that tap; `MaxPoolValues` skips the taps where no gradient is asked of the input.
+They walk the kernel's taps as strided views (a loop over the k*k taps, not over pixels):
+measured ~10x faster than taking argmax over an im2col copy of the windows.
 Average and adaptive pooling and nearest upsampling are compositions of existing ops.
 """
 import math
