@@ -209,11 +209,12 @@ def col2im(taps, target, ksize, stride, dilation, osize):
 def conv_input_grad(op, g, w, b, stride, padding, dilation, groups, in_size, gm=None,
                     out=None):
     """The adjoint of conv in x (conv_transpose): g (N, O, *osize) and w give
-    (N, C, *in_size) (+ b), channels-last unless written into `out`: one GEMM per kernel
-    tap (one stacked matmul call), then col2im. `gm` is g's GEMM operand when the caller
-    has it. NOTE: tap-major products, not one GEMM into the im2col layout: col2im then
-    reads dense blocks; measured 2-5x faster col2im (runs of C floats are short) for ~10%
-    slower GEMMs."""
+    (N, C, *in_size) (+ b), channels-last unless written into `out`. Stride 1, unless the
+    conv widens more than twice: a conv of g (`_stride1_input_grad`). Otherwise one GEMM
+    per kernel tap (one stacked matmul call), then col2im; `gm` is g's GEMM operand when
+    the caller has it. NOTE: tap-major products, not one GEMM into the im2col layout:
+    col2im then reads dense blocks; measured 2-5x faster col2im (runs of C floats are
+    short) for ~10% slower GEMMs."""
     xp = array_module(g)
     n, o = g.shape[:2]
     cg, ksize = w.shape[1], w.shape[2:]
