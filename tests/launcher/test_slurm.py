@@ -109,21 +109,12 @@ def _nodes_idle():
     return set(out.stdout.split()) == {"idle"}
 
 
-def _steps_gone(job):
-    """Whether no step daemon of `job` (`slurmstepd: [job.step]`) is left on this machine."""
-    return subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."],
-                          capture_output=True).returncode == 1
-
-
 def _start_requeued_now(job, show, timeout=150):
-    """Slurm holds a requeued job for ~2 min (EligibleTime); make it eligible at once, once
-    the first run's step daemons are gone: the second run reuses the job and step ids, and
-    under load an early start had its ranks' MPI_Init fail on garbled PMI2 requests."""
+    """Slurm holds a requeued job for ~2 min (EligibleTime); make it eligible at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = show(job)
-        if "Restarts=1" in out and "JobState=PENDING" in out and _nodes_idle() and \
-                _steps_gone(job):
+        if "Restarts=1" in out and "JobState=PENDING" in out and _nodes_idle():
             # the first run's job credential must be gone first, or slurmctld kills the new
             # start ("Job credential revoked", seen here when it was started at once)
             time.sleep(2)
