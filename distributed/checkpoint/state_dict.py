@@ -48,7 +48,7 @@ def get_model_state_dict(model, *, options=None):
         for k in out:
             out[k] = out[k].cpu()
     if not options.full_state_dict:
-        shards = {id(s.param): s.metadata() for s in _shards(model).values()}
+        shards = _shard_metadata(model)
         live = model.state_dict(keep_vars=True)  # (the root itself need not be sharded)
         out = {k: _sharded(v, shards.get(id(live[k]))) for k, v in out.items()}
     return out
@@ -80,7 +80,7 @@ def get_optimizer_state_dict(model, optimizers, *, options=None):
     module = _unwrap(model)
     if not options.full_state_dict:
         _init_optim_state(optimizers)
-        shards = {id(s.param): s.metadata() for s in _shards(module).values()}
+        shards = _shard_metadata(module)
         return _named_optim_state(module, optimizers, shards)
     if isinstance(optimizers, ZeroRedundancyOptimizer):
         osd = _named_optim_state(module, optimizers, {})
@@ -148,6 +148,11 @@ def _shards(model):
     """{id(parameter): its `_Shard`} for the parameters `fully_shard` manages in `model`."""
     return {id(s.param): s for m in model.modules() if isinstance(m, FSDPModule)
             for s in m._fsdp_state.shards}
+
+
+def _shard_metadata(model):
+    """{id(parameter): its shard's metadata} for the parameters `fully_shard` manages."""
+    return {pid: s.metadata() for pid, s in _shards(model).items()}
 
 
 def _rows(value, shard):
