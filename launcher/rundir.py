@@ -68,10 +68,11 @@ class Checkpoints:
             raise RuntimeError(f"{self.manifest} is unreadable ({err}); move it away to start "
                                "this run's checkpoint list anew") from None
 
-    def entries(self):
+    def entries(self, listed=None):
         """[{"file", "step", "time"}] of the run's complete checkpoints in write order ([]
-        for a run without any)."""
-        return [e for e in self._listed() if is_complete(self.run_dir / e["file"])]
+        for a run without any), of `listed` when the caller has read the manifest."""
+        return [e for e in (self._listed() if listed is None else listed)
+                if is_complete(self.run_dir / e["file"])]
 
     def _write(self, entries):
         tmp = self.manifest.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
@@ -87,7 +88,7 @@ class Checkpoints:
         dcp.save(state, checkpoint_id=path)
         if lister:
             listed = self._listed()
-            entries = [e for e in self.entries() if e["file"] != name]
+            entries = [e for e in self.entries(listed) if e["file"] != name]
             entries.append({"file": name, "step": step, "time": time.time()})
             keep = entries[-keep_last:]
             self._write(keep)
