@@ -76,8 +76,8 @@ class SumToSize(Op):
         lead = x.ndim - len(shape)
         axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
                                           if s == 1 and x.shape[lead + i] != 1)
-        kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
         if out is not None:  # graph mode plans a sum_to_size that copied (memory_plan.py)
+            kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
             array_module(x).sum(x, axis=axes, keepdims=True, out=out.reshape(kept))
             return out
         summed = x.sum(axis=axes, keepdims=True) if axes else x
