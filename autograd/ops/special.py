@@ -44,7 +44,7 @@ class _UnaryMath(Op):
     ops, so that higher orders record."""
 
     def backward(self, g):
-        return (g * self.grad(self.output if "output" in self.saves else self.inputs[0]),)
+        return (g * self.grad(self.output if self._keeps_output else self.inputs[0]),)
 
 
 def _unary(cls):
