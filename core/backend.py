@@ -164,11 +164,21 @@ def scatter_add(xp, target, index, values):
         cupyx.scatter_add(target, index, values)
 
 
+def channels_last(a):
+    """(N, C, *s) -> the (N, *s, C) view of the same memory."""
+    return a.transpose((0, *range(2, a.ndim), 1))  # NOTE: moveaxis costs 7x more (3.4 us)
+
+
+def channels_first(a):
+    """(N, *s, C) -> the (N, C, *s) view of the same memory."""
+    return a.transpose((0, a.ndim - 1, *range(1, a.ndim - 1)))
+
+
 def stored_channels_last(arr):
     """Whether (N, C, *s) `arr` is stored dense channels-last (as dtrain's conv and pool
     outputs) and not also C-contiguous."""
     return arr.ndim >= 3 and not arr.flags.c_contiguous and \
-        arr.transpose((0, *range(2, arr.ndim), 1)).flags.c_contiguous
+        channels_last(arr).flags.c_contiguous
 
 
 def strided_view(xp, x, shape, strides):
