@@ -47,7 +47,8 @@ def load_full(path, sections=()):
         section, _, name = key.partition(".")
         if section in template:
             template[section][name] = dt.tensor(np.empty(record["shape"], record["dtype"]))
-    dcp.load(template, checkpoint_id=path)
+    if template:  # (the values alone need no second read of the metadata)
+        dcp.load(template, checkpoint_id=path)
     return {**state, **template}
 
 
