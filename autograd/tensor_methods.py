@@ -28,7 +28,6 @@ from dtrain.autograd.ops import special as M
 from dtrain.autograd.ops import stats as St
 from dtrain.core import backend, creation
 from dtrain.core import dtype as dtypes
-from dtrain.core import random as rnd
 from dtrain.core.tensor import Tensor
 
 P, R, S, X, L = pointwise, reduce, shape, index, linalg
@@ -290,85 +289,26 @@ def copy_(self, src, non_blocking=False):
     return self
 
 
-def _random_fill(sample):
-    """An in-place method that fills self with `sample(rng, self_array, *args, **kwargs)`
-    drawn from `generator` or the default generator of self's device."""
+def _random_fill(kind):
+    """The in-place method `kind` (uniform_, normal_...): fills self with the registry op
+    `Draw` of that kind (sampling.py), from `generator` or the default generator of self's
+    device, so that graph mode records the draw and replays draw anew."""
+    sample = sampling.SAMPLERS[kind]
+
     def method(self, *args, generator=None, **kwargs):
-        dev = self.device
-        gen = rnd.generator_for(generator, dev)
-        with backend.device_context(dev):
-            values = sample(gen.rng, self._data, *args, **kwargs)
         if self.requires_grad and self.grad_fn is None and state.enabled:
             _check_inplace(self)  # as torch: a leaf that requires grad is filled under no_grad
         with no_grad():
-            _write(self, values.astype(self._data.dtype, copy=False))
+            values = sampling.Draw.apply(self, *args, kind=kind, generator=generator, **kwargs)
+            _write(self, values._data)  # cast as PyTorch's fills do
         return self
     params = list(inspect.signature(sample).parameters.values())
     method.__signature__ = inspect.Signature([
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params[2:],
         inspect.Parameter("generator", inspect.Parameter.KEYWORD_ONLY, default=None)])
-    method.__name__ = sample.__name__.lstrip("_") + "_"
+    method.__name__ = kind
     method.__doc__ = sample.__doc__
     return method
-
-
-def _uniform(rng, like, a=0.0, b=1.0):
-    """Fill self in place with samples from the uniform distribution on [a, b)."""
-    return rng.random(like.shape) * (b - a) + a
-
-
-def _normal(rng, like, mean=0.0, std=1.0):
-    """Fill self in place with samples from N(mean, std**2)."""
-    return rng.standard_normal(like.shape) * std + mean
-
-
-def _bernoulli(rng, like, p=0.5):
-    """Fill self in place with 1 with probability p (a number or a tensor), else 0."""
-    sampling.check_probability("bernoulli_", p)
-    return rng.random(like.shape) < (p._data if isinstance(p, Tensor) else p)
-
-
-def _exponential(rng, like, lambd=1.0):
-    """Fill self in place with samples from the exponential distribution of rate lambd."""
-    if not lambd > 0:
-        raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
-    return rng.standard_exponential(like.shape) / lambd
-
-
-def _geometric(rng, like, p):
-    """Fill self in place with the number of Bernoulli(p) trials up to the first success."""
-    if not 0 < p < 1:
-        raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
-    return rng.geometric(p, like.shape)
-
-
-def _cauchy(rng, like, median=0.0, sigma=1.0):
-    """Fill self in place with samples from the Cauchy distribution (median, sigma)."""
-    # a ratio of independent standard normals is standard Cauchy (CuPy has no cauchy)
-    return median + sigma * (rng.standard_normal(like.shape) / rng.standard_normal(like.shape))
-
-
-def _log_normal(rng, like, mean=1.0, std=2.0):
-    """Fill self in place with exp of samples from N(mean, std**2)."""
-    z = rng.standard_normal(like.shape) * std + mean
-    return backend.array_module(z).exp(z)
-
-
-def _random(rng, like, *bounds, to=None):
-    """Fill self in place with integers: `random_(to)` in [0, to), `random_(from, to)` in
-    [from, to); with no `to`, up to 2**mantissa for floats (every integer exact) and the
-    dtype's max for integers, as torch.random_."""
-    low, high = (0, bounds[0]) if len(bounds) == 1 and to is None else (
-        bounds[0] if bounds else 0, bounds[1] if len(bounds) == 2 else to)
-    if high is not None:
-        if low >= high:
-            raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got "
-                               f"from={low} >= to={high}")
-        return rng.integers(low, high, like.shape)
-    kind = like.dtype.kind
-    top = (2 ** (np.finfo(like.dtype).nmant + 1) if kind == "f" else 1 if kind == "b" else
-           int(np.iinfo(like.dtype).max))
-    return rng.integers(low, top, like.shape, endpoint=True)
 
 
 # -- conversions ----------------------------------------------------------------------------
@@ -542,12 +482,8 @@ def install():
     Tensor.__setitem__ = setitem
     Tensor.__iter__ = _iter
     Tensor.fill_, Tensor.zero_, Tensor.copy_, Tensor.apply_ = fill_, zero_, copy_, apply_
-    Tensor.uniform_ = _random_fill(_uniform)
-    Tensor.normal_ = _random_fill(_normal)
-    for name, sample in (("bernoulli_", _bernoulli), ("exponential_", _exponential),
-                         ("geometric_", _geometric), ("cauchy_", _cauchy),
-                         ("log_normal_", _log_normal), ("random_", _random)):
-        setattr(Tensor, name, _random_fill(sample))
+    for kind in sampling.FILLS:
+        setattr(Tensor, kind, _random_fill(kind))
     Tensor.to = to
     Tensor.cpu, Tensor.cuda = cpu, cuda
     for d, names in ((dtypes.float32, ("float",)), (dtypes.float64, ("double",)),

@@ -6,7 +6,6 @@ import numpy as np
 
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
-from dtrain.core import random as rnd
 from dtrain.core.tensor import Size, Tensor
 
 
@@ -237,25 +236,32 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
         return _finish(xp.logspace(start, end, steps, base=base, dtype=npd), requires_grad)
 
 
-def _floats(method, size, generator, dtype, device, requires_grad):
-    """Float samples from the generator's `method`, drawn in float64 then cast."""
+def _draw(kind, dev, requires_grad, generator, **options):
+    """A new tensor from the registry op `Draw` (autograd/ops/sampling.py), so that graph
+    mode records the draw and replays draw anew."""
+    # NOTE: imported here: the autograd layer imports this module
+    from dtrain.autograd.ops.sampling import Draw
+
+    out = Draw.apply(kind=kind, generator=generator, device=dev, **options)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def _floats(kind, size, generator, dtype, device, requires_grad):
+    """Float samples of the sampler `kind`, drawn in float64 then cast."""
     dev, _, npd = _placement(device, dtype)
     if npd.kind != "f":
         raise TypeError(f"expected a floating point dtype for random floats, got {npd}")
-    with backend.device_context(dev):
-        rng = rnd.generator_for(generator, dev).rng
-        arr = getattr(rng, method)(_shape(size), dtype=np.float64)
-    return _finish(arr.astype(npd, copy=False), requires_grad)
+    return _draw(kind, dev, requires_grad, generator, shape=_shape(size), dtype=npd)
 
 
 def rand(*sizes, size=None, generator=None, dtype=None, device=None, requires_grad=False):
     """Uniform samples on [0, 1)."""
-    return _floats("random", _size(sizes, size), generator, dtype, device, requires_grad)
+    return _floats("rand", _size(sizes, size), generator, dtype, device, requires_grad)
 
 
 def randn(*sizes, size=None, generator=None, dtype=None, device=None, requires_grad=False):
     """Standard normal samples."""
-    return _floats("standard_normal", _size(sizes, size), generator, dtype, device, requires_grad)
+    return _floats("randn", _size(sizes, size), generator, dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
@@ -272,18 +278,14 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} "
                            f">= to={high}")
     dev, _, npd = _placement(device, dtype, dtypes.int64)
-    with backend.device_context(dev):
-        arr = rnd.generator_for(generator, dev).rng.integers(low, high, _shape((size,)))
-    return _finish(arr.astype(npd, copy=False), requires_grad)
+    return _draw("randint", dev, requires_grad, generator, shape=_shape((size,)), dtype=npd,
+                 low=low, high=high)
 
 
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
     """A random permutation of 0..n-1."""
     dev, _, npd = _placement(device, dtype, dtypes.int64)
-    with backend.device_context(dev):
-        # argsort of uniforms: the generator methods used here exist in NumPy and CuPy alike
-        arr = rnd.generator_for(generator, dev).rng.random(n).argsort()
-    return _finish(arr.astype(npd, copy=False), requires_grad)
+    return _draw("randperm", dev, requires_grad, generator, n=n, dtype=npd)
 
 
 def _like(factory):

@@ -14,6 +14,7 @@ from dtrain.core import dtype as dtypes
 
 INPUT, CAPTURED, CONST, OP, STASH, EFFECT = "input", "captured", "const", "op", "stash", "effect"
 EFFECTS = ("write", "setitem", "accumulate", "callbacks", "call")
+OPAQUE = ("callbacks", "call")  # effects whose writes the graph does not see (any tensor)
 
 
 class Ref:

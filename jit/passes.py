@@ -2,7 +2,9 @@
 
 - "dce": dead-code elimination (ops whose values nothing uses; effects are always kept);
 - "fold": constant folding (ops whose inputs are all constants run once, at compile time);
-- "cse": common-subexpression elimination (the same op on the same values runs once);
+- "cse": common-subexpression elimination (the same op on the same values runs once, unless
+  an opaque effect, such as an optimizer step, runs between the two: it may have changed
+  the values in place);
 - "memory_plan": every op that can write its result into a given array (the table of
   memory_plan.py) gets one: values that stay inside the graph share buffers allocated once,
   by disjoint lifetimes; values that leave it (returned, handed to a leaf's `.grad`) get a
@@ -18,7 +20,7 @@ eager order.
 from dtrain.core import backend
 from dtrain.jit.executor import Recycled, empty_buffer
 from dtrain.jit.fusion import fuse_elementwise
-from dtrain.jit.graph import CONST, Ref, map_refs, refs_in
+from dtrain.jit.graph import CONST, OPAQUE, Ref, map_refs, refs_in
 from dtrain.jit.memory_plan import COPY, IN_PLACE, out_mode
 
 PASSES = ("dce", "fold", "cse", "memory_plan", "fusion")
@@ -94,16 +96,17 @@ def cse(g):
 
     def rn(r):
         return Ref(rename.get(r.vid, r.vid), r.tensor)
-    keep = []
+    keep, epoch = [], 0
     for n in g.nodes:
         n.args, n.params = map_refs(n.args, rn), map_refs(n.params, rn)
         if isinstance(n.target, Ref):
             n.target = rn(n.target)
+        epoch += n.kind in OPAQUE  # parameters read after an optimizer step are new values
         key = None
         if n.kind == "op" and not n.op.random \
                 and not g.mutated.intersection(r.vid for r in n.refs()) \
                 and not g.mutated.intersection(n.outs):
-            key = _freeze((n.op, n.args, n.params))
+            key = _freeze((epoch, n.op, n.args, n.params))
         prev = seen.get(key) if key is not None else None
         if prev is None:
             if key is not None:

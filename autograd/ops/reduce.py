@@ -283,21 +283,53 @@ def _max_dim_samples():
 register_composite("max_dim", _max_dim_samples)
 
 
-def _arg(fn):
-    def arg(input, dim=None, keepdim=False):
-        xp = array_module(input._data)
+def _index_reduction_samples(name, fn):
+    def samples():
+        s = SampleMaker(name)
+        def x(*shape):
+            return s.distinct(*shape).requires_grad_(False)
+        return [Sample(lambda x: fn(x), (x(3, 4),)), Sample(lambda x: fn(x, 1), (x(3, 4),)),
+                Sample(lambda x: fn(x, -1, True), (x(2, 3, 4),))]
+    return samples
+
+
+class _IndexReduction(Op):
+    """An integer or bool reduction over one dim (all elements when None), no gradient:
+    `fn(x, axis, keepdims)` of the array module."""
+
+    differentiable = False
+    fn = None
+
+    def forward(self, x, dim, keepdim):
+        xp = array_module(x)
         if dim is None:
-            out = getattr(xp, fn)(input._data.reshape(-1))
-            return Tensor._make(out.reshape((1,) * input._data.ndim) if keepdim else out)
-        d = norm_dim(dim, input._data.ndim, fn)
-        return Tensor._make(getattr(xp, fn)(input._data, axis=d, keepdims=keepdim))
-    arg.__name__ = fn
-    arg.__doc__ = f"Indices of the {fn[3:]}imum values (no gradient)."
-    return arg
+            out = getattr(xp, self.fn)(x.reshape(-1))
+            return out.reshape((1,) * x.ndim) if keepdim else out
+        return getattr(xp, self.fn)(x, axis=dim, keepdims=keepdim)
 
 
-argmax = _arg("argmax")
-argmin = _arg("argmin")
+@register("argmax", _index_reduction_samples("argmax", lambda *a: argmax(*a)),
+          differentiable=False)
+class Argmax(_IndexReduction):
+    fn = "argmax"
+
+
+@register("argmin", _index_reduction_samples("argmin", lambda *a: argmin(*a)),
+          differentiable=False)
+class Argmin(_IndexReduction):
+    fn = "argmin"
+
+
+def argmax(input, dim=None, keepdim=False):
+    """Indices of the maximum values over `dim` (of the flattened input when None); int64."""
+    d = None if dim is None else norm_dim(dim, input._data.ndim, "argmax")
+    return Argmax.apply(input, d, keepdim)
+
+
+def argmin(input, dim=None, keepdim=False):
+    """Indices of the minimum values over `dim` (of the flattened input when None); int64."""
+    d = None if dim is None else norm_dim(dim, input._data.ndim, "argmin")
+    return Argmin.apply(input, d, keepdim)
 
 
 def logsumexp(input, dim, keepdim=False):
@@ -327,19 +359,54 @@ def log_softmax(input, dim, dtype=None):
     return LogSoftmax.apply(input, _check_dim(input, dim, "log_softmax"))
 
 
+def _truth_samples(name, fn):
+    def samples():
+        s = SampleMaker(name)
+        return [Sample(lambda x: fn(x > 0), (s(3, 4, grad=False),)),
+                Sample(lambda x: fn(x > -0.8, 1), (s(3, 4, grad=False),)),
+                Sample(lambda x: fn(x, (0, 2)), (s(2, 3, 4, grad=False),))]
+    return samples
+
+
+class _Truth(Op):
+    """all / any / count_nonzero over `dim` (all when None; an int or a tuple), no
+    gradient: `fn(x, axis=dim, ...)` of the array module."""
+
+    differentiable = False
+
+    def forward(self, x, dim, keepdim):
+        xp = array_module(x)
+        if self.fn == "count_nonzero":
+            return xp.asarray(xp.count_nonzero(x, axis=dim), dtype="int64")
+        return getattr(xp, self.fn)(x, axis=dim, keepdims=keepdim)
+
+
+@register("all", _truth_samples("all", lambda x, d=None: all(x, d)), differentiable=False)
+class All(_Truth):
+    fn = "all"
+
+
+@register("any", _truth_samples("any", lambda x, d=None: any(x, d)), differentiable=False)
+class Any(_Truth):
+    fn = "any"
+
+
+@register("count_nonzero", _truth_samples("count_nonzero", lambda x, d=None: count_nonzero(x, d)),
+          differentiable=False)
+class CountNonzero(_Truth):
+    fn = "count_nonzero"
+
+
 def all(input, dim=None, keepdim=False):
     """Whether every element is non-zero, over `dim` (all when None): a bool tensor."""
-    xp = array_module(input._data)
-    return Tensor._make(xp.all(input._data, axis=dim, keepdims=keepdim))
+    return All.apply(input, dim, keepdim)
 
 
 def any(input, dim=None, keepdim=False):
     """Whether some element is non-zero, over `dim` (all when None): a bool tensor."""
-    xp = array_module(input._data)
-    return Tensor._make(xp.any(input._data, axis=dim, keepdims=keepdim))
+    return Any.apply(input, dim, keepdim)
 
 
 def count_nonzero(input, dim=None):
     """The number of non-zero elements over `dim` (all when None): int64."""
-    xp = array_module(input._data)
-    return Tensor._make(xp.asarray(xp.count_nonzero(input._data, axis=dim), dtype="int64"))
+    return CountNonzero.apply(input, dim, False)
