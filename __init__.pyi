@@ -320,10 +320,10 @@ def any(input, dim=None, keepdim=False):
     """Whether some element is non-zero, over `dim` (all when None): a bool tensor."""
 
 def argmax(input, dim=None, keepdim=False):
-    """Indices of the maximum values (no gradient)."""
+    """Indices of the maximum values over `dim` (of the flattened input when None); int64."""
 
 def argmin(input, dim=None, keepdim=False):
-    """Indices of the minimum values (no gradient)."""
+    """Indices of the minimum values over `dim` (of the flattened input when None); int64."""
 
 def count_nonzero(input, dim=None):
     """The number of non-zero elements over `dim` (all when None): int64."""

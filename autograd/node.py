@@ -181,6 +181,10 @@ class Op(Node):
     is_view = False
     random = False
     differentiable = True  # False: never recorded, outputs never require grad
+    # The positions of the arguments whose values decide the output's shape (on the class,
+    # or set by forward): nonzero's input, a boolean mask in an index. A graph replays
+    # static shapes, so graph mode refuses such an op unless those are constants.
+    shape_from_data = ()
     workspace = None  # graph replay gives each planned node a dict that outlives the call
 
     def __init_subclass__(cls, **kwargs):

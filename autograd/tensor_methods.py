@@ -300,7 +300,7 @@ def _random_fill(kind):
             _check_inplace(self)  # as torch: a leaf that requires grad is filled under no_grad
         with no_grad():
             values = sampling.Draw.apply(self, *args, kind=kind, generator=generator, **kwargs)
-            _write(self, values._data)  # cast as PyTorch's fills do
+            _write(self, values.to(self.dtype)._data)  # cast as PyTorch's fills do
         return self
     params = list(inspect.signature(sample).parameters.values())
     method.__signature__ = inspect.Signature([

@@ -270,9 +270,9 @@ class Tensor:
     def min(self, dim=None, keepdim=False, *, other=None):
         """`min(x)`: smallest value; `min(x, dim)`: (values, indices); `min(x, y)`: minimum."""
     def argmax(self, dim=None, keepdim=False):
-        """Indices of the maximum values (no gradient)."""
+        """Indices of the maximum values over `dim` (of the flattened input when None); int64."""
     def argmin(self, dim=None, keepdim=False):
-        """Indices of the minimum values (no gradient)."""
+        """Indices of the minimum values over `dim` (of the flattened input when None); int64."""
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(input))) over `dim`, computed without overflow."""
     def softmax(self, dim, dtype=None):

@@ -35,15 +35,23 @@ primitive to the current interpreter:
 - What replays (executor.py): the recorded ops' forwards on arrays (the stash of a node
   that backward ops read is refreshed from its forward), and the effects: writes,
   accumulation into `.grad` with its hooks, the callbacks (DDP's all-reduce), the calls.
-  Random ops draw anew on every replay, from the same generator stream as eager calls.
+  Random ops (`Op.random`: dropout, RReLU, and `Draw`, which makes every random tensor:
+  `dt.randn`, `randn_like`, `Tensor.normal_`...) draw anew on every replay, from the same
+  generator stream as eager calls.
+
+An effect call is opaque: the graph does not see which tensors it changes, so no pass moves
+or merges ops across it (the forward of an evaluation after `opt.step()` is not the
+training forward again).
 
 What cannot be captured raises `TraceError` (or runs eagerly with `fallback="eager"`) while
 the first call records: Python reading a traced value (`.item()`, `bool()`, a branch on
-data such as prod's gradient with zeros), an effect called with a closure or tensor argument
-(`optimizer.step(closure)`, LBFGS), `backward(create_graph=True)`, in-place changes to a
-compiled module's state outside the registry. A value computed with NumPy outside the
-registry that changes between calls is found by recording each signature twice. A compiled
-callable is not thread-safe.
+data such as prod's gradient with zeros), an op whose result's shape depends on traced
+values (`Op.shape_from_data`: nonzero, indexing with a boolean mask computed in the
+function, masked_select; a graph replays static shapes), an effect called with a closure or
+tensor argument (`optimizer.step(closure)`, LBFGS), `backward(create_graph=True)`, in-place
+changes to a compiled module's state outside the registry. A value computed with NumPy
+outside the registry that changes between calls (`unique` is still such a function) is
+found by recording each signature twice. A compiled callable is not thread-safe.
 """
 from dtrain.jit.compiler import CompiledFunction, TracedFunction, compile, trace  # noqa: F401
 from dtrain.jit.export import load, save  # noqa: F401

@@ -23,7 +23,7 @@ from dtrain.autograd.node import Op
 from dtrain.autograd.observer import Observer, observing
 from dtrain.core import backend
 from dtrain.core.tensor import Tensor
-from dtrain.jit.graph import CAPTURED, CONST, EFFECT, INPUT, OP, STASH, Graph, Node, Ref
+from dtrain.jit.graph import CAPTURED, CONST, EFFECT, INPUT, OP, STASH, Graph, Node, Ref, refs_in
 
 # Op params that only pass a cache of work the op can redo itself (conv backward hands its
 # GEMM layouts to the ops it calls): when the array was made outside the registry, the graph
@@ -141,6 +141,14 @@ class Tracer(Observer):
             params = {k: None if k in drop and is_array(v) and id(v) not in self.ids else v
                       for k, v in params.items()}
         n = Node("op", cls, self.lift(args), self.lift(params))
+        if any(self.graph.values[r.vid].kind not in (CONST, CAPTURED)
+               for i in node.shape_from_data for r in refs_in(n.args[i])):
+            return self.unsupported(
+                f"{cls.op_name} ({_caller(user=True)}) gives a result whose shape depends on "
+                f"the values of its input (nonzero, indexing with a boolean mask, "
+                f"masked_select): a graph replays static shapes. Use shape-preserving ops "
+                f"(dt.where(mask, x, 0), x * mask), move the call out of the compiled "
+                f"function, or compile with fallback='eager'")
         n.multi = isinstance(result, tuple)
         outs = result if n.multi else (result,)
         in_arrays = [(i, a._data if isinstance(a, Tensor) else a) for i, a in enumerate(args)
@@ -246,12 +254,13 @@ class Tracer(Observer):
         return result
 
 
-def _caller():
+def _caller(user=False):
     """'function (file:line)' of the code that read a tensor: the innermost frame outside
-    Tensor's conversions (core/tensor.py) and this module."""
+    Tensor's conversions (core/tensor.py) and this module; with `user`, outside dtrain."""
     skip = (__file__, sys.modules[Tensor.__module__].__file__)
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename in skip:
+    while frame is not None and (frame.f_code.co_filename in skip or user and
+                                 frame.f_globals.get("__name__", "").startswith("dtrain.")):
         frame = frame.f_back
     if frame is None:
         return "caller unknown"

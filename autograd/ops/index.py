@@ -35,6 +35,11 @@ def _has_int_array(key):
     return any(hasattr(k, "dtype") and k.dtype.kind in "iu" for k in items)
 
 
+def _has_bool_array(key):
+    items = key if isinstance(key, tuple) else (key,)
+    return any(getattr(k, "ndim", 0) and k.dtype.kind == "b" for k in items)
+
+
 def _index_samples():
     s = SampleMaker("index")
     mask = Tensor._make(s.rng.random((3, 4)) > 0.4)
@@ -55,6 +60,7 @@ class Index(Op):
 
     def forward(self, x, key):
         self.in_shape, self.key = x.shape, key
+        self.shape_from_data = (1,) if _has_bool_array(key) else ()
         out = x[key]
         if not isinstance(out, type(x)) and not _has_int_array(key):
             # NumPy returns a copied scalar for x[i] of a 1-d x; a trailing `...` keeps the

@@ -714,13 +714,25 @@ bitwise_or = _nondiff(BitwiseOr, "bitwise_or", ints=True)
 bitwise_not = _nondiff(BitwiseNot, "bitwise_not", 1, ints=True)
 
 
+class Nonzero(NonDiff):
+    """The (n, ndim) int64 indices of the non-zero elements (no gradient); n depends on
+    the data."""
+
+    shape_from_data = (0,)
+
+    def forward(self, x):
+        idx = array_module(x).nonzero(x)
+        return array_module(x).stack(idx, axis=1) if idx else \
+            array_module(x).zeros((0, 0), dtype="int64")
+
+
+nonzero_ = _nondiff(Nonzero, "nonzero", 1)
+
+
 def nonzero(input, *, as_tuple=False):
     """Indices of non-zero elements: an (n, ndim) int64 tensor, or a tuple of 1-D tensors."""
-    xp = array_module(input._data)
-    idx = xp.nonzero(input._data)
-    if as_tuple:
-        return tuple(Tensor._make(i) for i in idx)
-    return Tensor._make(xp.stack(idx, axis=1) if idx else xp.zeros((0, 0), dtype="int64"))
+    out = nonzero_(input)
+    return tuple(out.unbind(1)) if as_tuple else out
 
 
 def argwhere(input):

@@ -293,31 +293,30 @@ def _index_reduction_samples(name, fn):
     return samples
 
 
-class _IndexReduction(Op):
-    """An integer or bool reduction over one dim (all elements when None), no gradient:
-    `fn(x, axis, keepdims)` of the array module."""
-
-    differentiable = False
-    fn = None
-
+def _index_reduction(fn):
+    """The forward of an integer reduction over one dim (all elements when None), no
+    gradient: `fn(x, axis, keepdims)` of the array module."""
     def forward(self, x, dim, keepdim):
         xp = array_module(x)
         if dim is None:
-            out = getattr(xp, self.fn)(x.reshape(-1))
+            out = getattr(xp, fn)(x.reshape(-1))
             return out.reshape((1,) * x.ndim) if keepdim else out
-        return getattr(xp, self.fn)(x, axis=dim, keepdims=keepdim)
+        return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+    return forward
 
 
 @register("argmax", _index_reduction_samples("argmax", lambda *a: argmax(*a)),
           differentiable=False)
-class Argmax(_IndexReduction):
-    fn = "argmax"
+class Argmax(Op):
+    differentiable = False
+    forward = _index_reduction("argmax")
 
 
 @register("argmin", _index_reduction_samples("argmin", lambda *a: argmin(*a)),
           differentiable=False)
-class Argmin(_IndexReduction):
-    fn = "argmin"
+class Argmin(Op):
+    differentiable = False
+    forward = _index_reduction("argmin")
 
 
 def argmax(input, dim=None, keepdim=False):
@@ -368,33 +367,34 @@ def _truth_samples(name, fn):
     return samples
 
 
-class _Truth(Op):
-    """all / any / count_nonzero over `dim` (all when None; an int or a tuple), no
-    gradient: `fn(x, axis=dim, ...)` of the array module."""
-
-    differentiable = False
-
+def _truth(fn):
+    """The forward of all / any / count_nonzero over `dim` (all when None; an int or a
+    tuple), no gradient: `fn(x, axis=dim, ...)` of the array module."""
     def forward(self, x, dim, keepdim):
         xp = array_module(x)
-        if self.fn == "count_nonzero":
+        if fn == "count_nonzero":
             return xp.asarray(xp.count_nonzero(x, axis=dim), dtype="int64")
-        return getattr(xp, self.fn)(x, axis=dim, keepdims=keepdim)
+        return getattr(xp, fn)(x, axis=dim, keepdims=keepdim)
+    return forward
 
 
 @register("all", _truth_samples("all", lambda x, d=None: all(x, d)), differentiable=False)
-class All(_Truth):
-    fn = "all"
+class All(Op):
+    differentiable = False
+    forward = _truth("all")
 
 
 @register("any", _truth_samples("any", lambda x, d=None: any(x, d)), differentiable=False)
-class Any(_Truth):
-    fn = "any"
+class Any(Op):
+    differentiable = False
+    forward = _truth("any")
 
 
 @register("count_nonzero", _truth_samples("count_nonzero", lambda x, d=None: count_nonzero(x, d)),
           differentiable=False)
-class CountNonzero(_Truth):
-    fn = "count_nonzero"
+class CountNonzero(Op):
+    differentiable = False
+    forward = _truth("count_nonzero")
 
 
 def all(input, dim=None, keepdim=False):

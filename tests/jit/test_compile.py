@@ -285,6 +285,30 @@ def test_calls_that_cannot_be_replayed_are_reported():
         compiled(_t(2))  # the first call: nothing is replayed with a stale closure
 
 
+@pytest.mark.parametrize("fn", [lambda x: (x[x > 0] * 2).sum(),
+                                lambda x: (dt.masked_select(x, x > 0) + 1).sum(),
+                                lambda x: x.nonzero().float().sum()],
+                         ids=["mask_index", "masked_select", "nonzero"])
+def test_results_whose_shape_depends_on_the_data_are_refused_at_the_first_call(fn):
+    """A replay of a boolean-mask selection would reuse the recorded shape (a broadcast
+    error or, worse, silently wrong values on the next data): refused while recording,
+    naming the caller; shape-preserving masking compiles, as does a constant mask."""
+    def v(*data):
+        return dt.tensor(data, dtype=dt.float64)
+    with pytest.raises(dt.jit.TraceError,
+                       match=r"test_compile.py:\d+\) gives a result whose shape depends on"):
+        dt.compile(fn)(v(1, -2, 3))
+    with pytest.warns(RuntimeWarning, match="running eagerly"):
+        assert float(dt.compile(fn, fallback="eager")(v(1, -2, 3))) == float(fn(v(1, -2, 3)))
+    masked = dt.compile(lambda x: (dt.where(x > 0, x, 0.0) * 2).sum())
+    fixed = dt.tensor([True, False, True])
+    by_constant = dt.compile(lambda x: x[fixed].sum())
+    for data in [(1, -2, 3), (-1, 2, 3), (4, 5, -6)]:
+        x = v(*data)
+        assert float(masked(x)) == 2 * sum(v for v in data if v > 0)
+        assert float(by_constant(x)) == data[0] + data[2]
+
+
 def test_recording_leaves_a_profiler_alone():
     """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
     the user keeps receiving calls while a function records."""

@@ -206,6 +206,123 @@ def test_clip_grad_norm_layernorm_gelu():
     assert "vector_norm" in names and "clamp" in names
 
 
+def test_evaluation_after_the_optimizer_step_sees_the_new_parameters():
+    """A step that trains, then evaluates the same batch in eval mode: the second forward
+    runs after `opt.step()` changed the parameters, so it is not the first one again (the
+    graph cannot see inside the optimizer call, a barrier for merging equal ops)."""
+    def net():
+        return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3),
+                             nn.Linear(16, 5))
+
+    def step_of(model):
+        opt = optim.SGD(model.parameters(), lr=0.2)
+
+        def step(x, y):
+            model.train()
+            opt.zero_grad()
+            loss = F.nll_loss(F.log_softmax(model(x), 1), y)
+            loss.backward()
+            opt.step()
+            model.eval()
+            with dt.no_grad():
+                return loss.detach(), F.cross_entropy(model(x), y)
+        return step
+    want, got, _ = _run(net, step_of, lambda rng: (_floats(rng, 8, 6), _labels(rng, 5, 8)))
+    np.testing.assert_allclose([[float(v) for v in g] for g in got],
+                               [[float(v) for v in w] for w in want], rtol=1e-5)
+    assert all(float(v) != float(t) for t, v in want)
+
+
+class _GAN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.G = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 6), nn.Tanh())
+        self.D = nn.Sequential(nn.Linear(6, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+
+
+def test_gan_two_optimizers_two_backward_passes_and_noise_drawn_in_the_step():
+    """DCGAN's step: noise drawn inside the step (`dt.randn`), the discriminator trained on
+    `fake.detach()`, then the generator through the updated discriminator."""
+    def step_of(gan):
+        opt_g = optim.Adam(gan.G.parameters(), lr=0.01, betas=(0.5, 0.999))
+        opt_d = optim.Adam(gan.D.parameters(), lr=0.01, betas=(0.5, 0.999))
+        bce = nn.BCEWithLogitsLoss()
+
+        def step(real):
+            n = real.shape[0]
+            fake = gan.G(dt.randn(n, 4))
+            opt_d.zero_grad()
+            loss_d = bce(gan.D(real), dt.ones(n, 1)) + bce(gan.D(fake.detach()), dt.zeros(n, 1))
+            loss_d.backward()
+            opt_d.step()
+            opt_g.zero_grad()
+            loss_g = bce(gan.D(fake), dt.ones(n, 1))
+            loss_g.backward()
+            opt_g.step()
+            return loss_d.detach(), loss_g.detach()
+        return step
+    want, got, _ = _run(_GAN, step_of, lambda rng: (_floats(rng, 8, 6),))
+    np.testing.assert_allclose([[float(v) for v in g] for g in got],
+                               [[float(v) for v in w] for w in want], rtol=1e-5)
+
+
+class _VAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc, self.mu, self.logvar = nn.Linear(10, 16), nn.Linear(16, 3), nn.Linear(16, 3)
+        self.dec = nn.Linear(3, 10)
+
+    def forward(self, x):
+        h = F.relu(self.enc(x))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + dt.randn_like(mu) * dt.exp(0.5 * logvar)  # reparameterization
+        return dt.sigmoid(self.dec(z)), mu, logvar
+
+
+def test_vae_reparameterization_draws_new_noise_on_every_replay():
+    def step_of(model):
+        opt = optim.Adam(model.parameters(), lr=0.01)
+
+        def step(x):
+            opt.zero_grad()
+            recon, mu, logvar = model(x)
+            kld = -0.5 * dt.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            loss = F.binary_cross_entropy(recon, x, reduction="sum") + kld
+            loss.backward()
+            opt.step()
+            return loss.detach()
+        return step
+    want, got, _ = _run(_VAE, step_of,
+                        lambda rng: (dt.tensor(rng.random((8, 10)).astype(np.float32)),))
+    _assert_losses(want, got)
+
+
+def test_gradient_accumulation_over_micro_batches_with_accuracy_and_clipping():
+    """Four backward passes per step, each adding into `.grad`; the step's accuracy counted
+    with argmax in the graph; clip_grad_value_ and Nesterov momentum with weight decay."""
+    def net():
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 5))
+
+    def step_of(model):
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                        weight_decay=1e-3)
+
+        def step(x, y):
+            opt.zero_grad()
+            correct = dt.zeros((), dtype=dt.int64)
+            for xs, ys in zip(x.chunk(4), y.chunk(4)):
+                logits = model(xs)
+                (F.cross_entropy(logits, ys) / 4).backward()
+                correct = correct + (logits.argmax(1) == ys).sum()
+            nn.utils.clip_grad_value_(model.parameters(), 0.05)
+            opt.step()
+            return correct
+        return step
+    want, got, _ = _run(net, step_of, lambda rng: (_floats(rng, 16, 6), _labels(rng, 5, 16)))
+    assert [int(g) for g in got] == [int(w) for w in want]
+    assert len({int(w) for w in want}) > 1
+
+
 def test_grad_scaler_with_autocast_scale_is_graph_state():
     scalers, scales = {}, []
 
