@@ -180,6 +180,7 @@ class Op(Node):
     _keeps_inputs = _keeps_output = False
     is_view = False
     random = False
+    kept = False  # True: graph mode runs it though nothing reads its result (a check)
     differentiable = True  # False: never recorded, outputs never require grad
     # The positions of the arguments whose values decide the output's shape (on the class,
     # or set by forward): nonzero's input, a boolean mask in an index. A graph replays
@@ -369,12 +370,16 @@ def refresh_view(t):
         t._view = (steps, base.grad_fn)
 
 
+class CheckError(ValueError):
+    """A check op found invalid values (its message is the whole error)."""
+
+
 def _forward_error(node, args, err):
     """The error to raise for a backend failure in `node.forward`: mixed devices, or the
     backend's message with the op and its inputs named."""
     if len({type(a._data) for a in args if isinstance(a, Tensor)}) > 1:
         return _device_error(type(node), args)
-    if isinstance(err, TypeError):
+    if isinstance(err, (TypeError, CheckError)):
         return err
     return RuntimeError(f"{type(node).__name__.lower()}: {err} (inputs: {_describe(args)})")
 

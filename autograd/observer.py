@@ -5,8 +5,8 @@ something happens to arrays, as JAX's `bind` hands every primitive to the curren
 interpreter. The events, with what eager code does when nothing observes:
 
     op(node, args, params, result)      after each registry op application (`Op.apply`)
-    write(tensor, array)                an array copied into a tensor in place
-    setitem(tensor, key, value)         `tensor[key] = value` outside autograd
+    write(tensor, array)                an array about to be copied into a tensor in place
+    setitem(tensor, key, value)         `tensor[key] = value` outside autograd, about to run
     snapshot(tensor, copy)              the copy of a tensor that an in-place op saves
     backward(create_graph)              a backward pass starts
     accumulate(leaf, grad, apply)       a leaf's gradient arrives: `apply()` accumulates it

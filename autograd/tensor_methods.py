@@ -129,14 +129,14 @@ def _write(self, result):
     """Copy `result` (an array) into `self` in place, with PyTorch's dtype/shape rules."""
     data = self._data
     _check_fits(data, result)
+    if state.observer is not None:  # autograd/observer.py (before: it may keep the old data)
+        state.observer.write(self, result)
     try:
         backend.array_module(data).copyto(data, result, casting="unsafe")
     except ValueError as err:  # read-only, e.g. the result of expand()
         raise RuntimeError(f"unsupported operation: cannot write into this tensor in place "
                            f"({err}); clone() it first") from None
     self._version[0] += 1
-    if state.observer is not None:  # autograd/observer.py
-        state.observer.write(self, result)
 
 
 def _check_fits(data, result):
@@ -209,14 +209,14 @@ def setitem(self, key, value):
     xp = backend.array_module(self._data)
     key = index.normalize_key(key, xp)
     if not _recording(self, (value,)):
+        if state.observer is not None:  # autograd/observer.py (before: it may keep the old data)
+            state.observer.setitem(self, key, value)
         try:
             v = value._data if isinstance(value, Tensor) else value
             self._data[key] = index.fit_value(v, self._data[key])
         except ValueError as err:
             raise RuntimeError(f"setitem: {err} (tensor {list(self._data.shape)})") from None
         self._version[0] += 1
-        if state.observer is not None:  # autograd/observer.py
-            state.observer.setitem(self, key, value)
         return
     _check_inplace(self)
     old = Tensor._make(self._data, self.requires_grad, self.grad_fn, self._output_nr)

@@ -4,6 +4,7 @@
 import numpy as np
 
 import dtrain as dt
+from dtrain.autograd.ops.pointwise import check_all
 from dtrain.core.tensor import Size, Tensor
 
 _validate_default = [True]
@@ -27,11 +28,11 @@ class Distribution:
                                                             property):
                     continue  # a parameter given in its other form (probs vs logits)
                 value = getattr(self, name)
-                if not bool(constraint.check(value).all()):
-                    raise ValueError(
-                        f"Expected parameter {name} ({type(value).__name__} of shape "
-                        f"{tuple(value.shape)}) of distribution {self!r} to satisfy the "
-                        f"constraint {constraint!r}, but found invalid values:\n{value!r}")
+                check_all(constraint.check(value),
+                          f"Expected parameter {name} ({type(value).__name__} of shape "
+                          f"{tuple(value.shape)}) of distribution {type(self).__name__} to "
+                          f"satisfy the constraint {constraint!r}, but found invalid values",
+                          value)
 
     batch_shape = property(lambda self: self._batch_shape)
     event_shape = property(lambda self: self._event_shape)
@@ -76,11 +77,10 @@ class Distribution:
             if got != 1 and want != 1 and got != want:
                 raise ValueError(f"Value is not broadcastable with batch_shape+event_shape: "
                                  f"{tuple(value.shape)} vs {expected}.")
-        if not bool(self.support.check(value).all()):
-            raise ValueError(f"Expected value argument ({type(value).__name__} of shape "
-                             f"{tuple(value.shape)}) to be within the support "
-                             f"({self.support!r}) of the distribution {self!r}, but found "
-                             f"invalid values:\n{value}")
+        check_all(self.support.check(value),
+                  f"Expected value argument ({type(value).__name__} of shape "
+                  f"{tuple(value.shape)}) to be within the support ({self.support!r}) of the "
+                  f"distribution {type(self).__name__}, but found invalid values", value)
 
     def __repr__(self):
         def show(v):

@@ -2,6 +2,7 @@
 import math
 
 import dtrain as dt
+from dtrain.autograd.ops.pointwise import check_all
 from dtrain.core.tensor import Size
 from dtrain.distributions import constraints
 from dtrain.distributions.distribution import Distribution, broadcast_all
@@ -55,8 +56,9 @@ class Uniform(Distribution):
 
     def __init__(self, low, high, validate_args=None):
         self.low, self.high = broadcast_all(low, high)
-        if (validate_args is None or validate_args) and not bool((self.low < self.high).all()):
-            raise ValueError("Uniform is not defined when low >= high")
+        if validate_args is None or validate_args:
+            check_all(self.low < self.high, "Uniform is not defined when low >= high (low)",
+                      self.low)
         super().__init__(self.low.shape, validate_args=validate_args)
 
     @property

@@ -15,7 +15,7 @@
   On CUDA, each chain of single-ufunc ops is first compiled into one kernel by `cupy.fuse`
   (jit/fusion.py; that path is untested without a GPU).
 Random ops (`Op.random`) are never folded, merged or dropped: each replay draws anew, in
-eager order.
+eager order. Kept ops (`Op.kept`: checks that raise on invalid values) are never dropped.
 """
 from dtrain.core import backend
 from dtrain.jit.executor import Recycled, empty_buffer
@@ -55,7 +55,7 @@ def dce(g):
     live = {r.vid for r in refs_in(g.output)}
     keep = []
     for n in reversed(g.nodes):
-        if n.kind in ("op", "copy") and not (n.kind == "op" and n.op.random):
+        if n.kind in ("op", "copy") and not (n.kind == "op" and (n.op.random or n.op.kept)):
             if not any(o in live for o in n.outs) and not any(
                     v in live for v in n.stash.values()):
                 continue

@@ -44,10 +44,13 @@ class Tracer(Observer):
 
     def __init__(self, inputs, fallback="error", watch=()):
         self.graph = Graph()
-        self.versions = {id(t): (t, t._version[0]) for t in watch}  # in-place change check
+        # in-place change check, by version counter (a detached tensor shares its base's):
+        # {id(counter): (a tensor, the version expected at the end)}
+        self.versions = {id(t._version): (t, t._version[0]) for t in watch}
         self.ids = {}          # id(array) -> value id
         self.keep = []         # arrays kept alive so that their ids stay unique
         self.candidates = {}   # captured value id -> the Tensor or array first seen
+        self.initial = {}      # captured value id -> its data before a recorded write
         self.suspended = 0     # > 0: inside an effect (nothing is recorded)
         self.abandoned = None  # why recording stopped (fallback="eager")
         self.fallback = fallback
@@ -81,7 +84,16 @@ class Tracer(Observer):
 
     def _seen(self, t):
         """Take the current version of `t` as the expected one (a recorded change)."""
-        self.versions[id(t)] = (t, t._version[0])
+        self.versions[id(t._version)] = (t, t._version[0])
+
+    def _mutating(self, vid, t):
+        """Value `vid` (Tensor `t`) is about to be changed in place by a recorded write: keep
+        a captured value's data from before its first change (`initial`: a tensor that the
+        function creates starts from it on every call), expect the version after it."""
+        self.graph.mutated.add(vid)
+        if vid in self.candidates and vid not in self.initial:
+            self.initial[vid] = t._data.copy()
+        self.versions[id(t._version)] = (t, t._version[0] + 1)
 
     # -- values -----------------------------------------------------------------------------
     def _define(self, arr, kind):
@@ -97,7 +109,7 @@ class Tracer(Observer):
             vid = self._define(arr, CAPTURED)
             self.candidates[vid] = x
             if tensor:
-                self.versions.setdefault(id(x), (x, x._version[0]))
+                self.versions.setdefault(id(x._version), (x, x._version[0]))
         return Ref(vid, tensor)
 
     def lift(self, obj):
@@ -189,18 +201,16 @@ class Tracer(Observer):
         if self.suspended:
             return
         n = Node("write", args=(self.ref(tensor), self.ref(array, False)))
-        self.graph.mutated.add(n.args[0].vid)
+        self._mutating(n.args[0].vid, tensor)
         self.graph.nodes.append(n)
-        self._seen(tensor)
 
     def setitem(self, tensor, key, value):
         if self.suspended:
             return
         n = Node("setitem", args=(self.ref(tensor), self.lift(value)),
                  params={"key": self.lift(key)})
-        self.graph.mutated.add(n.args[0].vid)
+        self._mutating(n.args[0].vid, tensor)
         self.graph.nodes.append(n)
-        self._seen(tensor)
 
     def snapshot(self, tensor, copy):
         if self.suspended:
@@ -216,7 +226,7 @@ class Tracer(Observer):
         if vid is None:
             # Never seen by the trace: state of the compiled module, or something computed
             # from traced data outside the op registry (NumPy code on tensor data).
-            if id(tensor) in self.versions:
+            if id(tensor._version) in self.versions:
                 return
             subject = "a tensor computed outside the op registry (e.g. NumPy code on data)"
         elif self.graph.values[vid].kind in (CAPTURED, CONST):
@@ -280,7 +290,8 @@ def settle(tracer, other=None):
     """Decide what the captured values of `tracer`'s graph are, and return the graph.
 
     With `other` (a second recording of the same signature): a captured object that is the
-    same in both is read by reference at replay (parameters, buffers); one that differs but
+    same in both, or a Tensor over the same array in both (`p.detach()` of a parameter), is
+    read by reference at replay (parameters, buffers); one that differs but
     holds equal data is a constant; one whose data differs was computed outside the op
     registry from changing data (a mask drawn with NumPy, NumPy code on the inputs) ->
     TraceError.
@@ -289,15 +300,18 @@ def settle(tracer, other=None):
     if other is not None:
         _compare(other.graph, g)
     for vid, obj in tracer.candidates.items():
-        if other is not None and other.candidates.get(vid) is not obj:
-            if not _equal_data(other.candidates.get(vid), obj):
+        seen = None if other is None else other.candidates.get(vid)
+        if other is not None and seen is not obj and not (
+                isinstance(seen, Tensor) and isinstance(obj, Tensor) and seen._data is obj._data):
+            if seen is None or not _equal_data(other.initial.get(vid, seen),
+                                               tracer.initial.get(vid, obj)):
                 raise TraceError(
                     f"%{vid} ({g.values[vid].describe()}), used by {_user(g, vid)}, was "
                     f"computed outside the op registry and changed between two calls with the "
                     f"same signature (e.g. a random mask drawn with NumPy, NumPy code on the "
                     f"data, or a tensor built from Python values); it cannot be a constant of "
                     f"the graph")
-            g.consts[vid] = obj._data if isinstance(obj, Tensor) else obj
+            g.consts[vid] = tracer.initial.get(vid, obj._data if isinstance(obj, Tensor) else obj)
             g.values[vid].kind = CONST
         else:
             g.captured[vid] = obj
@@ -320,7 +334,9 @@ def _compare(a, b):
                 or not _same_target(x.target, y.target):
             raise TraceError(f"two calls with the same signature differ at step {i}: "
                              f"{x.name()} with {_brief(x)} vs {y.name()} with {_brief(y)} "
-                             f"(Python values computed from data, or control flow)")
+                             f"(Python values computed from data or drawn with Python's or "
+                             f"NumPy's random numbers, or control flow): pass such a value as a "
+                             f"tensor argument, or draw it with dtrain's random functions")
     if not _same(a.output, b.output):
         raise TraceError("two calls with the same signature returned different structures")
 
@@ -345,8 +361,6 @@ def _same_target(x, y):
 
 
 def _equal_data(x, y):
-    if x is None or y is None:
-        return False
     a = x._data if isinstance(x, Tensor) else x
     b = y._data if isinstance(y, Tensor) else y
     if a.shape != b.shape or a.dtype != b.dtype or type(a) is not type(b):

@@ -6,6 +6,7 @@ import itertools
 import math
 
 from dtrain.autograd.grad_mode import no_grad
+from dtrain.autograd.ops.pointwise import where
 from dtrain.core import creation
 from dtrain.core import dtype as dtypes
 from dtrain.nn.module import Module
@@ -55,20 +56,22 @@ class AveragedModel(Module):
         return list(model.parameters())
 
     def update_parameters(self, model):
+        """Average `model`'s parameters into this copy (the first call copies them). No
+        Python branch on `n_averaged`: the first call selects the copy with `where`, so
+        that a compiled training step can call this."""
         mine = self._tensors(self.module)
         theirs = [t.detach().to(m.device) for t, m in zip(self._tensors(model), mine)]
-        n = int(self.n_averaged.item())
         with no_grad():
-            if n == 0:
-                for m, t in zip(mine, theirs):
-                    m.copy_(t)
-            elif self.multi_avg_fn is not None:
+            first = self.n_averaged == 0
+            if self.multi_avg_fn is not None:
                 self.multi_avg_fn([m.detach() for m in mine], theirs, self.n_averaged)
+                for m, t in zip(mine, theirs):
+                    m.copy_(where(first, t, m))
             else:
                 avg = self.avg_fn or get_swa_avg_fn()
                 for m, t in zip(mine, theirs):
                     if m.dtype.is_floating_point:
-                        m.copy_(avg(m.detach(), t, self.n_averaged))
+                        m.copy_(where(first, t, avg(m.detach(), t, self.n_averaged)))
                     else:
                         m.copy_(t)
             if not self.use_buffers:  # buffers (BatchNorm statistics) follow the model

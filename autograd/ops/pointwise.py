@@ -7,7 +7,7 @@ Python scalars are constants: they take part in forward and get no gradient.
 import math
 import operator
 
-from dtrain.autograd.node import Op
+from dtrain.autograd.node import CheckError, Op
 from dtrain.autograd.ops._util import as_array_arg, binary_forward, torch_dtype, ufunc_forward
 from dtrain.autograd.registry import Sample, SampleMaker, register
 from dtrain.core.backend import array_module
@@ -733,6 +733,34 @@ def nonzero(input, *, as_tuple=False):
     """Indices of non-zero elements: an (n, ndim) int64 tensor, or a tuple of 1-D tensors."""
     out = nonzero_(input)
     return tuple(out.unbind(1)) if as_tuple else out
+
+
+class Check(NonDiff):
+    """Raise ValueError(`message`, then the values of `shown`) unless every element of
+    `condition` is true; returns `condition`. A recorded op, not a Python branch on data:
+    graph mode keeps it in the graph, and a replay raises as the eager call would."""
+
+    kept = True
+
+    def forward(self, condition, shown, message):
+        if not bool(array_module(condition).all(condition)):
+            raise CheckError(f"{message}:\n{shown!r}")
+        return condition
+
+
+def _check_samples():
+    s = SampleMaker("check")
+    return [Sample(lambda c, x: Check.apply(c, x, "never raised"),
+                   (s(2, 3, low=0.5, grad=False) > 0, s(2, 3, grad=False)))]
+
+
+register("check", _check_samples, differentiable=False)(Check)
+
+
+def check_all(condition, message, shown):
+    """ValueError(message + the values of `shown`) unless `condition` is true everywhere,
+    without reading the values into Python (so a compiled function can validate)."""
+    Check.apply(condition, shown, message)
 
 
 def argwhere(input):

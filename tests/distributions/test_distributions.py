@@ -157,3 +157,47 @@ def test_reinforce_on_a_bandit_learns_the_best_arm():
         mean_rewards.append(reward.mean().item())
     assert mean_rewards[0] < 0.6 and np.mean(mean_rewards[-5:]) > 0.9
     assert policy(torch.ones(1, 1))[0, 1].item() > 0.9
+
+
+def test_reinforce_step_compiled_equals_eager_and_replays_check_parameters():
+    """The same REINFORCE step under dt.compile: the action drawn anew on every replay, the
+    parameter check recorded (no Python branch on data), so a replay with an invalid
+    scale still raises ValueError naming the constraint."""
+    from dtrain import nn
+
+    def make():
+        dt.manual_seed(0)
+        policy = nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 3))
+        opt = dt.optim.Adam(policy.parameters(), lr=0.05)
+        rewards = dt.tensor([0.1, 1.0, 0.3])
+
+        def step(obs):
+            m = Categorical(logits=policy(obs))
+            action = m.sample()
+            reward = rewards[action]
+            loss = (-m.log_prob(action) * (reward - reward.mean())).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return reward.mean()
+        return policy, step
+
+    (eager_policy, eager), (policy, compiled) = make(), make()
+    compiled = dt.compile(compiled)
+    got, want = [], []
+    for i in range(12):
+        obs = dt.full((32, 1), 1.0 + 0.1 * i)
+        dt.manual_seed(50 + i)
+        want.append(float(eager(obs)))
+        dt.manual_seed(50 + i)
+        got.append(float(compiled(obs)))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert len(set(want)) > 1
+    for p, q in zip(policy.parameters(), eager_policy.parameters()):
+        np.testing.assert_allclose(_np(p), _np(q), rtol=1e-5, atol=1e-6)
+
+    noisy = dt.compile(lambda loc, scale: Normal(loc, scale).rsample())
+    for _ in range(3):
+        assert noisy(dt.zeros(2), dt.ones(2)).shape == (2,)
+    with pytest.raises(ValueError, match="Expected parameter scale .* GreaterThan"):
+        noisy(dt.zeros(2), dt.tensor([1.0, -1.0]))

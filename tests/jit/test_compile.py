@@ -309,6 +309,39 @@ def test_results_whose_shape_depends_on_the_data_are_refused_at_the_first_call(f
         assert float(by_constant(x)) == data[0] + data[2]
 
 
+def test_a_tensor_created_in_the_function_and_changed_in_place_starts_fresh_each_call():
+    """`acc = dt.zeros(3); acc += x`: the graph's constant is acc's data before the first
+    in-place change, not after it (the first two calls have equal data here, as in a
+    warm-up on one batch, so the two recordings cannot tell)."""
+    def f(x):
+        acc = dt.zeros(3, dtype=dt.float64)
+        acc += x
+        acc[1] = 5.0
+        acc.mul_(2)
+        return acc * 1
+
+    compiled = dt.compile(f)
+    for v in (1.0, 1.0, 3.0, 4.0):
+        x = dt.full((3,), v, dtype=dt.float64)
+        assert compiled(x).tolist() == f(x).tolist() == [2 * v, 10.0, 2 * v]
+
+
+def test_writes_through_a_detached_view_of_state_are_replayed_into_the_state():
+    """`p.detach()` makes a new Tensor object on every call over the same array: it is the
+    state (read and written by reference), not a constant copied per call."""
+    state = dt.zeros(3, dtype=dt.float64)
+
+    def f(x):
+        view = state.detach()
+        view.add_(x)
+        return view.sum()
+
+    compiled = dt.compile(f)
+    for i in range(4):
+        compiled(dt.full((3,), 1.0, dtype=dt.float64))
+        assert state.tolist() == [i + 1.0] * 3
+
+
 def test_recording_leaves_a_profiler_alone():
     """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
     the user keeps receiving calls while a function records."""

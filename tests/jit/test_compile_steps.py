@@ -323,6 +323,34 @@ def test_gradient_accumulation_over_micro_batches_with_accuracy_and_clipping():
     assert len({int(w) for w in want}) > 1
 
 
+def test_averaged_model_updated_inside_the_step():
+    """swa_utils.AveragedModel.update_parameters after opt.step: its first call copies (a
+    `where` on n_averaged, no Python branch on data), later calls average."""
+    averaged = {}
+
+    def net():
+        return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5))
+
+    def step_of(model):
+        opt = optim.SGD(model.parameters(), lr=0.2)
+        avg = averaged[model] = optim.swa_utils.AveragedModel(model)
+
+        def step(x, y):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            avg.update_parameters(model)
+            return loss.detach()
+        return step
+    want, got, _ = _run(net, step_of, lambda rng: (_floats(rng, 8, 6), _labels(rng, 5, 8)))
+    _assert_losses(want, got)
+    eager_avg, compiled_avg = averaged.values()
+    assert int(compiled_avg.n_averaged) == int(eager_avg.n_averaged) == STEPS
+    for p, q in zip(compiled_avg.parameters(), eager_avg.parameters()):
+        np.testing.assert_allclose(p._data, q._data, rtol=1e-5, atol=1e-6)
+
+
 def test_grad_scaler_with_autocast_scale_is_graph_state():
     scalers, scales = {}, []
 
