@@ -157,6 +157,22 @@ class HookHandle:
         self._hooks.pop(self.id, None)
 
 
+class StateHookHandle(HookHandle):
+    """The handle of a hook on lasting state (a leaf tensor, a module): registering or
+    removing one moves `epoch`, which compiled functions guard on (their graphs replay
+    the hooks that existed when they recorded)."""
+
+    epoch = 0
+
+    def __init__(self, hooks, hook, key=None):
+        super().__init__(hooks, hook, key)
+        StateHookHandle.epoch += 1
+
+    def remove(self):
+        super().remove()
+        StateHookHandle.epoch += 1
+
+
 class Op(Node):
     """Base of registry ops. Subclasses define:
 

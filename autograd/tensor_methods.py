@@ -8,7 +8,7 @@ import numpy as np
 
 from dtrain.autograd import node as _node
 from dtrain.autograd.grad_mode import no_grad, state
-from dtrain.autograd.node import HookHandle
+from dtrain.autograd.node import StateHookHandle
 from dtrain.autograd.ops import (
     convert,
     index,
@@ -425,7 +425,7 @@ def register_hook(self, hook):
         return self.grad_fn.register_prehook(self._output_nr, hook)
     if self._hooks is None:
         self._hooks = {}
-    return HookHandle(self._hooks, hook)
+    return StateHookHandle(self._hooks, hook)
 
 
 def register_post_accumulate_grad_hook(self, hook):
@@ -436,7 +436,7 @@ def register_post_accumulate_grad_hook(self, hook):
         raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
     if self._post_hooks is None:
         self._post_hooks = {}
-    return HookHandle(self._post_hooks, hook)
+    return StateHookHandle(self._post_hooks, hook)
 
 
 def retain_grad(self):

@@ -7,12 +7,14 @@ call with a new signature runs eagerly while recording; the second records again
 that both recordings agree (which exposes values computed outside the op registry from
 changing data, e.g. masks drawn with NumPy or NumPy code on the inputs); later calls
 replay. Captured tensors (parameters, buffers) are read by reference, so in-place optimizer
-updates are seen; a change of their shape, dtype or requires_grad triggers a new recording.
+updates are seen; a change of their shape, dtype or requires_grad, or a hook added to or
+removed from a tensor or module anywhere, triggers a new recording.
 """
 import warnings
 
 from dtrain.autograd import autocast as _autocast
 from dtrain.autograd.grad_mode import state
+from dtrain.autograd.node import StateHookHandle
 from dtrain.core.tensor import Tensor
 from dtrain.jit.executor import ArrayRunner, TensorRunner
 from dtrain.jit.passes import PASSES, check_passes, optimize
@@ -50,6 +52,7 @@ class _Entry:
         self.first = None
         self.graph = self.runner = None
         self.guards = ()
+        self.hooks = None  # StateHookHandle.epoch at the end of the last recording
         self.state_ids = ()
         self.eager = False
 
@@ -118,8 +121,8 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)
         key, tensors = self.signature(args, kwargs)
         entry = self.entries.get(key)
-        if entry is None:
-            entry = self.entries[key] = _Entry()
+        if entry is None or entry.hooks not in (None, StateHookHandle.epoch):
+            entry = self.entries[key] = _Entry()  # new, or a hook was added or removed since
         if entry.runner is not None:
             if entry.guards_hold() and entry.state_ids == self._state_ids():
                 return entry.runner(tensors)
@@ -135,6 +138,7 @@ class CompiledFunction:
         with tracer:
             out = self.fn(*args, **kwargs)
         tracer.finish(out)
+        entry.hooks = StateHookHandle.epoch
         if tracer.abandoned:
             self._go_eager(entry, tracer.abandoned)
             return out

@@ -8,7 +8,7 @@ from collections import OrderedDict, namedtuple
 
 from dtrain.autograd.function import Function
 from dtrain.autograd.grad_mode import is_grad_enabled, no_grad
-from dtrain.autograd.node import HookHandle
+from dtrain.autograd.node import StateHookHandle
 from dtrain.autograd.observer import effect
 from dtrain.core import dtype as dtypes
 from dtrain.core.tensor import Tensor
@@ -182,7 +182,7 @@ class Module:
         return out if backward_hooks is None else backward_hooks.wrap_outputs(out)
 
     def _add_hook(self, hooks, hook, prepend, with_kwargs):
-        handle = HookHandle(hooks, hook)
+        handle = StateHookHandle(hooks, hook)
         if prepend:
             hooks.move_to_end(handle.id, last=False)
         if with_kwargs:

@@ -342,6 +342,40 @@ def test_writes_through_a_detached_view_of_state_are_replayed_into_the_state():
         assert state.tolist() == [i + 1.0] * 3
 
 
+def test_hooks_added_or_removed_between_calls_record_again():
+    """A graph replays the hooks that existed when it recorded: adding or removing a tensor
+    or module hook later records again (a gradient hook added to freeze a layer, a forward
+    hook removed), as eager would run them."""
+    lin = dt.nn.Linear(3, 2).double()
+    opt = dt.optim.SGD(lin.parameters(), lr=0.1)
+
+    def step(x):
+        opt.zero_grad()
+        out = lin(x)
+        out.sum().backward()
+        opt.step()
+        return out
+
+    compiled = dt.compile(step)
+    x = _t(4, 3)
+    for _ in range(3):
+        compiled(x)
+    frozen = lin.weight.detach().clone()
+    handle = lin.weight.register_hook(lambda g: g * 0)
+    compiled(x)
+    assert lin.weight.tolist() == frozen.tolist()
+    handle.remove()
+    compiled(x)
+    assert lin.weight.tolist() != frozen.tolist()
+    for hooked in (True, False, True):
+        handle = lin.register_forward_hook(lambda m, args, out: out * 2) if hooked else None
+        with dt.no_grad():
+            want = lin(x)  # with the current weights, before the step updates them
+        np.testing.assert_allclose(compiled(x).tolist(), want.tolist(), rtol=1e-12)
+        if handle is not None:
+            handle.remove()
+
+
 def test_recording_leaves_a_profiler_alone():
     """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
     the user keeps receiving calls while a function records."""
