@@ -736,15 +736,17 @@ def nonzero(input, *, as_tuple=False):
 
 
 class Check(NonDiff):
-    """Raise ValueError(`message`, then the values of `shown`) unless every element of
-    `condition` is true; returns `condition`. A recorded op, not a Python branch on data:
-    graph mode keeps it in the graph, and a replay raises as the eager call would."""
+    """Raise `error` ("ValueError" or "RuntimeError") with `message` and the values of
+    `shown` (when given) unless every element of `condition` is true; returns `condition`.
+    A recorded op, not a Python branch on data: graph mode keeps it in the graph, and a
+    replay raises as the eager call would."""
 
     kept = True
 
-    def forward(self, condition, shown, message):
+    def forward(self, condition, shown, message, error="ValueError"):
         if not bool(array_module(condition).all(condition)):
-            raise CheckError(f"{message}:\n{shown!r}")
+            text = message if shown is None else f"{message}:\n{shown!r}"
+            raise CheckError(text) if error == "ValueError" else RuntimeError(text)
         return condition
 
 
@@ -757,10 +759,11 @@ def _check_samples():
 register("check", _check_samples, differentiable=False)(Check)
 
 
-def check_all(condition, message, shown):
-    """ValueError(message + the values of `shown`) unless `condition` is true everywhere,
-    without reading the values into Python (so a compiled function can validate)."""
-    Check.apply(condition, shown, message)
+def check_all(condition, message, shown=None, error="ValueError"):
+    """Raise `error` ("ValueError" or "RuntimeError") with `message` (and the values of
+    `shown`) unless `condition` is true everywhere, without reading the values into Python
+    (so a compiled function can validate)."""
+    Check.apply(condition, shown, message, error=error)
 
 
 def argwhere(input):

@@ -2,6 +2,7 @@
 packing."""
 from dtrain.autograd.grad_mode import no_grad
 from dtrain.autograd.ops.linalg import vector_norm
+from dtrain.autograd.ops.pointwise import check_all
 from dtrain.autograd.ops.shape import cat, stack
 from dtrain.core.creation import full, zeros
 from dtrain.core.tensor import Tensor
@@ -24,11 +25,11 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     norm_type = float(norm_type)
     with no_grad():
         total = vector_norm(stack([vector_norm(t, norm_type) for t in tensors]), norm_type)
-    if error_if_nonfinite and not bool(total.isfinite()):
-        raise RuntimeError(f"The total norm of order {norm_type} for gradients from "
-                           "`parameters` is non-finite, so it cannot be clipped. To disable this "
-                           "error and scale the gradients by the non-finite norm anyway, set "
-                           "`error_if_nonfinite=False`")
+    if error_if_nonfinite:
+        check_all(total.isfinite(), f"The total norm of order {norm_type} for gradients from "
+                  "`parameters` is non-finite, so it cannot be clipped. To disable this error "
+                  "and scale the gradients by the non-finite norm anyway, set "
+                  "`error_if_nonfinite=False`", error="RuntimeError")
     return total
 
 

@@ -351,6 +351,30 @@ def test_averaged_model_updated_inside_the_step():
         np.testing.assert_allclose(p._data, q._data, rtol=1e-5, atol=1e-6)
 
 
+def test_clip_grad_norm_error_if_nonfinite_is_checked_on_every_replay():
+    """error_if_nonfinite=True is a recorded check, not a Python branch on the norm: the
+    step compiles, and a replay whose gradients overflow raises as eager does."""
+    model = nn.Linear(4, 3)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+
+    def step(x, y):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=True)
+        opt.step()
+        return norm
+
+    compiled = dt.compile(step)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        assert np.isfinite(float(compiled(_floats(rng, 8, 4), _labels(rng, 3, 8))))
+    x = _floats(rng, 8, 4)
+    x[0, 0] = float("inf")
+    with pytest.raises(RuntimeError, match="non-finite, so it cannot be clipped"):
+        compiled(x, _labels(rng, 3, 8))
+    assert len(compiled.graphs) == 1
+
+
 def test_grad_scaler_with_autocast_scale_is_graph_state():
     scalers, scales = {}, []
 
