@@ -668,6 +668,20 @@ def _reduction(onnx_op):
     return emit
 
 
+def _arg_extreme(onnx_op):
+    """argmax/argmin over `dim`, or over the flattened input when dim is None."""
+    def emit(b, n, a):
+        x = b.value(a["x"])
+        if a["dim"] is not None:
+            return b.add(onnx_op, [x], axis=a["dim"], keepdims=int(a["keepdim"]))
+        flat = b.add(onnx_op, [b.add("Reshape", [x, b.ints([-1])])], axis=0, keepdims=0)
+        if not a["keepdim"]:
+            return flat
+        ndim = len(b.g.values[n.args[0].vid].shape)
+        return b.add("Reshape", [flat, b.ints([1] * ndim)])
+    return emit
+
+
 def _clamp(b, n, a):
     dtype = b.g.values[n.outs[0]].dtype
     y = b.value(a["x"], dtype)
@@ -716,6 +730,7 @@ ONNX_OPS = {
     "sum": _reduction("ReduceSum"), "prod": _reduction("ReduceProd"),
     "amax": _reduction("ReduceMax"), "amin": _reduction("ReduceMin"),
     "logsumexp": _reduction("ReduceLogSumExp"),
+    "argmax": _arg_extreme("ArgMax"), "argmin": _arg_extreme("ArgMin"),
     "reshape": _reshape, "expand": _expand, "permute": _permute, "cat": _cat,
     "split": _split, "index": _index, "pad": _pad,
     "embedding": lambda b, n, a: b.add("Gather", [b.value(a["weight"]),

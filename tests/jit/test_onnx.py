@@ -143,6 +143,20 @@ def test_nested_tuple_arguments_and_outputs_are_flattened_in_order():
         dt.onnx.export(model, (x, 3), io.BytesIO())
 
 
+def test_argmax_and_argmin_predictions():
+    """A classifier that returns its predicted classes (int64), over a dim and over all."""
+    def predict(x):
+        return (x.argmax(1), x.argmin(-1, keepdim=True), x.argmax(), x.argmin(keepdim=True))
+    x = dt.randn(3, 5)
+    buf = io.BytesIO()
+    dt.onnx.export(predict, (x,), buf)
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()), full_check=True)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for got, want in zip(sess.run(None, {"input_0": x.numpy()}), predict(x)):
+        assert got.dtype == np.int64 and got.shape == tuple(want.shape)
+        np.testing.assert_array_equal(got, want.numpy())
+
+
 def test_op_without_mapping_is_named():
     with pytest.raises(NotImplementedError, match="op 'cumprod'"):
         dt.onnx.export(lambda x: x.cumprod(1), (dt.randn(2, 3),), io.BytesIO())
