@@ -46,12 +46,12 @@ training forward again).
 What cannot be captured raises `TraceError` (or runs eagerly with `fallback="eager"`) while
 the first call records: Python reading a traced value (`.item()`, `bool()`, a branch on
 data such as prod's gradient with zeros), an op whose result's shape depends on traced
-values (`Op.shape_from_data`: nonzero, indexing with a boolean mask computed in the
-function, masked_select; a graph replays static shapes), an effect called with a closure or
+values (`Op.shape_from_data`: nonzero, unique, indexing with a boolean mask computed in
+the function, masked_select; a graph replays static shapes), an effect called with a closure or
 tensor argument (`optimizer.step(closure)`, LBFGS), `backward(create_graph=True)`, in-place
 changes to a compiled module's state outside the registry. A value computed with NumPy
-outside the registry that changes between calls (`unique` is still such a function) is
-found by recording each signature twice. A compiled callable is not thread-safe.
+outside the registry that changes between calls is found by recording each signature
+twice. A compiled callable is not thread-safe.
 """
 from dtrain.jit.compiler import CompiledFunction, TracedFunction, compile, trace  # noqa: F401
 from dtrain.jit.export import load, save  # noqa: F401

@@ -5,7 +5,7 @@ from dtrain.autograd.ops._util import norm_dim
 from dtrain.autograd.ops.index import gather
 from dtrain.autograd.ops.pointwise import NonDiff, _nondiff, where
 from dtrain.autograd.ops.reduce import ValuesIndices
-from dtrain.autograd.registry import Sample, SampleMaker, register_composite
+from dtrain.autograd.registry import Sample, SampleMaker, register, register_composite
 from dtrain.core.backend import array_module, running
 from dtrain.core.tensor import Tensor
 
@@ -188,21 +188,36 @@ def _unique_dim(xp, a, d, consecutive):
     return xp.moveaxis(moved[starts], 0, d), xp.cumsum(change) - 1, counts
 
 
+def _unique_samples():
+    s = SampleMaker("unique")
+    x = Tensor._make(s.rng.integers(0, 4, (3, 5)))
+    return [Sample(lambda x: Unique.apply(x, None, False)[0], (x,)),
+            Sample(lambda x: Unique.apply(x, 1, True)[2], (x,))]
+
+
+@register("unique", _unique_samples, differentiable=False)
+class Unique(NonDiff):
+    """(values, inverse, counts) of the distinct elements (dim None) or slices along `dim`,
+    sorted, or of runs of equal consecutive ones (no gradient); how many depends on the
+    data."""
+
+    n_outputs = 3
+    shape_from_data = (0,)
+
+    def forward(self, a, dim, consecutive):
+        xp = array_module(a)
+        if dim is None:
+            values, inverse, counts = _unique_dim(xp, a.reshape(-1), 0, consecutive)
+            return values, inverse.reshape(a.shape).astype("int64"), counts.astype("int64")
+        values, inverse, counts = _unique_dim(xp, a, dim, consecutive)
+        return values, inverse.reshape(-1).astype("int64"), counts.astype("int64")
+
+
 def _unique(input, return_inverse, return_counts, dim, consecutive):
-    a = input._data
-    xp = array_module(a)
-    if dim is None:
-        values, inverse, counts = _unique_dim(xp, a.reshape(-1), 0, consecutive)
-        inverse = inverse.reshape(a.shape)
-    else:
-        values, inverse, counts = _unique_dim(xp, a, norm_dim(dim, a.ndim, "unique"),
-                                              consecutive)
-        inverse = inverse.reshape(-1)
-    out = (Tensor._make(values),)
-    if return_inverse:
-        out += (Tensor._make(inverse.astype("int64")),)
-    if return_counts:
-        out += (Tensor._make(counts.astype("int64")),)
+    d = None if dim is None else norm_dim(dim, input._data.ndim, "unique")
+    values, inverse, counts = Unique.apply(input, d, consecutive)
+    out = (values,) + ((inverse,) if return_inverse else ()) + \
+        ((counts,) if return_counts else ())
     return out[0] if len(out) == 1 else out
 
 

@@ -20,11 +20,11 @@ def _cases():
 #   recordings (on different data) disagree, so compiling reports it instead of baking a
 #   stale constant into the graph. Only a test artifact is left: the gelu_backward sample
 #   computes its `cdf` argument with NumPy (in a model it is Gelu's recorded stash);
-# - a result whose shape depends on the data (nonzero; a boolean mask computed in the
-#   function, here `mask[0]`): a graph replays static shapes.
+# - a result whose shape depends on the data (nonzero, unique; a boolean mask computed in
+#   the function, here `mask[0]`): a graph replays static shapes.
 _SHAPE = "shape depends on the values"
 NOT_CAPTURABLE = {"gelu_backward-0": "outside the op registry", "nonzero-0": _SHAPE,
-                  "select_take-6": _SHAPE}
+                  "select_take-6": _SHAPE, "unique-0": _SHAPE, "unique-1": _SHAPE}
 # prod's gradient takes another formula when an input holds a zero: a branch on data, which
 # recording reports (a host read) instead of freezing the branch it took.
 NOT_CAPTURABLE_BACKWARD = {**NOT_CAPTURABLE,
