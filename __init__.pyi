@@ -811,7 +811,9 @@ def as_tensor(data, dtype=None, device=None):
     """Like `tensor`, but shares memory with an array or tensor when no conversion is needed."""
 
 def empty(*sizes, size=None, dtype=None, device=None, requires_grad=False):
-    """Uninitialised: `empty(2, 3)`, `empty((2, 3))` or `empty(size=(2, 3))`."""
+    """Of undefined contents, as torch's (zeros here: the same on every call, so that a compiled
+    function can make one and fill it): `empty(2, 3)`, `empty((2, 3))` or `empty(size=(2, 3))`.
+    """
 
 def empty_like(input, *, dtype=None, device=None, requires_grad=False):
     """`empty` with the shape, dtype and device of `input`."""

@@ -76,17 +76,21 @@ def _infer_array(data, dtype=None):
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False):
     """A new tensor that copies `data` (a list, number, array or tensor)."""
+    if isinstance(data, Tensor):  # the copy by registry ops, which graph mode records
+        out = data.detach().to(device=device, dtype=dtype)
+        out = out.clone() if out._data is data._data else out
+        return out.requires_grad_(True) if requires_grad else out
     arr = _infer_array(data, dtype)
     if device is not None:
         dev = backend.normalize_device(device)
-    elif isinstance(data, Tensor) or backend.is_cuda_array(arr):
+    elif backend.is_cuda_array(arr):
         dev = backend.device_of(arr)
     else:
         dev = _default_device
     out = backend.to_device(arr, dev)
     if dtype is not None:
         out = out.astype(dtypes.to_np(dtype), copy=False)
-    if out is arr or (isinstance(data, Tensor) and out is data._data):
+    if out is arr:
         out = out.copy()
     return _finish(out, requires_grad)
 
@@ -128,10 +132,12 @@ def ones(*sizes, size=None, dtype=None, device=None, requires_grad=False):
 
 
 def empty(*sizes, size=None, dtype=None, device=None, requires_grad=False):
-    """Uninitialised: `empty(2, 3)`, `empty((2, 3))` or `empty(size=(2, 3))`."""
+    """Of undefined contents, as torch's (zeros here: the same on every call, so that a
+    compiled function can make one and fill it): `empty(2, 3)`, `empty((2, 3))` or
+    `empty(size=(2, 3))`."""
     dev, xp, npd = _placement(device, dtype)
     with backend.device_context(dev):
-        return _finish(xp.empty(_size(sizes, size), dtype=npd), requires_grad)
+        return _finish(xp.zeros(_size(sizes, size), dtype=npd), requires_grad)
 
 
 def legacy_new(args, dtype, device, name):
