@@ -85,11 +85,12 @@ class ArrayRunner(_Runner):
                 self._run(env)
         else:
             self._run(env)
+        out = self.wrap_output(env)  # may return an input tensor: before dropping them
         self.tensors = ()
         if not self.shared:
             share_workspaces(self.workspaces)
             self.shared = True
-        return self.wrap_output(env)
+        return out
 
     def _run(self, env):
         for step, release in self.steps:
@@ -440,8 +441,9 @@ class TensorRunner(_Runner):
             else:  # "call"
                 owner, method = n.target
                 method(owner, *n.args, **n.params)
+        out = self.wrap_output(env)  # may return an input tensor: before dropping them
         self.tensors = ()
-        return self.wrap_output(env)
+        return out
 
     @staticmethod
     def as_output(t, shared):

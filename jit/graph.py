@@ -84,11 +84,13 @@ def refs_in(obj):
 
 
 def map_refs(obj, fn):
-    """`obj` (nested tuples/lists/dicts) with every Ref replaced by `fn(ref)`."""
+    """`obj` (nested tuples, named tuples, lists, dicts) with every Ref replaced by
+    `fn(ref)`."""
     if isinstance(obj, Ref):
         return fn(obj)
     if isinstance(obj, (tuple, list)):
-        return type(obj)(map_refs(o, fn) for o in obj)
+        items = [map_refs(o, fn) for o in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
     if isinstance(obj, dict):
         return {k: map_refs(v, fn) for k, v in obj.items()}
     return obj

@@ -113,13 +113,16 @@ class Tracer(Observer):
         return Ref(vid, tensor)
 
     def lift(self, obj):
-        """`obj` with Tensors and arrays replaced by Refs (nested tuples/lists/dicts)."""
+        """`obj` with Tensors and arrays replaced by Refs (nested tuples, named tuples,
+        lists, dicts)."""
         if isinstance(obj, Tensor):
             return self.ref(obj, True)
         if is_array(obj):
             return self.ref(obj, False)
         if type(obj) in (tuple, list):
             return type(obj)(self.lift(o) for o in obj)
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # (values, indices) of sort...
+            return type(obj)(*(self.lift(o) for o in obj))
         if type(obj) is dict:
             return {k: self.lift(v) for k, v in obj.items()}
         return obj
