@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from dtrain.autograd import engine
 from dtrain.autograd.grad_mode import no_grad
+from dtrain.autograd.observer import effect
 from dtrain.core import backend
 from dtrain.core.tensor import Tensor
 from dtrain.distributed import collectives
@@ -90,11 +91,15 @@ class DistributedDataParallel(Module):
         """Accumulate gradients locally (no communication) inside this context; the first
         backward after it reduces the accumulated gradients."""
         previous = self.require_backward_grad_sync
-        self.require_backward_grad_sync = False
+        self._set_grad_sync(False)
         try:
             yield
         finally:
-            self.require_backward_grad_sync = previous
+            self._set_grad_sync(previous)
+
+    @effect  # graph mode replays the switch where the step made it (autograd/observer.py)
+    def _set_grad_sync(self, sync):
+        self.require_backward_grad_sync = sync
 
     def register_comm_hook(self, state, hook):
         """Replace the bucket reduction: `hook(state, GradBucket) -> Future`."""

@@ -27,8 +27,9 @@ primitive to the current interpreter:
   a reshape that copied writes its copy there), read by the memory plan in passes.py: a
   replayed MLP or CNN training step allocates no array but the loss it returns.
 - Effects are marked, not discovered: `Optimizer.step`/`zero_grad`, `LRScheduler.step`,
-  `Module.zero_grad` and GradScaler's `unscale_`/`step`/`update` are `@effect`s (a subclass's
-  override too, via `__init_subclass__`). The tracer records each as one call and runs it
+  `Module.zero_grad`/`train`, DDP's switch of `no_sync` and GradScaler's
+  `unscale_`/`step`/`update` are `@effect`s (an optimizer subclass's override too, via
+  `__init_subclass__`). The tracer records each as one call and runs it
   unobserved; replay calls it again with the same arguments, so its Python state (learning
   rates, the scaler's growth tracker) moves on every replay. State that the graph's ops read
   is a tensor read by reference (parameters, buffers, GradScaler's scale).

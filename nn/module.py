@@ -262,6 +262,7 @@ class Module:
             yield b
 
     # -- modes and bulk changes ----------------------------------------------------------
+    @effect  # graph mode replays the switch where a compiled step made it
     def train(self, mode=True):
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")

@@ -376,6 +376,24 @@ def test_hooks_added_or_removed_between_calls_record_again():
             handle.remove()
 
 
+def test_train_and_eval_inside_a_compiled_step_are_replayed():
+    """`model.train()` / `model.eval()` are effects: after a replay the modules are in the
+    mode the step left them in, as after an eager call."""
+    model = dt.nn.Sequential(dt.nn.Linear(3, 3), dt.nn.Dropout(0.5)).double()
+
+    def step(x):
+        model.train()
+        out = model(x).sum()
+        model.eval()
+        return out
+
+    compiled = dt.compile(step)
+    for _ in range(4):
+        model.train()
+        compiled(_t(2, 3))
+        assert not model.training and not model[1].training
+
+
 def test_recording_leaves_a_profiler_alone():
     """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
     the user keeps receiving calls while a function records."""

@@ -1,7 +1,7 @@
 """Compiled DDP training steps on 2 real MPI ranks (MSE, and cross-entropy on labels that
-change every step): DDP's gradient hooks (bucket copy, asynchronous all-reduce, the
-end-of-backward wait) fire in every replay, and the result equals one process training on
-the whole batch."""
+change every step; gradient accumulation under no_sync): DDP's gradient hooks (bucket copy,
+asynchronous all-reduce, the end-of-backward wait) fire in every replay, and the result
+equals one process training on the whole batch."""
 import os
 import shutil
 import subprocess
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = r'''
+import contextlib
+
 import numpy as np
 import dtrain as dt
 import dtrain.distributed as dist
@@ -56,6 +58,38 @@ for loss_fn, ys in ((nn.functional.mse_loss, target), (nn.functional.cross_entro
     assert kinds.count("callbacks") == 1 and kinds.count("accumulate") == 4, kinds
     for p, q in zip(ref.parameters(), ddp.module.parameters()):
         np.testing.assert_allclose(q._data, p._data, rtol=1e-10, atol=1e-12)
+
+# Gradient accumulation: two micro-batches per step, the first under no_sync (no
+# communication), as users write it; the switch is an effect that every replay repeats.
+K = 2
+ref = net()
+ref_opt = dt.optim.Adam(ref.parameters(), lr=0.05)
+ddp = dist.DistributedDataParallel(net())
+opt = dt.optim.Adam(ddp.parameters(), lr=0.05)
+
+
+def accumulate(x, y):
+    opt.zero_grad()
+    for k in range(K):
+        with ddp.no_sync() if k < K - 1 else contextlib.nullcontext():
+            loss = nn.functional.cross_entropy(ddp(x[k * B:(k + 1) * B]), y[k * B:(k + 1) * B])
+            (loss / K).backward()
+    opt.step()
+
+
+step = dt.compile(accumulate)
+xs = np.random.default_rng(4).standard_normal((6, K * B * n, 5))
+ys = np.random.default_rng(5).integers(0, 3, (6, K * B * n))
+for x, y in zip(xs, ys):
+    ref_opt.zero_grad()
+    nn.functional.cross_entropy(ref(dt.tensor(x)), dt.tensor(y)).backward()
+    ref_opt.step()
+    mine = np.concatenate([np.arange(k * B * n + r * B, k * B * n + (r + 1) * B)
+                           for k in range(K)])  # micro-batch k: this rank's B of its k-th part
+    step(dt.tensor(x[mine]), dt.tensor(y[mine]))
+assert len(step.graphs) == 1 and ddp.require_backward_grad_sync
+for p, q in zip(ref.parameters(), ddp.module.parameters()):
+    np.testing.assert_allclose(q._data, p._data, rtol=1e-10, atol=1e-12)
 import sys
 sys.stdout.write(f"<rank {r} ok>\n")
 '''
