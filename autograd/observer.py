@@ -13,6 +13,8 @@ interpreter. The events, with what eager code does when nothing observes:
                                         into `.grad` and runs its post hooks
     callbacks(run)                      the backward pass ends: `run()` runs queued callbacks
     host_read(tensor, what)             Python reads a tensor's values (item, tolist, numpy)
+    state_write(owner, key)             Python assigns `owner[key]` (an optimizer's
+                                        hyperparameter), which a graph cannot replay
     effect(owner, method, args, kwargs) a method marked `@effect` (optimizer and scheduler
                                         steps, zero_grad, GradScaler): returns its result
 
@@ -48,6 +50,9 @@ class Observer:
         run()
 
     def host_read(self, tensor, what):
+        pass
+
+    def state_write(self, owner, key):
         pass
 
     def effect(self, owner, method, args, kwargs):

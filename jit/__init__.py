@@ -50,7 +50,9 @@ data such as prod's gradient with zeros), an op whose result's shape depends on 
 values (`Op.shape_from_data`: nonzero, unique, indexing with a boolean mask computed in
 the function, masked_select; a graph replays static shapes), an effect called with a closure or
 tensor argument (`optimizer.step(closure)`, LBFGS), `backward(create_graph=True)`, in-place
-changes to a compiled module's state outside the registry. A value computed with NumPy
+changes to a compiled module's state outside the registry, an optimizer hyperparameter
+assigned by Python code (`group["lr"] = ...`; a scheduler's step is an effect). Other Python
+side effects (a counter in a closure) run only while recording: keep them outside. A value computed with NumPy
 outside the registry that changes between calls is found by recording each signature
 twice. A compiled callable is not thread-safe.
 """

@@ -245,6 +245,15 @@ class Tracer(Observer):
             f"instead of if), move it out of the compiled function, or compile with "
             f"fallback='eager' to run such calls eagerly")
 
+    def state_write(self, owner, key):
+        if self.suspended:  # inside an effect (a scheduler's step): replayed with it
+            return
+        self.unsupported(
+            f"{type(owner).__name__}[{key!r}] was assigned inside the compiled function "
+            f"({_caller(user=True)}): a replay does not repeat Python assignments, so the "
+            f"value would stay the recorded one. Step an LR scheduler (replayed as an "
+            f"effect), or assign outside the compiled function")
+
     def effect(self, owner, method, args, kwargs):
         """An `@effect` method (optimizer step...): recorded as one call, run unrecorded."""
         if self.suspended:

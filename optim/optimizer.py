@@ -15,7 +15,19 @@ from dtrain.autograd.observer import effect, mark_effects
 from dtrain.core import dtype as dtypes
 from dtrain.core.backend import array_module, device_of
 from dtrain.core.creation import zeros
+from dtrain.core.state import state
 from dtrain.core.tensor import Tensor
+
+
+class ParamGroup(dict):
+    """One parameter group (a dict, as torch's) whose item assignments graph mode hears
+    of: a hyperparameter set by Python code inside a compiled step (a manual warm-up) would
+    not be set again by a replay, so recording refuses it (autograd/observer.py)."""
+
+    def __setitem__(self, key, value):
+        if state.observer is not None:
+            state.observer.state_write(self, key)
+        super().__setitem__(key, value)
 
 
 class Optimizer:
@@ -98,7 +110,7 @@ class Optimizer:
         taken = {id(p) for group in self.param_groups for p in group["params"]}
         if not taken.isdisjoint(ids):
             raise ValueError("some parameters appear in more than one parameter group")
-        self.param_groups.append(param_group)
+        self.param_groups.append(ParamGroup(param_group))
 
     @effect  # graph mode replays it as one call (autograd/observer.py)
     def zero_grad(self, set_to_none=True):
@@ -200,8 +212,8 @@ class Optimizer:
                 state[k] = v
         groups = []
         for group, saved in zip(self.param_groups, saved_groups):
-            new = {k: deepcopy(v) for k, v in saved.items() if k != "params"}
-            new["params"] = group["params"]
+            new = ParamGroup({k: deepcopy(v) for k, v in saved.items() if k != "params"})
+            dict.__setitem__(new, "params", group["params"])
             groups.append(new)
         self.state = state
         self.param_groups = groups

@@ -394,6 +394,40 @@ def test_train_and_eval_inside_a_compiled_step_are_replayed():
         assert not model.training and not model[1].training
 
 
+def test_assigning_a_hyperparameter_inside_the_step_is_refused_at_the_first_call():
+    """A manual warm-up (`group["lr"] = ...` in the step) would stay at its recorded value
+    in every replay: refused while recording, naming the line; the scheduler's own writes
+    (inside its step, an effect) are replayed."""
+    w = dt.tensor([1.0, 2.0], dtype=dt.float64, requires_grad=True)
+    opt = dt.optim.SGD([w], lr=0.1)
+    calls = [0]
+
+    def manual(x):
+        calls[0] += 1
+        opt.param_groups[0]["lr"] = 0.1 * min(1.0, calls[0] / 5)
+        opt.zero_grad()
+        (w * x).sum().backward()
+        opt.step()
+
+    with pytest.raises(dt.jit.TraceError, match=r"ParamGroup\['lr'\] was assigned .*"
+                                                r"test_compile.py:\d+"):
+        dt.compile(manual)(_t(2))
+    scheduler = dt.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5))
+
+    def scheduled(x):
+        opt.zero_grad()
+        (w * x).sum().backward()
+        opt.step()
+        scheduler.step()
+
+    compiled = dt.compile(scheduled)
+    rates = []
+    for _ in range(6):
+        compiled(_t(2))
+        rates.append(opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(rates, [0.04, 0.06, 0.08, 0.1, 0.1, 0.1])
+
+
 def test_recording_leaves_a_profiler_alone():
     """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
     the user keeps receiving calls while a function records."""
