@@ -52,9 +52,9 @@ the function, masked_select; a graph replays static shapes), an effect called wi
 tensor argument (`optimizer.step(closure)`, LBFGS), `backward(create_graph=True)`, in-place
 changes to a compiled module's state outside the registry, an optimizer hyperparameter
 assigned by Python code (`group["lr"] = ...`; a scheduler's step is an effect). Other Python
-side effects (a counter in a closure) run only while recording: keep them outside. A value computed with NumPy
-outside the registry that changes between calls is found by recording each signature
-twice. A compiled callable is not thread-safe.
+side effects (a counter in a closure) run only while recording: keep them outside. A value
+computed with NumPy outside the registry that changes between calls is found by recording
+each signature twice. A compiled callable is not thread-safe.
 """
 from dtrain.jit.compiler import CompiledFunction, TracedFunction, compile, trace  # noqa: F401
 from dtrain.jit.export import load, save  # noqa: F401
