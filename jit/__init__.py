@@ -1,6 +1,7 @@
 """Graph mode: record a function's registry ops once, optimize the graph, replay it.
 
     step = dt.compile(train_step)        # one graph per input signature, guards re-record
+    net.body = dt.compile(net.body)      # a module compiles into a Module (torch's habits)
     traced = dt.jit.trace(model, (x,))   # a single-signature graph; print(traced.graph)
     dt.jit.save(traced, "model.dtj"); served = dt.jit.load("model.dtj")
 

@@ -19,6 +19,7 @@ from dtrain.core.tensor import Tensor
 from dtrain.jit.executor import ArrayRunner, TensorRunner
 from dtrain.jit.passes import PASSES, check_passes, optimize
 from dtrain.jit.tracer import TraceError, Tracer, settle
+from dtrain.nn.module import Module
 
 FALLBACKS = ("error", "eager")
 
@@ -181,8 +182,39 @@ def compile(model=None, *, fallback="error", passes=PASSES, check=True):
     `passes`: the graph passes to run (see `dt.jit.PASSES`); `()` turns all off.
     `check`: record twice per signature and compare (see the module doc)."""
     if model is None:
-        return lambda fn: CompiledFunction(fn, fallback, passes, check)
+        return lambda fn: compile(fn, fallback=fallback, passes=passes, check=check)
+    if isinstance(model, Module):
+        return CompiledModule(model, fallback, passes, check)
     return CompiledFunction(model, fallback, passes, check)
+
+
+class CompiledModule(Module):
+    """What `dt.compile(module)` returns, as torch.compile's OptimizedModule: a Module (a
+    child of another module, wrapped by DDP; its state dict keys start with `_orig_mod.`)
+    whose calls replay graphs of the module's calls. Other attributes read through to the
+    module."""
+
+    def __init__(self, module, fallback="error", passes=PASSES, check=True):
+        super().__init__()
+        self._orig_mod = module
+        self.__dict__["_compiled"] = CompiledFunction(module, fallback, passes, check)
+
+    def forward(self, *args, **kwargs):
+        return self._compiled(*args, **kwargs)
+
+    @property
+    def graphs(self):
+        return self._compiled.graphs
+
+    @property
+    def entries(self):
+        return self._compiled.entries
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_modules"]["_orig_mod"], name)
 
 
 class TracedFunction:

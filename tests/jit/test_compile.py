@@ -428,6 +428,32 @@ def test_assigning_a_hyperparameter_inside_the_step_is_refused_at_the_first_call
     np.testing.assert_allclose(rates, [0.04, 0.06, 0.08, 0.1, 0.1, 0.1])
 
 
+def test_a_compiled_module_is_a_module_a_parent_can_hold():
+    """As torch.compile's OptimizedModule: `net.body = dt.compile(net.body)` keeps the body's
+    parameters in the parent (and its optimizer), its state dict keys gain `_orig_mod.`,
+    attributes read through, and training through it equals eager training."""
+    def net():
+        dt.manual_seed(0)
+        return dt.nn.Sequential(dt.nn.Linear(3, 8), dt.nn.Tanh(), dt.nn.Linear(8, 2)).double()
+
+    eager, model = net(), net()
+    model[0] = dt.compile(model[0])
+    assert isinstance(model[0], dt.nn.Module) and model[0].in_features == 3
+    assert list(model.state_dict()) == ["0._orig_mod.weight", "0._orig_mod.bias",
+                                        "2.weight", "2.bias"]
+    opts = [dt.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, model)]
+    assert len(opts[1].param_groups[0]["params"]) == 4
+    for i in range(5):
+        x = _t(4, 3, seed=i)
+        for m, opt in zip((eager, model), opts):
+            opt.zero_grad()
+            m(x).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(model.parameters(), eager.parameters()):
+        np.testing.assert_allclose(p._data, q._data, rtol=1e-12)
+    assert len(model[0].graphs) == 1
+
+
 def test_recording_leaves_a_profiler_alone():
     """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
     the user keeps receiving calls while a function records."""
