@@ -5,6 +5,8 @@
 - "cse": common-subexpression elimination (the same op on the same values runs once, unless
   an opaque effect, such as an optimizer step, runs between the two: it may have changed
   the values in place);
+- "relu_pool": relu's gradient mask taken after a following max pool's, on the pooled
+  gradient (jit/rewrites.py; exact);
 - "memory_plan": every op that can write its result into a given array (the table of
   memory_plan.py) gets one: values that stay inside the graph share buffers allocated once,
   by disjoint lifetimes; values that leave it (returned, handed to a leaf's `.grad`) get a
@@ -22,8 +24,9 @@ from dtrain.jit.executor import Recycled, empty_buffer
 from dtrain.jit.fusion import fuse_elementwise
 from dtrain.jit.graph import CONST, OPAQUE, Ref, map_refs, refs_in
 from dtrain.jit.memory_plan import COPY, IN_PLACE, out_mode
+from dtrain.jit.rewrites import relu_pool
 
-PASSES = ("dce", "fold", "cse", "memory_plan", "fusion")
+PASSES = ("dce", "fold", "cse", "relu_pool", "memory_plan", "fusion")
 
 
 def check_passes(passes):
@@ -41,6 +44,8 @@ def optimize(graph, passes):
         fold(graph)
     if "cse" in passes:
         cse(graph)
+    if "relu_pool" in passes:
+        relu_pool(graph)
     if "dce" in passes:
         dce(graph)
     if "fusion" in passes and graph.values \
