@@ -1033,7 +1033,7 @@ def numel(self):
     """The number of elements."""
 spmm = mm
 
-def compile(model=None, *, fallback='error', passes=('dce', 'fold', 'cse', 'memory_plan', 'fusion'), check=True):
+def compile(model=None, *, fallback='error', passes=('dce', 'fold', 'cse', 'relu_pool', 'memory_plan', 'fusion'), check=True):
     """Compile a function or module: `dt.compile(fn)` or `@dt.compile(fallback="eager")`."""
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-08):

@@ -8,6 +8,8 @@ interpreter. The events, with what eager code does when nothing observes:
     write(tensor, array)                an array about to be copied into a tensor in place
     setitem(tensor, key, value)         `tensor[key] = value` outside autograd, about to run
     snapshot(tensor, copy)              the copy of a tensor that an in-place op saves
+    created(tensor)                     a tensor made from Python values or sizes (zeros,
+                                        full, tensor([...])): a constant, not state
     backward(create_graph)              a backward pass starts
     accumulate(leaf, grad, apply)       a leaf's gradient arrives: `apply()` accumulates it
                                         into `.grad` and runs its post hooks
@@ -38,6 +40,9 @@ class Observer:
         pass
 
     def snapshot(self, tensor, copy):
+        pass
+
+    def created(self, tensor):
         pass
 
     def backward(self, create_graph):

@@ -6,6 +6,7 @@ import numpy as np
 
 from dtrain.core import backend
 from dtrain.core import dtype as dtypes
+from dtrain.core.state import state
 from dtrain.core.tensor import Size, Tensor
 
 
@@ -49,7 +50,12 @@ def _placement(device, dtype, default=None):
 
 
 def _finish(arr, requires_grad):
-    return Tensor._make(arr).requires_grad_(requires_grad) if requires_grad else Tensor._make(arr)
+    """The new tensor over `arr`, made here from Python values or sizes: graph mode hears of
+    it, as a constant of the function that makes it (autograd/observer.py)."""
+    t = Tensor._make(arr).requires_grad_(requires_grad) if requires_grad else Tensor._make(arr)
+    if state.observer is not None:
+        state.observer.created(t)
+    return t
 
 
 def _infer_array(data, dtype=None):

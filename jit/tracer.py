@@ -51,6 +51,8 @@ class Tracer(Observer):
         self.keep = []         # arrays kept alive so that their ids stay unique
         self.candidates = {}   # captured value id -> the Tensor or array first seen
         self.initial = {}      # captured value id -> its data before a recorded write
+        self.made = set()      # id(array) of the tensors the function made (`created`)
+        self.made_vids = set()  # captured value ids of those: constants, not state
         self.suspended = 0     # > 0: inside an effect (nothing is recorded)
         self.abandoned = None  # why recording stopped (fallback="eager")
         self.fallback = fallback
@@ -108,6 +110,8 @@ class Tracer(Observer):
         if vid is None:
             vid = self._define(arr, CAPTURED)
             self.candidates[vid] = x
+            if id(arr) in self.made:
+                self.made_vids.add(vid)
             if tensor:
                 self.versions.setdefault(id(x._version), (x, x._version[0]))
         return Ref(vid, tensor)
@@ -215,6 +219,11 @@ class Tracer(Observer):
         self._mutating(n.args[0].vid, tensor)
         self.graph.nodes.append(n)
 
+    def created(self, tensor):
+        if not self.suspended:
+            self.made.add(id(tensor._data))
+            self.keep.append(tensor._data)  # its id stays its own while recording
+
     def snapshot(self, tensor, copy):
         if self.suspended:
             return
@@ -307,7 +316,8 @@ def settle(tracer, other=None):
     holds equal data is a constant; one whose data differs was computed outside the op
     registry from changing data (a mask drawn with NumPy, NumPy code on the inputs) ->
     TraceError.
-    Without `other`, every captured object is read by reference."""
+    Without `other`, every captured object is read by reference, but for the tensors the
+    function made (`created`), which are constants either way."""
     g = tracer.graph
     if other is not None:
         _compare(other.graph, g)
@@ -323,6 +333,9 @@ def settle(tracer, other=None):
                     f"same signature (e.g. a random mask drawn with NumPy, NumPy code on the "
                     f"data, or a tensor built from Python values); it cannot be a constant of "
                     f"the graph")
+            g.consts[vid] = tracer.initial.get(vid, obj._data if isinstance(obj, Tensor) else obj)
+            g.values[vid].kind = CONST
+        elif vid in tracer.made_vids:  # made by the function: starts afresh on every call
             g.consts[vid] = tracer.initial.get(vid, obj._data if isinstance(obj, Tensor) else obj)
             g.values[vid].kind = CONST
         else:
