@@ -247,7 +247,7 @@ class Tracer(Observer):
             subject = f"a traced tensor (%{vid}, {self.graph.values[vid].describe()})"
         self.unsupported(
             f"Tensor.{what}() was called on {subject} inside the compiled function "
-            f"({_caller()}): its value "
+            f"({_where()}): its value "
             f"is only known when the function runs, so Python code that depends on it "
             f"(if/while on a tensor, bool(), int(), float(), .item(), .tolist(), .numpy()) "
             f"cannot be captured in a graph. Keep the computation in tensor ops (e.g. dt.where "
@@ -297,6 +297,13 @@ def _caller(user=False):
         return "caller unknown"
     code = frame.f_code
     return f"in {code.co_name}, {code.co_filename}:{frame.f_lineno}"
+
+
+def _where():
+    """The code that read a tensor and, when that is inside dtrain, the user's line that
+    called it."""
+    inner, user = _caller(), _caller(user=True)
+    return inner if inner == user else f"{inner}, called {user}"
 
 
 def _may_share(a, b):
