@@ -406,6 +406,17 @@ class Recycled:
         return arr
 
 
+def _node_of(n, outs, args, params):
+    """The Op instance that `Op.apply` made for node `n` (its outputs' grad_fn), or, when
+    autograd recorded none, one whose forward runs again on the arrays."""
+    node = outs[0].grad_fn
+    if isinstance(node, n.op):
+        return node
+    node = _new(n.op)
+    node.forward(*[a._data if isinstance(a, Tensor) else a for a in args], **params)
+    return node
+
+
 class TensorRunner(_Runner):
     """Replay through `Op.apply` (autograd records the ops, gradients flow as in eager)."""
 
@@ -425,9 +436,15 @@ class TensorRunner(_Runner):
             return t if ref.tensor else t._data
         for n in g.nodes:
             if n.kind == "op":
-                out = n.op.apply(*map_refs(n.args, get), **map_refs(n.params, get))
-                for o, t in zip(n.outs, out if n.multi else (out,)):
+                args, params = map_refs(n.args, get), map_refs(n.params, get)
+                out = n.op.apply(*args, **params)
+                outs = out if n.multi else (out,)
+                for o, t in zip(n.outs, outs):
                     env[o] = t
+                if n.stash:  # what later ops read of it (BatchNorm's batch statistics)
+                    node = _node_of(n, outs, args, params)
+                    for attr, vid in n.stash.items():
+                        env[vid] = Tensor._make(getattr(node, attr))
             elif n.kind == "copy":
                 s = env[n.args[0].vid]
                 env[n.outs[0]] = Tensor._make(s._data.copy(), s.requires_grad, s.grad_fn,

@@ -113,6 +113,30 @@ def test_compiled_forward_inside_an_eager_loop_gives_eager_gradients():
     assert len(fwd.graphs) == 1
 
 
+def test_compiled_cnn_module_with_batchnorm_in_an_eager_loop():
+    """`model = dt.compile(model)` in a PyTorch-style loop: the replay runs through autograd,
+    and BatchNorm's running statistics are updated from the batch statistics its replayed
+    forward stashes (they were missing: the replay failed on its first call)."""
+    def cnn():
+        dt.manual_seed(2)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 5))
+    model, twin = cnn(), cnn()
+    compiled = dt.compile(model)
+    opts = [dt.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (compiled, twin)]
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        x = dt.tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+        y = dt.tensor(rng.integers(0, 5, 2))
+        for m, opt in zip((compiled, twin), opts):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert len(compiled.graphs) == 1
+
+
 def _manual_sgd_step(model, update, lr=0.05):
     def step(x, y):
         model.zero_grad()
