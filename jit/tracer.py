@@ -164,7 +164,7 @@ class Tracer(Observer):
                for i in node.shape_from_data for r in refs_in(n.args[i])):
             return self.unsupported(
                 f"{cls.op_name} ({_caller(user=True)}) gives a result whose shape depends on "
-                f"the values of its input (nonzero, indexing with a boolean mask, "
+                f"the values of its input (nonzero, unique, indexing with a boolean mask, "
                 f"masked_select): a graph replays static shapes. Use shape-preserving ops "
                 f"(dt.where(mask, x, 0), x * mask), move the call out of the compiled "
                 f"function, or compile with fallback='eager'")
