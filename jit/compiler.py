@@ -7,8 +7,10 @@ call with a new signature runs eagerly while recording; the second records again
 that both recordings agree (which exposes values computed outside the op registry from
 changing data, e.g. masks drawn with NumPy or NumPy code on the inputs); later calls
 replay. Captured tensors (parameters, buffers) are read by reference, so in-place optimizer
-updates are seen; a change of their shape, dtype or requires_grad, or a hook added to or
-removed from a tensor or module anywhere, triggers a new recording.
+updates are seen; a change of their shape, dtype or requires_grad, a hook added to or
+removed from a tensor or module anywhere, or a new module, parameter or optimizer where the
+function names one (a replaced head, a new optimizer: see `_state_ids`) triggers a new
+recording.
 """
 import warnings
 
@@ -134,7 +136,7 @@ class CompiledFunction:
 
     def _record(self, entry, args, kwargs, tensors):
         watch = self._state()
-        entry.state_ids = tuple(map(id, watch))
+        entry.state_ids = self._state_ids()
         tracer = Tracer(tensors, self.fallback, watch)
         with tracer:
             out = self.fn(*args, **kwargs)
@@ -164,7 +166,41 @@ class CompiledFunction:
         return list(self.module.parameters()) + list(self.module.buffers())
 
     def _state_ids(self):
-        return tuple(map(id, self._state())) if self.module is not None else ()
+        """Identities of what a graph was recorded against: a compiled module's parameters
+        and buffers; for a function, the modules and optimizers it reads by name (globals,
+        closure cells, a bound method's object and its attributes), with their parameters
+        and buffers. Replacing one (a new head, a new optimizer) records again."""
+        if self.module is not None:
+            return tuple(map(id, self._state()))
+        ids = []
+        for obj in self._bound():
+            ids.append(id(obj))
+            if isinstance(obj, Module):
+                ids.extend(id(t) for t in obj.parameters())
+                ids.extend(id(t) for t in obj.buffers())
+            else:  # an optimizer
+                ids.extend(id(p) for g in obj.param_groups for p in g["params"])
+        return tuple(ids)
+
+    def _bound(self):
+        """The modules and optimizers (objects with `param_groups`) that the function names
+        in its code: as globals, closure cells, or attributes of a bound method's object."""
+        fn, found = self.fn, []
+        owner = getattr(fn, "__self__", None)
+        fn = getattr(fn, "__func__", fn)
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return found
+        scope = getattr(fn, "__globals__", {})
+        candidates = [scope.get(name) for name in code.co_names]
+        candidates += [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
+        if owner is not None:
+            candidates += [owner] + [getattr(owner, name, None) for name in code.co_names]
+        for obj in candidates:
+            if isinstance(obj, Module) or hasattr(type(obj), "param_groups") or \
+                    "param_groups" in getattr(obj, "__dict__", ()):
+                found.append(obj)
+        return found
 
     def _go_eager(self, entry, why):
         entry.eager = True
@@ -186,6 +222,14 @@ def compile(model=None, *, fallback="error", passes=PASSES, check=True):
     if isinstance(model, Module):
         return CompiledModule(model, fallback, passes, check)
     return CompiledFunction(model, fallback, passes, check)
+
+
+def _filled(cell):
+    try:
+        cell.cell_contents
+    except ValueError:  # a closure variable not assigned yet
+        return False
+    return True
 
 
 class CompiledModule(Module):

@@ -455,6 +455,64 @@ def test_a_compiled_module_is_a_module_a_parent_can_hold():
     assert len(model[0].graphs) == 1
 
 
+class _Trainer:
+    def __init__(self, model):
+        self.model = model
+        self.opt = dt.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(self, x):
+        self.opt.zero_grad()
+        loss = self.model(x).pow(2).mean()
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+def test_a_new_head_or_optimizer_between_calls_records_again():
+    """Fine-tuning: the head is replaced and a new optimizer made between calls of a
+    compiled step that names them (as a closure, or through a bound method's object). The
+    graph holds the old parameters and optimizer, so the call records again and trains the
+    new ones, as eager does."""
+    def net():
+        dt.manual_seed(0)
+        return dt.nn.Sequential(dt.nn.Linear(3, 4), dt.nn.Tanh(), dt.nn.Linear(4, 2)).double()
+
+    def closure_run(compiled):
+        model = net()
+        opt = dt.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(x):
+            opt.zero_grad()
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            opt.step()
+            return loss.detach()
+        run = dt.compile(step) if compiled else step
+        losses = []
+        for i in range(6):
+            if i == 3:
+                dt.manual_seed(1)
+                model[2] = dt.nn.Linear(4, 2).double()
+                opt = dt.optim.SGD(model.parameters(), lr=0.1)  # the closure sees the new one
+            losses.append(float(run(_t(5, 3, seed=i))))
+        return losses, model[2].weight.tolist()
+
+    def method_run(compiled):
+        trainer = _Trainer(net())
+        run = dt.compile(trainer.step) if compiled else trainer.step
+        losses = []
+        for i in range(6):
+            if i == 3:
+                dt.manual_seed(1)
+                trainer.model[2] = dt.nn.Linear(4, 2).double()
+                trainer.opt = dt.optim.SGD(trainer.model.parameters(), lr=0.1)
+            losses.append(float(run(_t(5, 3, seed=i))))
+        return losses, trainer.model[2].weight.tolist()
+
+    for run in (closure_run, method_run):
+        assert run(True) == run(False)
+
+
 def test_recording_leaves_a_profiler_alone():
     """Graph mode observes through autograd's observer, not sys.setprofile: a profiler set by
     the user keeps receiving calls while a function records."""
