@@ -22,6 +22,7 @@ from dtrain.jit.executor import ArrayRunner, TensorRunner
 from dtrain.jit.passes import PASSES, check_passes, optimize
 from dtrain.jit.tracer import TraceError, Tracer, settle
 from dtrain.nn.module import Module
+from dtrain.optim.optimizer import Optimizer
 
 FALLBACKS = ("error", "eager")
 
@@ -183,24 +184,23 @@ class CompiledFunction:
         return tuple(ids)
 
     def _bound(self):
-        """The modules and optimizers (objects with `param_groups`) that the function names
-        in its code: as globals, closure cells, or attributes of a bound method's object."""
-        fn, found = self.fn, []
+        """The modules and optimizers that the function names in its code: as globals,
+        closure cells, or a bound method's object and its instance attributes (read from
+        its `__dict__`, so that no property runs on every call; a module's submodules are
+        covered by its parameters)."""
+        fn = self.fn
         owner = getattr(fn, "__self__", None)
         fn = getattr(fn, "__func__", fn)
         code = getattr(fn, "__code__", None)
         if code is None:
-            return found
+            return []
         scope = getattr(fn, "__globals__", {})
         candidates = [scope.get(name) for name in code.co_names]
         candidates += [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
         if owner is not None:
-            candidates += [owner] + [getattr(owner, name, None) for name in code.co_names]
-        for obj in candidates:
-            if isinstance(obj, Module) or hasattr(type(obj), "param_groups") or \
-                    "param_groups" in getattr(obj, "__dict__", ()):
-                found.append(obj)
-        return found
+            attrs = getattr(owner, "__dict__", {})
+            candidates += [owner] + [attrs.get(name) for name in code.co_names]
+        return [obj for obj in candidates if isinstance(obj, (Module, Optimizer))]
 
     def _go_eager(self, entry, why):
         entry.eager = True

@@ -212,9 +212,8 @@ class Optimizer:
                 state[k] = v
         groups = []
         for group, saved in zip(self.param_groups, saved_groups):
-            new = ParamGroup({k: deepcopy(v) for k, v in saved.items() if k != "params"})
-            dict.__setitem__(new, "params", group["params"])
-            groups.append(new)
+            groups.append(ParamGroup({**{k: deepcopy(v) for k, v in saved.items()
+                                         if k != "params"}, "params": group["params"]}))
         self.state = state
         self.param_groups = groups
 

@@ -721,9 +721,9 @@ class Nonzero(NonDiff):
     shape_from_data = (0,)
 
     def forward(self, x):
-        idx = array_module(x).nonzero(x)
-        return array_module(x).stack(idx, axis=1) if idx else \
-            array_module(x).zeros((0, 0), dtype="int64")
+        xp = array_module(x)
+        idx = xp.nonzero(x)
+        return xp.stack(idx, axis=1) if idx else xp.zeros((0, 0), dtype="int64")
 
 
 nonzero_ = _nondiff(Nonzero, "nonzero", 1)
